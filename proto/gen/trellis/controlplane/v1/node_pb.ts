@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trellis/controlplane/v1/node.proto.
  */
 export const file_trellis_controlplane_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSI7CgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkicgoKUm91dGVFdmVudBI1CgR0eXBlGAEgASgOMicudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudFR5cGUSLQoFcm91dGUYAiABKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZSJGChNSZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdub2RlX2lwGAIgASgJEgsKA210dRgDIAEoDSI8ChRSZWdpc3Rlck5vZGVSZXNwb25zZRIOCgZzdWJuZXQYASABKAkSFAoMY2x1c3Rlcl9jaWRyGAIgASgJIiUKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJIhMKEUhlYXJ0YmVhdFJlc3BvbnNlIioKFURlcmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiGAoWRGVyZWdpc3Rlck5vZGVSZXNwb25zZSI+ChJXYXRjaFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhUKDWZyb21fcmV2aXNpb24YAiABKAMingEKE1dhdGNoUm91dGVzUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSEAoIc25hcHNob3QYAiABKAgSLgoGcm91dGVzGAMgAygLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUSMwoGZXZlbnRzGAQgAygLMiMudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudCpsCg5Sb3V0ZUV2ZW50VHlwZRIgChxST1VURV9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGwoXUk9VVEVfRVZFTlRfVFlQRV9VUFNFUlQQARIbChdST1VURV9FVkVOVF9UWVBFX0RFTEVURRACMr0DCgtOb2RlU2VydmljZRJrCgxSZWdpc3Rlck5vZGUSLC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWdpc3Rlck5vZGVSZXF1ZXN0Gi0udHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVnaXN0ZXJOb2RlUmVzcG9uc2USYgoJSGVhcnRiZWF0EikudHJlbGxpcy5jb250cm9scGxhbmUudjEuSGVhcnRiZWF0UmVxdWVzdBoqLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEnEKDkRlcmVnaXN0ZXJOb2RlEi4udHJlbGxpcy5jb250cm9scGxhbmUudjEuRGVyZWdpc3Rlck5vZGVSZXF1ZXN0Gi8udHJlbGxpcy5jb250cm9scGxhbmUudjEuRGVyZWdpc3Rlck5vZGVSZXNwb25zZRJqCgtXYXRjaFJvdXRlcxIrLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLldhdGNoUm91dGVzUmVxdWVzdBosLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLldhdGNoUm91dGVzUmVzcG9uc2UwAWIGcHJvdG8z");
+  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSI7CgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkicgoKUm91dGVFdmVudBI1CgR0eXBlGAEgASgOMicudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudFR5cGUSLQoFcm91dGUYAiABKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZSJGChNSZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdub2RlX2lwGAIgASgJEgsKA210dRgDIAEoDSI8ChRSZWdpc3Rlck5vZGVSZXNwb25zZRIOCgZzdWJuZXQYASABKAkSFAoMY2x1c3Rlcl9jaWRyGAIgASgJIiUKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJIhMKEUhlYXJ0YmVhdFJlc3BvbnNlIioKFURlcmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiGAoWRGVyZWdpc3Rlck5vZGVSZXNwb25zZSI+ChJXYXRjaFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhUKDWZyb21fcmV2aXNpb24YAiABKAMingEKE1dhdGNoUm91dGVzUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSEAoIc25hcHNob3QYAiABKAgSLgoGcm91dGVzGAMgAygLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUSMwoGZXZlbnRzGAQgAygLMiMudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudCJwCgpOb2RlUmVjb3JkEgwKBG5hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRIOCgZzdWJuZXQYAyABKAkSCwoDbXR1GAQgASgNEgwKBGxpdmUYBSABKAgSGAoQcmVnaXN0ZXJlZF9hdF9tcxgGIAEoAyJMChFTdWJuZXRMZWFzZVJlY29yZBIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEhQKDGxlYXNlZF9hdF9tcxgDIAEoAyInCg9IZWFydGJlYXRSZWNvcmQSFAoMbGFzdF9zZWVuX21zGAEgASgDKmwKDlJvdXRlRXZlbnRUeXBlEiAKHFJPVVRFX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdST1VURV9FVkVOVF9UWVBFX1VQU0VSVBABEhsKF1JPVVRFX0VWRU5UX1RZUEVfREVMRVRFEAIyvQMKC05vZGVTZXJ2aWNlEmsKDFJlZ2lzdGVyTm9kZRIsLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlZ2lzdGVyTm9kZVJlcXVlc3QaLS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWdpc3Rlck5vZGVSZXNwb25zZRJiCglIZWFydGJlYXQSKS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5IZWFydGJlYXRSZXF1ZXN0GioudHJlbGxpcy5jb250cm9scGxhbmUudjEuSGVhcnRiZWF0UmVzcG9uc2UScQoORGVyZWdpc3Rlck5vZGUSLi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlcXVlc3QaLy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlc3BvbnNlEmoKC1dhdGNoUm91dGVzEisudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXF1ZXN0GiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXNwb25zZTABYgZwcm90bzM");
 
 /**
  * A host-gw route: pods of `subnet` are reached through `node_ip`.
@@ -241,6 +241,102 @@ export type WatchRoutesResponse = Message<"trellis.controlplane.v1.WatchRoutesRe
  */
 export const WatchRoutesResponseSchema: GenMessage<WatchRoutesResponse> = /*@__PURE__*/
   messageDesc(file_trellis_controlplane_v1_node, 9);
+
+/**
+ * Stored in etcd at /trellis/v1/nodes/<name> (JSON form). Holds the node's sticky subnet.
+ *
+ * @generated from message trellis.controlplane.v1.NodeRecord
+ */
+export type NodeRecord = Message<"trellis.controlplane.v1.NodeRecord"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string node_ip = 2;
+   */
+  nodeIp: string;
+
+  /**
+   * @generated from field: string subnet = 3;
+   */
+  subnet: string;
+
+  /**
+   * @generated from field: uint32 mtu = 4;
+   */
+  mtu: number;
+
+  /**
+   * False once the node withdrew (graceful shutdown): no route points to it, but the subnet stays its own.
+   *
+   * @generated from field: bool live = 5;
+   */
+  live: boolean;
+
+  /**
+   * @generated from field: int64 registered_at_ms = 6;
+   */
+  registeredAtMs: bigint;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.NodeRecord.
+ * Use `create(NodeRecordSchema)` to create a new message.
+ */
+export const NodeRecordSchema: GenMessage<NodeRecord> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 10);
+
+/**
+ * Stored in etcd at /trellis/v1/subnets/<a.b.c.d-len> (JSON form). One key per leased subnet makes
+ * "no two nodes share a subnet" a compare-and-create.
+ *
+ * @generated from message trellis.controlplane.v1.SubnetLeaseRecord
+ */
+export type SubnetLeaseRecord = Message<"trellis.controlplane.v1.SubnetLeaseRecord"> & {
+  /**
+   * @generated from field: string subnet = 1;
+   */
+  subnet: string;
+
+  /**
+   * @generated from field: string node_name = 2;
+   */
+  nodeName: string;
+
+  /**
+   * @generated from field: int64 leased_at_ms = 3;
+   */
+  leasedAtMs: bigint;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.SubnetLeaseRecord.
+ * Use `create(SubnetLeaseRecordSchema)` to create a new message.
+ */
+export const SubnetLeaseRecordSchema: GenMessage<SubnetLeaseRecord> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 11);
+
+/**
+ * Stored in etcd at /trellis/v1/heartbeats/<name>, apart from the node record so that heartbeats do
+ * not wake every route stream.
+ *
+ * @generated from message trellis.controlplane.v1.HeartbeatRecord
+ */
+export type HeartbeatRecord = Message<"trellis.controlplane.v1.HeartbeatRecord"> & {
+  /**
+   * @generated from field: int64 last_seen_ms = 1;
+   */
+  lastSeenMs: bigint;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.HeartbeatRecord.
+ * Use `create(HeartbeatRecordSchema)` to create a new message.
+ */
+export const HeartbeatRecordSchema: GenMessage<HeartbeatRecord> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 12);
 
 /**
  * @generated from enum trellis.controlplane.v1.RouteEventType

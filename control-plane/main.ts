@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+import { pino } from "pino";
+import { TrellisError } from "../proto/common/errors.js";
+import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
+import { LeaseManager } from "./ipam/lease-manager.js";
+import { createSubnetPool } from "./ipam/subnet-pool.js";
+import { RouteFeed } from "./routes/route-feed.js";
+import { startControlPlaneServer } from "./rpc/server.js";
+import { EtcdClusterStore } from "./store/etcd-store.js";
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = parseControlPlaneArgs(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`trellis-control-plane: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  if (config === "help") {
+    process.stdout.write(controlPlaneHelp);
+    return;
+  }
+  const log = pino({ name: "control-plane", level: config.logLevel });
+  const store = new EtcdClusterStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix });
+  const pool = createSubnetPool(config.clusterCidr, config.subnetPrefixLength);
+  const stop = new AbortController();
+  const leases = new LeaseManager({ store, pool, log, clock: Date.now, rand: Math.random });
+  const feed = new RouteFeed({ store, log });
+  let ready = false;
+  const server = await startControlPlaneServer({
+    leases, feed, store, pool, log, clusterCidr: config.clusterCidr,
+    host: config.listenHost, port: config.listenPort, ready: () => ready,
+  });
+  log.info(
+    { address: `${config.listenHost}:${server.port}`, subnet: config.clusterCidr.toString(), tls: false },
+    config.listenHost === "127.0.0.1" || config.listenHost === "localhost" ? "listening on loopback without TLS" : "listening without TLS",
+  );
+  for (let attempt = 1, delay = 200; !stop.signal.aborted; attempt++, delay = Math.min(delay * 2, 5_000)) {
+    try {
+      await feed.start(stop.signal);
+      ready = true;
+      break;
+    } catch (err) {
+      log.warn({ err, attempt }, "etcd not reachable yet, retrying");
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+  const shutdown = async (signal: string) => {
+    log.info(`shutting down on ${signal}`);
+    stop.abort();
+    await server.close();
+    await store.close();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void shutdown("SIGTERM"));
+  process.once("SIGINT", () => void shutdown("SIGINT"));
+}
+
+main().catch((err) => {
+  const message = err instanceof TrellisError ? err.message : String(err);
+  process.stderr.write(`trellis-control-plane: ${message}\n`);
+  process.exit(1);
+});

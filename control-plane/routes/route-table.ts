@@ -1,0 +1,49 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  RouteEventSchema,
+  RouteEventType,
+  RouteSchema,
+  type NodeRecord,
+  type Route,
+  type RouteEvent,
+} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { NodeChange } from "../store/store.js";
+
+/** The cluster's route set, by node name. Pure. */
+export type RouteTable = ReadonlyMap<string, Route>;
+
+/** The route a node record asks for: none for a node that withdrew. */
+export function routeOf(node: NodeRecord): Route | undefined {
+  return node.live ? create(RouteSchema, { nodeName: node.name, subnet: node.subnet, nodeIp: node.nodeIp }) : undefined;
+}
+
+export function tableOf(nodes: readonly NodeRecord[]): RouteTable {
+  const table = new Map<string, Route>();
+  for (const node of nodes) {
+    const route = routeOf(node);
+    if (route) table.set(node.name, route);
+  }
+  return table;
+}
+
+function sameRoute(a: Route, b: Route): boolean {
+  return a.subnet === b.subnet && a.nodeIp === b.nodeIp;
+}
+
+/** Applies node changes to a table; returns the new table and only the route events they cause. */
+export function applyNodeChanges(table: RouteTable, changes: readonly NodeChange[]): { next: RouteTable; events: RouteEvent[] } {
+  const next = new Map(table);
+  const events: RouteEvent[] = [];
+  for (const change of changes) {
+    const before = next.get(change.name);
+    const after = change.node && routeOf(change.node);
+    if (after && !(before && sameRoute(before, after))) {
+      next.set(change.name, after);
+      events.push(create(RouteEventSchema, { type: RouteEventType.UPSERT, route: after }));
+    } else if (!after && before) {
+      next.delete(change.name);
+      events.push(create(RouteEventSchema, { type: RouteEventType.DELETE, route: before }));
+    }
+  }
+  return { next, events };
+}

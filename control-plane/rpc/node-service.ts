@@ -1,0 +1,31 @@
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  DeregisterNodeResponseSchema,
+  HeartbeatResponseSchema,
+  RegisterNodeResponseSchema,
+  type NodeService,
+} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { LeaseManager } from "../ipam/lease-manager.js";
+import type { RouteFeed } from "../routes/route-feed.js";
+import type { Cidr } from "../../proto/common/cidr.js";
+
+export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed; clusterCidr: Cidr }): ServiceImpl<typeof NodeService> {
+  return {
+    async registerNode(req) {
+      const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500 });
+      return create(RegisterNodeResponseSchema, { subnet: node.subnet, clusterCidr: deps.clusterCidr.toString() });
+    },
+    async heartbeat(req) {
+      await deps.leases.heartbeat(req.nodeName);
+      return create(HeartbeatResponseSchema);
+    },
+    async deregisterNode(req) {
+      await deps.leases.withdraw(req.nodeName);
+      return create(DeregisterNodeResponseSchema);
+    },
+    watchRoutes(_req, ctx) {
+      return deps.feed.subscribe(ctx.signal);
+    },
+  };
+}

@@ -1,0 +1,15 @@
+import type { Cidr } from "../../proto/common/cidr.js";
+
+/** The one place etcd keys are spelled (STYLE.md §4): everything lives under one versioned prefix. */
+export function createKeys(root = "/trellis/v1") {
+  return {
+    nodesPrefix: `${root}/nodes/`,
+    node: (name: string) => `${root}/nodes/${name}`,
+    subnetsPrefix: `${root}/subnets/`,
+    subnet: (subnet: Cidr) => `${root}/subnets/${subnet.toString().replace("/", "-")}`,
+    heartbeatsPrefix: `${root}/heartbeats/`,
+    heartbeat: (name: string) => `${root}/heartbeats/${name}`,
+  };
+}
+
+export type Keys = ReturnType<typeof createKeys>;

@@ -1,0 +1,64 @@
+/** The reasons a Trellis operation fails; codes exist only at the edges (rpc/errors.ts, cni-shim/result.ts). */
+export const reasons = [
+  "INVALID_ARGUMENT",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "EXHAUSTED",
+  "VERSION_SKEW",
+  "CONFLICT",
+  "UNAVAILABLE",
+  "TIMEOUT",
+  "KERNEL",
+  "DATA_LOSS",
+  "INTERNAL",
+] as const;
+
+export type Reason = (typeof reasons)[number];
+
+export class TrellisError extends Error {
+  override readonly name = "TrellisError";
+  constructor(
+    readonly reason: Reason,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+export function isReason(value: string): value is Reason {
+  return (reasons as readonly string[]).includes(value);
+}
+
+/** gRPC status code of each reason (STYLE.md §6). */
+export const grpcCodeOf: Record<Reason, number> = {
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  EXHAUSTED: 8,
+  VERSION_SKEW: 9,
+  CONFLICT: 10,
+  UNAVAILABLE: 14,
+  TIMEOUT: 4,
+  KERNEL: 13,
+  DATA_LOSS: 15,
+  INTERNAL: 13,
+};
+
+/** Log level an edge uses when it reports a failure with this reason. */
+export const logLevelOf: Record<Reason, "info" | "warn" | "error"> = {
+  INVALID_ARGUMENT: "info",
+  NOT_FOUND: "info",
+  ALREADY_EXISTS: "info",
+  EXHAUSTED: "warn",
+  VERSION_SKEW: "warn",
+  CONFLICT: "warn",
+  UNAVAILABLE: "warn",
+  TIMEOUT: "warn",
+  KERNEL: "error",
+  DATA_LOSS: "error",
+  INTERNAL: "error",
+};
+
+/** Metadata key that carries the reason next to a gRPC status. */
+export const reasonMetadataKey = "trellis-reason";
