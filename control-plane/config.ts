@@ -1,6 +1,6 @@
-import { parseArgs } from "node:util";
 import { Cidr } from "../proto/common/cidr.js";
 import { TrellisError } from "../proto/common/errors.js";
+import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/common/flags.js";
 
 export interface ControlPlaneConfig {
   readonly etcdEndpoints: readonly string[];
@@ -30,8 +30,6 @@ Flags:
 Without TLS (not yet supported) the control plane should listen on loopback or a trusted network only.
 `;
 
-const logLevels = ["trace", "debug", "info", "warn", "error", "fatal"];
-
 /** Parses flags; throws INVALID_ARGUMENT naming the flag. Returns "help" for --help. Pure. */
 export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConfig | "help" {
   const { values } = parseFlags(argv, {
@@ -60,9 +58,6 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     }
   }
   if (etcdEndpoints.length === 0) throw new TrellisError("INVALID_ARGUMENT", "--etcd-endpoints is empty");
-  if (!logLevels.includes(values["log-level"])) {
-    throw new TrellisError("INVALID_ARGUMENT", `--log-level ${values["log-level"]} is not one of ${logLevels.join(", ")}`);
-  }
   if (!values["etcd-prefix"].startsWith("/") || values["etcd-prefix"].endsWith("/")) {
     throw new TrellisError("INVALID_ARGUMENT", `--etcd-prefix ${values["etcd-prefix"]} must start with / and not end with /`);
   }
@@ -73,31 +68,6 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     listenPort: port,
     clusterCidr,
     subnetPrefixLength,
-    logLevel: values["log-level"],
+    logLevel: checkLogLevel(values["log-level"]),
   };
-}
-
-type FlagSpec = Record<string, { type: "string"; default: string } | { type: "boolean"; short?: string; default: boolean }>;
-
-function parseFlags<T extends FlagSpec>(argv: readonly string[], options: T) {
-  try {
-    return parseArgs({ args: [...argv], options, strict: true, allowPositionals: false });
-  } catch (err) {
-    throw new TrellisError("INVALID_ARGUMENT", `${(err as Error).message}; see --help`);
-  }
-}
-
-export function parseHostPort(text: string, flag: string): { host: string; port: number } {
-  const m = /^(.+):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !m[1] || port > 65535) throw new TrellisError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)} is not HOST:PORT`);
-  return { host: m[1].replace(/^\[(.*)\]$/, "$1"), port };
-}
-
-export function parseIntFlag(text: string, flag: string, min: number, max: number): number {
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || n < min || n > max) {
-    throw new TrellisError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)} is not a whole number from ${min} to ${max}`);
-  }
-  return n;
 }

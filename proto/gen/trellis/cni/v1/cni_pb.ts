@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trellis/cni/v1/cni.proto.
  */
 export const file_trellis_cni_v1_cni: GenFile = /*@__PURE__*/
-  fileDesc("Chh0cmVsbGlzL2NuaS92MS9jbmkucHJvdG8SDnRyZWxsaXMuY25pLnYxIpIBCgpBdHRhY2htZW50EhQKDG5ldHdvcmtfbmFtZRgBIAEoCRIUCgxjb250YWluZXJfaWQYAiABKAkSDwoHaWZfbmFtZRgDIAEoCRINCgVuZXRucxgEIAEoCRIVCg1wb2RfbmFtZXNwYWNlGAUgASgJEhAKCHBvZF9uYW1lGAYgASgJEg8KB3BvZF91aWQYByABKAkiRAoJSW50ZXJmYWNlEgwKBG5hbWUYASABKAkSCwoDbWFjGAIgASgJEg8KB3NhbmRib3gYAyABKAkSCwoDbXR1GAQgASgNIj8KCElwQ29uZmlnEg8KB2FkZHJlc3MYASABKAkSDwoHZ2F0ZXdheRgCIAEoCRIRCglpbnRlcmZhY2UYAyABKAUiIAoFUm91dGUSCwoDZHN0GAEgASgJEgoKAmd3GAIgASgJImAKFEFkZEF0dGFjaG1lbnRSZXF1ZXN0EhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SLgoKYXR0YWNobWVudBgCIAEoCzIaLnRyZWxsaXMuY25pLnYxLkF0dGFjaG1lbnQilAEKFUFkZEF0dGFjaG1lbnRSZXNwb25zZRItCgppbnRlcmZhY2VzGAEgAygLMhkudHJlbGxpcy5jbmkudjEuSW50ZXJmYWNlEiUKA2lwcxgCIAMoCzIYLnRyZWxsaXMuY25pLnYxLklwQ29uZmlnEiUKBnJvdXRlcxgDIAMoCzIVLnRyZWxsaXMuY25pLnYxLlJvdXRlImMKF0RlbGV0ZUF0dGFjaG1lbnRSZXF1ZXN0EhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SLgoKYXR0YWNobWVudBgCIAEoCzIaLnRyZWxsaXMuY25pLnYxLkF0dGFjaG1lbnQiGgoYRGVsZXRlQXR0YWNobWVudFJlc3BvbnNlMtEBCgpDbmlTZXJ2aWNlElwKDUFkZEF0dGFjaG1lbnQSJC50cmVsbGlzLmNuaS52MS5BZGRBdHRhY2htZW50UmVxdWVzdBolLnRyZWxsaXMuY25pLnYxLkFkZEF0dGFjaG1lbnRSZXNwb25zZRJlChBEZWxldGVBdHRhY2htZW50EicudHJlbGxpcy5jbmkudjEuRGVsZXRlQXR0YWNobWVudFJlcXVlc3QaKC50cmVsbGlzLmNuaS52MS5EZWxldGVBdHRhY2htZW50UmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Chh0cmVsbGlzL2NuaS92MS9jbmkucHJvdG8SDnRyZWxsaXMuY25pLnYxIpIBCgpBdHRhY2htZW50EhQKDG5ldHdvcmtfbmFtZRgBIAEoCRIUCgxjb250YWluZXJfaWQYAiABKAkSDwoHaWZfbmFtZRgDIAEoCRINCgVuZXRucxgEIAEoCRIVCg1wb2RfbmFtZXNwYWNlGAUgASgJEhAKCHBvZF9uYW1lGAYgASgJEg8KB3BvZF91aWQYByABKAkiRAoJSW50ZXJmYWNlEgwKBG5hbWUYASABKAkSCwoDbWFjGAIgASgJEg8KB3NhbmRib3gYAyABKAkSCwoDbXR1GAQgASgNIj8KCElwQ29uZmlnEg8KB2FkZHJlc3MYASABKAkSDwoHZ2F0ZXdheRgCIAEoCRIRCglpbnRlcmZhY2UYAyABKAUiIAoFUm91dGUSCwoDZHN0GAEgASgJEgoKAmd3GAIgASgJImAKFEFkZEF0dGFjaG1lbnRSZXF1ZXN0EhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SLgoKYXR0YWNobWVudBgCIAEoCzIaLnRyZWxsaXMuY25pLnYxLkF0dGFjaG1lbnQilAEKFUFkZEF0dGFjaG1lbnRSZXNwb25zZRItCgppbnRlcmZhY2VzGAEgAygLMhkudHJlbGxpcy5jbmkudjEuSW50ZXJmYWNlEiUKA2lwcxgCIAMoCzIYLnRyZWxsaXMuY25pLnYxLklwQ29uZmlnEiUKBnJvdXRlcxgDIAMoCzIVLnRyZWxsaXMuY25pLnYxLlJvdXRlImMKF0RlbGV0ZUF0dGFjaG1lbnRSZXF1ZXN0EhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SLgoKYXR0YWNobWVudBgCIAEoCzIaLnRyZWxsaXMuY25pLnYxLkF0dGFjaG1lbnQiGgoYRGVsZXRlQXR0YWNobWVudFJlc3BvbnNlIn0KEEFsbG9jYXRpb25SZWNvcmQSDwoHYWRkcmVzcxgBIAEoCRIuCgphdHRhY2htZW50GAIgASgLMhoudHJlbGxpcy5jbmkudjEuQXR0YWNobWVudBIRCglob3N0X3ZldGgYAyABKAkSFQoNY3JlYXRlZF9hdF9tcxgEIAEoAzLRAQoKQ25pU2VydmljZRJcCg1BZGRBdHRhY2htZW50EiQudHJlbGxpcy5jbmkudjEuQWRkQXR0YWNobWVudFJlcXVlc3QaJS50cmVsbGlzLmNuaS52MS5BZGRBdHRhY2htZW50UmVzcG9uc2USZQoQRGVsZXRlQXR0YWNobWVudBInLnRyZWxsaXMuY25pLnYxLkRlbGV0ZUF0dGFjaG1lbnRSZXF1ZXN0GigudHJlbGxpcy5jbmkudjEuRGVsZXRlQXR0YWNobWVudFJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * Identifies one attachment, as CNI does: (network, container id, interface name).
@@ -235,6 +235,45 @@ export type DeleteAttachmentResponse = Message<"trellis.cni.v1.DeleteAttachmentR
  */
 export const DeleteAttachmentResponseSchema: GenMessage<DeleteAttachmentResponse> = /*@__PURE__*/
   messageDesc(file_trellis_cni_v1_cni, 7);
+
+/**
+ * The node's durable record of one pod address (one file per address in the daemon's state dir),
+ * written and fsynced before ADD answers.
+ *
+ * @generated from message trellis.cni.v1.AllocationRecord
+ */
+export type AllocationRecord = Message<"trellis.cni.v1.AllocationRecord"> & {
+  /**
+   * Pod address without prefix, e.g. "10.244.1.5"; also the record's file name.
+   *
+   * @generated from field: string address = 1;
+   */
+  address: string;
+
+  /**
+   * @generated from field: trellis.cni.v1.Attachment attachment = 2;
+   */
+  attachment?: Attachment | undefined;
+
+  /**
+   * Name of the host end of the veth pair.
+   *
+   * @generated from field: string host_veth = 3;
+   */
+  hostVeth: string;
+
+  /**
+   * @generated from field: int64 created_at_ms = 4;
+   */
+  createdAtMs: bigint;
+};
+
+/**
+ * Describes the message trellis.cni.v1.AllocationRecord.
+ * Use `create(AllocationRecordSchema)` to create a new message.
+ */
+export const AllocationRecordSchema: GenMessage<AllocationRecord> = /*@__PURE__*/
+  messageDesc(file_trellis_cni_v1_cni, 8);
 
 /**
  * @generated from service trellis.cni.v1.CniService

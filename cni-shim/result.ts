@@ -1,0 +1,78 @@
+import { TrellisError, type Reason } from "../proto/common/errors.js";
+import { supportedCniVersions } from "../proto/common/protocol.js";
+import type { AddAttachmentResponse } from "../proto/gen/trellis/cni/v1/cni_pb.js";
+
+/** CNI's well-known error codes (spec §Error), plus Trellis's own from 100 up (STYLE.md §6). */
+export const cniCodes = {
+  incompatibleVersion: 1,
+  unsupportedField: 2,
+  unknownContainer: 3,
+  invalidEnv: 4,
+  io: 5,
+  decode: 6,
+  invalidConfig: 7,
+  tryAgainLater: 11,
+} as const;
+
+const codeOfReason: Record<Reason, number> = {
+  INVALID_ARGUMENT: 7,
+  NOT_FOUND: 3,
+  ALREADY_EXISTS: 100,
+  EXHAUSTED: 101,
+  VERSION_SKEW: 102,
+  CONFLICT: 11,
+  UNAVAILABLE: 11,
+  TIMEOUT: 11,
+  KERNEL: 999,
+  DATA_LOSS: 999,
+  INTERNAL: 999,
+};
+
+/** An error found by the shim itself, with its CNI code. */
+export class CniError extends Error {
+  override readonly name = "CniError";
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly details = "",
+  ) {
+    super(message);
+  }
+}
+
+export interface CniErrorJson {
+  cniVersion: string;
+  code: number;
+  msg: string;
+  details?: string;
+}
+
+export const latestCniVersion = supportedCniVersions[supportedCniVersions.length - 1] ?? "1.1.0";
+
+/** Any error -> the one CNI error object printed on stdout. Pure. */
+export function toCniError(err: unknown, cniVersion: string = latestCniVersion): CniErrorJson {
+  if (err instanceof CniError) return { cniVersion, code: err.code, msg: err.message, ...(err.details ? { details: err.details } : {}) };
+  if (err instanceof TrellisError) return { cniVersion, code: codeOfReason[err.reason], msg: err.message, details: `reason ${err.reason}` };
+  return { cniVersion, code: 999, msg: "internal error in the trellis shim", details: String(err) };
+}
+
+/** The ADD result in the shape of the requested CNI version (1.0.0 / 1.1.0). Pure. */
+export function toCniResult(res: AddAttachmentResponse, cniVersion: string): Record<string, unknown> {
+  const withMtu = cniVersion === "1.1.0";
+  return {
+    cniVersion,
+    interfaces: res.interfaces.map((i) => ({
+      name: i.name,
+      ...(i.mac ? { mac: i.mac } : {}),
+      ...(withMtu && i.mtu ? { mtu: i.mtu } : {}),
+      ...(i.sandbox ? { sandbox: i.sandbox } : {}),
+    })),
+    ips: res.ips.map((ip) => ({ interface: ip.interface, address: ip.address, ...(ip.gateway ? { gateway: ip.gateway } : {}) })),
+    routes: res.routes.map((r) => ({ dst: r.dst, ...(r.gw ? { gw: r.gw } : {}) })),
+    dns: {},
+  };
+}
+
+export function versionResult(cniVersion: string): Record<string, unknown> {
+  return { cniVersion, supportedVersions: [...supportedCniVersions] };
+}

@@ -1,0 +1,184 @@
+import { create } from "@bufbuild/protobuf";
+import { supportedCniVersions } from "../proto/common/protocol.js";
+import { TrellisError } from "../proto/common/errors.js";
+import { AttachmentSchema, type AddAttachmentResponse, type Attachment } from "../proto/gen/trellis/cni/v1/cni_pb.js";
+import { defaultDaemonSocket } from "../proto/common/protocol.js";
+import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionResult } from "./result.js";
+
+/** Process I/O of one shim run, injected so the dispatcher stays pure. */
+export interface ShimIo {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readStdin(): Promise<string>;
+  writeStdout(text: string): void;
+  /** One JSON log line on stderr (stdout carries only the CNI result). */
+  logError(fields: Record<string, unknown>, message: string): void;
+  pathExists(path: string): Promise<boolean>;
+}
+
+export interface DaemonClient {
+  add(attachment: Attachment): Promise<AddAttachmentResponse>;
+  delete(attachment: Attachment): Promise<void>;
+}
+
+export type Command = "ADD" | "DEL" | "CHECK" | "VERSION" | "GC" | "STATUS";
+const commands: readonly Command[] = ["ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS"];
+
+/** The network config a runtime passes on stdin (the plugin's entry of the conflist). */
+export interface NetConf {
+  readonly cniVersion: string;
+  readonly name: string;
+  readonly type: string;
+  /** Where the node daemon serves the shim; defaults to /run/trellis/cni.sock. */
+  readonly daemonSocket: string;
+}
+
+export interface CniRequest {
+  readonly command: Command;
+  readonly conf: NetConf;
+  readonly attachment: Attachment;
+}
+
+const containerIdPattern = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+const knownArgs = new Set(["K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID", "K8S_POD_INFRA_CONTAINER_ID", "IgnoreUnknown"]);
+
+function envError(message: string): CniError {
+  return new CniError(cniCodes.invalidEnv, message);
+}
+
+export function parseCommand(env: ShimIo["env"]): Command {
+  const command = env.CNI_COMMAND;
+  if (!command) throw envError("CNI_COMMAND is not set; the trellis plugin is run by a container runtime (see the CNI spec)");
+  if (!(commands as readonly string[]).includes(command)) {
+    throw envError(`CNI_COMMAND ${JSON.stringify(command)} is not one of ${commands.join(", ")}`);
+  }
+  return command as Command;
+}
+
+/** Parses CNI_ARGS ("K=V;K=V"): pod identity, unknown keys refused unless IgnoreUnknown=1. */
+export function parseCniArgs(text: string | undefined): Record<string, string> {
+  const args: Record<string, string> = {};
+  if (!text) return args;
+  for (const pair of text.split(";").filter(Boolean)) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw envError(`CNI_ARGS entry ${JSON.stringify(pair)} is not KEY=VALUE`);
+    args[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const ignoreUnknown = ["1", "true"].includes((args.IgnoreUnknown ?? "").toLowerCase());
+  const unknown = Object.keys(args).filter((k) => !knownArgs.has(k));
+  if (unknown.length > 0 && !ignoreUnknown) {
+    throw envError(`CNI_ARGS key ${unknown.join(", ")} is not known to trellis; add IgnoreUnknown=1 to pass it anyway`);
+  }
+  return args;
+}
+
+export function parseNetConf(stdin: string): NetConf {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(stdin);
+  } catch (err) {
+    throw new CniError(cniCodes.decode, `network config on stdin is not JSON: ${(err as Error).message}`);
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new CniError(cniCodes.decode, "network config on stdin is not a JSON object");
+  }
+  const conf = raw as Record<string, unknown>;
+  const str = (key: string, required: boolean): string | undefined => {
+    const v = conf[key];
+    if (v === undefined && !required) return undefined;
+    if (typeof v !== "string" || (required && v === "")) {
+      throw new CniError(cniCodes.invalidConfig, v === undefined ? `network config has no "${key}"` : `network config key "${key}" must be a non-empty string`);
+    }
+    return v;
+  };
+  const cniVersion = str("cniVersion", true) as string;
+  if (!(supportedCniVersions as readonly string[]).includes(cniVersion)) {
+    throw new CniError(
+      cniCodes.incompatibleVersion,
+      `cniVersion ${cniVersion} is not supported by trellis (supported: ${supportedCniVersions.join(", ")})`,
+    );
+  }
+  const name = str("name", true) as string;
+  const type = str("type", false) ?? "trellis";
+  const daemonSocket = str("daemonSocket", false) ?? defaultDaemonSocket;
+  if (!daemonSocket.startsWith("/")) throw new CniError(cniCodes.invalidConfig, `network config key "daemonSocket" must be an absolute path`);
+  return { cniVersion, name, type, daemonSocket };
+}
+
+/** Validates env and stdin for ADD and DEL into one request. */
+export async function parseCniRequest(command: "ADD" | "DEL", io: ShimIo, stdin: string): Promise<CniRequest> {
+  const conf = parseNetConf(stdin);
+  const env = io.env;
+  const containerId = env.CNI_CONTAINERID ?? "";
+  if (!containerId) throw envError("CNI_CONTAINERID is not set");
+  if (!containerIdPattern.test(containerId)) {
+    throw envError(`CNI_CONTAINERID ${JSON.stringify(containerId)} must start with a letter or digit and hold only letters, digits, '_', '.' and '-'`);
+  }
+  const ifName = env.CNI_IFNAME ?? "";
+  if (!ifName) throw envError("CNI_IFNAME is not set");
+  if (Buffer.byteLength(ifName) > 15) throw envError(`CNI_IFNAME ${JSON.stringify(ifName)} is longer than 15 bytes`);
+  if (ifName === "." || ifName === ".." || /[/:\s]/.test(ifName)) {
+    throw envError(`CNI_IFNAME ${JSON.stringify(ifName)} may not contain '/', ':' or whitespace, nor be . or ..`);
+  }
+  const netns = env.CNI_NETNS ?? "";
+  if (command === "ADD") {
+    if (!netns) throw envError("CNI_NETNS is not set; ADD needs the pod's network namespace");
+    if (!(await io.pathExists(netns))) throw envError(`CNI_NETNS ${netns} does not exist`);
+  }
+  if (!env.CNI_PATH) throw envError("CNI_PATH is not set");
+  const args = parseCniArgs(env.CNI_ARGS);
+  const attachment = create(AttachmentSchema, {
+    networkName: conf.name,
+    containerId,
+    ifName,
+    netns,
+    podNamespace: args.K8S_POD_NAMESPACE ?? "",
+    podName: args.K8S_POD_NAME ?? "",
+    podUid: args.K8S_POD_UID ?? "",
+  });
+  return { command, conf, attachment };
+}
+
+/** One CNI invocation: env + stdin -> daemon call -> stdout; returns the exit code. */
+export async function runShim(io: ShimIo, connect: (socketPath: string) => DaemonClient): Promise<number> {
+  let cniVersion: string = latestCniVersion;
+  try {
+    const command = parseCommand(io.env);
+    const stdin = await io.readStdin().catch((err: unknown) => {
+      throw new CniError(cniCodes.io, `could not read the network config from stdin: ${(err as Error).message}`);
+    });
+    if (command === "VERSION") {
+      const requested = safeVersion(stdin);
+      io.writeStdout(JSON.stringify(versionResult(requested ?? latestCniVersion)));
+      return 0;
+    }
+    cniVersion = safeVersion(stdin) ?? latestCniVersion;
+    if (command !== "ADD" && command !== "DEL") {
+      throw new CniError(cniCodes.invalidEnv, `CNI_COMMAND ${command} is not implemented by this trellis version yet (ADD, DEL and VERSION are)`);
+    }
+    const req = await parseCniRequest(command, io, stdin);
+    const daemon = connect(req.conf.daemonSocket);
+    if (command === "ADD") {
+      io.writeStdout(JSON.stringify(toCniResult(await daemon.add(req.attachment), req.conf.cniVersion)));
+    } else {
+      await daemon.delete(req.attachment).catch((err: unknown) => {
+        if (!(err instanceof TrellisError && err.reason === "NOT_FOUND")) throw err;
+      });
+    }
+    return 0;
+  } catch (err) {
+    const out = toCniError(err, cniVersion);
+    io.writeStdout(JSON.stringify(out));
+    io.logError({ command: io.env.CNI_COMMAND, containerId: io.env.CNI_CONTAINERID, ifName: io.env.CNI_IFNAME, code: out.code, err: out.msg }, "cni call failed");
+    return 1;
+  }
+}
+
+/** The config's cniVersion when it is a supported one, for shaping errors and VERSION answers. */
+function safeVersion(stdin: string): string | undefined {
+  try {
+    const v = (JSON.parse(stdin) as { cniVersion?: unknown }).cniVersion;
+    return typeof v === "string" && (supportedCniVersions as readonly string[]).includes(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}

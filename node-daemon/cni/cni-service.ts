@@ -1,0 +1,202 @@
+import { create } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import { Cidr, formatIpv4, parseIpv4 } from "../../proto/common/cidr.js";
+import { TrellisError } from "../../proto/common/errors.js";
+import {
+  AllocationRecordSchema,
+  type AddAttachmentResponse,
+  type AllocationRecord,
+  type Attachment,
+} from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import type { AllocationJournal } from "../ipam/journal.js";
+import { pickFreeAddress } from "../ipam/pod-allocator.js";
+import type { Netlink } from "../net/netlink.js";
+import { hostVethName, invalidIfNameReason, isHostVethName } from "../net/names.js";
+import { planBridge, planVeth, resultOf, type BridgePlan } from "./plan.js";
+
+export interface CniServiceDeps {
+  readonly net: Netlink;
+  readonly journal: AllocationJournal;
+  readonly log: Logger;
+  readonly clock: () => number;
+  readonly pathExists: (path: string) => Promise<boolean>;
+}
+
+export interface NodeLease {
+  readonly subnet: Cidr;
+  readonly bridgeName: string;
+  readonly mtu: number;
+}
+
+const attachmentKey = (a: Pick<Attachment, "networkName" | "containerId" | "ifName">) => `${a.networkName}/${a.containerId}/${a.ifName}`;
+
+/**
+ * The node's pod attachments: the single writer of pod addresses in the node's subnet. Every address is
+ * recorded durably before ADD answers and released durably before DEL answers.
+ */
+export class CniService {
+  private lease?: { subnet: Cidr; bridge: BridgePlan };
+  private readonly records = new Map<string, AllocationRecord>(); // by address
+  private readonly byAttachment = new Map<string, AllocationRecord>();
+  private readonly taken = new Set<bigint>();
+  private lastAddress?: bigint;
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly deps: CniServiceDeps) {}
+
+  get ready(): boolean {
+    return this.lease !== undefined;
+  }
+
+  get allocations(): readonly AllocationRecord[] {
+    return [...this.records.values()];
+  }
+
+  /**
+   * Sets the node up for its lease (bridge, forwarding) and reconciles the journal with the kernel before
+   * serving: addresses of pods whose veth is gone are released, veths no record explains are deleted.
+   */
+  async start(lease: NodeLease): Promise<void> {
+    const { net, journal, log } = this.deps;
+    const bridge = planBridge(lease.bridgeName, lease.subnet, lease.mtu);
+    await net.ensureBridge(bridge);
+    await net.enableIpv4Forwarding();
+    log.info({ bridge: bridge.name, gateway: bridge.address, subnet: lease.subnet.toString() }, "bridge ready");
+
+    const links = await net.listLinks();
+    const present = new Set(links.map((l) => l.name));
+    let newest: AllocationRecord | undefined;
+    for (const record of await journal.load()) {
+      if (!present.has(record.hostVeth)) {
+        await journal.release(record.address);
+        log.info({ address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth }, "released address of a pod that is gone");
+        continue;
+      }
+      this.remember(record);
+      if (!newest || record.createdAtMs > newest.createdAtMs) newest = record;
+    }
+    const known = new Set([...this.records.values()].map((r) => r.hostVeth));
+    for (const l of links) {
+      if (l.kind === "veth" && isHostVethName(l.name) && (l.master === bridge.name || !l.master) && !known.has(l.name)) {
+        await net.deleteLink(l.name);
+        log.info({ hostVeth: l.name }, "deleted veth no allocation explains (an ADD interrupted by a crash)");
+      }
+    }
+    if (newest) this.lastAddress = parseIpv4(newest.address);
+    this.lease = { subnet: lease.subnet, bridge };
+    log.info({ subnet: lease.subnet.toString() }, `${this.records.size} allocations restored`);
+  }
+
+  async add(attachment: Attachment): Promise<AddAttachmentResponse> {
+    const lease = this.requireLease();
+    await this.validate(attachment, true);
+    return this.withLock(attachmentKey(attachment), async () => {
+      const existing = this.byAttachment.get(attachmentKey(attachment));
+      if (existing) {
+        throw new TrellisError(
+          "ALREADY_EXISTS",
+          `container ${attachment.containerId} already has interface ${attachment.ifName} with address ${existing.address}; DEL it before adding it again`,
+        );
+      }
+      const record = await this.allocate(attachment, lease.subnet);
+      const address = parseIpv4(record.address);
+      const veth = planVeth(attachment, lease.subnet, address, lease.bridge);
+      try {
+        await this.deps.net.addVeth(veth);
+      } catch (err) {
+        await this.forget(record);
+        throw err;
+      }
+      this.deps.log.info(
+        { containerId: attachment.containerId, ifName: attachment.ifName, address: veth.podAddress, hostVeth: veth.hostName, podName: attachment.podName, podNamespace: attachment.podNamespace },
+        "pod attached",
+      );
+      return resultOf(veth, lease.bridge);
+    });
+  }
+
+  /** Undoes ADD; succeeds when there is nothing to undo. */
+  async delete(attachment: Attachment): Promise<void> {
+    await this.validate(attachment, false);
+    await this.withLock(attachmentKey(attachment), async () => {
+      const record = this.byAttachment.get(attachmentKey(attachment));
+      const hostVeth = record?.hostVeth ?? hostVethName(attachment.containerId, attachment.ifName);
+      const deleted = await this.deps.net.deleteLink(hostVeth);
+      if (record) await this.forget(record);
+      if (record || deleted) {
+        this.deps.log.info({ containerId: attachment.containerId, ifName: attachment.ifName, address: record?.address, hostVeth }, "pod detached");
+      }
+    });
+  }
+
+  private requireLease() {
+    if (!this.lease) throw new TrellisError("UNAVAILABLE", "the node daemon has no subnet lease yet; try again shortly");
+    return this.lease;
+  }
+
+  private async validate(a: Attachment, forAdd: boolean): Promise<void> {
+    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(a.containerId)) {
+      throw new TrellisError("INVALID_ARGUMENT", `container id ${JSON.stringify(a.containerId)} is not a valid CNI container id`);
+    }
+    const ifReason = invalidIfNameReason(a.ifName);
+    if (ifReason) throw new TrellisError("INVALID_ARGUMENT", `interface name ${JSON.stringify(a.ifName)} ${ifReason}`);
+    if (!forAdd) return;
+    if (!a.netns) throw new TrellisError("INVALID_ARGUMENT", "netns is required for ADD");
+    if (!(await this.deps.pathExists(a.netns))) {
+      throw new TrellisError("INVALID_ARGUMENT", `netns ${a.netns} does not exist`);
+    }
+  }
+
+  /** Chooses and durably records an address; memory is updated first so concurrent ADDs never pick the same one. */
+  private async allocate(attachment: Attachment, subnet: Cidr): Promise<AllocationRecord> {
+    for (;;) {
+      const address = pickFreeAddress(subnet, this.taken, this.lastAddress);
+      this.lastAddress = address;
+      const record = create(AllocationRecordSchema, {
+        address: formatIpv4(address),
+        attachment,
+        hostVeth: hostVethName(attachment.containerId, attachment.ifName),
+        createdAtMs: BigInt(this.deps.clock()),
+      });
+      this.remember(record);
+      let reserved = false;
+      try {
+        reserved = await this.deps.journal.reserve(record);
+      } finally {
+        if (!reserved) this.unremember(record);
+      }
+      if (reserved) return record;
+      // Recorded on disk but unknown in memory: only another writer could have put it there. Skip it.
+      this.taken.add(address);
+      this.deps.log.warn({ address: record.address }, "address already recorded on disk; skipping it");
+    }
+  }
+
+  private remember(record: AllocationRecord): void {
+    this.records.set(record.address, record);
+    if (record.attachment) this.byAttachment.set(attachmentKey(record.attachment), record);
+    this.taken.add(parseIpv4(record.address));
+  }
+
+  private unremember(record: AllocationRecord): void {
+    this.records.delete(record.address);
+    if (record.attachment) this.byAttachment.delete(attachmentKey(record.attachment));
+    this.taken.delete(parseIpv4(record.address));
+  }
+
+  private async forget(record: AllocationRecord): Promise<void> {
+    await this.deps.journal.release(record.address);
+    this.unremember(record);
+  }
+
+  private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(key) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(fn);
+    this.locks.set(key, next);
+    try {
+      return await next;
+    } finally {
+      if (this.locks.get(key) === next) this.locks.delete(key);
+    }
+  }
+}

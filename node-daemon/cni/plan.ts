@@ -1,0 +1,67 @@
+import { create } from "@bufbuild/protobuf";
+import { Cidr, formatIpv4 } from "../../proto/common/cidr.js";
+import {
+  AddAttachmentResponseSchema,
+  InterfaceSchema,
+  IpConfigSchema,
+  RouteSchema,
+  type AddAttachmentResponse,
+  type Attachment,
+} from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { gatewayOf } from "../ipam/pod-allocator.js";
+import { hostVethName, macFor } from "../net/names.js";
+
+/** The node's bridge: the pods' gateway. */
+export interface BridgePlan {
+  readonly name: string;
+  readonly mac: string;
+  /** Gateway address with the subnet's prefix, e.g. "10.244.1.1/24". */
+  readonly address: string;
+  readonly mtu: number;
+}
+
+/** Everything the kernel must hold for one attachment. */
+export interface VethPlan {
+  readonly bridge: string;
+  readonly hostName: string;
+  readonly hostMac: string;
+  readonly podIfName: string;
+  readonly podMac: string;
+  readonly netns: string;
+  readonly mtu: number;
+  /** Pod address with the subnet's prefix, e.g. "10.244.1.5/24". */
+  readonly podAddress: string;
+  readonly gateway: string;
+}
+
+export function planBridge(name: string, subnet: Cidr, mtu: number): BridgePlan {
+  const gateway = gatewayOf(subnet);
+  return { name, mac: macFor(gateway, "bridge"), address: `${formatIpv4(gateway)}/${subnet.prefixLength}`, mtu };
+}
+
+export function planVeth(attachment: Attachment, subnet: Cidr, address: bigint, bridge: BridgePlan): VethPlan {
+  return {
+    bridge: bridge.name,
+    hostName: hostVethName(attachment.containerId, attachment.ifName),
+    hostMac: macFor(address, "host"),
+    podIfName: attachment.ifName,
+    podMac: macFor(address, "pod"),
+    netns: attachment.netns,
+    mtu: bridge.mtu,
+    podAddress: `${formatIpv4(address)}/${subnet.prefixLength}`,
+    gateway: formatIpv4(gatewayOf(subnet)),
+  };
+}
+
+/** The CNI result of a finished ADD: bridge, host veth, pod interface (index 2) and its address. */
+export function resultOf(veth: VethPlan, bridge: BridgePlan): AddAttachmentResponse {
+  return create(AddAttachmentResponseSchema, {
+    interfaces: [
+      create(InterfaceSchema, { name: bridge.name, mac: bridge.mac, mtu: bridge.mtu }),
+      create(InterfaceSchema, { name: veth.hostName, mac: veth.hostMac, mtu: veth.mtu }),
+      create(InterfaceSchema, { name: veth.podIfName, mac: veth.podMac, mtu: veth.mtu, sandbox: veth.netns }),
+    ],
+    ips: [create(IpConfigSchema, { address: veth.podAddress, gateway: veth.gateway, interface: 2 })],
+    routes: [create(RouteSchema, { dst: "0.0.0.0/0", gw: veth.gateway })],
+  });
+}

@@ -1,0 +1,83 @@
+import { parseIpv4 } from "../proto/common/cidr.js";
+import { TrellisError } from "../proto/common/errors.js";
+import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/common/flags.js";
+import { defaultDaemonSocket } from "../proto/common/protocol.js";
+import { invalidIfNameReason } from "./net/names.js";
+
+export interface DaemonConfig {
+  readonly nodeName: string;
+  readonly nodeIp: string;
+  /** "host:port" of every control-plane replica. */
+  readonly controlPlanes: readonly string[];
+  readonly socketPath: string;
+  readonly bridge: string;
+  readonly stateDir: string;
+  readonly mtu: number;
+  readonly heartbeatIntervalMs: number;
+  readonly routeResyncIntervalMs: number;
+  readonly logLevel: string;
+}
+
+export const daemonHelp = `Usage: trellis-node-daemon --node-name NAME --node-ip IP [flags]
+
+The Trellis node daemon: registers the node with the control plane and leases its pod subnet, sets up
+the node bridge (gateway = first address of the subnet) and IPv4 forwarding, serves the CNI shim on a
+root-only unix socket (one veth pair per pod), and keeps one host-gw route per other node, following the
+control plane's route stream. Pod addresses are recorded in --state-dir before ADD answers.
+
+Flags:
+  --node-name NAME          this node's name, as the cluster knows it (required)
+  --node-ip IP              this node's underlay IPv4 address, the next hop other nodes use (required)
+  --control-plane ADDRS     comma-separated HOST:PORT of control-plane replicas (default 127.0.0.1:6443)
+  --socket PATH             unix socket for the CNI shim, mode 0600 (default ${defaultDaemonSocket})
+  --bridge NAME             node bridge name (default trellis0)
+  --state-dir DIR           durable allocation records (default /var/lib/trellis)
+  --mtu N                   MTU of the bridge and pod interfaces (default 1500)
+  --heartbeat-interval S    seconds between heartbeats to the control plane (default 10)
+  --route-resync S          seconds between full route reconciliations against the kernel (default 30)
+  --log-level LEVEL         trace, debug, info, warn or error (default info)
+  -h, --help                print this help and exit
+
+SIGTERM or SIGINT: stop serving, withdraw the node's route from the cluster (its subnet stays reserved
+for this node name) and exit; pods keep their interfaces and addresses.
+`;
+
+/** Parses flags; throws INVALID_ARGUMENT naming the flag. Returns "help" for --help. Pure. */
+export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" {
+  const { values } = parseFlags(argv, {
+    "node-name": { type: "string", default: "" },
+    "node-ip": { type: "string", default: "" },
+    "control-plane": { type: "string", default: "127.0.0.1:6443" },
+    socket: { type: "string", default: defaultDaemonSocket },
+    bridge: { type: "string", default: "trellis0" },
+    "state-dir": { type: "string", default: "/var/lib/trellis" },
+    mtu: { type: "string", default: "1500" },
+    "heartbeat-interval": { type: "string", default: "10" },
+    "route-resync": { type: "string", default: "30" },
+    "log-level": { type: "string", default: "info" },
+    help: { type: "boolean", short: "h", default: false },
+  });
+  if (values.help) return "help";
+  if (!values["node-name"]) throw new TrellisError("INVALID_ARGUMENT", "--node-name is required; see --help");
+  if (!values["node-ip"]) throw new TrellisError("INVALID_ARGUMENT", "--node-ip is required; see --help");
+  parseIpv4(values["node-ip"], "--node-ip");
+  const controlPlanes = values["control-plane"].split(",").map((s) => s.trim()).filter(Boolean);
+  if (controlPlanes.length === 0) throw new TrellisError("INVALID_ARGUMENT", "--control-plane is empty");
+  controlPlanes.forEach((a) => parseHostPort(a, "--control-plane"));
+  const bridgeReason = invalidIfNameReason(values.bridge);
+  if (bridgeReason) throw new TrellisError("INVALID_ARGUMENT", `--bridge ${JSON.stringify(values.bridge)} ${bridgeReason}`);
+  if (!values.socket.startsWith("/")) throw new TrellisError("INVALID_ARGUMENT", `--socket ${values.socket} must be an absolute path`);
+  if (!values["state-dir"].startsWith("/")) throw new TrellisError("INVALID_ARGUMENT", `--state-dir ${values["state-dir"]} must be an absolute path`);
+  return {
+    nodeName: values["node-name"],
+    nodeIp: values["node-ip"],
+    controlPlanes,
+    socketPath: values.socket,
+    bridge: values.bridge,
+    stateDir: values["state-dir"],
+    mtu: parseIntFlag(values.mtu, "--mtu", 576, 65535),
+    heartbeatIntervalMs: parseIntFlag(values["heartbeat-interval"], "--heartbeat-interval", 1, 3600) * 1000,
+    routeResyncIntervalMs: parseIntFlag(values["route-resync"], "--route-resync", 1, 3600) * 1000,
+    logLevel: checkLogLevel(values["log-level"]),
+  };
+}

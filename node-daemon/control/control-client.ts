@@ -1,0 +1,125 @@
+import type { Logger } from "pino";
+import { TrellisError } from "../../proto/common/errors.js";
+import type {
+  RegisterNodeResponse,
+  Route,
+  WatchRoutesResponse,
+} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { RouteEventType } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+
+/** The NodeService calls the daemon makes; the generated Connect client satisfies it. */
+export interface ControlPlaneApi {
+  registerNode(req: { nodeName: string; nodeIp: string; mtu: number }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<RegisterNodeResponse>;
+  heartbeat(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
+  deregisterNode(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
+  watchRoutes(req: { nodeName: string; fromRevision: bigint }, options?: { signal?: AbortSignal }): AsyncIterable<WatchRoutesResponse>;
+}
+
+export interface ControlClientDeps {
+  /** One client per control-plane replica; calls fail over to the next on UNAVAILABLE. */
+  readonly replicas: readonly ControlPlaneApi[];
+  readonly log: Logger;
+  readonly nodeName: string;
+  readonly nodeIp: string;
+  readonly mtu: number;
+  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  readonly callTimeoutMs?: number;
+}
+
+/** Route set as applied from the stream: by node name. */
+export type RouteSet = ReadonlyMap<string, Route>;
+
+/** Applies one stream message to the route set. Pure. */
+export function applyRouteMessage(current: RouteSet, msg: WatchRoutesResponse): RouteSet {
+  const next = new Map(msg.snapshot ? [] : current);
+  if (msg.snapshot) for (const r of msg.routes) next.set(r.nodeName, r);
+  for (const e of msg.events) {
+    if (!e.route) continue;
+    if (e.type === RouteEventType.UPSERT) next.set(e.route.nodeName, e.route);
+    else if (e.type === RouteEventType.DELETE) next.delete(e.route.nodeName);
+  }
+  return next;
+}
+
+/** The daemon's side of the control plane: registration with backoff, heartbeats, the route stream. */
+export class ControlClient {
+  private current = 0;
+  private revision = 0n;
+  private routes: RouteSet = new Map();
+
+  constructor(private readonly deps: ControlClientDeps) {}
+
+  private get api(): ControlPlaneApi {
+    const api = this.deps.replicas[this.current % this.deps.replicas.length];
+    if (!api) throw new TrellisError("INVALID_ARGUMENT", "no control-plane address configured");
+    return api;
+  }
+
+  private failover(): void {
+    this.current = (this.current + 1) % this.deps.replicas.length;
+  }
+
+  /** Registers until it succeeds (retrying with backoff while the control plane is unreachable). */
+  async register(signal: AbortSignal): Promise<RegisterNodeResponse> {
+    const { log, nodeName, nodeIp, mtu } = this.deps;
+    for (let attempt = 1, delay = 250; ; attempt++, delay = Math.min(delay * 2, 10_000)) {
+      try {
+        const res = await this.api.registerNode({ nodeName, nodeIp, mtu }, { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
+        log.info({ subnet: res.subnet, attempt }, "registered with the control plane");
+        return res;
+      } catch (err) {
+        if (signal.aborted) throw err;
+        const reason = err instanceof TrellisError ? err.reason : undefined;
+        if (reason === "INVALID_ARGUMENT" || reason === "ALREADY_EXISTS" || reason === "EXHAUSTED") throw err;
+        log.warn({ err, attempt, durationMs: delay }, "control plane not reachable, retrying registration");
+        this.failover();
+        await this.deps.sleep(delay, signal);
+      }
+    }
+  }
+
+  /** Heartbeats every `intervalMs`; re-registers when the control plane no longer knows the node. */
+  async heartbeatLoop(intervalMs: number, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      await this.deps.sleep(intervalMs, signal);
+      if (signal.aborted) return;
+      try {
+        await this.api.heartbeat({ nodeName: this.deps.nodeName }, { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
+      } catch (err) {
+        if (signal.aborted) return;
+        if (err instanceof TrellisError && err.reason === "NOT_FOUND") await this.register(signal);
+        else {
+          this.deps.log.warn({ err }, "heartbeat failed");
+          this.failover();
+        }
+      }
+    }
+  }
+
+  /**
+   * Follows the route stream until `signal` aborts, calling `onRoutes` with the full route set after every
+   * message; reconnects with backoff (to the next replica) when the stream breaks.
+   */
+  async watchRoutes(onRoutes: (routes: RouteSet, revision: bigint) => Promise<void>, signal: AbortSignal): Promise<void> {
+    for (let backoffMs = 100; !signal.aborted; backoffMs = Math.min(backoffMs * 2, 5_000)) {
+      try {
+        for await (const msg of this.api.watchRoutes({ nodeName: this.deps.nodeName, fromRevision: this.revision }, { signal })) {
+          this.routes = applyRouteMessage(this.routes, msg);
+          this.revision = msg.revision;
+          backoffMs = 100;
+          await onRoutes(this.routes, this.revision);
+        }
+        if (!signal.aborted) this.deps.log.warn({ revision: String(this.revision) }, "route stream ended, resuming");
+      } catch (err) {
+        if (signal.aborted) return;
+        this.deps.log.warn({ err, revision: String(this.revision) }, "route stream broken, resuming");
+        this.failover();
+      }
+      await this.deps.sleep(backoffMs, signal).catch(() => undefined);
+    }
+  }
+
+  async deregister(): Promise<void> {
+    await this.api.deregisterNode({ nodeName: this.deps.nodeName }, { timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
+  }
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+import { access } from "node:fs/promises";
+import { setTimeout as delay } from "node:timers/promises";
+import { pino } from "pino";
+import { Cidr } from "../proto/common/cidr.js";
+import { TrellisError } from "../proto/common/errors.js";
+import { CniService } from "./cni/cni-service.js";
+import { daemonHelp, parseDaemonArgs } from "./config.js";
+import { ControlClient } from "./control/control-client.js";
+import { FileAllocationJournal } from "./ipam/allocation-journal.js";
+import { IpRoute2Netlink } from "./net/iproute2.js";
+import { RouteSync } from "./routes/route-sync.js";
+import { createControlPlaneApi } from "./rpc/control-plane-client.js";
+import { startDaemonServer } from "./rpc/server.js";
+
+const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = parseDaemonArgs(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`trellis-node-daemon: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  if (config === "help") {
+    process.stdout.write(daemonHelp);
+    return;
+  }
+  const log = pino({ name: "node-daemon", level: config.logLevel }).child({ node: config.nodeName });
+  const stop = new AbortController();
+  const net = new IpRoute2Netlink();
+  const control = new ControlClient({
+    replicas: config.controlPlanes.map(createControlPlaneApi),
+    log,
+    nodeName: config.nodeName,
+    nodeIp: config.nodeIp,
+    mtu: config.mtu,
+    sleep,
+  });
+  let shuttingDown = false;
+  const shutdown = async (signal: string, server?: { close(): Promise<void> }) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log.info(`shutting down on ${signal}`);
+    stop.abort();
+    await server?.close();
+    await control.deregister().catch((err: unknown) => log.warn({ err }, "could not withdraw the node's route"));
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void shutdown("SIGTERM"));
+  process.once("SIGINT", () => void shutdown("SIGINT"));
+
+  const registration = await control.register(stop.signal);
+  const subnet = Cidr.parse(registration.subnet, "leased subnet");
+  const cni = new CniService({
+    net,
+    journal: new FileAllocationJournal(config.stateDir),
+    log,
+    clock: Date.now,
+    pathExists: (p) => access(p).then(() => true, () => false),
+  });
+  await cni.start({ subnet, bridgeName: config.bridge, mtu: config.mtu });
+  const server = await startDaemonServer({ cni, log, socketPath: config.socketPath });
+  process.removeAllListeners("SIGTERM").removeAllListeners("SIGINT");
+  process.once("SIGTERM", () => void shutdown("SIGTERM", server));
+  process.once("SIGINT", () => void shutdown("SIGINT", server));
+
+  const routes = new RouteSync({ net, log, nodeName: config.nodeName });
+  const keepGoing = (what: string) => (err: unknown) => log.error({ err }, `${what} stopped`);
+  control.heartbeatLoop(config.heartbeatIntervalMs, stop.signal).catch(keepGoing("heartbeat loop"));
+  control
+    .watchRoutes(async (set, revision) => {
+      await routes.setRoutes(set.values()).catch((err: unknown) => log.error({ err, revision: String(revision) }, "route sync failed"));
+    }, stop.signal)
+    .catch(keepGoing("route stream"));
+  (async () => {
+    while (!stop.signal.aborted) {
+      await sleep(config.routeResyncIntervalMs, stop.signal);
+      if (!stop.signal.aborted) await routes.reconcile().catch((err: unknown) => log.error({ err }, "route resync failed"));
+    }
+  })().catch(keepGoing("route resync"));
+}
+
+main().catch((err) => {
+  const message = err instanceof TrellisError ? err.message : String(err);
+  process.stderr.write(`trellis-node-daemon: ${message}\n`);
+  process.exit(1);
+});

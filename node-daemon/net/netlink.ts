@@ -1,0 +1,41 @@
+import type { BridgePlan, VethPlan } from "../cni/plan.js";
+
+/** A route Trellis owns in the node's main table (stamped with its route protocol). */
+export interface OwnedRoute {
+  /** Canonical CIDR, e.g. "10.244.2.0/24". */
+  readonly dst: string;
+  readonly via: string;
+}
+
+/** A route of the node's main table, as read back from the kernel. */
+export interface KernelRoute extends OwnedRoute {
+  /** Stamped with Trellis's route protocol: Trellis may change or delete it, and nothing else. */
+  readonly owned: boolean;
+}
+
+export interface LinkInfo {
+  readonly name: string;
+  /** Name of the bridge the link is a port of, if any. */
+  readonly master?: string;
+  readonly kind?: string;
+}
+
+/** The kernel work of a node, behind one seam (STYLE.md P4). Every method is idempotent. */
+export interface Netlink {
+  /** Bridge up with its gateway address, MAC and MTU; leaves other addresses on it alone. */
+  ensureBridge(bridge: BridgePlan): Promise<void>;
+  enableIpv4Forwarding(): Promise<void>;
+  /**
+   * Creates the veth pair with the peer directly inside `netns` as the pod interface, attaches the host
+   * end to the bridge and configures the pod side (address, up, default route).
+   * Throws ALREADY_EXISTS when the pod interface name is taken in the netns.
+   */
+  addVeth(veth: VethPlan): Promise<void>;
+  /** Deletes a link in the node's namespace; false when it did not exist. */
+  deleteLink(name: string): Promise<boolean>;
+  listLinks(): Promise<LinkInfo[]>;
+  /** Every route of the main table. */
+  listRoutes(): Promise<KernelRoute[]>;
+  /** Replaces (adds or corrects) and removes owned routes in one batch. */
+  applyRoutes(replace: readonly OwnedRoute[], remove: readonly OwnedRoute[]): Promise<void>;
+}

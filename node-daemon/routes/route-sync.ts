@@ -1,0 +1,58 @@
+import type { Logger } from "pino";
+import type { Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { Netlink } from "../net/netlink.js";
+import { diffRoutes } from "./route-diff.js";
+
+export interface RouteSyncDeps {
+  readonly net: Netlink;
+  readonly log: Logger;
+  readonly nodeName: string;
+}
+
+/**
+ * Keeps the node's host-gw routes equal to the cluster's route set: one route per other live node,
+ * none to a node that left. Every call reconciles the whole set against the kernel, so a missed event,
+ * a route deleted by hand or a crash in the middle are all repaired by the next call.
+ */
+export class RouteSync {
+  private desired = new Map<string, string>();
+  private running: Promise<void> = Promise.resolve();
+  private lastApplied = new Map<string, string>();
+  /** False until the first route set arrives: before it, an empty set would wipe every route. */
+  private known = false;
+
+  constructor(private readonly deps: RouteSyncDeps) {}
+
+  /** Sets the cluster's route set (this node's own route is skipped) and reconciles the kernel to it. */
+  setRoutes(routes: Iterable<Route>): Promise<void> {
+    const desired = new Map<string, string>();
+    for (const r of routes) if (r.nodeName !== this.deps.nodeName) desired.set(r.subnet, r.nodeIp);
+    this.desired = desired;
+    this.known = true;
+    return this.reconcile();
+  }
+
+  /** Serialized: concurrent callers wait for one another, the last desired set wins. */
+  reconcile(): Promise<void> {
+    this.running = this.running.catch(() => undefined).then(() => this.reconcileOnce());
+    return this.running;
+  }
+
+  get applied(): ReadonlyMap<string, string> {
+    return this.lastApplied;
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    if (!this.known) return;
+    const { net, log } = this.deps;
+    const desired = this.desired;
+    const diff = diffRoutes(desired, await net.listRoutes());
+    for (const r of diff.blocked) log.warn({ route: `${r.dst} via ${r.via}` }, "route destination held by a route Trellis does not own; left alone");
+    if (diff.replace.length + diff.remove.length > 0) {
+      await net.applyRoutes(diff.replace, diff.remove);
+      for (const r of diff.replace) log.info({ route: `${r.dst} via ${r.via}` }, "route set");
+      for (const r of diff.remove) log.info({ route: `${r.dst} via ${r.via}` }, "route removed");
+    }
+    this.lastApplied = desired;
+  }
+}

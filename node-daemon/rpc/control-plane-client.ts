@@ -1,0 +1,32 @@
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { fromConnectError } from "../../proto/common/rpc.js";
+import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { ControlPlaneApi } from "../control/control-client.js";
+
+/** A NodeService client for one control-plane replica ("host:port"), with errors turned into reasons. */
+export function createControlPlaneApi(address: string): ControlPlaneApi {
+  const client = createClient(NodeService, createGrpcTransport({ baseUrl: `http://${address}` }));
+  const what = `control plane ${address}`;
+  const unary =
+    <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await fn(...args);
+      } catch (err) {
+        throw fromConnectError(err, what);
+      }
+    };
+  return {
+    registerNode: unary((req, options) => client.registerNode(req, options)),
+    heartbeat: unary((req, options) => client.heartbeat(req, options)),
+    deregisterNode: unary((req, options) => client.deregisterNode(req, options)),
+    async *watchRoutes(req, options) {
+      try {
+        yield* client.watchRoutes(req, options);
+      } catch (err) {
+        throw fromConnectError(err, what);
+      }
+    },
+  };
+}

@@ -1,0 +1,102 @@
+import { chmod, mkdir, unlink } from "node:fs/promises";
+import http2 from "node:http2";
+import net from "node:net";
+import { dirname } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "pino";
+import { TrellisError } from "../../proto/common/errors.js";
+import { maxProtocolSkew, protocolVersion } from "../../proto/common/protocol.js";
+import { addHealthService, addReflectionService, serverInterceptor } from "../../proto/common/rpc.js";
+import { CniService as CniServiceDesc, DeleteAttachmentResponseSchema, type Attachment } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import type { CniService } from "../cni/cni-service.js";
+
+export interface DaemonServer {
+  close(): Promise<void>;
+}
+
+function checkVersion(version: number): void {
+  if (Math.abs(version - protocolVersion) > maxProtocolSkew) {
+    throw new TrellisError(
+      "VERSION_SKEW",
+      `shim speaks protocol ${version}, daemon speaks ${protocolVersion} (at most ${maxProtocolSkew} apart); install the matching trellis shim`,
+    );
+  }
+}
+
+function attachmentOf(a: Attachment | undefined): Attachment {
+  if (!a) throw new TrellisError("INVALID_ARGUMENT", "request carries no attachment");
+  return a;
+}
+
+/** Serves the shim on a root-only unix socket (mode 0600): CniService, health, reflection. */
+export async function startDaemonServer(deps: { cni: CniService; log: Logger; socketPath: string }): Promise<DaemonServer> {
+  const { cni, log, socketPath } = deps;
+  const handler = connectNodeAdapter({
+    grpc: true,
+    grpcWeb: false,
+    connect: false,
+    interceptors: [serverInterceptor(log)],
+    routes: (router: ConnectRouter) => {
+      router.service(CniServiceDesc, {
+        async addAttachment(req) {
+          checkVersion(req.protocolVersion);
+          return cni.add(attachmentOf(req.attachment));
+        },
+        async deleteAttachment(req) {
+          checkVersion(req.protocolVersion);
+          await cni.delete(attachmentOf(req.attachment));
+          return create(DeleteAttachmentResponseSchema);
+        },
+      });
+      addHealthService(router, [CniServiceDesc], () => cni.ready);
+      addReflectionService(router, [CniServiceDesc]);
+    },
+  });
+  await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
+  await removeStaleSocket(socketPath);
+  const server = http2.createServer(handler);
+  const sessions = new Set<http2.Http2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+  });
+  const oldMask = process.umask(0o177); // the socket is born 0600: no window where others may connect
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(socketPath, () => resolve());
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  await chmod(socketPath, 0o600);
+  log.info({ address: socketPath }, "serving the CNI shim");
+  return {
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sessions) s.close();
+        server.close(() => resolve());
+        setTimeout(() => sessions.forEach((s) => s.destroy()), 2_000).unref();
+      }),
+  };
+}
+
+/** A socket file left by a dead daemon is removed; one a live daemon answers on is an error. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(path);
+    probe.once("connect", () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once("error", () => resolve(false));
+  });
+  if (live) {
+    throw new TrellisError("ALREADY_EXISTS", `another daemon is serving ${path}; stop it or choose another --socket`);
+  }
+  await unlink(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT") throw err;
+  });
+}
