@@ -174,9 +174,9 @@ export class Lab {
   }
 
   /** Execs the shim exactly as a runtime does: CNI env, the conflist's plugin config on stdin, in the node's namespace. */
-  async shim(node: LabNode, command: string, env: Record<string, string>, conf: Record<string, unknown> = pluginConf(node)): Promise<ShimRun> {
+  async shim(node: LabNode, command: string, env: Record<string, string>, conf: Record<string, unknown> | string = pluginConf(node)): Promise<ShimRun> {
     const res = await inNetns(node.netns, shimBinary, [], {
-      stdin: JSON.stringify(conf),
+      stdin: typeof conf === "string" ? conf : JSON.stringify(conf),
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CNI_COMMAND: command, CNI_PATH: dirname(shimBinary), ...env },
       timeoutMs: 30_000,
     });
