@@ -1,10 +1,9 @@
-import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { addHealthService, addReflectionService, serverInterceptor } from "../../proto/common/rpc.js";
+import { addHealthService, addReflectionService, listenHttp2, serverInterceptor } from "../../proto/common/rpc.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { createAdminService } from "./admin-service.js";
@@ -35,23 +34,6 @@ export async function startControlPlaneServer(
       addReflectionService(router, services);
     },
   });
-  const server = http2.createServer(handler);
-  const sessions = new Set<http2.Http2Session>();
-  server.on("session", (s) => {
-    sessions.add(s);
-    s.on("close", () => sessions.delete(s));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(deps.port, deps.host, () => resolve());
-  });
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sessions) s.close();
-        server.close(() => resolve());
-        setTimeout(() => sessions.forEach((s) => s.destroy()), 2_000).unref();
-      }),
-  };
+  const listener = await listenHttp2(handler, { port: deps.port, host: deps.host });
+  return { port: (listener.server.address() as AddressInfo).port, close: listener.close };
 }

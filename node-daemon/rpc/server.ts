@@ -1,5 +1,4 @@
 import { chmod, mkdir, unlink } from "node:fs/promises";
-import http2 from "node:http2";
 import net from "node:net";
 import { dirname } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -8,7 +7,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/common/errors.js";
 import { maxProtocolSkew, protocolVersion } from "../../proto/common/protocol.js";
-import { addHealthService, addReflectionService, serverInterceptor } from "../../proto/common/rpc.js";
+import { addHealthService, addReflectionService, listenHttp2, serverInterceptor } from "../../proto/common/rpc.js";
 import { CniService as CniServiceDesc, DeleteAttachmentResponseSchema, type Attachment } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { CniService } from "../cni/cni-service.js";
 
@@ -56,31 +55,16 @@ export async function startDaemonServer(deps: { cni: CniService; log: Logger; so
   });
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
   await removeStaleSocket(socketPath);
-  const server = http2.createServer(handler);
-  const sessions = new Set<http2.Http2Session>();
-  server.on("session", (s) => {
-    sessions.add(s);
-    s.on("close", () => sessions.delete(s));
-  });
   const oldMask = process.umask(0o177); // the socket is born 0600: no window where others may connect
+  let listener;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(socketPath, () => resolve());
-    });
+    listener = await listenHttp2(handler, { path: socketPath });
   } finally {
     process.umask(oldMask);
   }
   await chmod(socketPath, 0o600);
   log.info({ address: socketPath }, "serving the CNI shim");
-  return {
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sessions) s.close();
-        server.close(() => resolve());
-        setTimeout(() => sessions.forEach((s) => s.destroy()), 2_000).unref();
-      }),
-  };
+  return { close: listener.close };
 }
 
 /** A socket file left by a dead daemon is removed; one a live daemon answers on is an error. */

@@ -1,11 +1,14 @@
 /**
  * What both Trellis servers (control plane, node daemon) and their clients share about RPC: the reason
- * <-> status mapping of STYLE.md §6, one log line per call, grpc.health.v1 and gRPC server reflection.
+ * <-> status mapping of STYLE.md §6, one log line per call, grpc.health.v1, gRPC server reflection and
+ * the HTTP/2 listener.
  * Written once here so the two programs cannot drift apart.
  */
 import { create, fromBinary, toBinary, type DescFile, type DescMessage, type DescService, type MessageShape } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import http2 from "node:http2";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { grpcCodeOf, isReason, logLevelOf, reasonMetadataKey, TrellisError } from "./errors.js";
 import { Health, HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.js";
@@ -193,5 +196,35 @@ export function reflectionAnswerer(services: readonly DescService[]): (req: Refl
         messageResponse = error(Code.NotFound, "extensions are not used by Trellis");
     }
     return create(reflectionV1.ServerReflectionResponseSchema, { validHost: req.host, originalRequest: req, messageResponse });
+  };
+}
+
+export interface Http2Listener {
+  readonly server: http2.Http2Server;
+  /** Stops accepting, lets open calls finish for up to 2 s, then cuts them. */
+  close(): Promise<void>;
+}
+
+/** Serves `handler` over cleartext HTTP/2 (gRPC) on a TCP port or a unix socket path. */
+export async function listenHttp2(handler: ReturnType<typeof connectNodeAdapter>, at: { port: number; host: string } | { path: string }): Promise<Http2Listener> {
+  const server = http2.createServer(handler);
+  const sessions = new Set<http2.Http2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    if ("path" in at) server.listen(at.path, () => resolve());
+    else server.listen(at.port, at.host, () => resolve());
+  });
+  return {
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sessions) s.close();
+        server.close(() => resolve());
+        setTimeout(() => sessions.forEach((s) => s.destroy()), 2_000).unref();
+      }),
   };
 }
