@@ -90,6 +90,8 @@ export class RecordingNetlink implements Netlink {
 /** The allocation journal in memory, with the same "reserve fails when the address is recorded" rule. */
 export class MemoryAllocationJournal implements AllocationJournal {
   private readonly records = new Map<string, AllocationRecord>();
+  /** When set, reserve calls throw it (a full or broken disk). */
+  failReserve?: Error;
 
   constructor(initial: readonly AllocationRecord[] = []) {
     for (const r of initial) this.records.set(r.address, clone(AllocationRecordSchema, r));
@@ -112,6 +114,7 @@ export class MemoryAllocationJournal implements AllocationJournal {
 
   async reserve(record: AllocationRecord): Promise<boolean> {
     await yieldTurn();
+    if (this.failReserve) throw this.failReserve;
     if (this.records.has(record.address)) return false;
     this.records.set(record.address, clone(AllocationRecordSchema, record));
     return true;
@@ -130,11 +133,13 @@ export class FakeShimIo implements ShimIo {
 
   constructor(
     readonly env: Readonly<Record<string, string | undefined>>,
-    private readonly stdin: string,
+    /** What stdin holds, or the error reading it fails with. */
+    private readonly stdin: string | Error,
     private readonly existingPaths: ReadonlySet<string> = new Set(),
   ) {}
 
   async readStdin(): Promise<string> {
+    if (this.stdin instanceof Error) throw this.stdin;
     return this.stdin;
   }
 

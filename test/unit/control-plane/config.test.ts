@@ -1,0 +1,105 @@
+import { describe, expect, it } from "vitest";
+import { parseControlPlaneArgs, type ControlPlaneConfig } from "../../../control-plane/config.js";
+import { trellisErrorOf } from "../expect-error.js";
+
+function config(argv: string[]): ControlPlaneConfig {
+  const c = parseControlPlaneArgs(argv);
+  if (c === "help") throw new Error("expected a config, got help");
+  return c;
+}
+
+describe("parseControlPlaneArgs", () => {
+  it("has the documented defaults", () => {
+    const c = config([]);
+    expect({ ...c, clusterCidr: c.clusterCidr.toString() }).toEqual({
+      etcdEndpoints: ["http://127.0.0.1:2379"],
+      etcdPrefix: "/trellis/v1",
+      listenHost: "127.0.0.1",
+      listenPort: 6443,
+      clusterCidr: "10.244.0.0/16",
+      subnetPrefixLength: 24,
+      logLevel: "info",
+    });
+  });
+
+  it.each([["--help"], ["-h"], ["--listen", "bogus", "--help"]])("%s returns help", (...argv) => {
+    expect(parseControlPlaneArgs(argv)).toBe("help");
+  });
+
+  it("takes every flag", () => {
+    const c = config([
+      "--etcd-endpoints", " http://10.0.0.1:2379, https://etcd.example:2379 ,",
+      "--etcd-prefix", "/test/abc",
+      "--listen", "0.0.0.0:0",
+      "--cluster-cidr", "10.100.0.0/14",
+      "--subnet-size", "26",
+      "--log-level", "debug",
+    ]);
+    expect(c.etcdEndpoints).toEqual(["http://10.0.0.1:2379", "https://etcd.example:2379"]);
+    expect(c.etcdPrefix).toBe("/test/abc");
+    expect([c.listenHost, c.listenPort]).toEqual(["0.0.0.0", 0]);
+    expect(c.clusterCidr.toString()).toBe("10.100.0.0/14");
+    expect(c.subnetPrefixLength).toBe(26);
+    expect(c.logLevel).toBe("debug");
+  });
+
+  it("takes an IPv6 listen address in brackets", () => {
+    const c = config(["--listen", "[::1]:7000"]);
+    expect([c.listenHost, c.listenPort]).toEqual(["::1", 7000]);
+  });
+
+  it("accepts a cluster CIDR exactly one subnet large", () => {
+    expect(config(["--cluster-cidr", "10.244.0.0/24", "--subnet-size", "24"]).subnetPrefixLength).toBe(24);
+  });
+
+  it.each<[string, string[]]>([
+    ["--listen", ["--listen", "6443"]],
+    ["--listen", ["--listen", "localhost:"]],
+    ["--listen", ["--listen", ":6443"]],
+    ["--listen", ["--listen", "localhost:65536"]],
+    ["--listen", ["--listen", "localhost:http"]],
+    ["--listen", ["--listen"]],
+    ["--subnet-size", ["--subnet-size", "abc"]],
+    ["--subnet-size", ["--subnet-size", "0"]],
+    ["--subnet-size", ["--subnet-size", "31"]],
+    ["--subnet-size", ["--subnet-size", "24.5"]],
+    ["--subnet-size", ["--subnet-size", "-1"]],
+    ["--cluster-cidr", ["--cluster-cidr", "banana"]],
+    ["--cluster-cidr", ["--cluster-cidr", "10.244.0.0"]],
+    ["--cluster-cidr", ["--cluster-cidr", "10.244.1.0/16"]],
+    ["--cluster-cidr", ["--cluster-cidr", "10.244.0.0/40"]],
+    ["--etcd-endpoints", ["--etcd-endpoints", "127.0.0.1:2379"]],
+    ["--etcd-endpoints", ["--etcd-endpoints", "ftp://127.0.0.1:2379"]],
+    ["--etcd-endpoints", ["--etcd-endpoints", "http://127.0.0.1:2379/v3"]],
+    ["--etcd-endpoints", ["--etcd-endpoints", ""]],
+    ["--etcd-endpoints", ["--etcd-endpoints", " , "]],
+    ["--etcd-prefix", ["--etcd-prefix", "trellis"]],
+    ["--etcd-prefix", ["--etcd-prefix", "/trellis/"]],
+    ["--etcd-prefix", ["--etcd-prefix", "/"]],
+    ["--log-level", ["--log-level", "verbose"]],
+    ["--log-level", ["--log-level", "INFO"]],
+    ["--bogus", ["--bogus"]],
+    ["--bogus", ["--bogus", "1"]],
+    ["--help", ["--help=yes"]],
+  ])("a bad value of %s is INVALID_ARGUMENT naming the flag (%j)", (flag, argv) => {
+    const err = trellisErrorOf(() => parseControlPlaneArgs(argv));
+    expect(err.reason).toBe("INVALID_ARGUMENT");
+    expect(err.message).toContain(flag);
+  });
+
+  it("refuses positional arguments", () => {
+    expect(trellisErrorOf(() => parseControlPlaneArgs(["serve"])).reason).toBe("INVALID_ARGUMENT");
+  });
+
+  it.each([
+    ["10.244.0.0/25", "24"],
+    ["10.244.0.0/16", "8"],
+    ["10.0.0.0/30", "29"],
+  ])("a cluster CIDR %s smaller than one /%s subnet names both flags", (cluster, size) => {
+    const err = trellisErrorOf(() => parseControlPlaneArgs(["--cluster-cidr", cluster, "--subnet-size", size]));
+    expect(err.reason).toBe("INVALID_ARGUMENT");
+    expect(err.message).toContain(`--cluster-cidr ${cluster}`);
+    expect(err.message).toContain(`/${size}`);
+    expect(err.message).toContain("--subnet-size");
+  });
+});

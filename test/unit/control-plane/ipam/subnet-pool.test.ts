@@ -1,0 +1,166 @@
+import { describe, expect, it } from "vitest";
+import { Cidr } from "../../../../proto/common/cidr.js";
+import { createSubnetPool, pickFreeSubnet, type SubnetPool } from "../../../../control-plane/ipam/subnet-pool.js";
+import { rejectsWith, trellisErrorOf } from "../../expect-error.js";
+
+const cidr = (text: string) => Cidr.parse(text);
+const pool = (cluster: string, prefix: number) => createSubnetPool(cidr(cluster), prefix);
+const strings = (cs: readonly Cidr[]) => cs.map((c) => c.toString());
+
+/** Deterministic PRNG (mulberry32) so a failing property run can be replayed from its seed. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe("createSubnetPool", () => {
+  it("keeps the cluster and the subnet size", () => {
+    const p = pool("10.244.0.0/16", 24);
+    expect(p.cluster.toString()).toBe("10.244.0.0/16");
+    expect(p.prefixLength).toBe(24);
+  });
+
+  it.each([
+    ["10.244.0.0/25", 24],
+    ["10.244.0.0/24", 16],
+    ["10.0.0.0/30", 29],
+  ])("rejects cluster %s smaller than one /%s subnet, naming both", (cluster, prefix) => {
+    const err = trellisErrorOf(() => pool(cluster, prefix));
+    expect(err.reason).toBe("INVALID_ARGUMENT");
+    expect(err.message).toContain(cluster);
+    expect(err.message).toContain(`/${prefix}`);
+  });
+
+  it.each([0, 31, 32, 24.5, -1])("rejects subnet size /%s", (prefix) => {
+    const err = trellisErrorOf(() => pool("10.244.0.0/16", prefix));
+    expect(err.reason).toBe("INVALID_ARGUMENT");
+    expect(err.message).toContain(`/${prefix}`);
+  });
+
+  it("accepts a cluster exactly one subnet large", () => {
+    expect(pool("10.244.0.0/24", 24).cluster.subnetCount(24)).toBe(1n);
+  });
+});
+
+describe("pickFreeSubnet without rand: lowest free", () => {
+  it("skips index 0 when the pool has at least 4 subnets", () => {
+    expect(pickFreeSubnet(pool("10.244.0.0/16", 24), []).toString()).toBe("10.244.1.0/24");
+    expect(pickFreeSubnet(pool("10.244.0.0/22", 24), []).toString()).toBe("10.244.1.0/24");
+  });
+
+  it.each([
+    ["10.244.0.0/24", 24, "10.244.0.0/24"],
+    ["10.244.0.0/23", 24, "10.244.0.0/24"],
+  ])("uses index 0 of %s when it has fewer than 4 /%s subnets", (cluster, prefix, expected) => {
+    expect(pickFreeSubnet(pool(cluster, prefix), []).toString()).toBe(expected);
+  });
+
+  it("returns the lowest subnet not leased", () => {
+    const p = pool("10.244.0.0/16", 24);
+    const leased = [cidr("10.244.1.0/24"), cidr("10.244.2.0/24"), cidr("10.244.4.0/24")];
+    expect(pickFreeSubnet(p, leased).toString()).toBe("10.244.3.0/24");
+  });
+
+  it("treats a lease of another size that overlaps a subnet as taking it", () => {
+    const p = pool("10.244.0.0/16", 24);
+    expect(pickFreeSubnet(p, [cidr("10.244.1.128/25")]).toString()).toBe("10.244.2.0/24");
+    expect(pickFreeSubnet(p, [cidr("10.244.0.0/23")]).toString()).toBe("10.244.2.0/24");
+  });
+
+  it("ignores leases outside the cluster", () => {
+    expect(pickFreeSubnet(pool("10.244.0.0/16", 24), [cidr("10.245.1.0/24")]).toString()).toBe("10.244.1.0/24");
+  });
+});
+
+describe("pickFreeSubnet with rand", () => {
+  // 10.244.0.0/20 in /24s: 16 subnets, index 0 reserved, 15 usable (indexes 1..15).
+  const p = pool("10.244.0.0/20", 24);
+
+  it.each([
+    [0, "10.244.1.0/24"],
+    [0.5, "10.244.8.0/24"], // start floor(0.5*15)=7 -> index 8
+    [0.9999, "10.244.15.0/24"],
+    [1, "10.244.1.0/24"], // an out-of-contract 1.0 wraps instead of leaving the cluster
+  ])("rand() = %s with nothing leased picks %s", (r, expected) => {
+    expect(pickFreeSubnet(p, [], () => r).toString()).toBe(expected);
+  });
+
+  it("scans forward from the random start past leased subnets", () => {
+    const leased = [cidr("10.244.8.0/24"), cidr("10.244.9.0/24")];
+    expect(pickFreeSubnet(p, leased, () => 0.5).toString()).toBe("10.244.10.0/24");
+  });
+
+  it("wraps to the start of the usable range, never to index 0", () => {
+    const leased = [cidr("10.244.15.0/24")];
+    expect(pickFreeSubnet(p, leased, () => 0.9999).toString()).toBe("10.244.1.0/24");
+  });
+
+  it("returns the only free subnet whatever rand says", () => {
+    const leased = Array.from({ length: 15 }, (_, i) => p.cluster.subnet(24, BigInt(i + 1))).filter((c) => c.toString() !== "10.244.6.0/24");
+    for (const r of [0, 0.1, 0.37, 0.5, 0.77, 0.9999]) {
+      expect(pickFreeSubnet(p, leased, () => r).toString()).toBe("10.244.6.0/24");
+    }
+  });
+});
+
+describe("pickFreeSubnet exhaustion", () => {
+  it.each([undefined, () => 0.42])("throws EXHAUSTED when every usable subnet is leased (rand %s)", async (rand) => {
+    const p = pool("10.244.0.0/22", 24);
+    const leased = [1n, 2n, 3n].map((i) => p.cluster.subnet(24, i));
+    const err = await rejectsWith(Promise.resolve().then(() => pickFreeSubnet(p, leased, rand)), "EXHAUSTED");
+    expect(err.message).toContain("10.244.0.0/22");
+    expect(err.message).toContain("/24");
+  });
+
+  it("a small pool is exhausted only when index 0 is leased too", () => {
+    const p = pool("10.244.0.0/23", 24);
+    expect(pickFreeSubnet(p, [cidr("10.244.0.0/24")]).toString()).toBe("10.244.1.0/24");
+    expect(() => pickFreeSubnet(p, [cidr("10.244.0.0/24"), cidr("10.244.1.0/24")])).toThrow(/no free \/24 subnet/);
+  });
+});
+
+describe("pickFreeSubnet property: picking until exhausted", () => {
+  const cases: Array<[string, number, number]> = [];
+  for (const [cluster, prefix] of [
+    ["10.244.0.0/16", 24],
+    ["10.244.0.0/20", 24],
+    ["10.8.0.0/22", 26],
+    ["10.244.0.0/23", 24],
+    ["172.16.0.0/24", 30],
+  ] as const) {
+    for (const seed of [1, 2, 3, 0xdecaf]) cases.push([cluster, prefix, seed]);
+  }
+
+  it.each(cases)("%s in /%s, seed %s: distinct, inside, count = usable subnets", (cluster, prefix, seed) => {
+    const p: SubnetPool = pool(cluster, prefix);
+    const rand = seeded(seed);
+    const leased: Cidr[] = [];
+    for (;;) {
+      let next: Cidr;
+      try {
+        next = pickFreeSubnet(p, leased, rand);
+      } catch (err) {
+        expect((err as { reason?: string }).reason).toBe("EXHAUSTED");
+        break;
+      }
+      expect(leased.some((l) => l.overlaps(next))).toBe(false);
+      leased.push(next);
+      if (leased.length > 100_000) throw new Error("pickFreeSubnet never ran out");
+    }
+    const count = p.cluster.subnetCount(prefix);
+    const expected = count >= 4n ? count - 1n : count;
+    expect(BigInt(leased.length)).toBe(expected);
+    expect(new Set(strings(leased)).size).toBe(leased.length);
+    for (const s of leased) {
+      expect(s.prefixLength).toBe(prefix);
+      expect(p.cluster.covers(s)).toBe(true);
+    }
+    if (count >= 4n) expect(strings(leased)).not.toContain(p.cluster.subnet(prefix, 0n).toString());
+  });
+});

@@ -1,0 +1,95 @@
+import { describe, expect, it } from "vitest";
+import { parseDaemonArgs, type DaemonConfig } from "../../../node-daemon/config.js";
+import { trellisErrorOf } from "../expect-error.js";
+
+const required = ["--node-name", "node-1", "--node-ip", "192.168.56.11"];
+
+function config(argv: string[]): DaemonConfig {
+  const c = parseDaemonArgs(argv);
+  if (c === "help") throw new Error("expected a config, got help");
+  return c;
+}
+
+describe("parseDaemonArgs", () => {
+  it("has the documented defaults next to the required flags", () => {
+    expect(config(required)).toEqual({
+      nodeName: "node-1",
+      nodeIp: "192.168.56.11",
+      controlPlanes: ["127.0.0.1:6443"],
+      socketPath: "/run/trellis/cni.sock",
+      bridge: "trellis0",
+      stateDir: "/var/lib/trellis",
+      mtu: 1500,
+      heartbeatIntervalMs: 10_000,
+      routeResyncIntervalMs: 30_000,
+      logLevel: "info",
+    });
+  });
+
+  it.each([["--help"], ["-h"], ["--mtu", "1", "-h"]])("%s returns help, even without the required flags", (...argv) => {
+    expect(parseDaemonArgs(argv)).toBe("help");
+  });
+
+  it("takes every flag", () => {
+    const c = config([
+      ...required,
+      "--control-plane", "10.0.0.1:6443, cp2.example:7443,",
+      "--socket", "/tmp/t/cni.sock",
+      "--bridge", "br-pods",
+      "--state-dir", "/tmp/t/state",
+      "--mtu", "9000",
+      "--heartbeat-interval", "2",
+      "--route-resync", "3600",
+      "--log-level", "warn",
+    ]);
+    expect(c).toMatchObject({
+      controlPlanes: ["10.0.0.1:6443", "cp2.example:7443"],
+      socketPath: "/tmp/t/cni.sock",
+      bridge: "br-pods",
+      stateDir: "/tmp/t/state",
+      mtu: 9000,
+      heartbeatIntervalMs: 2_000,
+      routeResyncIntervalMs: 3_600_000,
+      logLevel: "warn",
+    });
+  });
+
+  it.each<[string, string[]]>([
+    ["--node-name", ["--node-ip", "192.168.56.11"]],
+    ["--node-name", ["--node-name", "", "--node-ip", "192.168.56.11"]],
+    ["--node-ip", ["--node-name", "n1"]],
+    ["--node-ip", ["--node-name", "n1", "--node-ip", "300.1.1.1"]],
+    ["--node-ip", ["--node-name", "n1", "--node-ip", "192.168.56.11/24"]],
+    ["--node-ip", ["--node-name", "n1", "--node-ip", "node-1.example"]],
+    ["--control-plane", [...required, "--control-plane", ""]],
+    ["--control-plane", [...required, "--control-plane", " , "]],
+    ["--control-plane", [...required, "--control-plane", "127.0.0.1"]],
+    ["--control-plane", [...required, "--control-plane", "127.0.0.1:6443,cp2:99999"]],
+    ["--bridge", [...required, "--bridge", ""]],
+    ["--bridge", [...required, "--bridge", "a-bridge-name-too-long"]],
+    ["--bridge", [...required, "--bridge", "br/0"]],
+    ["--bridge", [...required, "--bridge", "br 0"]],
+    ["--bridge", [...required, "--bridge", ".."]],
+    ["--socket", [...required, "--socket", "cni.sock"]],
+    ["--state-dir", [...required, "--state-dir", "var/lib/trellis"]],
+    ["--mtu", [...required, "--mtu", "575"]],
+    ["--mtu", [...required, "--mtu", "65536"]],
+    ["--mtu", [...required, "--mtu", "jumbo"]],
+    ["--heartbeat-interval", [...required, "--heartbeat-interval", "0"]],
+    ["--heartbeat-interval", [...required, "--heartbeat-interval", "3601"]],
+    ["--heartbeat-interval", [...required, "--heartbeat-interval", "1.5"]],
+    ["--route-resync", [...required, "--route-resync", "0"]],
+    ["--route-resync", [...required, "--route-resync", "30s"]],
+    ["--log-level", [...required, "--log-level", "loud"]],
+    ["--cluster-cidr", [...required, "--cluster-cidr", "10.244.0.0/16"]],
+    ["--node-name", [...required, "--node-name"]],
+  ])("a bad value of %s is INVALID_ARGUMENT naming the flag (%j)", (flag, argv) => {
+    const err = trellisErrorOf(() => parseDaemonArgs(argv));
+    expect(err.reason).toBe("INVALID_ARGUMENT");
+    expect(err.message).toContain(flag);
+  });
+
+  it.each([["576"], ["65535"]])("accepts --mtu %s at the edge of the range", (mtu) => {
+    expect(config([...required, "--mtu", mtu]).mtu).toBe(Number(mtu));
+  });
+});
