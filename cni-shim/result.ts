@@ -53,7 +53,7 @@ export const latestCniVersion = supportedCniVersions[supportedCniVersions.length
 export function toCniError(err: unknown, cniVersion: string = latestCniVersion): CniErrorJson {
   if (err instanceof CniError) return { cniVersion, code: err.code, msg: err.message, ...(err.details ? { details: err.details } : {}) };
   if (err instanceof TrellisError) return { cniVersion, code: codeOfReason[err.reason], msg: err.message, details: `reason ${err.reason}` };
-  return { cniVersion, code: 999, msg: "internal error in the trellis shim", details: String(err) };
+  return { cniVersion, code: 999, msg: "internal error in the trellis shim; see its log on stderr" };
 }
 
 /** The ADD result in the shape of the requested CNI version (1.0.0 / 1.1.0). Pure. */

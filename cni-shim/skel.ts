@@ -168,7 +168,7 @@ export async function runShim(io: ShimIo, connect: (socketPath: string) => Daemo
   } catch (err) {
     const out = toCniError(err, cniVersion);
     io.writeStdout(JSON.stringify(out));
-    io.logError({ command: io.env.CNI_COMMAND, containerId: io.env.CNI_CONTAINERID, ifName: io.env.CNI_IFNAME, code: out.code, err: out.msg }, "cni call failed");
+    io.logError({ command: io.env.CNI_COMMAND, containerId: io.env.CNI_CONTAINERID, ifName: io.env.CNI_IFNAME, code: out.code, err: err instanceof Error ? (err.stack ?? err.message) : String(err) }, "cni call failed");
     return 1;
   }
 }

@@ -1,6 +1,7 @@
 import { parseIpv4 } from "../proto/common/cidr.js";
 import { TrellisError } from "../proto/common/errors.js";
 import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/common/flags.js";
+import { checkNodeName } from "../proto/common/node-name.js";
 import { defaultDaemonSocket } from "../proto/common/protocol.js";
 import { invalidIfNameReason } from "./net/names.js";
 
@@ -59,6 +60,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
   });
   if (values.help) return "help";
   if (!values["node-name"]) throw new TrellisError("INVALID_ARGUMENT", "--node-name is required; see --help");
+  checkNodeName(values["node-name"], "--node-name");
   if (!values["node-ip"]) throw new TrellisError("INVALID_ARGUMENT", "--node-ip is required; see --help");
   parseIpv4(values["node-ip"], "--node-ip");
   const controlPlanes = values["control-plane"].split(",").map((s) => s.trim()).filter(Boolean);

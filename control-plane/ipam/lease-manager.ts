@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { Cidr, parseIpv4 } from "../../proto/common/cidr.js";
 import { TrellisError } from "../../proto/common/errors.js";
+import { checkNodeName } from "../../proto/common/node-name.js";
 import {
   NodeRecordSchema,
   SubnetLeaseRecordSchema,
@@ -25,8 +26,6 @@ export interface Registration {
   readonly nodeIp: string;
   readonly mtu: number;
 }
-
-const nodeNamePattern = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 /** Hands each node one subnet of the pool; all authority is in the store (etcd transactions). */
 export class LeaseManager {
@@ -105,12 +104,7 @@ export class LeaseManager {
 }
 
 function validateRegistration(reg: Registration): void {
-  if (!nodeNamePattern.test(reg.name)) {
-    throw new TrellisError(
-      "INVALID_ARGUMENT",
-      `node_name ${JSON.stringify(reg.name)} is not a valid node name (lowercase letters, digits, '-' and '.', at most 253)`,
-    );
-  }
+  checkNodeName(reg.name, "node_name");
   parseIpv4(reg.nodeIp, "node_ip");
   if (!Number.isInteger(reg.mtu) || reg.mtu < 576 || reg.mtu > 65535) {
     throw new TrellisError("INVALID_ARGUMENT", `mtu ${reg.mtu} is not between 576 and 65535`);

@@ -3,7 +3,7 @@ import { TrellisError } from "./errors.js";
 
 /** Command-line parsing shared by the programs: every error names the flag and points to --help. Pure. */
 
-export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal"];
+export const logLevels = ["trace", "debug", "info", "warn", "error"];
 
 export type FlagSpec = Record<string, { type: "string"; default: string } | { type: "boolean"; short?: string; default: boolean }>;
 

@@ -37,7 +37,8 @@ describe("toCniError", () => {
   it.each([new Error("kaboom"), "a string", undefined])("anything else (%s) is 999 internal error", (err) => {
     const out = toCniError(err);
     expect(out.code).toBe(999);
-    expect(out.msg).toBe("internal error in the trellis shim");
+    expect(out.msg).toBe("internal error in the trellis shim; see its log on stderr");
+    expect(out.details).toBeUndefined(); // the cause goes to the log, never to the runtime
   });
 
   it("the latest version is 1.1.0", () => {
