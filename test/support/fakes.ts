@@ -1,12 +1,23 @@
 // In-memory fakes of the node daemon's seams and the shim's IO (STYLE.md §8: fakes, not call-order mocks).
 // They keep state like the real thing, so tests assert outcomes; `calls` is there for "was X touched".
-import { clone } from "@bufbuild/protobuf";
+import { clone, create } from "@bufbuild/protobuf";
 import { TrellisError } from "../../proto/common/errors.js";
-import { AllocationRecordSchema, type AddAttachmentResponse, type AllocationRecord, type Attachment } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import {
+  AllocationRecordSchema,
+  GetStatusResponseSchema,
+  RouteState,
+  type AddAttachmentResponse,
+  type AllocationRecord,
+  type Attachment,
+  type AttachmentKey,
+  type GetStatusResponse,
+} from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { DaemonClient, ShimIo } from "../../cni-shim/skel.js";
+import type { AllocationMirror } from "../../node-daemon/cni/cni-service.js";
+import type { PendingDelete, PendingDeletes } from "../../node-daemon/cni/pending-deletes.js";
 import type { BridgePlan, VethPlan } from "../../node-daemon/cni/plan.js";
 import type { AllocationJournal } from "../../node-daemon/ipam/journal.js";
-import type { KernelRoute, LinkInfo, Netlink, OwnedRoute } from "../../node-daemon/net/netlink.js";
+import type { KernelRoute, LinkInfo, Netlink, OwnedRoute, VethState } from "../../node-daemon/net/netlink.js";
 
 /** Lets other pending promises run, so concurrent callers really interleave (no timers involved). */
 const yieldTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -28,6 +39,8 @@ export class RecordingNetlink implements Netlink {
   readonly calls: NetlinkCall[] = [];
   /** When set, the next addVeth calls throw it (and create nothing). */
   failAddVeth?: Error;
+  /** deleteLink of a name listed here throws its error (and deletes nothing). */
+  readonly failDeleteLink = new Map<string, Error>();
 
   constructor(initialLinks: readonly LinkInfo[] = []) {
     for (const l of initialLinks) this.links.set(l.name, l);
@@ -60,11 +73,24 @@ export class RecordingNetlink implements Netlink {
     inNetns.set(veth.podIfName, veth.hostName);
     this.podInterfaces.set(veth.netns, inNetns);
     this.links.set(veth.hostName, { name: veth.hostName, kind: "veth", master: veth.bridge });
+    this.podConfig.set(veth.hostName, { up: true, addresses: [veth.podAddress], defaultVia: veth.gateway });
+  }
+
+  /** Pod-side configuration by host veth name; tests may edit it to break a pod. */
+  readonly podConfig = new Map<string, { up: boolean; addresses: string[]; defaultVia?: string }>();
+
+  async inspectVeth(veth: VethPlan): Promise<VethState> {
+    const host = this.links.get(veth.hostName);
+    const paired = this.podInterfaces.get(veth.netns)?.get(veth.podIfName);
+    const pod = paired ? this.podConfig.get(paired) : undefined;
+    return { host: host && { master: host.master, up: true }, pod: pod && { ...pod } };
   }
 
   async deleteLink(name: string): Promise<boolean> {
     this.calls.push({ method: "deleteLink", name });
     await yieldTurn();
+    const failure = this.failDeleteLink.get(name);
+    if (failure) throw failure;
     const existed = this.links.delete(name);
     for (const inNetns of this.podInterfaces.values()) {
       for (const [ifName, host] of inNetns) if (host === name) inNetns.delete(ifName); // the peer goes with it
@@ -154,6 +180,16 @@ export class FakeShimIo implements ShimIo {
   async pathExists(path: string): Promise<boolean> {
     return this.existingPaths.has(path);
   }
+
+  /** DELs left for the daemon, by socket path. */
+  readonly pendingDeletes: { socket: string; attachment: Attachment }[] = [];
+  /** When set, leaving a pending delete fails with it. */
+  failPendingDelete?: Error;
+
+  async leavePendingDelete(socket: string, attachment: Attachment): Promise<void> {
+    if (this.failPendingDelete) throw this.failPendingDelete;
+    this.pendingDeletes.push({ socket, attachment });
+  }
 }
 
 /** A node daemon as the shim sees it: answers `reply` to ADD, or throws `fail`; records every call. */
@@ -174,5 +210,117 @@ export class FakeDaemonClient implements DaemonClient {
   async delete(attachment: Attachment): Promise<void> {
     this.deleted.push(attachment);
     if (this.fail !== undefined) throw this.fail;
+  }
+
+  readonly checked: Attachment[] = [];
+  readonly collected: { networkName: string; valid: readonly AttachmentKey[] }[] = [];
+  statusReply: GetStatusResponse = create(GetStatusResponseSchema, { subnet: "10.244.1.0/24", routeState: RouteState.CURRENT });
+
+  async check(attachment: Attachment): Promise<void> {
+    this.checked.push(attachment);
+    if (this.fail !== undefined) throw this.fail;
+  }
+
+  async gc(networkName: string, valid: readonly AttachmentKey[]): Promise<void> {
+    this.collected.push({ networkName, valid });
+    if (this.fail !== undefined) throw this.fail;
+  }
+
+  async status(): Promise<GetStatusResponse> {
+    if (this.fail !== undefined) throw this.fail;
+    return this.statusReply;
+  }
+}
+
+/**
+ * The control plane's copy of the node's allocations, in memory. Writes are asynchronous like the real
+ * RPCs (the service fires them without awaiting); `settled()` waits until none is in flight.
+ */
+export class MemoryAllocationMirror implements AllocationMirror {
+  private readonly records = new Map<string, AllocationRecord>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  /** When set, list calls throw it (the control plane is unreachable). */
+  failList?: Error;
+  /** When set, record and release calls throw it. */
+  failWrites?: Error;
+  readonly calls: ({ method: "record"; address: string } | { method: "release"; address: string } | { method: "list" })[] = [];
+
+  constructor(initial: readonly AllocationRecord[] = []) {
+    for (const r of initial) this.records.set(r.address, clone(AllocationRecordSchema, r));
+  }
+
+  /** Mirrored addresses, sorted numerically. */
+  get addresses(): string[] {
+    const num = (a: string) => a.split(".").reduce((n, part) => n * 256 + Number(part), 0);
+    return [...this.records.keys()].sort((a, b) => num(a) - num(b));
+  }
+
+  find(address: string): AllocationRecord | undefined {
+    return this.records.get(address);
+  }
+
+  /** Resolves once no record/release/list call is in flight, including calls started meanwhile. */
+  async settled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
+
+  private track<T>(work: () => Promise<T>): Promise<T> {
+    const p = work();
+    this.inFlight.add(p);
+    const done = () => this.inFlight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  record(record: AllocationRecord): Promise<void> {
+    this.calls.push({ method: "record", address: record.address });
+    return this.track(async () => {
+      await yieldTurn();
+      if (this.failWrites) throw this.failWrites;
+      this.records.set(record.address, clone(AllocationRecordSchema, record));
+    });
+  }
+
+  release(address: string): Promise<void> {
+    this.calls.push({ method: "release", address });
+    return this.track(async () => {
+      await yieldTurn();
+      if (this.failWrites) throw this.failWrites;
+      this.records.delete(address);
+    });
+  }
+
+  list(): Promise<AllocationRecord[]> {
+    this.calls.push({ method: "list" });
+    return this.track(async () => {
+      await yieldTurn();
+      if (this.failList) throw this.failList;
+      return [...this.records.values()].map((r) => clone(AllocationRecordSchema, r));
+    });
+  }
+}
+
+/** DELs the shim left while the daemon was down, in memory; an entry without attachment is an undecodable file. */
+export class MemoryPendingDeletes implements PendingDeletes {
+  readonly entries = new Map<string, Attachment | undefined>();
+  readonly removed: string[] = [];
+
+  constructor(initial: readonly PendingDelete[] = []) {
+    for (const p of initial) this.entries.set(p.id, p.attachment);
+  }
+
+  get ids(): string[] {
+    return [...this.entries.keys()].sort();
+  }
+
+  async list(): Promise<PendingDelete[]> {
+    await yieldTurn();
+    return [...this.entries].map(([id, attachment]) => (attachment ? { id, attachment } : { id }));
+  }
+
+  async remove(id: string): Promise<void> {
+    await yieldTurn();
+    this.removed.push(id);
+    this.entries.delete(id);
   }
 }

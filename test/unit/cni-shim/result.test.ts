@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionResult } from "../../../cni-shim/result.js";
+import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionAtLeast, versionResult } from "../../../cni-shim/result.js";
 import { reasons, TrellisError, type Reason } from "../../../proto/common/errors.js";
 import { AddAttachmentResponseSchema, InterfaceSchema, IpConfigSchema, RouteSchema } from "../../../proto/gen/trellis/cni/v1/cni_pb.js";
 
@@ -44,6 +44,30 @@ describe("toCniError", () => {
   it("the latest version is 1.1.0", () => {
     expect(latestCniVersion).toBe("1.1.0");
   });
+
+  it("STATUS codes are the CNI spec's 50 (plugin not available) and 51 (limited connectivity)", () => {
+    expect(cniCodes.notAvailable).toBe(50);
+    expect(cniCodes.limitedConnectivity).toBe(51);
+    expect(toCniError(new CniError(cniCodes.limitedConnectivity, "routes are stale"), "1.1.0")).toEqual({ cniVersion: "1.1.0", code: 51, msg: "routes are stale" });
+  });
+});
+
+describe("versionAtLeast", () => {
+  it.each<[string, string, boolean]>([
+    ["1.1.0", "1.1.0", true],
+    ["1.1.0", "1.0.0", true],
+    ["1.0.0", "1.1.0", false],
+    ["0.4.0", "0.4.0", true],
+    ["0.3.1", "0.4.0", false],
+    ["0.3.0", "0.3.1", false],
+    ["1.0.0", "0.4.0", true],
+    ["0.10.0", "0.4.0", true], // numeric, not text, comparison
+    ["0.4.0", "0.10.0", false],
+    ["1.0", "1.0.0", true], // a missing part counts as 0
+    ["2.0.0", "1.1.0", true],
+  ])("%s >= %s is %s", (version, minimum, expected) => {
+    expect(versionAtLeast(version, minimum)).toBe(expected);
+  });
 });
 
 describe("toCniResult", () => {
@@ -72,8 +96,48 @@ describe("toCniResult", () => {
   });
 });
 
+describe("toCniResult by version", () => {
+  const res = create(AddAttachmentResponseSchema, {
+    interfaces: [
+      create(InterfaceSchema, { name: "trellis0", mac: "0a:5a:0a:f4:03:01", mtu: 1450 }),
+      create(InterfaceSchema, { name: "eth0", mac: "0a:58:0a:f4:03:07", mtu: 1450, sandbox: "/var/run/netns/p" }),
+    ],
+    ips: [create(IpConfigSchema, { address: "10.244.3.7/24", gateway: "10.244.3.1", interface: 1 })],
+    routes: [create(RouteSchema, { dst: "0.0.0.0/0", gw: "10.244.3.1" })],
+  });
+  const ip = { interface: 1, address: "10.244.3.7/24", gateway: "10.244.3.1" };
+  const bridge = { name: "trellis0", mac: "0a:5a:0a:f4:03:01" };
+  const pod = { name: "eth0", mac: "0a:58:0a:f4:03:07", sandbox: "/var/run/netns/p" };
+
+  it.each<[string, Record<string, unknown>, Record<string, unknown>, Record<string, unknown>]>([
+    ["0.3.0", bridge, pod, { version: "4", ...ip }],
+    ["0.3.1", bridge, pod, { version: "4", ...ip }],
+    ["0.4.0", bridge, pod, { version: "4", ...ip }],
+    ["1.0.0", bridge, pod, ip],
+    ["1.1.0", { ...bridge, mtu: 1450 }, { ...pod, mtu: 1450 }, ip],
+  ])("a %s result has its version's shape", (version, first, second, firstIp) => {
+    expect(toCniResult(res, version)).toEqual({
+      cniVersion: version,
+      interfaces: [first, second],
+      ips: [firstIp],
+      routes: [{ dst: "0.0.0.0/0", gw: "10.244.3.1" }],
+      dns: {},
+    });
+  });
+
+  it("a zero mtu is left out of a 1.1.0 result", () => {
+    const out = toCniResult(create(AddAttachmentResponseSchema, { interfaces: [create(InterfaceSchema, { name: "eth0", mtu: 0 })] }), "1.1.0");
+    expect(out.interfaces).toEqual([{ name: "eth0" }]);
+  });
+});
+
 describe("versionResult", () => {
-  it("names the version and every supported one", () => {
-    expect(versionResult("1.0.0")).toEqual({ cniVersion: "1.0.0", supportedVersions: ["1.0.0", "1.1.0"] });
+  it.each(["0.3.1", "1.0.0", "1.1.0"])("names the version %s and every supported one, oldest first", (version) => {
+    expect(versionResult(version)).toEqual({ cniVersion: version, supportedVersions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] });
+  });
+
+  it("is a copy: changing it does not change the next answer", () => {
+    (versionResult("1.1.0").supportedVersions as string[]).push("9.9.9");
+    expect(versionResult("1.1.0").supportedVersions).toHaveLength(5);
   });
 });

@@ -22,6 +22,8 @@ describe("parseDaemonArgs", () => {
       mtu: 1500,
       heartbeatIntervalMs: 10_000,
       routeResyncIntervalMs: 30_000,
+      cniConfDir: "/etc/cni/net.d",
+      cniConfName: "10-trellis.conflist",
       logLevel: "info",
     });
   });
@@ -40,6 +42,8 @@ describe("parseDaemonArgs", () => {
       "--mtu", "9000",
       "--heartbeat-interval", "2",
       "--route-resync", "3600",
+      "--cni-conf-dir", "/tmp/t/net.d",
+      "--cni-conf-name", "05-pods.conflist",
       "--log-level", "warn",
     ]);
     expect(c).toMatchObject({
@@ -50,8 +54,18 @@ describe("parseDaemonArgs", () => {
       mtu: 9000,
       heartbeatIntervalMs: 2_000,
       routeResyncIntervalMs: 3_600_000,
+      cniConfDir: "/tmp/t/net.d",
+      cniConfName: "05-pods.conflist",
       logLevel: "warn",
     });
+  });
+
+  it("an empty --cni-conf-dir turns the conflist off", () => {
+    expect(config([...required, "--cni-conf-dir", ""]).cniConfDir).toBe("");
+  });
+
+  it.each(["trellis.conflist", "10-trellis_v2.conflist", "a.b.conflist"])("accepts --cni-conf-name %s", (name) => {
+    expect(config([...required, "--cni-conf-name", name]).cniConfName).toBe(name);
   });
 
   it.each<[string, string[]]>([
@@ -81,6 +95,15 @@ describe("parseDaemonArgs", () => {
     ["--route-resync", [...required, "--route-resync", "0"]],
     ["--route-resync", [...required, "--route-resync", "30s"]],
     ["--log-level", [...required, "--log-level", "loud"]],
+    ["--cni-conf-dir", [...required, "--cni-conf-dir", "etc/cni/net.d"]],
+    ["--cni-conf-dir", [...required, "--cni-conf-dir", "./net.d"]],
+    ["--cni-conf-name", [...required, "--cni-conf-name", "10-trellis.conf"]],
+    ["--cni-conf-name", [...required, "--cni-conf-name", "10-trellis.json"]],
+    ["--cni-conf-name", [...required, "--cni-conf-name", ""]],
+    ["--cni-conf-name", [...required, "--cni-conf-name", ".conflist"]],
+    ["--cni-conf-name", [...required, "--cni-conf-name", "../10-trellis.conflist"]],
+    ["--cni-conf-name", [...required, "--cni-conf-name", "/etc/cni/net.d/10-trellis.conflist"]],
+    ["--cni-conf-name", [...required, "--cni-conf-name", "10 trellis.conflist"]],
     ["--cluster-cidr", [...required, "--cluster-cidr", "10.244.0.0/16"]],
     ["--node-name", [...required, "--node-name"]],
   ])("a bad value of %s is INVALID_ARGUMENT naming the flag (%j)", (flag, argv) => {

@@ -6,8 +6,14 @@ import { hostVethName } from "../../../../node-daemon/net/names.js";
 import type { LinkInfo } from "../../../../node-daemon/net/netlink.js";
 import { Cidr, parseIpv4 } from "../../../../proto/common/cidr.js";
 import { TrellisError } from "../../../../proto/common/errors.js";
-import { AllocationRecordSchema, AttachmentSchema, type AllocationRecord, type Attachment } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
-import { MemoryAllocationJournal, RecordingNetlink } from "../../../support/fakes.js";
+import {
+  AllocationRecordSchema,
+  AttachmentKeySchema,
+  AttachmentSchema,
+  type AllocationRecord,
+  type Attachment,
+} from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { MemoryAllocationJournal, MemoryAllocationMirror, MemoryPendingDeletes, RecordingNetlink } from "../../../support/fakes.js";
 import { rejectsWith } from "../../expect-error.js";
 
 const lease: NodeLease = { subnet: Cidr.parse("10.244.3.0/24"), bridgeName: "trellis0", mtu: 1450 };
@@ -25,7 +31,16 @@ interface Setup {
   journal: MemoryAllocationJournal;
 }
 
-async function started(opts: { lease?: NodeLease; links?: LinkInfo[]; records?: AllocationRecord[]; missingNetns?: string[] } = {}): Promise<Setup> {
+interface SetupOptions {
+  lease?: NodeLease;
+  links?: LinkInfo[];
+  records?: AllocationRecord[];
+  missingNetns?: string[];
+  mirror?: MemoryAllocationMirror;
+  pendingDeletes?: MemoryPendingDeletes;
+}
+
+function unstarted(opts: SetupOptions = {}): Setup {
   const net = new RecordingNetlink(opts.links ?? []);
   const journal = new MemoryAllocationJournal(opts.records ?? []);
   let now = 1_000;
@@ -36,10 +51,19 @@ async function started(opts: { lease?: NodeLease; links?: LinkInfo[]; records?: 
     log: pino({ level: "silent" }),
     clock: () => now++,
     pathExists: async (path) => !missing.has(path),
+    ...(opts.mirror ? { mirror: opts.mirror } : {}),
+    ...(opts.pendingDeletes ? { pendingDeletes: opts.pendingDeletes } : {}),
   });
-  await service.start(opts.lease ?? lease);
   return { service, net, journal };
 }
+
+async function started(opts: SetupOptions = {}): Promise<Setup> {
+  const setup = unstarted(opts);
+  await setup.service.start(opts.lease ?? lease);
+  return setup;
+}
+
+const vethOf = (containerId: string, ifName = "eth0"): LinkInfo => ({ name: hostVethName(containerId, ifName), kind: "veth", master: "trellis0" });
 
 const podAddressOf = async (p: Promise<{ ips: Array<{ address: string }> }>) => (await p).ips[0]?.address;
 const memoryAddresses = (s: CniService) => s.allocations.map((r) => r.address).sort((a, b) => Number(parseIpv4(a) - parseIpv4(b)));
@@ -292,5 +316,396 @@ describe("CniService when the subnet is full", () => {
     await service.delete(attachment("p3"));
     expect(await podAddressOf(service.add(attachment("p6")))).toBe("10.244.3.12/29");
     await rejectsWith(service.add(attachment("p7")), "EXHAUSTED");
+  });
+});
+
+describe("CniService.check", () => {
+  it("refuses with UNAVAILABLE before start", async () => {
+    await rejectsWith(unstarted().service.check(attachment("a1")), "UNAVAILABLE");
+  });
+
+  it("passes for an attachment as ADD left it, and changes nothing", async () => {
+    const { service, net, journal } = await started();
+    await service.add(attachment("a1"));
+    const callsBefore = net.calls.length;
+    await expect(service.check(attachment("a1"))).resolves.toBeUndefined();
+    expect(net.calls.length).toBe(callsBefore);
+    expect(journal.addresses).toEqual(["10.244.3.2"]);
+  });
+
+  it.each([
+    ["a container never added", attachment("never")],
+    ["another interface of an added container", attachment("a1", "net1")],
+    ["the same ids in another network", create(AttachmentSchema, { ...attachment("a1"), networkName: "other" })],
+  ])("%s is NOT_FOUND", async (_what, a) => {
+    const { service } = await started();
+    await service.add(attachment("a1"));
+    const err = await rejectsWith(service.check(a), "NOT_FOUND");
+    expect(err.message).toContain(a.containerId);
+  });
+
+  it("a deleted attachment is NOT_FOUND", async () => {
+    const { service } = await started();
+    await service.add(attachment("a1"));
+    await service.delete(attachment("a1"));
+    await rejectsWith(service.check(attachment("a1")), "NOT_FOUND");
+  });
+
+  it.each([
+    ["no netns", create(AttachmentSchema, { ...attachment("a1"), netns: "" })],
+    ["a netns that does not exist", create(AttachmentSchema, { ...attachment("a1"), netns: "/var/run/netns/gone" })],
+    ["a bad container id", create(AttachmentSchema, { ...attachment("a1"), containerId: "../a1" })],
+  ])("rejects %s with INVALID_ARGUMENT", async (_what, a) => {
+    const { service } = await started({ missingNetns: ["/var/run/netns/gone"] });
+    await service.add(attachment("a1"));
+    await rejectsWith(service.check(a), "INVALID_ARGUMENT");
+  });
+
+  const a1Veth = hostVethName("a1", "eth0");
+  it.each<[string, (net: RecordingNetlink) => void, string]>([
+    ["the pod interface is down", (net) => Object.assign(net.podConfig.get(a1Veth) ?? {}, { up: false }), "interface eth0 in /var/run/netns/a1 is down"],
+    ["the pod address is gone", (net) => Object.assign(net.podConfig.get(a1Veth) ?? {}, { addresses: [] }), "lacks address 10.244.3.2/24"],
+    ["the default route is gone", (net) => Object.assign(net.podConfig.get(a1Veth) ?? {}, { defaultVia: undefined }), "no default route via 10.244.3.1 on eth0"],
+    ["the pod interface is gone", (net) => net.podInterfaces.get("/var/run/netns/a1")?.delete("eth0"), "interface eth0 is missing in /var/run/netns/a1"],
+    ["the host veth is gone", (net) => net.links.delete(a1Veth), `host interface ${a1Veth} is missing`],
+    ["the host veth left the bridge", (net) => net.links.set(a1Veth, { name: a1Veth, kind: "veth", master: "docker0" }), `host interface ${a1Veth} is not a port of trellis0`],
+  ])("%s: KERNEL naming it", async (_what, breakIt, problem) => {
+    const { service, net } = await started();
+    await service.add(attachment("a1"));
+    await service.add(attachment("a2"));
+    breakIt(net);
+    const err = await rejectsWith(service.check(attachment("a1")), "KERNEL");
+    expect(err.message).toContain("a1/eth0");
+    expect(err.message).toContain(problem);
+    await expect(service.check(attachment("a2"))).resolves.toBeUndefined(); // only the broken pod fails
+  });
+
+  it("names every difference in one error", async () => {
+    const { service, net } = await started();
+    await service.add(attachment("a1"));
+    net.podConfig.set(a1Veth, { up: false, addresses: ["10.244.3.99/24"] });
+    const err = await rejectsWith(service.check(attachment("a1")), "KERNEL");
+    expect(err.message).toContain("is down");
+    expect(err.message).toContain("lacks address 10.244.3.2/24");
+    expect(err.message).toContain("no default route");
+  });
+
+  it("passes for an attachment restored from the journal at start", async () => {
+    const { service, net } = await started({ links: [vethOf("kept")], records: [record("10.244.3.20", attachment("kept"), 1n)] });
+    net.podInterfaces.set("/var/run/netns/kept", new Map([["eth0", hostVethName("kept", "eth0")]]));
+    net.podConfig.set(hostVethName("kept", "eth0"), { up: true, addresses: ["10.244.3.20/24"], defaultVia: "10.244.3.1" });
+    await expect(service.check(attachment("kept"))).resolves.toBeUndefined();
+  });
+});
+
+describe("CniService.gc", () => {
+  const key = (containerId: string, ifName = "eth0") => create(AttachmentKeySchema, { containerId, ifName });
+  const other = (containerId: string) => create(AttachmentSchema, { ...attachment(containerId), networkName: "other" });
+  const ids = (as: readonly Attachment[]) => as.map((a) => `${a.networkName}/${a.containerId}/${a.ifName}`);
+
+  async function withPods() {
+    const setup = await started();
+    for (const a of [attachment("a1"), attachment("a2"), attachment("a3"), other("b1")]) await setup.service.add(a);
+    return setup; // a1 .2, a2 .3, a3 .4, b1 .5
+  }
+
+  it("refuses with UNAVAILABLE before start", async () => {
+    await rejectsWith(unstarted().service.gc("trellis", []), "UNAVAILABLE");
+  });
+
+  it("releases the network's attachments that are not listed, returns them, and leaves other networks alone", async () => {
+    const { service, net, journal } = await withPods();
+    const released = await service.gc("trellis", [key("a1")]);
+    expect(ids(released).sort()).toEqual(["trellis/a2/eth0", "trellis/a3/eth0"]);
+    expect(journal.addresses).toEqual(["10.244.3.2", "10.244.3.5"]);
+    expect(service.allocations.map((r) => r.attachment?.containerId).sort()).toEqual(["a1", "b1"]);
+    expect(net.links.has(hostVethName("a2", "eth0"))).toBe(false);
+    expect(net.links.has(hostVethName("a3", "eth0"))).toBe(false);
+    expect(net.links.has(hostVethName("a1", "eth0"))).toBe(true);
+    expect(net.links.has(hostVethName("b1", "eth0"))).toBe(true);
+  });
+
+  it("an empty list releases every attachment of the network, and only of it", async () => {
+    const { service, journal } = await withPods();
+    expect(ids(await service.gc("other", [])).sort()).toEqual(["other/b1/eth0"]);
+    expect(journal.addresses).toEqual(["10.244.3.2", "10.244.3.3", "10.244.3.4"]);
+  });
+
+  it("matches container id and interface name together", async () => {
+    const { service, journal } = await started();
+    await service.add(attachment("a1", "eth0"));
+    await service.add(attachment("a1", "net1"));
+    expect(ids(await service.gc("trellis", [key("a1", "eth0"), key("a1", "net2")]))).toEqual(["trellis/a1/net1"]);
+    expect(journal.addresses).toEqual(["10.244.3.2"]);
+  });
+
+  it.each([
+    ["every attachment listed", ["a1", "a2", "a3"]],
+    ["unknown keys listed too", ["a1", "a2", "a3", "zz", "yy"]],
+  ])("%s: releases nothing and touches no link", async (_what, valid) => {
+    const { service, net, journal } = await withPods();
+    const deletesBefore = net.callsOf("deleteLink").length;
+    expect(await service.gc("trellis", valid.map((id) => key(id)))).toEqual([]);
+    expect(net.callsOf("deleteLink").length).toBe(deletesBefore);
+    expect(journal.addresses).toHaveLength(4);
+  });
+
+  it("of a network without attachments releases nothing", async () => {
+    const { service, journal } = await withPods();
+    expect(await service.gc("nope", [])).toEqual([]);
+    expect(journal.addresses).toHaveLength(4);
+  });
+
+  it("twice: the second run has nothing left to release", async () => {
+    const { service } = await withPods();
+    expect(await service.gc("trellis", [])).toHaveLength(3);
+    expect(await service.gc("trellis", [])).toEqual([]);
+  });
+
+  it("a failure is KERNEL naming the attachment, after releasing every other one; a later run finishes", async () => {
+    const { service, net, journal } = await withPods();
+    net.failDeleteLink.set(hostVethName("a2", "eth0"), new TrellisError("KERNEL", "ip link del failed: device busy"));
+    const err = await rejectsWith(service.gc("trellis", []), "KERNEL");
+    expect(err.message).toContain("a2/eth0");
+    expect(err.message).toContain("10.244.3.3");
+    expect(err.message).toContain("device busy");
+    expect(err.message).not.toContain("a3");
+    expect(journal.addresses).toEqual(["10.244.3.3", "10.244.3.5"]); // a1 and a3 released, a2 kept for the next run
+    expect(net.links.has(hostVethName("a3", "eth0"))).toBe(false);
+
+    net.failDeleteLink.clear();
+    expect(ids(await service.gc("trellis", []))).toEqual(["trellis/a2/eth0"]);
+    expect(journal.addresses).toEqual(["10.244.3.5"]);
+  });
+
+  it("a released address can be handed out again", async () => {
+    const { service } = await started({ lease: smallLease });
+    for (const id of ["p1", "p2", "p3", "p4", "p5"]) await service.add(attachment(id));
+    await rejectsWith(service.add(attachment("p6")), "EXHAUSTED");
+    await service.gc("trellis", ["p1", "p2", "p4", "p5"].map((id) => key(id)));
+    expect(await podAddressOf(service.add(attachment("p6")))).toBe("10.244.3.12/29");
+  });
+});
+
+describe("CniService.completePendingDeletes", () => {
+  const a1 = attachment("a1");
+
+  it("does nothing without a pending-deletes store", async () => {
+    const { service, journal } = await started({ links: [vethOf("a1")], records: [record("10.244.3.5", a1, 1n)] });
+    await expect(service.completePendingDeletes()).resolves.toBeUndefined();
+    expect(journal.addresses).toEqual(["10.244.3.5"]);
+  });
+
+  it("start completes the DELs the shim left while the daemon was down, and removes them", async () => {
+    const pendingDeletes = new MemoryPendingDeletes([{ id: "a1.json", attachment: a1 }]);
+    const { service, net, journal } = await started({
+      links: [vethOf("a1"), vethOf("a2")],
+      records: [record("10.244.3.5", a1, 1n), record("10.244.3.6", attachment("a2"), 2n)],
+      pendingDeletes,
+    });
+    expect(journal.addresses).toEqual(["10.244.3.6"]);
+    expect(service.allocations.map((r) => r.address)).toEqual(["10.244.3.6"]);
+    expect(net.links.has(hostVethName("a1", "eth0"))).toBe(false);
+    expect(net.links.has(hostVethName("a2", "eth0"))).toBe(true);
+    expect(pendingDeletes.ids).toEqual([]);
+    expect(pendingDeletes.removed).toEqual(["a1.json"]);
+  });
+
+  it.each<[string, MemoryPendingDeletes]>([
+    ["an attachment already gone", new MemoryPendingDeletes([{ id: "gone.json", attachment: attachment("gone") }])],
+    ["an undecodable entry", new MemoryPendingDeletes([{ id: "garbage.json" }])],
+    ["the same DEL twice", new MemoryPendingDeletes([{ id: "one.json", attachment: a1 }, { id: "two.json", attachment: a1 }])],
+  ])("%s: removed, and start succeeds", async (_what, pendingDeletes) => {
+    const { service } = await started({ pendingDeletes });
+    expect(service.ready).toBe(true);
+    expect(pendingDeletes.ids).toEqual([]);
+  });
+
+  it("an undecodable entry is skipped: the entries after it are still completed", async () => {
+    const pendingDeletes = new MemoryPendingDeletes([{ id: "1-garbage.json" }, { id: "2-a1.json", attachment: a1 }]);
+    const { journal, net } = await started({ links: [vethOf("a1")], records: [record("10.244.3.5", a1, 1n)], pendingDeletes });
+    expect(pendingDeletes.removed.sort()).toEqual(["1-garbage.json", "2-a1.json"]);
+    expect(journal.addresses).toEqual([]);
+    expect(net.callsOf("deleteLink").map((c) => c.name)).toEqual([hostVethName("a1", "eth0")]); // garbage deleted nothing
+  });
+
+  it("completes DELs left while serving, on the next call", async () => {
+    const pendingDeletes = new MemoryPendingDeletes();
+    const { service, journal } = await started({ pendingDeletes });
+    await service.add(a1);
+    await service.add(attachment("a2"));
+    pendingDeletes.entries.set("late.json", a1);
+    await service.completePendingDeletes();
+    expect(journal.addresses).toEqual(["10.244.3.3"]);
+    expect(pendingDeletes.ids).toEqual([]);
+  });
+
+  it("a DEL that fails keeps its entry for the next round", async () => {
+    const pendingDeletes = new MemoryPendingDeletes();
+    const { service, net, journal } = await started({ pendingDeletes });
+    await service.add(a1);
+    pendingDeletes.entries.set("a1.json", a1);
+    net.failDeleteLink.set(hostVethName("a1", "eth0"), new TrellisError("KERNEL", "ip link del failed"));
+    await rejectsWith(service.completePendingDeletes(), "KERNEL");
+    expect(pendingDeletes.ids).toEqual(["a1.json"]);
+    expect(journal.addresses).toEqual(["10.244.3.2"]);
+
+    net.failDeleteLink.clear();
+    await service.completePendingDeletes();
+    expect(pendingDeletes.ids).toEqual([]);
+    expect(journal.addresses).toEqual([]);
+  });
+});
+
+describe("CniService with an allocation mirror", () => {
+  it("add records the allocation in the mirror, delete releases it", async () => {
+    const mirror = new MemoryAllocationMirror();
+    const { service } = await started({ mirror });
+    await service.add(attachment("a1"));
+    await service.add(attachment("a2"));
+    await mirror.settled();
+    expect(mirror.addresses).toEqual(["10.244.3.2", "10.244.3.3"]);
+    expect(mirror.find("10.244.3.2")).toMatchObject({ hostVeth: hostVethName("a1", "eth0"), attachment: { containerId: "a1", ifName: "eth0" } });
+
+    await service.delete(attachment("a1"));
+    await mirror.settled();
+    expect(mirror.addresses).toEqual(["10.244.3.3"]);
+  });
+
+  it("gc releases in the mirror too", async () => {
+    const mirror = new MemoryAllocationMirror();
+    const { service } = await started({ mirror });
+    await service.add(attachment("a1"));
+    await service.add(attachment("a2"));
+    await service.gc("trellis", [create(AttachmentKeySchema, { containerId: "a2", ifName: "eth0" })]);
+    await mirror.settled();
+    expect(mirror.addresses).toEqual(["10.244.3.3"]);
+  });
+
+  it("a failing mirror fails neither add nor delete; syncMirror repairs it later", async () => {
+    const mirror = new MemoryAllocationMirror();
+    const { service, journal } = await started({ mirror });
+    mirror.failWrites = new TrellisError("UNAVAILABLE", "control plane unreachable");
+    await service.add(attachment("a1"));
+    await service.add(attachment("a2"));
+    await service.delete(attachment("a2"));
+    await mirror.settled();
+    expect(journal.addresses).toEqual(["10.244.3.2"]);
+    expect(mirror.addresses).toEqual([]);
+
+    mirror.failWrites = undefined;
+    await service.syncMirror();
+    expect(mirror.addresses).toEqual(["10.244.3.2"]);
+  });
+
+  it("a failed add mirrors nothing that stays", async () => {
+    const mirror = new MemoryAllocationMirror();
+    const { service, net } = await started({ mirror });
+    net.failAddVeth = new TrellisError("KERNEL", "ip link add failed");
+    await rejectsWith(service.add(attachment("a1")), "KERNEL");
+    await mirror.settled();
+    expect(mirror.addresses).toEqual([]);
+  });
+
+  it("syncMirror makes the mirror equal to the journal: records what it lacks, corrects, releases extras", async () => {
+    const mirror = new MemoryAllocationMirror();
+    const { service, journal } = await started({ mirror });
+    await service.add(attachment("a1")); // .2
+    await service.add(attachment("a2")); // .3
+    await service.add(attachment("a3")); // .4
+    await mirror.settled();
+    // The control plane's copy drifts: .2 lost, .3 says another veth, .9 is unknown to the node.
+    await mirror.release("10.244.3.2");
+    await mirror.record(record("10.244.3.3", attachment("someone"), 1n));
+    await mirror.record(record("10.244.3.9", attachment("ghost"), 1n));
+    const callsBefore = mirror.calls.length;
+
+    await service.syncMirror();
+    expect(mirror.addresses).toEqual(journal.addresses);
+    expect(mirror.find("10.244.3.3")?.attachment?.containerId).toBe("a2");
+    // .4 was right: only the differences are written.
+    expect(mirror.calls.slice(callsBefore).filter((c) => c.method !== "list")).toEqual([
+      { method: "record", address: "10.244.3.2" },
+      { method: "record", address: "10.244.3.3" },
+      { method: "release", address: "10.244.3.9" },
+    ]);
+  });
+
+  it("syncMirror with an unreachable control plane neither throws nor writes; the next one catches up", async () => {
+    const mirror = new MemoryAllocationMirror();
+    const { service } = await started({ mirror });
+    await service.add(attachment("a1"));
+    await mirror.settled();
+    await mirror.release("10.244.3.2"); // the copy drifted
+    mirror.failList = new TrellisError("UNAVAILABLE", "control plane unreachable");
+    const callsBefore = mirror.calls.length;
+    await expect(service.syncMirror()).resolves.toBeUndefined();
+    expect(mirror.calls.slice(callsBefore)).toEqual([{ method: "list" }]);
+    expect(mirror.addresses).toEqual([]);
+
+    mirror.failList = undefined;
+    await service.syncMirror();
+    expect(mirror.addresses).toEqual(["10.244.3.2"]);
+  });
+
+  it("syncMirror without a mirror does nothing", async () => {
+    const { service, journal } = await started();
+    await service.add(attachment("a1"));
+    await expect(service.syncMirror()).resolves.toBeUndefined();
+    expect(journal.addresses).toEqual(["10.244.3.2"]);
+  });
+
+  it("start ends with the mirror equal to the journal", async () => {
+    const kept = attachment("kept");
+    const mirror = new MemoryAllocationMirror([record("10.244.3.40", attachment("ghost"), 1n)]);
+    const { journal } = await started({ mirror, links: [vethOf("kept")], records: [record("10.244.3.20", kept, 5n)] });
+    await mirror.settled();
+    expect(journal.addresses).toEqual(["10.244.3.20"]);
+    expect(mirror.addresses).toEqual(["10.244.3.20"]);
+  });
+});
+
+describe("CniService.start restores allocations from the mirror (a node whose state dir was lost)", () => {
+  const a1 = attachment("a1");
+  const a2 = attachment("a2");
+
+  it("restores records the journal lacks whose host veth exists, and not the others", async () => {
+    const mirror = new MemoryAllocationMirror([record("10.244.3.30", a1, 7n), record("10.244.3.31", a2, 8n)]);
+    const { service, net, journal } = await started({ mirror, links: [vethOf("a1")] }); // a2's veth is gone
+    expect(journal.addresses).toEqual(["10.244.3.30"]);
+    expect(journal.find("10.244.3.30")).toMatchObject({ hostVeth: hostVethName("a1", "eth0"), attachment: { containerId: "a1" } });
+    expect(service.allocations.map((r) => r.address)).toEqual(["10.244.3.30"]);
+    expect(net.links.has(hostVethName("a1", "eth0"))).toBe(true); // explained now: not deleted as an orphan
+    expect(net.callsOf("deleteLink")).toEqual([]);
+    await mirror.settled();
+    expect(mirror.addresses).toEqual(["10.244.3.30"]);
+  });
+
+  it("a restored attachment behaves like a local one: ALREADY_EXISTS, addresses continue after it, DEL releases it", async () => {
+    const mirror = new MemoryAllocationMirror([record("10.244.3.30", a1, 7n)]);
+    const { service, journal } = await started({ mirror, links: [vethOf("a1")] });
+    await rejectsWith(service.add(a1), "ALREADY_EXISTS");
+    expect(await podAddressOf(service.add(attachment("new")))).toBe("10.244.3.31/24");
+    await service.delete(a1);
+    expect(journal.addresses).toEqual(["10.244.3.31"]);
+  });
+
+  it("the local journal wins over the mirror for the same address", async () => {
+    const mirror = new MemoryAllocationMirror([record("10.244.3.30", a2, 9n)]);
+    const { service, net, journal } = await started({ mirror, links: [vethOf("a1"), vethOf("a2")], records: [record("10.244.3.30", a1, 1n)] });
+    expect(journal.find("10.244.3.30")?.attachment?.containerId).toBe("a1");
+    expect(service.allocations.map((r) => r.attachment?.containerId)).toEqual(["a1"]);
+    expect(net.links.has(hostVethName("a2", "eth0"))).toBe(false); // nothing local explains it
+    await mirror.settled();
+    expect(mirror.find("10.244.3.30")?.attachment?.containerId).toBe("a1");
+  });
+
+  it("an unreachable mirror: start uses the local journal only", async () => {
+    const mirror = new MemoryAllocationMirror([record("10.244.3.30", a1, 7n)]);
+    mirror.failList = new TrellisError("UNAVAILABLE", "control plane unreachable");
+    const { service, journal, net } = await started({ mirror, links: [vethOf("a1"), vethOf("a2")], records: [record("10.244.3.31", a2, 1n)] });
+    expect(service.ready).toBe(true);
+    expect(journal.addresses).toEqual(["10.244.3.31"]);
+    expect(net.links.has(hostVethName("a1", "eth0"))).toBe(false); // unexplained without the mirror
   });
 });

@@ -2,7 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { Cidr, parseIpv4 } from "../../../../proto/common/cidr.js";
 import { AttachmentSchema } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
-import { planBridge, planVeth, resultOf } from "../../../../node-daemon/cni/plan.js";
+import { planBridge, planVeth, resultOf, vethProblems } from "../../../../node-daemon/cni/plan.js";
+import type { VethState } from "../../../../node-daemon/net/netlink.js";
 import { hostVethName } from "../../../../node-daemon/net/names.js";
 
 const subnet = Cidr.parse("10.244.3.0/24");
@@ -63,5 +64,54 @@ describe("resultOf", () => {
 
   it("routes everything via the gateway", () => {
     expect(res.routes.map((r) => ({ dst: r.dst, gw: r.gw }))).toEqual([{ dst: "0.0.0.0/0", gw: "10.244.3.1" }]);
+  });
+});
+
+describe("vethProblems", () => {
+  const bridge = planBridge("trellis0", subnet, 1450);
+  const veth = planVeth(attachment, subnet, parseIpv4("10.244.3.7"), bridge);
+  const host = hostVethName("c0ffee", "eth0");
+  const healthy: VethState = {
+    host: { master: "trellis0", up: true },
+    pod: { up: true, addresses: ["10.244.3.7/24"], defaultVia: "10.244.3.1" },
+  };
+  const pod = healthy.pod ?? { up: true, addresses: [] };
+
+  it("is empty when the kernel holds what ADD made", () => {
+    expect(vethProblems(veth, healthy)).toEqual([]);
+  });
+
+  it("tolerates extra addresses on the pod interface", () => {
+    expect(vethProblems(veth, { ...healthy, pod: { ...pod, addresses: ["fe80::1/64", "10.244.3.7/24"] } })).toEqual([]);
+  });
+
+  it.each<[string, VethState, string[]]>([
+    ["host veth missing", { pod }, [`host interface ${host} is missing`]],
+    ["host veth on no bridge", { ...healthy, host: { up: true } }, [`host interface ${host} is not a port of trellis0`]],
+    ["host veth on another bridge", { ...healthy, host: { master: "docker0", up: true } }, [`host interface ${host} is not a port of trellis0`]],
+    ["host veth down", { ...healthy, host: { master: "trellis0", up: false } }, [`host interface ${host} is down`]],
+    ["pod interface missing", { host: healthy.host }, ["interface eth0 is missing in /var/run/netns/pod1"]],
+    ["pod interface down", { ...healthy, pod: { ...pod, up: false } }, ["interface eth0 in /var/run/netns/pod1 is down"]],
+    ["pod address missing", { ...healthy, pod: { ...pod, addresses: [] } }, ["interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24"]],
+    ["pod address with another prefix", { ...healthy, pod: { ...pod, addresses: ["10.244.3.7/16"] } }, ["interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24"]],
+    ["another pod address", { ...healthy, pod: { ...pod, addresses: ["10.244.3.8/24"] } }, ["interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24"]],
+    ["no default route", { ...healthy, pod: { up: true, addresses: ["10.244.3.7/24"] } }, ["/var/run/netns/pod1 has no default route via 10.244.3.1 on eth0"]],
+    ["default route via another gateway", { ...healthy, pod: { ...pod, defaultVia: "10.244.3.254" } }, ["/var/run/netns/pod1 has no default route via 10.244.3.1 on eth0"]],
+  ])("%s: names it", (_what, state, problems) => {
+    expect(vethProblems(veth, state)).toEqual(problems);
+  });
+
+  it("names every problem at once, host first", () => {
+    expect(vethProblems(veth, { host: { master: "docker0", up: false }, pod: { up: false, addresses: [] } })).toEqual([
+      `host interface ${host} is not a port of trellis0`,
+      `host interface ${host} is down`,
+      "interface eth0 in /var/run/netns/pod1 is down",
+      "interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24",
+      "/var/run/netns/pod1 has no default route via 10.244.3.1 on eth0",
+    ]);
+  });
+
+  it("both ends missing: two problems, no details of either", () => {
+    expect(vethProblems(veth, {})).toEqual([`host interface ${host} is missing`, "interface eth0 is missing in /var/run/netns/pod1"]);
   });
 });

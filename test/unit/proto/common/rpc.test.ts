@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { reflectionAnswerer } from "../../../../proto/common/rpc.js";
 import { ServerReflectionRequestSchema, type ServerReflectionRequest } from "../../../../proto/gen/grpc/reflection/v1/reflection_pb.js";
 import { AdminService } from "../../../../proto/gen/trellis/admin/v1/admin_pb.js";
-import { CniService } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { AllocationRecordSchema, CniService } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { NodeService } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 
 const answer = reflectionAnswerer([AdminService, NodeService]);
@@ -50,9 +50,48 @@ describe("reflectionAnswerer", () => {
     expect(files[0]?.service.map((s) => s.name)).toEqual(["NodeService"]);
   });
 
+  // node.proto imports trellis/cni/v1/cni.proto (AllocationRecord), so a client that resolves NodeService
+  // must be able to resolve the types it uses from there.
+  it.each([AllocationRecordSchema.typeName, `.${AllocationRecordSchema.typeName}`, "trellis.cni.v1.Attachment"])(
+    "fileContainingSymbol %s of a dependency of a served service: cni.proto and its dependencies",
+    (symbol) => {
+      const files = filesOf(ask({ case: "fileContainingSymbol", value: symbol }));
+      expect(files[0]?.name).toBe("trellis/cni/v1/cni.proto");
+      expect(files[0]?.messageType.map((m) => m.name)).toContain("AllocationRecord");
+      expect(new Set(files.map((f) => f.name)).size).toBe(files.length);
+    },
+  );
+
+  it("a served service's file comes with the files it imports", () => {
+    const files = filesOf(ask({ case: "fileContainingSymbol", value: NodeService.typeName }));
+    expect(files[0]?.name).toBe("trellis/controlplane/v1/node.proto");
+    expect(files[0]?.dependency).toContain("trellis/cni/v1/cni.proto");
+    expect(files.map((f) => f.name)).toContain("trellis/cni/v1/cni.proto");
+  });
+
+  it("fileByFilename resolves a dependency's file", () => {
+    expect(filesOf(ask({ case: "fileByFilename", value: "trellis/cni/v1/cni.proto" }))[0]?.name).toBe("trellis/cni/v1/cni.proto");
+  });
+
+  it("a dependency's file does not make its services served: listServices names only the given ones", () => {
+    const r = ask({ case: "listServices", value: "*" }).messageResponse;
+    if (r.case !== "listServicesResponse") throw new Error(`expected a listServicesResponse, got ${r.case ?? "nothing"}`);
+    expect(r.value.service.map((s) => s.name)).not.toContain(CniService.typeName);
+  });
+
+  it("a symbol of a file that is neither served nor a dependency is NOT_FOUND", () => {
+    const r = reflectionAnswerer([AdminService])(
+      create(ServerReflectionRequestSchema, { host: "localhost", messageRequest: { case: "fileContainingSymbol", value: AllocationRecordSchema.typeName } }),
+    ).messageResponse;
+    expect(r.case).toBe("errorResponse");
+    if (r.case !== "errorResponse") return;
+    expect(r.value.errorCode).toBe(5);
+  });
+
   it.each<[string, ServerReflectionRequest["messageRequest"]]>([
     ["an unknown symbol", { case: "fileContainingSymbol", value: "trellis.admin.v1.NoSuchService" }],
-    ["a symbol of a service not served", { case: "fileContainingSymbol", value: CniService.typeName }],
+    ["an unknown symbol in a dependency's package", { case: "fileContainingSymbol", value: "trellis.cni.v1.NoSuchMessage" }],
+    ["an unknown package", { case: "fileContainingSymbol", value: "trellis.nope.v1.NopeService" }],
     ["an unknown file", { case: "fileByFilename", value: "nope.proto" }],
     ["extensions of an unknown type", { case: "allExtensionNumbersOfType", value: "nope.Type" }],
   ])("%s is an errorResponse with code 5 (NOT_FOUND)", (_what, messageRequest) => {
