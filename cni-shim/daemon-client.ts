@@ -14,20 +14,19 @@ export function createDaemonClient(socketPath: string, timeoutMs = 10_000): Daem
   });
   const client = createClient(CniService, transport);
   const what = `node daemon at ${socketPath}`;
+  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw fromConnectError(err, what);
+    }
+  };
   return {
-    async add(attachment) {
-      try {
-        return await client.addAttachment({ protocolVersion, attachment }, { timeoutMs });
-      } catch (err) {
-        throw fromConnectError(err, what);
-      }
-    },
-    async delete(attachment) {
-      try {
-        await client.deleteAttachment({ protocolVersion, attachment }, { timeoutMs });
-      } catch (err) {
-        throw fromConnectError(err, what);
-      }
-    },
+    add: (attachment) => call(() => client.addAttachment({ protocolVersion, attachment }, { timeoutMs })),
+    delete: (attachment) => call(async () => void (await client.deleteAttachment({ protocolVersion, attachment }, { timeoutMs }))),
+    check: (attachment) => call(async () => void (await client.checkAttachment({ protocolVersion, attachment }, { timeoutMs }))),
+    gc: (networkName, validAttachments) =>
+      call(async () => void (await client.garbageCollect({ protocolVersion, networkName, validAttachments: [...validAttachments] }, { timeoutMs }))),
+    status: () => call(() => client.getStatus({ protocolVersion }, { timeoutMs })),
   };
 }

@@ -12,6 +12,10 @@ export const cniCodes = {
   decode: 6,
   invalidConfig: 7,
   tryAgainLater: 11,
+  /** STATUS: the plugin cannot serve ADD. */
+  notAvailable: 50,
+  /** STATUS: existing pods may have limited connectivity. */
+  limitedConnectivity: 51,
 } as const;
 
 const codeOfReason: Record<Reason, number> = {
@@ -56,9 +60,24 @@ export function toCniError(err: unknown, cniVersion: string = latestCniVersion):
   return { cniVersion, code: 999, msg: "internal error in the trellis shim; see its log on stderr" };
 }
 
-/** The ADD result in the shape of the requested CNI version (1.0.0 / 1.1.0). Pure. */
+/** Compares dotted CNI versions ("0.4.0" < "1.0.0"). */
+export function versionAtLeast(version: string, minimum: string): boolean {
+  const a = version.split(".").map(Number);
+  const b = minimum.split(".").map(Number);
+  for (let i = 0; i < 3; i++) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d > 0;
+  }
+  return true;
+}
+
+/**
+ * The ADD result in the shape of the requested CNI version. Pure.
+ * 0.3.x and 0.4.0 carry `ips[].version`; 1.0.0 dropped it; 1.1.0 adds `interfaces[].mtu`.
+ */
 export function toCniResult(res: AddAttachmentResponse, cniVersion: string): Record<string, unknown> {
-  const withMtu = cniVersion === "1.1.0";
+  const withMtu = versionAtLeast(cniVersion, "1.1.0");
+  const withIpVersion = !versionAtLeast(cniVersion, "1.0.0");
   return {
     cniVersion,
     interfaces: res.interfaces.map((i) => ({
@@ -67,7 +86,12 @@ export function toCniResult(res: AddAttachmentResponse, cniVersion: string): Rec
       ...(withMtu && i.mtu ? { mtu: i.mtu } : {}),
       ...(i.sandbox ? { sandbox: i.sandbox } : {}),
     })),
-    ips: res.ips.map((ip) => ({ interface: ip.interface, address: ip.address, ...(ip.gateway ? { gateway: ip.gateway } : {}) })),
+    ips: res.ips.map((ip) => ({
+      ...(withIpVersion ? { version: "4" } : {}),
+      interface: ip.interface,
+      address: ip.address,
+      ...(ip.gateway ? { gateway: ip.gateway } : {}),
+    })),
     routes: res.routes.map((r) => ({ dst: r.dst, ...(r.gw ? { gw: r.gw } : {}) })),
     dns: {},
   };

@@ -1,9 +1,16 @@
 import { create } from "@bufbuild/protobuf";
-import { supportedCniVersions } from "../proto/common/protocol.js";
+import { defaultDaemonSocket, supportedCniVersions } from "../proto/common/protocol.js";
 import { TrellisError } from "../proto/common/errors.js";
-import { AttachmentSchema, type AddAttachmentResponse, type Attachment } from "../proto/gen/trellis/cni/v1/cni_pb.js";
-import { defaultDaemonSocket } from "../proto/common/protocol.js";
-import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionResult } from "./result.js";
+import {
+  AttachmentKeySchema,
+  AttachmentSchema,
+  RouteState,
+  type AddAttachmentResponse,
+  type Attachment,
+  type AttachmentKey,
+  type GetStatusResponse,
+} from "../proto/gen/trellis/cni/v1/cni_pb.js";
+import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionAtLeast, versionResult } from "./result.js";
 
 /** Process I/O of one shim run, injected so the dispatcher stays pure. */
 export interface ShimIo {
@@ -13,11 +20,19 @@ export interface ShimIo {
   /** One JSON log line on stderr (stdout carries only the CNI result). */
   logError(fields: Record<string, unknown>, message: string): void;
   pathExists(path: string): Promise<boolean>;
+  /**
+   * Durably records a DEL the daemon could not take (it is down), next to its socket; the daemon
+   * completes it when it starts.
+   */
+  leavePendingDelete(daemonSocket: string, attachment: Attachment): Promise<void>;
 }
 
 export interface DaemonClient {
   add(attachment: Attachment): Promise<AddAttachmentResponse>;
   delete(attachment: Attachment): Promise<void>;
+  check(attachment: Attachment): Promise<void>;
+  gc(networkName: string, valid: readonly AttachmentKey[]): Promise<void>;
+  status(): Promise<GetStatusResponse>;
 }
 
 export type Command = "ADD" | "DEL" | "CHECK" | "VERSION" | "GC" | "STATUS";
@@ -30,6 +45,8 @@ export interface NetConf {
   readonly type: string;
   /** Where the node daemon serves the shim; defaults to /run/trellis/cni.sock. */
   readonly daemonSocket: string;
+  /** GC only: the attachments the runtime still uses. */
+  readonly validAttachments?: readonly AttachmentKey[];
 }
 
 export interface CniRequest {
@@ -43,6 +60,10 @@ const knownArgs = new Set(["K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID", "
 
 function envError(message: string): CniError {
   return new CniError(cniCodes.invalidEnv, message);
+}
+
+function configError(message: string): CniError {
+  return new CniError(cniCodes.invalidConfig, message);
 }
 
 export function parseCommand(env: ShimIo["env"]): Command {
@@ -71,6 +92,20 @@ export function parseCniArgs(text: string | undefined): Record<string, string> {
   return args;
 }
 
+function parseValidAttachments(conf: Record<string, unknown>): AttachmentKey[] | undefined {
+  const key = "cni.dev/valid-attachments" in conf ? "cni.dev/valid-attachments" : "cni.dev/attachments";
+  const raw = conf[key];
+  if (raw === undefined) return undefined;
+  if (!Array.isArray(raw)) throw configError(`network config key "${key}" must be a list of {"containerID", "ifname"}`);
+  return raw.map((entry: unknown, i) => {
+    const e = entry as Record<string, unknown> | null;
+    if (typeof e !== "object" || e === null || typeof e.containerID !== "string" || typeof e.ifname !== "string") {
+      throw configError(`network config key "${key}"[${i}] must be an object with string "containerID" and "ifname"`);
+    }
+    return create(AttachmentKeySchema, { containerId: e.containerID, ifName: e.ifname });
+  });
+}
+
 export function parseNetConf(stdin: string): NetConf {
   let raw: unknown;
   try {
@@ -86,7 +121,7 @@ export function parseNetConf(stdin: string): NetConf {
     const v = conf[key];
     if (v === undefined && !required) return undefined;
     if (typeof v !== "string" || (required && v === "")) {
-      throw new CniError(cniCodes.invalidConfig, v === undefined ? `network config has no "${key}"` : `network config key "${key}" must be a non-empty string`);
+      throw configError(v === undefined ? `network config has no "${key}"` : `network config key "${key}" must be a non-empty string`);
     }
     return v;
   };
@@ -100,12 +135,15 @@ export function parseNetConf(stdin: string): NetConf {
   const name = str("name", true) as string;
   const type = str("type", false) ?? "trellis";
   const daemonSocket = str("daemonSocket", false) ?? defaultDaemonSocket;
-  if (!daemonSocket.startsWith("/")) throw new CniError(cniCodes.invalidConfig, `network config key "daemonSocket" must be an absolute path`);
-  return { cniVersion, name, type, daemonSocket };
+  if (!daemonSocket.startsWith("/")) throw configError(`network config key "daemonSocket" must be an absolute path`);
+  if (conf.prevResult !== undefined && (typeof conf.prevResult !== "object" || conf.prevResult === null || Array.isArray(conf.prevResult))) {
+    throw configError(`network config key "prevResult" must be an object`);
+  }
+  return { cniVersion, name, type, daemonSocket, validAttachments: parseValidAttachments(conf) };
 }
 
-/** Validates env and stdin for ADD and DEL into one request. */
-export async function parseCniRequest(command: "ADD" | "DEL", io: ShimIo, stdin: string): Promise<CniRequest> {
+/** Validates env and stdin for ADD, DEL and CHECK into one request. */
+export async function parseCniRequest(command: "ADD" | "DEL" | "CHECK", io: ShimIo, stdin: string): Promise<CniRequest> {
   const conf = parseNetConf(stdin);
   const env = io.env;
   const containerId = env.CNI_CONTAINERID ?? "";
@@ -120,8 +158,8 @@ export async function parseCniRequest(command: "ADD" | "DEL", io: ShimIo, stdin:
     throw envError(`CNI_IFNAME ${JSON.stringify(ifName)} may not contain '/', ':' or whitespace, nor be . or ..`);
   }
   const netns = env.CNI_NETNS ?? "";
-  if (command === "ADD") {
-    if (!netns) throw envError("CNI_NETNS is not set; ADD needs the pod's network namespace");
+  if (command !== "DEL") {
+    if (!netns) throw envError(`CNI_NETNS is not set; ${command} needs the pod's network namespace`);
     if (!(await io.pathExists(netns))) throw envError(`CNI_NETNS ${netns} does not exist`);
   }
   if (!env.CNI_PATH) throw envError("CNI_PATH is not set");
@@ -138,6 +176,56 @@ export async function parseCniRequest(command: "ADD" | "DEL", io: ShimIo, stdin:
   return { command, conf, attachment };
 }
 
+function requireVersion(conf: NetConf, command: Command, minimum: string): void {
+  if (!versionAtLeast(conf.cniVersion, minimum)) {
+    throw new CniError(
+      cniCodes.incompatibleVersion,
+      `${command} needs cniVersion ${minimum} or later; the network config says ${conf.cniVersion}`,
+    );
+  }
+}
+
+const unreachable = (err: unknown) => err instanceof TrellisError && (err.reason === "UNAVAILABLE" || err.reason === "TIMEOUT");
+
+async function dispatch(command: Exclude<Command, "VERSION">, io: ShimIo, stdin: string, connect: (socketPath: string) => DaemonClient): Promise<void> {
+  if (command === "STATUS" || command === "GC") {
+    const conf = parseNetConf(stdin);
+    requireVersion(conf, command, "1.1.0");
+    const daemon = connect(conf.daemonSocket);
+    if (command === "GC") {
+      // Without the list, GC would release every pod of the network: refuse instead.
+      if (!conf.validAttachments) throw configError(`GC needs "cni.dev/valid-attachments" in the network config`);
+      await daemon.gc(conf.name, conf.validAttachments);
+      return;
+    }
+    const status = await daemon.status().catch((err: unknown) => {
+      if (unreachable(err)) throw new CniError(cniCodes.notAvailable, `trellis cannot add pods: ${(err as Error).message}`);
+      throw err;
+    });
+    if (status.routeState !== RouteState.CURRENT) {
+      throw new CniError(cniCodes.limitedConnectivity, `pods may reach other nodes only partly: ${status.detail || "routes are stale"}`);
+    }
+    return;
+  }
+  if (command === "CHECK") requireVersion(parseNetConf(stdin), command, "0.4.0");
+  const req = await parseCniRequest(command, io, stdin);
+  const daemon = connect(req.conf.daemonSocket);
+  if (command === "ADD") {
+    io.writeStdout(JSON.stringify(toCniResult(await daemon.add(req.attachment), req.conf.cniVersion)));
+  } else if (command === "CHECK") {
+    await daemon.check(req.attachment);
+  } else {
+    await daemon.delete(req.attachment).catch(async (err: unknown) => {
+      if (err instanceof TrellisError && err.reason === "NOT_FOUND") return;
+      if (!unreachable(err)) throw err;
+      // The daemon is down: never leave the runtime stuck. The daemon completes this DEL when it starts.
+      await io.leavePendingDelete(req.conf.daemonSocket, req.attachment).catch((writeErr: unknown) => {
+        throw new TrellisError("UNAVAILABLE", `${(err as Error).message}; and could not leave a pending delete: ${(writeErr as Error).message}`);
+      });
+    });
+  }
+}
+
 /** One CNI invocation: env + stdin -> daemon call -> stdout; returns the exit code. */
 export async function runShim(io: ShimIo, connect: (socketPath: string) => DaemonClient): Promise<number> {
   let cniVersion: string = latestCniVersion;
@@ -146,29 +234,17 @@ export async function runShim(io: ShimIo, connect: (socketPath: string) => Daemo
     const stdin = await io.readStdin().catch((err: unknown) => {
       throw new CniError(cniCodes.io, `could not read the network config from stdin: ${(err as Error).message}`);
     });
-    if (command === "VERSION") {
-      const requested = safeVersion(stdin);
-      io.writeStdout(JSON.stringify(versionResult(requested ?? latestCniVersion)));
-      return 0;
-    }
     cniVersion = safeVersion(stdin) ?? latestCniVersion;
-    if (command !== "ADD" && command !== "DEL") {
-      throw new CniError(cniCodes.invalidEnv, `CNI_COMMAND ${command} is not implemented by this trellis version yet (ADD, DEL and VERSION are)`);
-    }
-    const req = await parseCniRequest(command, io, stdin);
-    const daemon = connect(req.conf.daemonSocket);
-    if (command === "ADD") {
-      io.writeStdout(JSON.stringify(toCniResult(await daemon.add(req.attachment), req.conf.cniVersion)));
-    } else {
-      await daemon.delete(req.attachment).catch((err: unknown) => {
-        if (!(err instanceof TrellisError && err.reason === "NOT_FOUND")) throw err;
-      });
-    }
+    if (command === "VERSION") io.writeStdout(JSON.stringify(versionResult(cniVersion)));
+    else await dispatch(command, io, stdin, connect);
     return 0;
   } catch (err) {
     const out = toCniError(err, cniVersion);
     io.writeStdout(JSON.stringify(out));
-    io.logError({ command: io.env.CNI_COMMAND, containerId: io.env.CNI_CONTAINERID, ifName: io.env.CNI_IFNAME, code: out.code, err: err instanceof Error ? (err.stack ?? err.message) : String(err) }, "cni call failed");
+    io.logError(
+      { command: io.env.CNI_COMMAND, containerId: io.env.CNI_CONTAINERID, ifName: io.env.CNI_IFNAME, code: out.code, err: err instanceof Error ? (err.stack ?? err.message) : String(err) },
+      "cni call failed",
+    );
     return 1;
   }
 }

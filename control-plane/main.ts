@@ -2,6 +2,7 @@
 import { pino } from "pino";
 import { TrellisError } from "../proto/common/errors.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
+import { AllocationMirror } from "./ipam/allocation-mirror.js";
 import { LeaseManager } from "./ipam/lease-manager.js";
 import { createSubnetPool } from "./ipam/subnet-pool.js";
 import { RouteFeed } from "./routes/route-feed.js";
@@ -26,9 +27,10 @@ async function main(): Promise<void> {
   const stop = new AbortController();
   const leases = new LeaseManager({ store, pool, log, clock: Date.now, rand: Math.random });
   const feed = new RouteFeed({ store, log });
+  const mirror = new AllocationMirror({ store, log });
   let ready = false;
   const server = await startControlPlaneServer({
-    leases, feed, store, pool, log, clusterCidr: config.clusterCidr,
+    leases, feed, mirror, store, pool, log, clusterCidr: config.clusterCidr,
     host: config.listenHost, port: config.listenPort, ready: () => ready,
   });
   log.info(

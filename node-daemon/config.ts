@@ -16,6 +16,9 @@ export interface DaemonConfig {
   readonly mtu: number;
   readonly heartbeatIntervalMs: number;
   readonly routeResyncIntervalMs: number;
+  /** Where the conflist goes once the daemon serves; "" to leave the CNI config to the operator. */
+  readonly cniConfDir: string;
+  readonly cniConfName: string;
   readonly logLevel: string;
 }
 
@@ -35,7 +38,11 @@ Flags:
   --state-dir DIR           durable allocation records (default /var/lib/trellis)
   --mtu N                   MTU of the bridge and pod interfaces (default 1500)
   --heartbeat-interval S    seconds between heartbeats to the control plane (default 10)
-  --route-resync S          seconds between full route reconciliations against the kernel (default 30)
+  --route-resync S          seconds between full reconciliations (routes against the kernel, allocations
+                            against the control plane's copy, DELs left while the daemon was down) (default 30)
+  --cni-conf-dir DIR        where to write the CNI conflist once the daemon holds its lease and serves
+                            the socket; "" to not write one (default /etc/cni/net.d)
+  --cni-conf-name FILE      the conflist's file name (default 10-trellis.conflist)
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
@@ -55,6 +62,8 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     mtu: { type: "string", default: "1500" },
     "heartbeat-interval": { type: "string", default: "10" },
     "route-resync": { type: "string", default: "30" },
+    "cni-conf-dir": { type: "string", default: "/etc/cni/net.d" },
+    "cni-conf-name": { type: "string", default: "10-trellis.conflist" },
     "log-level": { type: "string", default: "info" },
     help: { type: "boolean", short: "h", default: false },
   });
@@ -69,6 +78,12 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
   const bridgeReason = invalidIfNameReason(values.bridge);
   if (bridgeReason) throw new TrellisError("INVALID_ARGUMENT", `--bridge ${JSON.stringify(values.bridge)} ${bridgeReason}`);
   if (!values.socket.startsWith("/")) throw new TrellisError("INVALID_ARGUMENT", `--socket ${values.socket} must be an absolute path`);
+  if (values["cni-conf-dir"] !== "" && !values["cni-conf-dir"].startsWith("/")) {
+    throw new TrellisError("INVALID_ARGUMENT", `--cni-conf-dir ${values["cni-conf-dir"]} must be an absolute path (or "" to not write a conflist)`);
+  }
+  if (!/^[\w.-]+\.conflist$/.test(values["cni-conf-name"])) {
+    throw new TrellisError("INVALID_ARGUMENT", `--cni-conf-name ${values["cni-conf-name"]} must be a file name ending in .conflist`);
+  }
   if (!values["state-dir"].startsWith("/")) throw new TrellisError("INVALID_ARGUMENT", `--state-dir ${values["state-dir"]} must be an absolute path`);
   return {
     nodeName: values["node-name"],
@@ -81,5 +96,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     heartbeatIntervalMs: parseIntFlag(values["heartbeat-interval"], "--heartbeat-interval", 1, 3600) * 1000,
     routeResyncIntervalMs: parseIntFlag(values["route-resync"], "--route-resync", 1, 3600) * 1000,
     logLevel: checkLogLevel(values["log-level"]),
+    cniConfDir: values["cni-conf-dir"],
+    cniConfName: values["cni-conf-name"],
   };
 }

@@ -7,6 +7,9 @@ import { TrellisError } from "../proto/common/errors.js";
 import { CniService } from "./cni/cni-service.js";
 import { daemonHelp, parseDaemonArgs } from "./config.js";
 import { ControlClient } from "./control/control-client.js";
+import { writeConflist } from "./cni/conflist.js";
+import { conflistFor } from "./cni/plan.js";
+import { FilePendingDeletes } from "./cni/pending-deletes.js";
 import { FileAllocationJournal } from "./ipam/allocation-journal.js";
 import { IpRoute2Netlink } from "./net/iproute2.js";
 import { RouteSync } from "./routes/route-sync.js";
@@ -59,9 +62,21 @@ async function main(): Promise<void> {
     log,
     clock: Date.now,
     pathExists: (p) => access(p).then(() => true, () => false),
+    mirror: control,
+    pendingDeletes: new FilePendingDeletes(config.socketPath),
   });
   await cni.start({ subnet, bridgeName: config.bridge, mtu: config.mtu });
-  const server = await startDaemonServer({ cni, log, socketPath: config.socketPath });
+  const server = await startDaemonServer({
+    cni,
+    log,
+    socketPath: config.socketPath,
+    status: () => ({ subnet: subnet.toString(), routesCurrent: control.routesCurrent.current, detail: control.routesCurrent.detail }),
+  });
+  if (config.cniConfDir) {
+    // Only now: a runtime that finds the conflist can use it at once (DESIGN.md §4, installation).
+    const path = await writeConflist(config.cniConfDir, config.cniConfName, conflistFor(config.socketPath));
+    log.info({ key: path }, "CNI conflist written");
+  }
   process.removeAllListeners("SIGTERM").removeAllListeners("SIGINT");
   process.once("SIGTERM", () => void shutdown("SIGTERM", server));
   process.once("SIGINT", () => void shutdown("SIGINT", server));
@@ -77,7 +92,10 @@ async function main(): Promise<void> {
   (async () => {
     while (!stop.signal.aborted) {
       await sleep(config.routeResyncIntervalMs, stop.signal);
-      if (!stop.signal.aborted) await routes.reconcile().catch((err: unknown) => log.error({ err }, "route resync failed"));
+      if (stop.signal.aborted) break;
+      await routes.reconcile().catch((err: unknown) => log.error({ err }, "route resync failed"));
+      await cni.completePendingDeletes().catch((err: unknown) => log.error({ err }, "pending deletes failed"));
+      await cni.syncMirror();
     }
   })().catch(keepGoing("route resync"));
 }

@@ -3,14 +3,18 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import {
   DeregisterNodeResponseSchema,
   HeartbeatResponseSchema,
+  ListNodeAllocationsResponseSchema,
+  RecordAllocationResponseSchema,
+  ReleaseAllocationResponseSchema,
   RegisterNodeResponseSchema,
   type NodeService,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { AllocationMirror } from "../ipam/allocation-mirror.js";
 import type { LeaseManager } from "../ipam/lease-manager.js";
 import type { RouteFeed } from "../routes/route-feed.js";
 import type { Cidr } from "../../proto/common/cidr.js";
 
-export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed; clusterCidr: Cidr }): ServiceImpl<typeof NodeService> {
+export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed; mirror: AllocationMirror; clusterCidr: Cidr }): ServiceImpl<typeof NodeService> {
   return {
     async registerNode(req) {
       const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500 });
@@ -26,6 +30,17 @@ export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed;
     },
     watchRoutes(_req, ctx) {
       return deps.feed.subscribe(ctx.signal);
+    },
+    async recordAllocation(req) {
+      await deps.mirror.record(req.nodeName, req.allocation);
+      return create(RecordAllocationResponseSchema);
+    },
+    async releaseAllocation(req) {
+      await deps.mirror.release(req.nodeName, req.address);
+      return create(ReleaseAllocationResponseSchema);
+    },
+    async listNodeAllocations(req) {
+      return create(ListNodeAllocationsResponseSchema, { allocations: await deps.mirror.list(req.nodeName) });
     },
   };
 }

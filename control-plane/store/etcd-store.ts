@@ -2,6 +2,7 @@ import { fromJsonString, toJsonString, type DescMessage, type MessageShape } fro
 import { Etcd3, type IKeyValue, type Watcher } from "etcd3";
 import { TrellisError } from "../../proto/common/errors.js";
 import { Cidr } from "../../proto/common/cidr.js";
+import { AllocationRecordSchema, type AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import {
   HeartbeatRecordSchema,
   NodeRecordSchema,
@@ -105,6 +106,24 @@ export class EtcdClusterStore implements ClusterStore {
     const stop = () => void watcher.cancel().catch(() => undefined);
     if (signal.aborted) stop();
     else signal.addEventListener("abort", stop, { once: true });
+  }
+
+  async putAllocation(node: string, record: AllocationRecord): Promise<void> {
+    const value = toJsonString(AllocationRecordSchema, record);
+    await this.call(`record allocation ${record.address} of ${node}`, () => this.etcd.put(this.keys.allocation(node, record.address)).value(value).exec());
+  }
+
+  async deleteAllocation(node: string, address: string): Promise<void> {
+    await this.call(`release allocation ${address} of ${node}`, () => this.etcd.delete().key(this.keys.allocation(node, address)).exec());
+  }
+
+  async listAllocations(node?: string): Promise<Array<{ node: string; record: AllocationRecord }>> {
+    const prefix = node === undefined ? this.keys.allocationsPrefix : this.keys.nodeAllocationsPrefix(node);
+    const res = await this.call("list allocations", () => this.etcd.getAll().prefix(prefix).exec());
+    return res.kvs.map((kv) => ({
+      node: kv.key.toString().slice(this.keys.allocationsPrefix.length).split("/")[0] ?? "",
+      record: decode(AllocationRecordSchema, kv),
+    }));
   }
 
   async close(): Promise<void> {

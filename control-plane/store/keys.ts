@@ -9,6 +9,9 @@ export function createKeys(root = "/trellis/v1") {
     subnet: (subnet: Cidr) => `${root}/subnets/${subnet.toString().replace("/", "-")}`,
     heartbeatsPrefix: `${root}/heartbeats/`,
     heartbeat: (name: string) => `${root}/heartbeats/${name}`,
+    allocationsPrefix: `${root}/allocations/`,
+    nodeAllocationsPrefix: (node: string) => `${root}/allocations/${node}/`,
+    allocation: (node: string, address: string) => `${root}/allocations/${node}/${address}`,
   };
 }
 

@@ -1,3 +1,4 @@
+import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { NodeRecord, SubnetLeaseRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 
 /** A value read from the store together with the etcd revision that last modified it. */
@@ -41,5 +42,10 @@ export interface ClusterStore {
   listHeartbeats(): Promise<Map<string, bigint>>;
   /** Calls `onBatch` with every change to node records after `fromRevision`, in order, until `signal` aborts. */
   watchNodes(fromRevision: bigint, onBatch: (batch: NodeWatchBatch) => void, signal: AbortSignal): Promise<void>;
+  putAllocation(node: string, record: AllocationRecord): Promise<void>;
+  /** Succeeds when the allocation is already gone. */
+  deleteAllocation(node: string, address: string): Promise<void>;
+  /** One node's allocations, or every node's when `node` is undefined. */
+  listAllocations(node?: string): Promise<Array<{ node: string; record: AllocationRecord }>>;
   close(): Promise<void>;
 }

@@ -7,12 +7,21 @@ import {
   type AddAttachmentResponse,
   type AllocationRecord,
   type Attachment,
+  type AttachmentKey,
 } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { AllocationJournal } from "../ipam/journal.js";
+import type { PendingDeletes } from "./pending-deletes.js";
 import { pickFreeAddress } from "../ipam/pod-allocator.js";
 import type { Netlink } from "../net/netlink.js";
 import { hostVethName, invalidIfNameReason, isHostVethName } from "../net/names.js";
-import { planBridge, planVeth, resultOf, type BridgePlan } from "./plan.js";
+import { planBridge, planVeth, resultOf, vethProblems, type BridgePlan } from "./plan.js";
+
+/** The control plane's copy of the node's allocations (DESIGN.md §2); the node's journal stays authoritative. */
+export interface AllocationMirror {
+  record(record: AllocationRecord): Promise<void>;
+  release(address: string): Promise<void>;
+  list(): Promise<AllocationRecord[]>;
+}
 
 export interface CniServiceDeps {
   readonly net: Netlink;
@@ -20,6 +29,8 @@ export interface CniServiceDeps {
   readonly log: Logger;
   readonly clock: () => number;
   readonly pathExists: (path: string) => Promise<boolean>;
+  readonly mirror?: AllocationMirror;
+  readonly pendingDeletes?: PendingDeletes;
 }
 
 export interface NodeLease {
@@ -57,7 +68,7 @@ export class CniService {
    * serving: addresses of pods whose veth is gone are released, veths no record explains are deleted.
    */
   async start(lease: NodeLease): Promise<void> {
-    const { net, journal, log } = this.deps;
+    const { net, journal, log, mirror } = this.deps;
     const bridge = planBridge(lease.bridgeName, lease.subnet, lease.mtu);
     await net.ensureBridge(bridge);
     await net.enableIpv4Forwarding();
@@ -65,8 +76,25 @@ export class CniService {
 
     const links = await net.listLinks();
     const present = new Set(links.map((l) => l.name));
+    const local = await journal.load();
+    // A node whose state dir was lost: the control plane's copy, confirmed by the kernel, restores it.
+    const remote = mirror ? await mirror.list().catch((err: unknown) => {
+      log.warn({ err }, "could not read the control plane's copy of this node's allocations; using the local record only");
+      return [];
+    }) : [];
+    const localAddresses = new Set(local.map((r) => r.address));
+    const localAttachments = new Set(local.flatMap((r) => (r.attachment ? [attachmentKey(r.attachment)] : [])));
+    for (const record of remote) {
+      // The local record wins: restore only what it lacks entirely (address and attachment), and only for live pods.
+      if (localAddresses.has(record.address) || !present.has(record.hostVeth)) continue;
+      if (!record.attachment || localAttachments.has(attachmentKey(record.attachment))) continue;
+      if (await journal.reserve(record)) {
+        local.push(record);
+        log.warn({ address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth }, "allocation restored from the control plane");
+      }
+    }
     let newest: AllocationRecord | undefined;
-    for (const record of await journal.load()) {
+    for (const record of local) {
       if (!present.has(record.hostVeth)) {
         await journal.release(record.address);
         log.info({ address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth }, "released address of a pod that is gone");
@@ -84,7 +112,56 @@ export class CniService {
     }
     if (newest) this.lastAddress = parseIpv4(newest.address);
     this.lease = { subnet: lease.subnet, bridge };
+    await this.completePendingDeletes();
     log.info({ subnet: lease.subnet.toString() }, `${this.records.size} allocations restored`);
+    await this.syncMirror();
+  }
+
+  /** DELs the shim left while the daemon was down: done now, so no address leaks and no pod waits. */
+  async completePendingDeletes(): Promise<void> {
+    const pending = this.deps.pendingDeletes;
+    if (!pending) return;
+    for (const p of await pending.list()) {
+      try {
+        if (p.attachment) {
+          await this.delete(p.attachment);
+          this.deps.log.info({ containerId: p.attachment.containerId, ifName: p.attachment.ifName }, "pending delete completed");
+        } else {
+          this.deps.log.warn({ key: p.id }, "unreadable pending delete dropped");
+        }
+      } catch (err) {
+        // A request that can never succeed is dropped; anything else stays for the next round.
+        if (!(err instanceof TrellisError && err.reason === "INVALID_ARGUMENT")) {
+          this.deps.log.warn({ err, key: p.id }, "pending delete failed; will retry");
+          continue;
+        }
+        this.deps.log.warn({ err, key: p.id }, "invalid pending delete dropped");
+      }
+      await pending.remove(p.id);
+    }
+  }
+
+  /** Makes the control plane's copy equal to the journal (after start, and periodically). */
+  async syncMirror(): Promise<void> {
+    const mirror = this.deps.mirror;
+    if (!mirror) return;
+    try {
+      const remote = new Map((await mirror.list()).map((r) => [r.address, r]));
+      for (const record of this.records.values()) {
+        const theirs = remote.get(record.address);
+        if (!theirs || theirs.hostVeth !== record.hostVeth) await mirror.record(record);
+      }
+      for (const address of remote.keys()) if (!this.records.has(address)) await mirror.release(address);
+    } catch (err) {
+      this.deps.log.warn({ err }, "could not sync allocations to the control plane; will retry");
+    }
+  }
+
+  /** Best effort: a failed mirror write is repaired by the next syncMirror. */
+  private mirrorLater(what: string, fn: (mirror: AllocationMirror) => Promise<void>): void {
+    const mirror = this.deps.mirror;
+    if (!mirror) return;
+    fn(mirror).catch((err: unknown) => this.deps.log.debug({ err }, `could not mirror ${what}; the next sync will`));
   }
 
   async add(attachment: Attachment): Promise<AddAttachmentResponse> {
@@ -111,6 +188,7 @@ export class CniService {
         { containerId: attachment.containerId, ifName: attachment.ifName, address: veth.podAddress, hostVeth: veth.hostName, podName: attachment.podName, podNamespace: attachment.podNamespace },
         "pod attached",
       );
+      this.mirrorLater(`allocation ${record.address}`, (m) => m.record(record));
       return resultOf(veth, lease.bridge);
     });
   }
@@ -129,19 +207,55 @@ export class CniService {
     });
   }
 
+  /** CHECK: throws naming every difference between the kernel and what ADD made. */
+  async check(attachment: Attachment): Promise<void> {
+    const lease = this.requireLease();
+    await this.validate(attachment, true);
+    const record = this.byAttachment.get(attachmentKey(attachment));
+    if (!record) {
+      throw new TrellisError("NOT_FOUND", `container ${attachment.containerId} has no interface ${attachment.ifName} in network ${attachment.networkName}`);
+    }
+    const veth = planVeth(attachment, lease.subnet, parseIpv4(record.address), lease.bridge);
+    const problems = vethProblems(veth, await this.deps.net.inspectVeth(veth));
+    if (problems.length > 0) {
+      throw new TrellisError("KERNEL", `attachment ${attachment.containerId}/${attachment.ifName} is not as ADD left it: ${problems.join("; ")}`);
+    }
+  }
+
+  /** GC: releases every attachment of `networkName` not in `valid`; reports what it could not remove. */
+  async gc(networkName: string, valid: readonly AttachmentKey[]): Promise<Attachment[]> {
+    this.requireLease();
+    const keep = new Set(valid.map((k) => attachmentKey({ networkName, containerId: k.containerId, ifName: k.ifName })));
+    const released: Attachment[] = [];
+    const failures: string[] = [];
+    for (const record of [...this.records.values()]) {
+      const a = record.attachment;
+      if (!a || a.networkName !== networkName || keep.has(attachmentKey(a))) continue;
+      try {
+        await this.delete(a);
+        released.push(a);
+      } catch (err) {
+        failures.push(`${a.containerId}/${a.ifName} (${record.address}): ${(err as Error).message}`);
+      }
+    }
+    if (released.length > 0) this.deps.log.info({ command: "GC" }, `garbage collection released ${released.length} attachments`);
+    if (failures.length > 0) throw new TrellisError("KERNEL", `GC could not release ${failures.length} attachments: ${failures.join("; ")}`);
+    return released;
+  }
+
   private requireLease() {
     if (!this.lease) throw new TrellisError("UNAVAILABLE", "the node daemon has no subnet lease yet; try again shortly");
     return this.lease;
   }
 
-  private async validate(a: Attachment, forAdd: boolean): Promise<void> {
+  private async validate(a: Attachment, needsNetns: boolean): Promise<void> {
     if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(a.containerId)) {
       throw new TrellisError("INVALID_ARGUMENT", `container id ${JSON.stringify(a.containerId)} is not a valid CNI container id`);
     }
     const ifReason = invalidIfNameReason(a.ifName);
     if (ifReason) throw new TrellisError("INVALID_ARGUMENT", `interface name ${JSON.stringify(a.ifName)} ${ifReason}`);
-    if (!forAdd) return;
-    if (!a.netns) throw new TrellisError("INVALID_ARGUMENT", "netns is required for ADD");
+    if (!needsNetns) return;
+    if (!a.netns) throw new TrellisError("INVALID_ARGUMENT", "netns is required");
     if (!(await this.deps.pathExists(a.netns))) {
       throw new TrellisError("INVALID_ARGUMENT", `netns ${a.netns} does not exist`);
     }
@@ -187,6 +301,7 @@ export class CniService {
   private async forget(record: AllocationRecord): Promise<void> {
     await this.deps.journal.release(record.address);
     this.unremember(record);
+    this.mirrorLater(`release of ${record.address}`, (m) => m.release(record.address));
   }
 
   private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {

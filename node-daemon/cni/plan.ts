@@ -9,6 +9,7 @@ import {
   type Attachment,
 } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { gatewayOf } from "../ipam/pod-allocator.js";
+import type { VethState } from "../net/netlink.js";
 import { hostVethName, macFor } from "../net/names.js";
 
 /** The node's bridge: the pods' gateway. */
@@ -64,4 +65,26 @@ export function resultOf(veth: VethPlan, bridge: BridgePlan): AddAttachmentRespo
     ips: [create(IpConfigSchema, { address: veth.podAddress, gateway: veth.gateway, interface: 2 })],
     routes: [create(RouteSchema, { dst: "0.0.0.0/0", gw: veth.gateway })],
   });
+}
+
+/** What differs between the kernel and what ADD made, one phrase per difference; empty when all is well. Pure. */
+export function vethProblems(veth: VethPlan, state: VethState): string[] {
+  const problems: string[] = [];
+  if (!state.host) problems.push(`host interface ${veth.hostName} is missing`);
+  else {
+    if (state.host.master !== veth.bridge) problems.push(`host interface ${veth.hostName} is not a port of ${veth.bridge}`);
+    if (!state.host.up) problems.push(`host interface ${veth.hostName} is down`);
+  }
+  if (!state.pod) problems.push(`interface ${veth.podIfName} is missing in ${veth.netns}`);
+  else {
+    if (!state.pod.up) problems.push(`interface ${veth.podIfName} in ${veth.netns} is down`);
+    if (!state.pod.addresses.includes(veth.podAddress)) problems.push(`interface ${veth.podIfName} in ${veth.netns} lacks address ${veth.podAddress}`);
+    if (state.pod.defaultVia !== veth.gateway) problems.push(`${veth.netns} has no default route via ${veth.gateway} on ${veth.podIfName}`);
+  }
+  return problems;
+}
+
+/** The CNI network config list a runtime reads (DESIGN.md §4, installation). */
+export function conflistFor(daemonSocket: string, cniVersion = "1.0.0"): Record<string, unknown> {
+  return { cniVersion, name: "trellis", plugins: [{ type: "trellis", daemonSocket }] };
 }

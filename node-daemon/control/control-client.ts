@@ -6,6 +6,8 @@ import type {
   WatchRoutesResponse,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { RouteEventType } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import type { AllocationMirror } from "../cni/cni-service.js";
 
 /** The NodeService calls the daemon makes; the generated Connect client satisfies it. */
 export interface ControlPlaneApi {
@@ -13,7 +15,12 @@ export interface ControlPlaneApi {
   heartbeat(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
   deregisterNode(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
   watchRoutes(req: { nodeName: string; fromRevision: bigint }, options?: { signal?: AbortSignal }): AsyncIterable<WatchRoutesResponse>;
+  recordAllocation(req: { nodeName: string; allocation: AllocationRecord }, options?: CallOptions): Promise<unknown>;
+  releaseAllocation(req: { nodeName: string; address: string }, options?: CallOptions): Promise<unknown>;
+  listNodeAllocations(req: { nodeName: string }, options?: CallOptions): Promise<{ allocations: AllocationRecord[] }>;
 }
+
+type CallOptions = { signal?: AbortSignal; timeoutMs?: number };
 
 export interface ControlClientDeps {
   /** One client per control-plane replica; calls fail over to the next on UNAVAILABLE. */
@@ -42,10 +49,12 @@ export function applyRouteMessage(current: RouteSet, msg: WatchRoutesResponse): 
 }
 
 /** The daemon's side of the control plane: registration with backoff, heartbeats, the route stream. */
-export class ControlClient {
+export class ControlClient implements AllocationMirror {
   private current = 0;
   private revision = 0n;
   private routes: RouteSet = new Map();
+  /** Whether the route stream is connected and its last message applied; why not, when it is not. */
+  private routeState: { current: boolean; detail: string } = { current: false, detail: "no route set received yet" };
 
   constructor(private readonly deps: ControlClientDeps) {}
 
@@ -108,14 +117,49 @@ export class ControlClient {
           this.revision = msg.revision;
           backoffMs = 100;
           await onRoutes(this.routes, this.revision);
+          this.routeState = { current: true, detail: "" };
         }
         if (!signal.aborted) this.deps.log.warn({ revision: String(this.revision) }, "route stream ended, resuming");
+        this.routeState = { current: false, detail: "the route stream from the control plane ended; reconnecting" };
       } catch (err) {
         if (signal.aborted) return;
         this.deps.log.warn({ err, revision: String(this.revision) }, "route stream broken, resuming");
+        this.routeState = { current: false, detail: `the route stream from the control plane is broken (${(err as Error).message}); reconnecting` };
         this.failover();
       }
       await this.deps.sleep(backoffMs, signal).catch(() => undefined);
+    }
+  }
+
+  /** For STATUS: stale routes mean existing pods may have limited connectivity. */
+  get routesCurrent(): { current: boolean; detail: string } {
+    return this.routeState;
+  }
+
+  private get timeout() {
+    return { timeoutMs: this.deps.callTimeoutMs ?? 5_000 };
+  }
+
+  async record(allocation: AllocationRecord): Promise<void> {
+    await this.withFailover(() => this.api.recordAllocation({ nodeName: this.deps.nodeName, allocation }, this.timeout));
+  }
+
+  async release(address: string): Promise<void> {
+    await this.withFailover(() => this.api.releaseAllocation({ nodeName: this.deps.nodeName, address }, this.timeout));
+  }
+
+  async list(): Promise<AllocationRecord[]> {
+    return (await this.withFailover(() => this.api.listNodeAllocations({ nodeName: this.deps.nodeName }, this.timeout))).allocations;
+  }
+
+  /** One call, retried once on the next replica when this one is unreachable. */
+  private async withFailover<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!(err instanceof TrellisError && (err.reason === "UNAVAILABLE" || err.reason === "TIMEOUT")) || this.deps.replicas.length < 2) throw err;
+      this.failover();
+      return fn();
     }
   }
 

@@ -3,7 +3,7 @@ import { writeFile } from "node:fs/promises";
 import { TrellisError } from "../../proto/common/errors.js";
 import { trellisRouteProtocol } from "../../proto/common/protocol.js";
 import type { BridgePlan, VethPlan } from "../cni/plan.js";
-import type { KernelRoute, LinkInfo, Netlink, OwnedRoute } from "./netlink.js";
+import type { KernelRoute, LinkInfo, Netlink, OwnedRoute, VethState } from "./netlink.js";
 
 interface ExecFailure extends Error {
   readonly stderr?: string;
@@ -80,6 +80,24 @@ export class IpRoute2Netlink implements Netlink {
       [`addr add ${v.podAddress} dev ${v.podIfName}`, `link set ${v.podIfName} up`, `route add default via ${v.gateway} dev ${v.podIfName}`],
       v.netns,
     );
+  }
+
+  async inspectVeth(v: VethPlan): Promise<VethState> {
+    type Link = { ifname: string; master?: string; flags?: string[]; addr_info?: Array<{ family: string; local: string; prefixlen: number }> };
+    const isUp = (l: Link) => (l.flags ?? []).includes("UP");
+    const [host, pod, routes] = await Promise.all([
+      run(["-json", "link", "show", "dev", v.hostName]).then((out) => (JSON.parse(out) as Link[])[0], (err: unknown) => (notFound(err) ? undefined : Promise.reject(err))),
+      run(["-json", "addr", "show", "dev", v.podIfName], { netns: v.netns }).then((out) => (JSON.parse(out) as Link[])[0], () => undefined),
+      run(["-json", "route", "show", "default"], { netns: v.netns }).then((out) => JSON.parse(out) as Array<{ gateway?: string; dev?: string }>, () => []),
+    ]);
+    return {
+      host: host && { master: host.master, up: isUp(host) },
+      pod: pod && {
+        up: isUp(pod),
+        addresses: (pod.addr_info ?? []).filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`),
+        defaultVia: routes.find((r) => r.dev === v.podIfName)?.gateway,
+      },
+    };
   }
 
   async deleteLink(name: string): Promise<boolean> {

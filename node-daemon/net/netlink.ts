@@ -20,6 +20,14 @@ export interface LinkInfo {
   readonly kind?: string;
 }
 
+/** What the kernel holds for one attachment, read back for CHECK. */
+export interface VethState {
+  /** The host end in the node's namespace; undefined when it does not exist. */
+  readonly host?: { readonly master?: string; readonly up: boolean };
+  /** The pod interface in the pod's namespace; undefined when it (or the namespace) does not exist. */
+  readonly pod?: { readonly up: boolean; readonly addresses: readonly string[]; readonly defaultVia?: string };
+}
+
 /** The kernel work of a node, behind one seam (STYLE.md P4). Every method is idempotent. */
 export interface Netlink {
   /** Bridge up with its gateway address, MAC and MTU; leaves other addresses on it alone. */
@@ -31,6 +39,7 @@ export interface Netlink {
    * Throws ALREADY_EXISTS when the pod interface name is taken in the netns.
    */
   addVeth(veth: VethPlan): Promise<void>;
+  inspectVeth(veth: VethPlan): Promise<VethState>;
   /** Deletes a link in the node's namespace; false when it did not exist. */
   deleteLink(name: string): Promise<boolean>;
   listLinks(): Promise<LinkInfo[]>;

@@ -21,6 +21,9 @@ export function createControlPlaneApi(address: string): ControlPlaneApi {
     registerNode: unary((req, options) => client.registerNode(req, options)),
     heartbeat: unary((req, options) => client.heartbeat(req, options)),
     deregisterNode: unary((req, options) => client.deregisterNode(req, options)),
+    recordAllocation: unary((req, options) => client.recordAllocation(req, options)),
+    releaseAllocation: unary((req, options) => client.releaseAllocation(req, options)),
+    listNodeAllocations: unary((req, options) => client.listNodeAllocations(req, options)),
     async *watchRoutes(req, options) {
       try {
         yield* client.watchRoutes(req, options);

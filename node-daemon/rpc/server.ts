@@ -8,7 +8,15 @@ import type { Logger } from "pino";
 import { TrellisError } from "../../proto/common/errors.js";
 import { maxProtocolSkew, protocolVersion } from "../../proto/common/protocol.js";
 import { addHealthService, addReflectionService, listenHttp2, serverInterceptor } from "../../proto/common/rpc.js";
-import { CniService as CniServiceDesc, DeleteAttachmentResponseSchema, type Attachment } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import {
+  CheckAttachmentResponseSchema,
+  CniService as CniServiceDesc,
+  DeleteAttachmentResponseSchema,
+  GarbageCollectResponseSchema,
+  GetStatusResponseSchema,
+  RouteState,
+  type Attachment,
+} from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { CniService } from "../cni/cni-service.js";
 
 export interface DaemonServer {
@@ -30,7 +38,15 @@ function attachmentOf(a: Attachment | undefined): Attachment {
 }
 
 /** Serves the shim on a root-only unix socket (mode 0600): CniService, health, reflection. */
-export async function startDaemonServer(deps: { cni: CniService; log: Logger; socketPath: string }): Promise<DaemonServer> {
+export interface DaemonServerDeps {
+  readonly cni: CniService;
+  readonly log: Logger;
+  readonly socketPath: string;
+  /** The node's subnet and whether its routes are current, for STATUS. */
+  readonly status: () => { subnet: string; routesCurrent: boolean; detail: string };
+}
+
+export async function startDaemonServer(deps: DaemonServerDeps): Promise<DaemonServer> {
   const { cni, log, socketPath } = deps;
   const handler = connectNodeAdapter({
     grpc: true,
@@ -47,6 +63,27 @@ export async function startDaemonServer(deps: { cni: CniService; log: Logger; so
           checkVersion(req.protocolVersion);
           await cni.delete(attachmentOf(req.attachment));
           return create(DeleteAttachmentResponseSchema);
+        },
+        async checkAttachment(req) {
+          checkVersion(req.protocolVersion);
+          await cni.check(attachmentOf(req.attachment));
+          return create(CheckAttachmentResponseSchema);
+        },
+        async garbageCollect(req) {
+          checkVersion(req.protocolVersion);
+          if (!req.networkName) throw new TrellisError("INVALID_ARGUMENT", "network_name is required");
+          return create(GarbageCollectResponseSchema, { released: await cni.gc(req.networkName, req.validAttachments) });
+        },
+        getStatus(req) {
+          checkVersion(req.protocolVersion);
+          if (!cni.ready) throw new TrellisError("UNAVAILABLE", "the node daemon has no subnet lease yet");
+          const s = deps.status();
+          return create(GetStatusResponseSchema, {
+            subnet: s.subnet,
+            routeState: s.routesCurrent ? RouteState.CURRENT : RouteState.STALE,
+            detail: s.detail,
+            protocolVersion,
+          });
         },
       });
       addHealthService(router, [CniServiceDesc], () => cni.ready);

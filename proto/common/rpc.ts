@@ -36,7 +36,11 @@ export function fromConnectError(err: unknown, what: string): TrellisError {
     [Code.InvalidArgument]: "INVALID_ARGUMENT",
     [Code.Unimplemented]: "VERSION_SKEW",
   };
-  const reason = byCode[ce.code] ?? "INTERNAL";
+  // A peer that died mid-call (reset, refused, socket gone) is unreachable, not a bug: try again later.
+  const lostPeer = /ECONNRESET|ECONNREFUSED|ENOENT|EPIPE|ECONNABORTED|socket hang up|GOAWAY|stream closed|session closed/i.test(
+    `${ce.rawMessage} ${String((ce.cause as { code?: unknown } | undefined)?.code ?? "")}`,
+  );
+  const reason = byCode[ce.code] ?? (lostPeer ? "UNAVAILABLE" : "INTERNAL");
   return new TrellisError(reason, `${what}: ${ce.rawMessage}`, { cause: err });
 }
 

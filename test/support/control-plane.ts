@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { pino, type Logger } from "pino";
 import { Cidr } from "../../proto/common/cidr.js";
+import { AllocationMirror } from "../../control-plane/ipam/allocation-mirror.js";
 import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
 import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
@@ -47,9 +48,10 @@ export async function startInProcessControlPlane(options: {
   const stop = new AbortController();
   const leases = new LeaseManager({ store, pool, log, clock: Date.now, rand: Math.random });
   const feed = new RouteFeed({ store, log });
+  const mirror = new AllocationMirror({ store, log });
   await feed.start(stop.signal);
   const server: ControlPlaneServer = await startControlPlaneServer({
-    leases, feed, store, pool, log, clusterCidr, host: "127.0.0.1", port: options.port ?? 0, ready: () => true,
+    leases, feed, mirror, store, pool, log, clusterCidr, host: "127.0.0.1", port: options.port ?? 0, ready: () => true,
   });
   return {
     address: `127.0.0.1:${server.port}`,

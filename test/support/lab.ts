@@ -1,9 +1,11 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { inNetns, must, mustInNetns, run, startInNetns, type Started } from "./exec.js";
+import { execConflist, readConflist, type RuntimeAttachment } from "./cni-runtime.js";
 import { startEtcd, type EtcdHandle } from "./etcd.js";
 import { waitForLog } from "./wait.js";
 
@@ -27,6 +29,8 @@ export interface LabOptions {
   /** Print progress lines (the demo does; tests stay quiet). */
   readonly progress?: (line: string) => void;
   readonly heartbeatIntervalS?: number;
+  /** Extra node-daemon flags. */
+  readonly daemonArgs?: readonly string[];
 }
 
 export interface LabNode {
@@ -60,6 +64,8 @@ export interface ShimRun {
 }
 
 const controlPlaneIp = "192.168.1.1";
+/** Debian's containernetworking-plugins. */
+export const referencePluginDir = "/usr/lib/cni";
 const controlPlanePort = 6443;
 
 /**
@@ -74,6 +80,8 @@ export class Lab {
   readonly nodes: LabNode[] = [];
   readonly pods: LabPod[] = [];
   readonly controlPlaneAddress = `${controlPlaneIp}:${controlPlanePort}`;
+  /** The CNI bin dir runtimes exec plugins from: the trellis shim, and the reference plugins when installed. */
+  readonly binDir: string;
   private readonly namespaces: string[] = [];
   private etcd?: EtcdHandle;
   controlPlane?: Started;
@@ -85,6 +93,7 @@ export class Lab {
   ) {
     this.prefix = `tr-${randomBytes(3).toString("hex")}`;
     this.underlay = `${this.prefix}-ul`;
+    this.binDir = join(workDir, "cni-bin");
   }
 
   static async create(options: LabOptions = {}): Promise<Lab> {
@@ -110,6 +119,12 @@ export class Lab {
 
   private async build(): Promise<void> {
     const count = this.options.nodes ?? 3;
+    // The documented install: the shim is one self-contained file.
+    await mkdir(this.binDir, { recursive: true });
+    await must("install", ["-m", "0755", shimBinary, join(this.binDir, "trellis")]);
+    for (const ref of ["portmap", "bridge", "host-local", "loopback"]) {
+      if (existsSync(join(referencePluginDir, ref))) await symlink(join(referencePluginDir, ref), join(this.binDir, ref));
+    }
     this.say(`lab ${this.prefix}: underlay namespace ${this.underlay} with bridge ul0 (${controlPlaneIp}/24)`);
     await this.addNetns(this.underlay);
     await mustInNetns(this.underlay, "ip", ["-batch", "-"], {
@@ -152,7 +167,6 @@ export class Lab {
       stdin: `link add ul-n${i} type veth peer name eth0 netns /run/netns/${netns}\nlink set ul-n${i} master ul0 up\n`,
     });
     await mustInNetns(netns, "ip", ["-batch", "-"], { stdin: `addr add ${node.ip}/24 dev eth0\nlink set eth0 up\n` });
-    await writeFile(join(node.confDir, "10-trellis.conflist"), JSON.stringify(conflistFor(node), null, 2));
     this.nodes.push(node);
   }
 
@@ -168,6 +182,8 @@ export class Lab {
       "--socket", node.socket,
       "--state-dir", node.stateDir,
       "--heartbeat-interval", String(this.options.heartbeatIntervalS ?? 5),
+      "--cni-conf-dir", node.confDir,
+      ...(this.options.daemonArgs ?? []),
     ], logFile);
     const ready = await waitForLog(logFile, "serving the CNI shim");
     this.say(`daemon ${node.name} serving (pid ${node.daemon.child.pid})${ready ? "" : ""}`);
@@ -175,9 +191,9 @@ export class Lab {
 
   /** Execs the shim exactly as a runtime does: CNI env, the conflist's plugin config on stdin, in the node's namespace. */
   async shim(node: LabNode, command: string, env: Record<string, string>, conf: Record<string, unknown> | string = pluginConf(node)): Promise<ShimRun> {
-    const res = await inNetns(node.netns, shimBinary, [], {
+    const res = await inNetns(node.netns, join(this.binDir, "trellis"), [], {
       stdin: typeof conf === "string" ? conf : JSON.stringify(conf),
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CNI_COMMAND: command, CNI_PATH: dirname(shimBinary), ...env },
+      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CNI_COMMAND: command, CNI_PATH: this.binDir, ...env },
       timeoutMs: 30_000,
     });
     let json: Record<string, unknown> | undefined;
@@ -189,18 +205,39 @@ export class Lab {
     return { ...res, json };
   }
 
-  /** Makes a pod namespace like a runtime does (`ip netns add`) and ADDs it through the shim. */
-  async addPod(node: LabNode, name: string, ifName = "eth0"): Promise<LabPod> {
-    const netns = `${this.prefix}-${name}`;
-    await this.addNetns(netns);
-    const pod: LabPod = { name, node, netns, netnsPath: `/run/netns/${netns}`, containerId: `${this.prefix}-${name}`, ifName, address: "", result: {} };
-    const res = await this.shim(node, "ADD", this.podEnv(pod));
-    if (res.code !== 0 || !res.json) throw new Error(`ADD of ${name} on ${node.name} failed (${res.code}): ${res.stdout}${res.stderr}`);
-    pod.result = res.json;
-    const ips = res.json.ips as Array<{ address: string }>;
+  /** The conflist the node's daemon wrote into its CNI config dir. */
+  conflist(node: LabNode, conflistFile = "10-trellis.conflist") {
+    return readConflist(join(node.confDir, conflistFile));
+  }
+
+  /**
+   * Makes a pod namespace like a runtime does (`ip netns add`) and ADDs it by executing the node's
+   * conflist (libcni's order and prevResult), which the daemon wrote once it was ready.
+   */
+  async addPod(node: LabNode, name: string, options: { ifName?: string; conflist?: Awaited<ReturnType<Lab["conflist"]>>; runtimeConfig?: Record<string, unknown> } = {}): Promise<LabPod> {
+    const pod = await this.newPod(node, name, options.ifName);
+    const conflist = options.conflist ?? (await this.conflist(node));
+    const res = await execConflist({ nodeNetns: node.netns, binDir: this.binDir, conflist, command: "ADD", attachment: this.attachmentOf(pod), runtimeConfig: options.runtimeConfig });
+    if (res.code !== 0 || !res.result) {
+      const last = res.runs[res.runs.length - 1];
+      throw new Error(`ADD of ${name} on ${node.name} failed (${res.code}): ${last?.stdout ?? ""}${last?.stderr ?? ""}`);
+    }
+    pod.result = res.result;
+    const ips = res.result.ips as Array<{ address: string }>;
     pod.address = (ips[0]?.address ?? "").split("/")[0] ?? "";
     this.pods.push(pod);
     return pod;
+  }
+
+  /** A pod namespace made as a runtime makes one (`ip netns add`), not yet ADDed. */
+  async newPod(node: LabNode, name: string, ifName = "eth0"): Promise<LabPod> {
+    const netns = `${this.prefix}-${name}`;
+    await this.addNetns(netns);
+    return { name, node, netns, netnsPath: `/run/netns/${netns}`, containerId: `${this.prefix}-${name}`, ifName, address: "", result: {} };
+  }
+
+  attachmentOf(pod: Pick<LabPod, "containerId" | "netnsPath" | "ifName" | "name">): RuntimeAttachment {
+    return { containerId: pod.containerId, netnsPath: pod.netnsPath, ifName: pod.ifName, args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name}` };
   }
 
   podEnv(pod: Pick<LabPod, "containerId" | "netnsPath" | "ifName" | "name">): Record<string, string> {
@@ -218,6 +255,15 @@ export class Lab {
 
   async ping(from: LabPod, to: string): Promise<boolean> {
     return (await inNetns(from.netns, "ping", ["-c", "1", "-W", "1", to])).code === 0;
+  }
+
+  /** Keys under `prefix` in the lab's etcd (etcdctl inside the underlay namespace). */
+  async etcdKeys(prefix: string): Promise<string[]> {
+    const out = await inNetns(this.underlay, "etcdctl", ["--endpoints", this.etcd?.endpoint ?? "", "get", "--prefix", "--keys-only", prefix], {
+      env: { ...process.env, ETCDCTL_API: "3" },
+    });
+    if (out.code !== 0) throw new Error(`etcdctl failed: ${out.stderr}`);
+    return out.stdout.split("\n").filter(Boolean);
   }
 
   async routesOf(node: LabNode): Promise<Array<{ dst: string; gateway?: string; protocol?: string }>> {
@@ -242,13 +288,9 @@ export class Lab {
   }
 }
 
-export function pluginConf(node: LabNode): Record<string, unknown> {
-  return { cniVersion: "1.0.0", name: "trellis", type: "trellis", daemonSocket: node.socket };
-}
-
-/** The conflist a node's runtime reads from its CNI config dir (like the seed's). */
-export function conflistFor(node: LabNode): Record<string, unknown> {
-  return { cniVersion: "1.0.0", name: "trellis", plugins: [{ type: "trellis", daemonSocket: node.socket }] };
+/** The trellis plugin's entry as a runtime passes it on stdin (single-plugin calls). */
+export function pluginConf(node: LabNode, cniVersion = "1.0.0"): Record<string, unknown> {
+  return { cniVersion, name: "trellis", type: "trellis", daemonSocket: node.socket };
 }
 
 export function resolveFromRoot(...parts: string[]): string {

@@ -119,6 +119,7 @@ describe("runShim: input errors print one CNI error and never call the daemon", 
     ["a prevResult that is a string", addEnv, conf({ prevResult: "ok" }), 7, "prevResult"],
     ["a prevResult that is a number", addEnv, conf({ prevResult: 0 }), 7, "prevResult"],
     ["a prevResult that is null", addEnv, conf({ prevResult: null }), 7, "prevResult"],
+    ["a prevResult that is a list", addEnv, conf({ prevResult: [] }), 7, "prevResult"],
     ["relative daemonSocket", addEnv, conf({ daemonSocket: "cni.sock" }), 7, "daemonSocket"],
     ["missing CNI_CONTAINERID", without("CNI_CONTAINERID"), conf(), 4, "CNI_CONTAINERID"],
     ["bad CNI_CONTAINERID", { ...addEnv, CNI_CONTAINERID: "-rf /" }, conf(), 4, "CNI_CONTAINERID"],
@@ -428,6 +429,12 @@ describe("runShim: GC", () => {
       gcConf({ "cni.dev/valid-attachments": [{ containerID: "new", ifname: "eth0" }], "cni.dev/attachments": [{ containerID: "old", ifname: "eth0" }] }),
     );
     expect(keys(run)).toEqual([{ networkName: "trellis", valid: ["new/eth0"] }]);
+  });
+
+  it("no list at all is refused with code 7 (it would release every pod of the network)", async () => {
+    const run = await shim(gcEnv, gcConf({}));
+    expect(cniError(run)).toMatchObject({ code: 7, msg: expect.stringContaining("cni.dev/valid-attachments") });
+    expect(run.daemon.collected).toEqual([]);
   });
 
   it("an empty list is passed as is: nothing of the network is valid", async () => {

@@ -546,7 +546,7 @@ describe("CniService.completePendingDeletes", () => {
     await service.add(a1);
     pendingDeletes.entries.set("a1.json", a1);
     net.failDeleteLink.set(hostVethName("a1", "eth0"), new TrellisError("KERNEL", "ip link del failed"));
-    await rejectsWith(service.completePendingDeletes(), "KERNEL");
+    await service.completePendingDeletes(); // logged, not thrown: the other entries still get their turn
     expect(pendingDeletes.ids).toEqual(["a1.json"]);
     expect(journal.addresses).toEqual(["10.244.3.2"]);
 
@@ -554,6 +554,25 @@ describe("CniService.completePendingDeletes", () => {
     await service.completePendingDeletes();
     expect(pendingDeletes.ids).toEqual([]);
     expect(journal.addresses).toEqual([]);
+  });
+});
+
+describe("CniService.start with pending deletes that fail", () => {
+  it("an invalid request is dropped and a failing one is kept for later; start still succeeds", async () => {
+    const a1 = attachment("a1");
+    const pendingDeletes = new MemoryPendingDeletes([
+      { id: "1-invalid.json", attachment: create(AttachmentSchema, { networkName: "trellis" }) },
+      { id: "2-a1.json", attachment: a1 },
+    ]);
+    const setup = unstarted({ pendingDeletes, links: [vethOf("a1")], records: [record("10.244.3.7", a1, 1n)] });
+    setup.net.failDeleteLink.set(hostVethName("a1", "eth0"), new TrellisError("KERNEL", "device busy"));
+    await setup.service.start(lease);
+    expect(setup.service.ready).toBe(true);
+    expect(pendingDeletes.ids).toEqual(["2-a1.json"]); // the invalid one is gone, the failed one waits
+    setup.net.failDeleteLink.clear();
+    await setup.service.completePendingDeletes();
+    expect(pendingDeletes.ids).toEqual([]);
+    expect(setup.journal.addresses).toEqual([]);
   });
 });
 
@@ -698,6 +717,16 @@ describe("CniService.start restores allocations from the mirror (a node whose st
     expect(net.links.has(hostVethName("a2", "eth0"))).toBe(false); // nothing local explains it
     await mirror.settled();
     expect(mirror.find("10.244.3.30")?.attachment?.containerId).toBe("a1");
+  });
+
+  it("a stale mirror record of an attachment the journal holds at another address is not restored", async () => {
+    // a release that the control plane never saw: the mirror still has a1 at .30; the journal has a1 at .5
+    const mirror = new MemoryAllocationMirror([record("10.244.3.30", a1, 9n)]);
+    const { service, journal } = await started({ mirror, links: [vethOf("a1")], records: [record("10.244.3.5", a1, 1n)] });
+    expect(journal.addresses).toEqual(["10.244.3.5"]);
+    expect(service.allocations.map((r) => r.address)).toEqual(["10.244.3.5"]);
+    await mirror.settled();
+    expect(mirror.addresses).toEqual(["10.244.3.5"]); // the sync after start repairs the mirror
   });
 
   it("an unreachable mirror: start uses the local journal only", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { conflistFor } from "../../../../node-daemon/cni/conflist.js";
+import { conflistFor } from "../../../../node-daemon/cni/plan.js";
 import { supportedCniVersions } from "../../../../proto/common/protocol.js";
 
 describe("conflistFor", () => {

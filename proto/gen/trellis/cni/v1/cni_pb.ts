@@ -4,15 +4,15 @@
 // @generated from file trellis/cni/v1/cni.proto (package trellis.cni.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file trellis/cni/v1/cni.proto.
  */
 export const file_trellis_cni_v1_cni: GenFile = /*@__PURE__*/
-  fileDesc("Chh0cmVsbGlzL2NuaS92MS9jbmkucHJvdG8SDnRyZWxsaXMuY25pLnYxIpIBCgpBdHRhY2htZW50EhQKDG5ldHdvcmtfbmFtZRgBIAEoCRIUCgxjb250YWluZXJfaWQYAiABKAkSDwoHaWZfbmFtZRgDIAEoCRINCgVuZXRucxgEIAEoCRIVCg1wb2RfbmFtZXNwYWNlGAUgASgJEhAKCHBvZF9uYW1lGAYgASgJEg8KB3BvZF91aWQYByABKAkiRAoJSW50ZXJmYWNlEgwKBG5hbWUYASABKAkSCwoDbWFjGAIgASgJEg8KB3NhbmRib3gYAyABKAkSCwoDbXR1GAQgASgNIj8KCElwQ29uZmlnEg8KB2FkZHJlc3MYASABKAkSDwoHZ2F0ZXdheRgCIAEoCRIRCglpbnRlcmZhY2UYAyABKAUiIAoFUm91dGUSCwoDZHN0GAEgASgJEgoKAmd3GAIgASgJImAKFEFkZEF0dGFjaG1lbnRSZXF1ZXN0EhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SLgoKYXR0YWNobWVudBgCIAEoCzIaLnRyZWxsaXMuY25pLnYxLkF0dGFjaG1lbnQilAEKFUFkZEF0dGFjaG1lbnRSZXNwb25zZRItCgppbnRlcmZhY2VzGAEgAygLMhkudHJlbGxpcy5jbmkudjEuSW50ZXJmYWNlEiUKA2lwcxgCIAMoCzIYLnRyZWxsaXMuY25pLnYxLklwQ29uZmlnEiUKBnJvdXRlcxgDIAMoCzIVLnRyZWxsaXMuY25pLnYxLlJvdXRlImMKF0RlbGV0ZUF0dGFjaG1lbnRSZXF1ZXN0EhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SLgoKYXR0YWNobWVudBgCIAEoCzIaLnRyZWxsaXMuY25pLnYxLkF0dGFjaG1lbnQiGgoYRGVsZXRlQXR0YWNobWVudFJlc3BvbnNlIn0KEEFsbG9jYXRpb25SZWNvcmQSDwoHYWRkcmVzcxgBIAEoCRIuCgphdHRhY2htZW50GAIgASgLMhoudHJlbGxpcy5jbmkudjEuQXR0YWNobWVudBIRCglob3N0X3ZldGgYAyABKAkSFQoNY3JlYXRlZF9hdF9tcxgEIAEoAzLRAQoKQ25pU2VydmljZRJcCg1BZGRBdHRhY2htZW50EiQudHJlbGxpcy5jbmkudjEuQWRkQXR0YWNobWVudFJlcXVlc3QaJS50cmVsbGlzLmNuaS52MS5BZGRBdHRhY2htZW50UmVzcG9uc2USZQoQRGVsZXRlQXR0YWNobWVudBInLnRyZWxsaXMuY25pLnYxLkRlbGV0ZUF0dGFjaG1lbnRSZXF1ZXN0GigudHJlbGxpcy5jbmkudjEuRGVsZXRlQXR0YWNobWVudFJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("Chh0cmVsbGlzL2NuaS92MS9jbmkucHJvdG8SDnRyZWxsaXMuY25pLnYxIpIBCgpBdHRhY2htZW50EhQKDG5ldHdvcmtfbmFtZRgBIAEoCRIUCgxjb250YWluZXJfaWQYAiABKAkSDwoHaWZfbmFtZRgDIAEoCRINCgVuZXRucxgEIAEoCRIVCg1wb2RfbmFtZXNwYWNlGAUgASgJEhAKCHBvZF9uYW1lGAYgASgJEg8KB3BvZF91aWQYByABKAkiRAoJSW50ZXJmYWNlEgwKBG5hbWUYASABKAkSCwoDbWFjGAIgASgJEg8KB3NhbmRib3gYAyABKAkSCwoDbXR1GAQgASgNIj8KCElwQ29uZmlnEg8KB2FkZHJlc3MYASABKAkSDwoHZ2F0ZXdheRgCIAEoCRIRCglpbnRlcmZhY2UYAyABKAUiIAoFUm91dGUSCwoDZHN0GAEgASgJEgoKAmd3GAIgASgJImAKFEFkZEF0dGFjaG1lbnRSZXF1ZXN0EhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SLgoKYXR0YWNobWVudBgCIAEoCzIaLnRyZWxsaXMuY25pLnYxLkF0dGFjaG1lbnQilAEKFUFkZEF0dGFjaG1lbnRSZXNwb25zZRItCgppbnRlcmZhY2VzGAEgAygLMhkudHJlbGxpcy5jbmkudjEuSW50ZXJmYWNlEiUKA2lwcxgCIAMoCzIYLnRyZWxsaXMuY25pLnYxLklwQ29uZmlnEiUKBnJvdXRlcxgDIAMoCzIVLnRyZWxsaXMuY25pLnYxLlJvdXRlImMKF0RlbGV0ZUF0dGFjaG1lbnRSZXF1ZXN0EhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SLgoKYXR0YWNobWVudBgCIAEoCzIaLnRyZWxsaXMuY25pLnYxLkF0dGFjaG1lbnQiGgoYRGVsZXRlQXR0YWNobWVudFJlc3BvbnNlImIKFkNoZWNrQXR0YWNobWVudFJlcXVlc3QSGAoQcHJvdG9jb2xfdmVyc2lvbhgBIAEoDRIuCgphdHRhY2htZW50GAIgASgLMhoudHJlbGxpcy5jbmkudjEuQXR0YWNobWVudCIZChdDaGVja0F0dGFjaG1lbnRSZXNwb25zZSI2Cg1BdHRhY2htZW50S2V5EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdpZl9uYW1lGAIgASgJIoEBChVHYXJiYWdlQ29sbGVjdFJlcXVlc3QSGAoQcHJvdG9jb2xfdmVyc2lvbhgBIAEoDRIUCgxuZXR3b3JrX25hbWUYAiABKAkSOAoRdmFsaWRfYXR0YWNobWVudHMYAyADKAsyHS50cmVsbGlzLmNuaS52MS5BdHRhY2htZW50S2V5IkYKFkdhcmJhZ2VDb2xsZWN0UmVzcG9uc2USLAoIcmVsZWFzZWQYASADKAsyGi50cmVsbGlzLmNuaS52MS5BdHRhY2htZW50IiwKEEdldFN0YXR1c1JlcXVlc3QSGAoQcHJvdG9jb2xfdmVyc2lvbhgBIAEoDSJ+ChFHZXRTdGF0dXNSZXNwb25zZRIOCgZzdWJuZXQYASABKAkSLwoLcm91dGVfc3RhdGUYAiABKA4yGi50cmVsbGlzLmNuaS52MS5Sb3V0ZVN0YXRlEg4KBmRldGFpbBgDIAEoCRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgNIn0KEEFsbG9jYXRpb25SZWNvcmQSDwoHYWRkcmVzcxgBIAEoCRIuCgphdHRhY2htZW50GAIgASgLMhoudHJlbGxpcy5jbmkudjEuQXR0YWNobWVudBIRCglob3N0X3ZldGgYAyABKAkSFQoNY3JlYXRlZF9hdF9tcxgEIAEoAypZCgpSb3V0ZVN0YXRlEhsKF1JPVVRFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTUk9VVEVfU1RBVEVfQ1VSUkVOVBABEhUKEVJPVVRFX1NUQVRFX1NUQUxFEAIy6AMKCkNuaVNlcnZpY2USXAoNQWRkQXR0YWNobWVudBIkLnRyZWxsaXMuY25pLnYxLkFkZEF0dGFjaG1lbnRSZXF1ZXN0GiUudHJlbGxpcy5jbmkudjEuQWRkQXR0YWNobWVudFJlc3BvbnNlEmUKEERlbGV0ZUF0dGFjaG1lbnQSJy50cmVsbGlzLmNuaS52MS5EZWxldGVBdHRhY2htZW50UmVxdWVzdBooLnRyZWxsaXMuY25pLnYxLkRlbGV0ZUF0dGFjaG1lbnRSZXNwb25zZRJiCg9DaGVja0F0dGFjaG1lbnQSJi50cmVsbGlzLmNuaS52MS5DaGVja0F0dGFjaG1lbnRSZXF1ZXN0GicudHJlbGxpcy5jbmkudjEuQ2hlY2tBdHRhY2htZW50UmVzcG9uc2USXwoOR2FyYmFnZUNvbGxlY3QSJS50cmVsbGlzLmNuaS52MS5HYXJiYWdlQ29sbGVjdFJlcXVlc3QaJi50cmVsbGlzLmNuaS52MS5HYXJiYWdlQ29sbGVjdFJlc3BvbnNlElAKCUdldFN0YXR1cxIgLnRyZWxsaXMuY25pLnYxLkdldFN0YXR1c1JlcXVlc3QaIS50cmVsbGlzLmNuaS52MS5HZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * Identifies one attachment, as CNI does: (network, container id, interface name).
@@ -237,6 +237,164 @@ export const DeleteAttachmentResponseSchema: GenMessage<DeleteAttachmentResponse
   messageDesc(file_trellis_cni_v1_cni, 7);
 
 /**
+ * @generated from message trellis.cni.v1.CheckAttachmentRequest
+ */
+export type CheckAttachmentRequest = Message<"trellis.cni.v1.CheckAttachmentRequest"> & {
+  /**
+   * @generated from field: uint32 protocol_version = 1;
+   */
+  protocolVersion: number;
+
+  /**
+   * @generated from field: trellis.cni.v1.Attachment attachment = 2;
+   */
+  attachment?: Attachment | undefined;
+};
+
+/**
+ * Describes the message trellis.cni.v1.CheckAttachmentRequest.
+ * Use `create(CheckAttachmentRequestSchema)` to create a new message.
+ */
+export const CheckAttachmentRequestSchema: GenMessage<CheckAttachmentRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_cni_v1_cni, 8);
+
+/**
+ * @generated from message trellis.cni.v1.CheckAttachmentResponse
+ */
+export type CheckAttachmentResponse = Message<"trellis.cni.v1.CheckAttachmentResponse"> & {
+};
+
+/**
+ * Describes the message trellis.cni.v1.CheckAttachmentResponse.
+ * Use `create(CheckAttachmentResponseSchema)` to create a new message.
+ */
+export const CheckAttachmentResponseSchema: GenMessage<CheckAttachmentResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_cni_v1_cni, 9);
+
+/**
+ * Names one attachment for GC, as `cni.dev/valid-attachments` does.
+ *
+ * @generated from message trellis.cni.v1.AttachmentKey
+ */
+export type AttachmentKey = Message<"trellis.cni.v1.AttachmentKey"> & {
+  /**
+   * @generated from field: string container_id = 1;
+   */
+  containerId: string;
+
+  /**
+   * @generated from field: string if_name = 2;
+   */
+  ifName: string;
+};
+
+/**
+ * Describes the message trellis.cni.v1.AttachmentKey.
+ * Use `create(AttachmentKeySchema)` to create a new message.
+ */
+export const AttachmentKeySchema: GenMessage<AttachmentKey> = /*@__PURE__*/
+  messageDesc(file_trellis_cni_v1_cni, 10);
+
+/**
+ * @generated from message trellis.cni.v1.GarbageCollectRequest
+ */
+export type GarbageCollectRequest = Message<"trellis.cni.v1.GarbageCollectRequest"> & {
+  /**
+   * @generated from field: uint32 protocol_version = 1;
+   */
+  protocolVersion: number;
+
+  /**
+   * @generated from field: string network_name = 2;
+   */
+  networkName: string;
+
+  /**
+   * Everything of `network_name` not listed here is released.
+   *
+   * @generated from field: repeated trellis.cni.v1.AttachmentKey valid_attachments = 3;
+   */
+  validAttachments: AttachmentKey[];
+};
+
+/**
+ * Describes the message trellis.cni.v1.GarbageCollectRequest.
+ * Use `create(GarbageCollectRequestSchema)` to create a new message.
+ */
+export const GarbageCollectRequestSchema: GenMessage<GarbageCollectRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_cni_v1_cni, 11);
+
+/**
+ * @generated from message trellis.cni.v1.GarbageCollectResponse
+ */
+export type GarbageCollectResponse = Message<"trellis.cni.v1.GarbageCollectResponse"> & {
+  /**
+   * Attachments released.
+   *
+   * @generated from field: repeated trellis.cni.v1.Attachment released = 1;
+   */
+  released: Attachment[];
+};
+
+/**
+ * Describes the message trellis.cni.v1.GarbageCollectResponse.
+ * Use `create(GarbageCollectResponseSchema)` to create a new message.
+ */
+export const GarbageCollectResponseSchema: GenMessage<GarbageCollectResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_cni_v1_cni, 12);
+
+/**
+ * @generated from message trellis.cni.v1.GetStatusRequest
+ */
+export type GetStatusRequest = Message<"trellis.cni.v1.GetStatusRequest"> & {
+  /**
+   * @generated from field: uint32 protocol_version = 1;
+   */
+  protocolVersion: number;
+};
+
+/**
+ * Describes the message trellis.cni.v1.GetStatusRequest.
+ * Use `create(GetStatusRequestSchema)` to create a new message.
+ */
+export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_cni_v1_cni, 13);
+
+/**
+ * @generated from message trellis.cni.v1.GetStatusResponse
+ */
+export type GetStatusResponse = Message<"trellis.cni.v1.GetStatusResponse"> & {
+  /**
+   * @generated from field: string subnet = 1;
+   */
+  subnet: string;
+
+  /**
+   * @generated from field: trellis.cni.v1.RouteState route_state = 2;
+   */
+  routeState: RouteState;
+
+  /**
+   * Why routes are stale, when they are.
+   *
+   * @generated from field: string detail = 3;
+   */
+  detail: string;
+
+  /**
+   * @generated from field: uint32 protocol_version = 4;
+   */
+  protocolVersion: number;
+};
+
+/**
+ * Describes the message trellis.cni.v1.GetStatusResponse.
+ * Use `create(GetStatusResponseSchema)` to create a new message.
+ */
+export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_cni_v1_cni, 14);
+
+/**
  * The node's durable record of one pod address (one file per address in the daemon's state dir),
  * written and fsynced before ADD answers.
  *
@@ -273,7 +431,37 @@ export type AllocationRecord = Message<"trellis.cni.v1.AllocationRecord"> & {
  * Use `create(AllocationRecordSchema)` to create a new message.
  */
 export const AllocationRecordSchema: GenMessage<AllocationRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_cni_v1_cni, 8);
+  messageDesc(file_trellis_cni_v1_cni, 15);
+
+/**
+ * @generated from enum trellis.cni.v1.RouteState
+ */
+export enum RouteState {
+  /**
+   * @generated from enum value: ROUTE_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The route stream is connected and applied: pods reach every node.
+   *
+   * @generated from enum value: ROUTE_STATE_CURRENT = 1;
+   */
+  CURRENT = 1,
+
+  /**
+   * The route stream is broken or never delivered: existing pods may have limited connectivity.
+   *
+   * @generated from enum value: ROUTE_STATE_STALE = 2;
+   */
+  STALE = 2,
+}
+
+/**
+ * Describes the enum trellis.cni.v1.RouteState.
+ */
+export const RouteStateSchema: GenEnum<RouteState> = /*@__PURE__*/
+  enumDesc(file_trellis_cni_v1_cni, 0);
 
 /**
  * @generated from service trellis.cni.v1.CniService
@@ -298,6 +486,36 @@ export const CniService: GenService<{
     methodKind: "unary";
     input: typeof DeleteAttachmentRequestSchema;
     output: typeof DeleteAttachmentResponseSchema;
+  },
+  /**
+   * CNI CHECK: fails (naming what is wrong) unless the attachment is as ADD left it.
+   *
+   * @generated from rpc trellis.cni.v1.CniService.CheckAttachment
+   */
+  checkAttachment: {
+    methodKind: "unary";
+    input: typeof CheckAttachmentRequestSchema;
+    output: typeof CheckAttachmentResponseSchema;
+  },
+  /**
+   * CNI GC: release every attachment of the network that is not listed.
+   *
+   * @generated from rpc trellis.cni.v1.CniService.GarbageCollect
+   */
+  garbageCollect: {
+    methodKind: "unary";
+    input: typeof GarbageCollectRequestSchema;
+    output: typeof GarbageCollectResponseSchema;
+  },
+  /**
+   * CNI STATUS: UNAVAILABLE when ADD cannot be served (no subnet lease yet); otherwise the route state.
+   *
+   * @generated from rpc trellis.cni.v1.CniService.GetStatus
+   */
+  getStatus: {
+    methodKind: "unary";
+    input: typeof GetStatusRequestSchema;
+    output: typeof GetStatusResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_trellis_cni_v1_cni, 0);

@@ -6,13 +6,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { AllocationRecord } from "../../cni/v1/cni_pb.js";
+import { file_trellis_cni_v1_cni } from "../../cni/v1/cni_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file trellis/controlplane/v1/node.proto.
  */
 export const file_trellis_controlplane_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSI7CgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkicgoKUm91dGVFdmVudBI1CgR0eXBlGAEgASgOMicudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudFR5cGUSLQoFcm91dGUYAiABKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZSJGChNSZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdub2RlX2lwGAIgASgJEgsKA210dRgDIAEoDSI8ChRSZWdpc3Rlck5vZGVSZXNwb25zZRIOCgZzdWJuZXQYASABKAkSFAoMY2x1c3Rlcl9jaWRyGAIgASgJIiUKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJIhMKEUhlYXJ0YmVhdFJlc3BvbnNlIioKFURlcmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiGAoWRGVyZWdpc3Rlck5vZGVSZXNwb25zZSI+ChJXYXRjaFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhUKDWZyb21fcmV2aXNpb24YAiABKAMingEKE1dhdGNoUm91dGVzUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSEAoIc25hcHNob3QYAiABKAgSLgoGcm91dGVzGAMgAygLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUSMwoGZXZlbnRzGAQgAygLMiMudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudCJwCgpOb2RlUmVjb3JkEgwKBG5hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRIOCgZzdWJuZXQYAyABKAkSCwoDbXR1GAQgASgNEgwKBGxpdmUYBSABKAgSGAoQcmVnaXN0ZXJlZF9hdF9tcxgGIAEoAyJMChFTdWJuZXRMZWFzZVJlY29yZBIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEhQKDGxlYXNlZF9hdF9tcxgDIAEoAyInCg9IZWFydGJlYXRSZWNvcmQSFAoMbGFzdF9zZWVuX21zGAEgASgDKmwKDlJvdXRlRXZlbnRUeXBlEiAKHFJPVVRFX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdST1VURV9FVkVOVF9UWVBFX1VQU0VSVBABEhsKF1JPVVRFX0VWRU5UX1RZUEVfREVMRVRFEAIyvQMKC05vZGVTZXJ2aWNlEmsKDFJlZ2lzdGVyTm9kZRIsLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlZ2lzdGVyTm9kZVJlcXVlc3QaLS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWdpc3Rlck5vZGVSZXNwb25zZRJiCglIZWFydGJlYXQSKS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5IZWFydGJlYXRSZXF1ZXN0GioudHJlbGxpcy5jb250cm9scGxhbmUudjEuSGVhcnRiZWF0UmVzcG9uc2UScQoORGVyZWdpc3Rlck5vZGUSLi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlcXVlc3QaLy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlc3BvbnNlEmoKC1dhdGNoUm91dGVzEisudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXF1ZXN0GiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXNwb25zZTABYgZwcm90bzM");
+  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSI7CgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkicgoKUm91dGVFdmVudBI1CgR0eXBlGAEgASgOMicudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudFR5cGUSLQoFcm91dGUYAiABKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZSJGChNSZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdub2RlX2lwGAIgASgJEgsKA210dRgDIAEoDSI8ChRSZWdpc3Rlck5vZGVSZXNwb25zZRIOCgZzdWJuZXQYASABKAkSFAoMY2x1c3Rlcl9jaWRyGAIgASgJIiUKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJIhMKEUhlYXJ0YmVhdFJlc3BvbnNlIioKFURlcmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiGAoWRGVyZWdpc3Rlck5vZGVSZXNwb25zZSI+ChJXYXRjaFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhUKDWZyb21fcmV2aXNpb24YAiABKAMingEKE1dhdGNoUm91dGVzUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSEAoIc25hcHNob3QYAiABKAgSLgoGcm91dGVzGAMgAygLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUSMwoGZXZlbnRzGAQgAygLMiMudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudCJiChdSZWNvcmRBbGxvY2F0aW9uUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSNAoKYWxsb2NhdGlvbhgCIAEoCzIgLnRyZWxsaXMuY25pLnYxLkFsbG9jYXRpb25SZWNvcmQiGgoYUmVjb3JkQWxsb2NhdGlvblJlc3BvbnNlIj4KGFJlbGVhc2VBbGxvY2F0aW9uUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSDwoHYWRkcmVzcxgCIAEoCSIbChlSZWxlYXNlQWxsb2NhdGlvblJlc3BvbnNlIi8KGkxpc3ROb2RlQWxsb2NhdGlvbnNSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSJUChtMaXN0Tm9kZUFsbG9jYXRpb25zUmVzcG9uc2USNQoLYWxsb2NhdGlvbnMYASADKAsyIC50cmVsbGlzLmNuaS52MS5BbGxvY2F0aW9uUmVjb3JkInAKCk5vZGVSZWNvcmQSDAoEbmFtZRgBIAEoCRIPCgdub2RlX2lwGAIgASgJEg4KBnN1Ym5ldBgDIAEoCRILCgNtdHUYBCABKA0SDAoEbGl2ZRgFIAEoCBIYChByZWdpc3RlcmVkX2F0X21zGAYgASgDIkwKEVN1Ym5ldExlYXNlUmVjb3JkEg4KBnN1Ym5ldBgBIAEoCRIRCglub2RlX25hbWUYAiABKAkSFAoMbGVhc2VkX2F0X21zGAMgASgDIicKD0hlYXJ0YmVhdFJlY29yZBIUCgxsYXN0X3NlZW5fbXMYASABKAMqbAoOUm91dGVFdmVudFR5cGUSIAocUk9VVEVfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF1JPVVRFX0VWRU5UX1RZUEVfVVBTRVJUEAESGwoXUk9VVEVfRVZFTlRfVFlQRV9ERUxFVEUQAjK1BgoLTm9kZVNlcnZpY2USawoMUmVnaXN0ZXJOb2RlEiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVnaXN0ZXJOb2RlUmVxdWVzdBotLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlZ2lzdGVyTm9kZVJlc3BvbnNlEmIKCUhlYXJ0YmVhdBIpLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkhlYXJ0YmVhdFJlcXVlc3QaKi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5IZWFydGJlYXRSZXNwb25zZRJxCg5EZXJlZ2lzdGVyTm9kZRIuLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkRlcmVnaXN0ZXJOb2RlUmVxdWVzdBovLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkRlcmVnaXN0ZXJOb2RlUmVzcG9uc2USagoLV2F0Y2hSb3V0ZXMSKy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5XYXRjaFJvdXRlc1JlcXVlc3QaLC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5XYXRjaFJvdXRlc1Jlc3BvbnNlMAESdwoQUmVjb3JkQWxsb2NhdGlvbhIwLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlY29yZEFsbG9jYXRpb25SZXF1ZXN0GjEudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVjb3JkQWxsb2NhdGlvblJlc3BvbnNlEnoKEVJlbGVhc2VBbGxvY2F0aW9uEjEudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVsZWFzZUFsbG9jYXRpb25SZXF1ZXN0GjIudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVsZWFzZUFsbG9jYXRpb25SZXNwb25zZRKAAQoTTGlzdE5vZGVBbGxvY2F0aW9ucxIzLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkxpc3ROb2RlQWxsb2NhdGlvbnNSZXF1ZXN0GjQudHJlbGxpcy5jb250cm9scGxhbmUudjEuTGlzdE5vZGVBbGxvY2F0aW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_trellis_cni_v1_cni]);
 
 /**
  * A host-gw route: pods of `subnet` are reached through `node_ip`.
@@ -243,6 +245,112 @@ export const WatchRoutesResponseSchema: GenMessage<WatchRoutesResponse> = /*@__P
   messageDesc(file_trellis_controlplane_v1_node, 9);
 
 /**
+ * @generated from message trellis.controlplane.v1.RecordAllocationRequest
+ */
+export type RecordAllocationRequest = Message<"trellis.controlplane.v1.RecordAllocationRequest"> & {
+  /**
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * @generated from field: trellis.cni.v1.AllocationRecord allocation = 2;
+   */
+  allocation?: AllocationRecord | undefined;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.RecordAllocationRequest.
+ * Use `create(RecordAllocationRequestSchema)` to create a new message.
+ */
+export const RecordAllocationRequestSchema: GenMessage<RecordAllocationRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 10);
+
+/**
+ * @generated from message trellis.controlplane.v1.RecordAllocationResponse
+ */
+export type RecordAllocationResponse = Message<"trellis.controlplane.v1.RecordAllocationResponse"> & {
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.RecordAllocationResponse.
+ * Use `create(RecordAllocationResponseSchema)` to create a new message.
+ */
+export const RecordAllocationResponseSchema: GenMessage<RecordAllocationResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 11);
+
+/**
+ * @generated from message trellis.controlplane.v1.ReleaseAllocationRequest
+ */
+export type ReleaseAllocationRequest = Message<"trellis.controlplane.v1.ReleaseAllocationRequest"> & {
+  /**
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * Pod address without prefix.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.ReleaseAllocationRequest.
+ * Use `create(ReleaseAllocationRequestSchema)` to create a new message.
+ */
+export const ReleaseAllocationRequestSchema: GenMessage<ReleaseAllocationRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 12);
+
+/**
+ * @generated from message trellis.controlplane.v1.ReleaseAllocationResponse
+ */
+export type ReleaseAllocationResponse = Message<"trellis.controlplane.v1.ReleaseAllocationResponse"> & {
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.ReleaseAllocationResponse.
+ * Use `create(ReleaseAllocationResponseSchema)` to create a new message.
+ */
+export const ReleaseAllocationResponseSchema: GenMessage<ReleaseAllocationResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 13);
+
+/**
+ * @generated from message trellis.controlplane.v1.ListNodeAllocationsRequest
+ */
+export type ListNodeAllocationsRequest = Message<"trellis.controlplane.v1.ListNodeAllocationsRequest"> & {
+  /**
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.ListNodeAllocationsRequest.
+ * Use `create(ListNodeAllocationsRequestSchema)` to create a new message.
+ */
+export const ListNodeAllocationsRequestSchema: GenMessage<ListNodeAllocationsRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 14);
+
+/**
+ * @generated from message trellis.controlplane.v1.ListNodeAllocationsResponse
+ */
+export type ListNodeAllocationsResponse = Message<"trellis.controlplane.v1.ListNodeAllocationsResponse"> & {
+  /**
+   * @generated from field: repeated trellis.cni.v1.AllocationRecord allocations = 1;
+   */
+  allocations: AllocationRecord[];
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.ListNodeAllocationsResponse.
+ * Use `create(ListNodeAllocationsResponseSchema)` to create a new message.
+ */
+export const ListNodeAllocationsResponseSchema: GenMessage<ListNodeAllocationsResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 15);
+
+/**
  * Stored in etcd at /trellis/v1/nodes/<name> (JSON form). Holds the node's sticky subnet.
  *
  * @generated from message trellis.controlplane.v1.NodeRecord
@@ -286,7 +394,7 @@ export type NodeRecord = Message<"trellis.controlplane.v1.NodeRecord"> & {
  * Use `create(NodeRecordSchema)` to create a new message.
  */
 export const NodeRecordSchema: GenMessage<NodeRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 10);
+  messageDesc(file_trellis_controlplane_v1_node, 16);
 
 /**
  * Stored in etcd at /trellis/v1/subnets/<a.b.c.d-len> (JSON form). One key per leased subnet makes
@@ -316,7 +424,7 @@ export type SubnetLeaseRecord = Message<"trellis.controlplane.v1.SubnetLeaseReco
  * Use `create(SubnetLeaseRecordSchema)` to create a new message.
  */
 export const SubnetLeaseRecordSchema: GenMessage<SubnetLeaseRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 11);
+  messageDesc(file_trellis_controlplane_v1_node, 17);
 
 /**
  * Stored in etcd at /trellis/v1/heartbeats/<name>, apart from the node record so that heartbeats do
@@ -336,7 +444,7 @@ export type HeartbeatRecord = Message<"trellis.controlplane.v1.HeartbeatRecord">
  * Use `create(HeartbeatRecordSchema)` to create a new message.
  */
 export const HeartbeatRecordSchema: GenMessage<HeartbeatRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 12);
+  messageDesc(file_trellis_controlplane_v1_node, 18);
 
 /**
  * @generated from enum trellis.controlplane.v1.RouteEventType
@@ -411,6 +519,36 @@ export const NodeService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchRoutesRequestSchema;
     output: typeof WatchRoutesResponseSchema;
+  },
+  /**
+   * Mirrors one pod allocation of the node into etcd (the node's own record stays authoritative).
+   *
+   * @generated from rpc trellis.controlplane.v1.NodeService.RecordAllocation
+   */
+  recordAllocation: {
+    methodKind: "unary";
+    input: typeof RecordAllocationRequestSchema;
+    output: typeof RecordAllocationResponseSchema;
+  },
+  /**
+   * Removes one mirrored allocation; succeeds when it is already gone.
+   *
+   * @generated from rpc trellis.controlplane.v1.NodeService.ReleaseAllocation
+   */
+  releaseAllocation: {
+    methodKind: "unary";
+    input: typeof ReleaseAllocationRequestSchema;
+    output: typeof ReleaseAllocationResponseSchema;
+  },
+  /**
+   * The node's mirrored allocations: what a node whose state dir was lost recovers from.
+   *
+   * @generated from rpc trellis.controlplane.v1.NodeService.ListNodeAllocations
+   */
+  listNodeAllocations: {
+    methodKind: "unary";
+    input: typeof ListNodeAllocationsRequestSchema;
+    output: typeof ListNodeAllocationsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_trellis_controlplane_v1_node, 0);

@@ -1,0 +1,84 @@
+import { spawn } from "node:child_process";
+import { mkdir, mkdtemp, rm, stat } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createClient, ConnectError, Code } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { pino } from "pino";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Cidr } from "../../proto/common/cidr.js";
+import { protocolVersion } from "../../proto/common/protocol.js";
+import { CniService as CniServiceDesc } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { CniService } from "../../node-daemon/cni/cni-service.js";
+import { startDaemonServer, type DaemonServer } from "../../node-daemon/rpc/server.js";
+import { MemoryAllocationJournal, RecordingNetlink } from "../support/fakes.js";
+
+// The daemon's unix-socket server in process, on fakes for the kernel and the journal: the protocol
+// version handshake, the socket's mode, and stale-socket handling.
+let dir: string;
+let socketPath: string;
+let server: DaemonServer | undefined;
+
+async function start(): Promise<DaemonServer> {
+  const cni = new CniService({
+    net: new RecordingNetlink(),
+    journal: new MemoryAllocationJournal(),
+    log: pino({ level: "silent" }),
+    clock: Date.now,
+    pathExists: async () => true,
+  });
+  await cni.start({ subnet: Cidr.parse("10.244.1.0/24"), bridgeName: "trellis0", mtu: 1500 });
+  return startDaemonServer({ cni, log: pino({ level: "silent" }), socketPath, status: () => ({ subnet: "10.244.1.0/24", routesCurrent: true, detail: "" }) });
+}
+
+const client = () =>
+  createClient(CniServiceDesc, createGrpcTransport({ baseUrl: "http://daemon", nodeOptions: { createConnection: () => net.connect(socketPath) } }));
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "trellis-daemon-rpc-"));
+  socketPath = join(dir, "run", "cni.sock");
+});
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("node daemon socket", () => {
+  it("is a root-only (0600) socket", async () => {
+    server = await start();
+    expect((await stat(socketPath)).mode & 0o777).toBe(0o600);
+  });
+
+  it.each([protocolVersion - 1, protocolVersion, protocolVersion + 1])("serves a shim one protocol version apart (%i)", async (version) => {
+    server = await start();
+    const res = await client().getStatus({ protocolVersion: version });
+    expect(res.subnet).toBe("10.244.1.0/24");
+  });
+
+  it.each([protocolVersion + 2, protocolVersion + 5])("refuses a shim further apart (%i) with a clear VERSION_SKEW", async (version) => {
+    server = await start();
+    const err = await client().getStatus({ protocolVersion: version }).catch((e: unknown) => ConnectError.from(e));
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.FailedPrecondition);
+    expect((err as ConnectError).metadata.get("trellis-reason")).toBe("VERSION_SKEW");
+    expect((err as ConnectError).rawMessage).toMatch(/install the matching trellis shim/);
+  });
+
+  it("replaces a stale socket file left by a daemon killed with SIGKILL", async () => {
+    await mkdir(join(dir, "run"));
+    const dead = spawn(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(socketPath)}, () => console.log("up"))`]);
+    await new Promise((resolve) => dead.stdout.once("data", resolve));
+    dead.kill("SIGKILL");
+    await new Promise((resolve) => dead.once("exit", resolve));
+    expect((await stat(socketPath)).isSocket()).toBe(true); // left behind, nobody answers on it
+    server = await start();
+    expect((await client().getStatus({ protocolVersion })).subnet).toBe("10.244.1.0/24");
+  });
+
+  it("refuses to start while another daemon serves the socket", async () => {
+    server = await start();
+    await expect(start()).rejects.toThrow(/another daemon is serving/);
+  });
+});
