@@ -100,6 +100,7 @@ export class CniService {
         log.info({ address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth }, "released address of a pod that is gone");
         continue;
       }
+      if (await this.interruptedAdd(record, lease.subnet, bridge)) continue;
       this.remember(record);
       if (!newest || record.createdAtMs > newest.createdAtMs) newest = record;
     }
@@ -115,6 +116,23 @@ export class CniService {
     await this.completePendingDeletes();
     log.info({ subnet: lease.subnet.toString() }, `${this.records.size} allocations restored`);
     await this.syncMirror();
+  }
+
+  /**
+   * An ADD cut short by a crash never answered (it answers only once the pod side is configured), so the
+   * runtime will DEL and retry it: undo it now. Only the marks of an unfinished ADD count (host end not on
+   * the bridge, pod interface without its address), never drift of a finished pod.
+   */
+  private async interruptedAdd(record: AllocationRecord, subnet: Cidr, bridge: BridgePlan): Promise<boolean> {
+    const address = parseIpv4(record.address);
+    if (!record.attachment || !subnet.contains(address)) return false;
+    const veth = planVeth(record.attachment, subnet, address, bridge);
+    const state = await this.deps.net.inspectVeth(veth);
+    if (state.host?.master === bridge.name && state.pod?.addresses.includes(veth.podAddress)) return false;
+    await this.deps.net.deleteLink(record.hostVeth);
+    await this.deps.journal.release(record.address);
+    this.deps.log.warn({ address: record.address, containerId: record.attachment.containerId, hostVeth: record.hostVeth }, "undid an ADD interrupted by a crash");
+    return true;
   }
 
   /** DELs the shim left while the daemon was down: done now, so no address leaks and no pod waits. */

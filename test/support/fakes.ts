@@ -42,8 +42,14 @@ export class RecordingNetlink implements Netlink {
   /** deleteLink of a name listed here throws its error (and deletes nothing). */
   readonly failDeleteLink = new Map<string, Error>();
 
+  /** Veths given to the constructor: pods fully set up before the daemon started (unless podConfig says otherwise). */
+  private readonly preexisting = new Set<string>();
+
   constructor(initialLinks: readonly LinkInfo[] = []) {
-    for (const l of initialLinks) this.links.set(l.name, l);
+    for (const l of initialLinks) {
+      this.links.set(l.name, l);
+      if (l.kind === "veth") this.preexisting.add(l.name);
+    }
   }
 
   callsOf<M extends NetlinkCall["method"]>(method: M): Extract<NetlinkCall, { method: M }>[] {
@@ -82,7 +88,12 @@ export class RecordingNetlink implements Netlink {
   async inspectVeth(veth: VethPlan): Promise<VethState> {
     const host = this.links.get(veth.hostName);
     const paired = this.podInterfaces.get(veth.netns)?.get(veth.podIfName);
-    const pod = paired ? this.podConfig.get(paired) : undefined;
+    const complete = { up: true, addresses: [veth.podAddress], defaultVia: veth.gateway };
+    const pod = paired
+      ? this.podConfig.get(paired)
+      : host && this.preexisting.has(veth.hostName)
+        ? (this.podConfig.get(veth.hostName) ?? complete)
+        : undefined;
     return { host: host && { master: host.master, up: true }, pod: pod && { ...pod } };
   }
 

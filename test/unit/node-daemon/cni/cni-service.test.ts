@@ -557,6 +557,31 @@ describe("CniService.completePendingDeletes", () => {
   });
 });
 
+describe("CniService.start undoes an ADD interrupted by a crash", () => {
+  it.each<[string, (net: RecordingNetlink, hostVeth: string) => void]>([
+    ["the pod interface never got its address", (net, v) => net.podConfig.set(v, { up: false, addresses: [] })],
+    ["the host end never joined the bridge", (net, v) => net.links.set(v, { name: v, kind: "veth" })],
+  ])("%s: veth deleted, address released", async (_what, breakIt) => {
+    const a1 = attachment("a1");
+    const a2 = attachment("a2");
+    const net0 = [vethOf("a1"), vethOf("a2")];
+    const setup = unstarted({ links: net0, records: [record("10.244.3.7", a1, 1n), record("10.244.3.8", a2, 2n)] });
+    breakIt(setup.net, hostVethName("a1", "eth0"));
+    await setup.service.start(lease);
+    expect(setup.journal.addresses).toEqual(["10.244.3.8"]);
+    expect(setup.net.links.has(hostVethName("a1", "eth0"))).toBe(false);
+    expect(setup.net.links.has(hostVethName("a2", "eth0"))).toBe(true);
+  });
+
+  it("a finished pod whose default route was removed by hand is kept (drift is for CHECK to report)", async () => {
+    const a1 = attachment("a1");
+    const setup = unstarted({ links: [vethOf("a1")], records: [record("10.244.3.7", a1, 1n)] });
+    setup.net.podConfig.set(hostVethName("a1", "eth0"), { up: true, addresses: ["10.244.3.7/24"] });
+    await setup.service.start(lease);
+    expect(setup.journal.addresses).toEqual(["10.244.3.7"]);
+  });
+});
+
 describe("CniService.start with pending deletes that fail", () => {
   it("an invalid request is dropped and a failing one is kept for later; start still succeeds", async () => {
     const a1 = attachment("a1");
