@@ -1,4 +1,5 @@
 import { Cidr } from "../proto/common/cidr.js";
+import type { ExpiryPolicy } from "./ipam/lease-expiry.js";
 import { TrellisError } from "../proto/common/errors.js";
 import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/common/flags.js";
 
@@ -10,6 +11,7 @@ export interface ControlPlaneConfig {
   readonly clusterCidr: Cidr;
   readonly subnetPrefixLength: number;
   readonly logLevel: string;
+  readonly policy: ExpiryPolicy;
 }
 
 export const controlPlaneHelp = `Usage: trellis-control-plane [flags]
@@ -24,6 +26,11 @@ Flags:
   --listen HOST:PORT        where to serve gRPC (default 127.0.0.1:6443; port 0 picks a free one)
   --cluster-cidr CIDR       the pod network, split into node subnets (default 10.244.0.0/16)
   --subnet-size N           prefix length of each node's subnet (default 24)
+  --lease-ttl S             a node that has not heartbeated for S seconds loses its route (default 40)
+  --grace-period S          a node that lost its route keeps its subnet S more seconds, and gets it back
+                            when it returns within them (default 600)
+  --disruption-share F      when more than this share of live nodes (and at least 2) miss heartbeats at
+                            once, routes are kept (disruption mode) (default 0.33)
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
@@ -39,10 +46,22 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     "cluster-cidr": { type: "string", default: "10.244.0.0/16" },
     "subnet-size": { type: "string", default: "24" },
     "log-level": { type: "string", default: "info" },
+    "lease-ttl": { type: "string", default: "40" },
+    "grace-period": { type: "string", default: "600" },
+    "disruption-share": { type: "string", default: "0.33" },
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) return "help";
   const { host, port } = parseHostPort(values.listen, "--listen");
+  const share = Number(values["disruption-share"]);
+  if (!/^\d*\.?\d+$/.test(values["disruption-share"]) || share <= 0 || share >= 1) {
+    throw new TrellisError("INVALID_ARGUMENT", `--disruption-share ${JSON.stringify(values["disruption-share"])} is not a number between 0 and 1`);
+  }
+  const policy: ExpiryPolicy = {
+    ttlMs: parseIntFlag(values["lease-ttl"], "--lease-ttl", 1, 86_400) * 1000,
+    graceMs: parseIntFlag(values["grace-period"], "--grace-period", 0, 30 * 86_400) * 1000,
+    disruptionShare: share,
+  };
   const subnetPrefixLength = parseIntFlag(values["subnet-size"], "--subnet-size", 1, 30);
   const clusterCidr = Cidr.parse(values["cluster-cidr"], "--cluster-cidr");
   if (clusterCidr.subnetCount(subnetPrefixLength) === 0n) {
@@ -69,5 +88,6 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     clusterCidr,
     subnetPrefixLength,
     logLevel: checkLogLevel(values["log-level"]),
+    policy,
   };
 }

@@ -3,7 +3,7 @@ import { pino } from "pino";
 import { TrellisError } from "../proto/common/errors.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
 import { AllocationMirror } from "./ipam/allocation-mirror.js";
-import { LeaseManager } from "./ipam/lease-manager.js";
+import { ExpiryLoop, LeaseManager } from "./ipam/lease-manager.js";
 import { createSubnetPool } from "./ipam/subnet-pool.js";
 import { RouteFeed } from "./routes/route-feed.js";
 import { startControlPlaneServer } from "./rpc/server.js";
@@ -25,12 +25,12 @@ async function main(): Promise<void> {
   const store = new EtcdClusterStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix });
   const pool = createSubnetPool(config.clusterCidr, config.subnetPrefixLength);
   const stop = new AbortController();
-  const leases = new LeaseManager({ store, pool, log, clock: Date.now, rand: Math.random });
+  const leases = new LeaseManager({ store, pool, log, clock: Date.now, rand: Math.random, policy: config.policy });
   const feed = new RouteFeed({ store, log });
   const mirror = new AllocationMirror({ store, log });
   let ready = false;
   const server = await startControlPlaneServer({
-    leases, feed, mirror, store, pool, log, clusterCidr: config.clusterCidr,
+    leases, feed, mirror, store, pool, log, clusterCidr: config.clusterCidr, policy: config.policy, clock: Date.now,
     host: config.listenHost, port: config.listenPort, ready: () => ready,
   });
   log.info(
@@ -47,7 +47,11 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, delay));
     }
   }
+  const expiry = new ExpiryLoop({ leases, clock: Date.now, log });
+  const sweepEveryMs = Math.max(500, Math.min(5_000, config.policy.ttlMs / 4));
+  const sweeper = setInterval(() => void expiry.tick(), sweepEveryMs);
   const shutdown = async (signal: string) => {
+    clearInterval(sweeper);
     log.info(`shutting down on ${signal}`);
     stop.abort();
     await server.close();

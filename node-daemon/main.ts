@@ -56,6 +56,7 @@ async function main(): Promise<void> {
 
   const registration = await control.register(stop.signal);
   const subnet = Cidr.parse(registration.subnet, "leased subnet");
+  let current = subnet; // changes when the node re-registers after losing its lease
   const cni = new CniService({
     net,
     journal: new FileAllocationJournal(config.stateDir),
@@ -70,7 +71,13 @@ async function main(): Promise<void> {
     cni,
     log,
     socketPath: config.socketPath,
-    status: () => ({ subnet: subnet.toString(), routesCurrent: control.routesCurrent.current, detail: control.routesCurrent.detail }),
+    status: () => {
+      const stranded = cni.strandedAllocations.length;
+      if (stranded > 0) {
+        return { subnet: current.toString(), routesCurrent: false, detail: `${stranded} pods still have addresses of this node's previous subnet; recreate them` };
+      }
+      return { subnet: current.toString(), routesCurrent: control.routesCurrent.current, detail: control.routesCurrent.detail };
+    },
   });
   if (config.cniConfDir) {
     // Only now: a runtime that finds the conflist can use it at once (DESIGN.md §4, installation).
@@ -82,11 +89,23 @@ async function main(): Promise<void> {
   process.once("SIGINT", () => void shutdown("SIGINT", server));
 
   const routes = new RouteSync({ net, log, nodeName: config.nodeName });
+  const onRegistered = async (res: { subnet: string }) => {
+    const next = Cidr.parse(res.subnet, "leased subnet");
+    if (next.equals(current)) return;
+    log.error(
+      { subnet: next.toString() },
+      `SUBNET CHANGED from ${current.toString()} to ${next.toString()}: this node lost its lease while cut off and it was handed on; new pods get ${next.toString()}, pods still on ${current.toString()} must be recreated (STATUS answers 51 until they are)`,
+    );
+    current = next;
+    await cni.moveTo({ subnet: next, bridgeName: config.bridge, mtu: config.mtu });
+  };
   const keepGoing = (what: string) => (err: unknown) => log.error({ err }, `${what} stopped`);
-  control.heartbeatLoop(config.heartbeatIntervalMs, stop.signal).catch(keepGoing("heartbeat loop"));
+  control.heartbeatLoop(config.heartbeatIntervalMs, stop.signal, onRegistered).catch(keepGoing("heartbeat loop"));
   control
     .watchRoutes(async (set, revision) => {
       await routes.setRoutes(set.values()).catch((err: unknown) => log.error({ err, revision: String(revision) }, "route sync failed"));
+      const held = [...set.values()].filter((r) => r.nodeName !== config.nodeName && routes.applied.get(r.subnet) === r.nodeIp);
+      control.reportRoutes(revision, held).catch((err: unknown) => log.debug({ err }, "could not report applied routes"));
     }, stop.signal)
     .catch(keepGoing("route stream"));
   (async () => {

@@ -4,11 +4,15 @@ import { Cidr, parseIpv4 } from "../../proto/common/cidr.js";
 import { TrellisError } from "../../proto/common/errors.js";
 import { checkNodeName } from "../../proto/common/node-name.js";
 import {
+  DisruptionRecordSchema,
   NodeRecordSchema,
   SubnetLeaseRecordSchema,
+  SubnetReservationRecordSchema,
   type NodeRecord,
+  type SubnetReservationRecord,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { ClusterStore } from "../store/store.js";
+import { planExpiry, type ExpiryPlan, type ExpiryPolicy } from "./lease-expiry.js";
 import { pickFreeSubnet, type SubnetPool } from "./subnet-pool.js";
 
 export interface LeaseManagerDeps {
@@ -17,9 +21,12 @@ export interface LeaseManagerDeps {
   readonly log: Logger;
   readonly clock: () => number;
   readonly rand: () => number;
+  readonly policy: ExpiryPolicy;
   /** How many lost etcd races a registration tolerates before it gives up with CONFLICT. */
   readonly maxRaces?: number;
 }
+
+export type ReleaseReason = "withdrawn" | "evicted" | "expired";
 
 export interface Registration {
   readonly name: string;
@@ -45,14 +52,24 @@ export class LeaseManager {
       if (existing) {
         const current = existing.value;
         if (current.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu) return current;
-        const next = create(NodeRecordSchema, { ...current, nodeIp: reg.nodeIp, mtu: reg.mtu, live: true });
+        const next = create(NodeRecordSchema, { ...current, nodeIp: reg.nodeIp, mtu: reg.mtu, live: true, releasedAtMs: 0n, releasedReason: "" });
         if (await store.updateNode(next, existing.modRevision)) {
           log.info({ node: reg.name, subnet: next.subnet }, "node registered again");
           return next;
         }
       } else {
-        const leased = (await store.listLeases()).map((l) => Cidr.parse(l.subnet, `stored lease of ${l.nodeName}`));
-        const subnet = pickFreeSubnet(pool, leased, attempt === 1 ? undefined : this.deps.rand).toString();
+        const leases = await store.listLeases();
+        const leased = leases.map((l) => Cidr.parse(l.subnet, `stored lease of ${l.nodeName}`));
+        const reservations = await store.listReservations();
+        const mine = reservations.find((r) => r.nodeName === reg.name);
+        if (mine) {
+          const holder = leases.find((l) => l.subnet === mine.subnet);
+          if (holder) {
+            throw new TrellisError("CONFLICT", `subnet ${mine.subnet} is reserved for ${reg.name} but leased by ${holder.nodeName}; release that lease (ReleaseLease) first`);
+          }
+        }
+        const othersReserved = reservations.filter((r) => r.nodeName !== reg.name).map((r) => Cidr.parse(r.subnet, "stored reservation"));
+        const subnet = mine?.subnet ?? pickFreeSubnet(pool, [...leased, ...othersReserved], attempt === 1 ? undefined : this.deps.rand).toString();
         const now = BigInt(this.deps.clock());
         const node = create(NodeRecordSchema, { name: reg.name, nodeIp: reg.nodeIp, mtu: reg.mtu, subnet, live: true, registeredAtMs: now });
         const lease = create(SubnetLeaseRecordSchema, { subnet, nodeName: reg.name, leasedAtMs: now });
@@ -66,23 +83,103 @@ export class LeaseManager {
     throw new TrellisError("CONFLICT", `could not register node ${reg.name}: lost ${this.maxRaces} etcd races in a row`);
   }
 
-  /** Withdraws a node's route (graceful shutdown); its subnet stays reserved for it. */
-  async withdraw(name: string): Promise<void> {
+  /**
+   * Takes a node's route out of the cluster at once (graceful shutdown, eviction); its subnet stays its
+   * own for the grace period, so it gets it back when it returns.
+   */
+  async withdraw(name: string, reason: ReleaseReason = "withdrawn"): Promise<void> {
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
       const existing = await this.getNode(name);
       if (!existing.value.live) return;
-      const next = create(NodeRecordSchema, { ...existing.value, live: false });
+      const next = create(NodeRecordSchema, { ...existing.value, live: false, releasedAtMs: BigInt(this.deps.clock()), releasedReason: reason });
       if (await this.deps.store.updateNode(next, existing.modRevision)) {
-        this.deps.log.info({ node: name, subnet: next.subnet }, "node withdrawn");
+        this.deps.log.info({ node: name, subnet: next.subnet, reason }, `node ${reason}`);
         return;
       }
     }
     throw new TrellisError("CONFLICT", `could not withdraw node ${name}: lost ${this.maxRaces} etcd races in a row`);
   }
 
+  /** Frees a node's subnet now, skipping the grace period (admin ReleaseLease). */
+  async release(subnetText: string): Promise<string> {
+    const subnet = Cidr.parse(subnetText, "subnet").toString();
+    for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
+      const lease = (await this.deps.store.listLeases()).find((l) => l.subnet === subnet);
+      if (!lease) throw new TrellisError("NOT_FOUND", `subnet ${subnet} is not leased`);
+      const node = await this.deps.store.findNode(lease.nodeName);
+      if (!node) throw new TrellisError("DATA_LOSS", `subnet ${subnet} is leased by ${lease.nodeName}, which has no node record`);
+      if (await this.deps.store.removeNode(node.value, node.modRevision)) {
+        this.deps.log.info({ node: lease.nodeName, subnet }, "subnet lease released");
+        return lease.nodeName;
+      }
+    }
+    throw new TrellisError("CONFLICT", `could not release ${subnet}: lost ${this.maxRaces} etcd races in a row`);
+  }
+
+  /** Pins `subnetText` to `node`: only that node will lease it. */
+  async reserve(subnetText: string, node: string): Promise<SubnetReservationRecord> {
+    checkNodeName(node, "node_name");
+    const subnet = Cidr.parse(subnetText, "subnet");
+    const { pool, store } = this.deps;
+    if (subnet.prefixLength !== pool.prefixLength || !pool.cluster.covers(subnet)) {
+      throw new TrellisError("INVALID_ARGUMENT", `subnet ${subnet.toString()} is not a /${pool.prefixLength} node subnet of cluster CIDR ${pool.cluster.toString()}`);
+    }
+    const holder = (await store.listLeases()).find((l) => Cidr.parse(l.subnet).overlaps(subnet) && l.nodeName !== node);
+    if (holder) {
+      throw new TrellisError("INVALID_ARGUMENT", `subnet ${subnet.toString()} overlaps the lease of node ${holder.nodeName}; release that lease first`);
+    }
+    const reservation = create(SubnetReservationRecordSchema, { subnet: subnet.toString(), nodeName: node, createdAtMs: BigInt(this.deps.clock()) });
+    if (!(await store.createReservation(reservation))) {
+      throw new TrellisError("ALREADY_EXISTS", `subnet ${subnet.toString()} is reserved already`);
+    }
+    this.deps.log.info({ node, subnet: subnet.toString() }, "subnet reserved");
+    return reservation;
+  }
+
   async heartbeat(name: string): Promise<void> {
-    await this.getNode(name);
+    const node = await this.getNode(name);
+    if (!node.value.live) {
+      throw new TrellisError("NOT_FOUND", `node ${name} is not live (${node.value.releasedReason || "withdrawn"}); register it again`);
+    }
     await this.deps.store.putHeartbeat(name, BigInt(this.deps.clock()));
+  }
+
+  /**
+   * One expiry round: nodes overdue by the TTL lose their route, unless so many are overdue at once that
+   * it is a disruption on our side; nodes past the grace period lose their subnet. Every write is a
+   * transaction against the record it read, so replicas sweeping at once do no harm.
+   */
+  async sweep(healthySinceMs: number): Promise<ExpiryPlan> {
+    const { store, log, policy } = this.deps;
+    const [{ nodes }, heartbeats] = await Promise.all([store.listNodes(), store.listHeartbeats()]);
+    const nowMs = this.deps.clock();
+    const plan = planExpiry({ nodes, heartbeats, nowMs, healthySinceMs }, policy);
+    for (const name of plan.expire) {
+      const found = await store.findNode(name);
+      if (!found?.value.live) continue;
+      const next = create(NodeRecordSchema, { ...found.value, live: false, releasedAtMs: BigInt(nowMs), releasedReason: "expired" });
+      if (await store.updateNode(next, found.modRevision)) log.warn({ node: name, subnet: next.subnet }, "node missed its heartbeats for the lease TTL; route withdrawn");
+    }
+    for (const name of plan.free) {
+      const found = await store.findNode(name);
+      if (!found || found.value.live) continue;
+      if (await store.removeNode(found.value, found.modRevision)) log.info({ node: name, subnet: found.value.subnet }, "grace period over; subnet freed");
+    }
+    await this.recordDisruption(plan, nowMs);
+    return plan;
+  }
+
+  private async recordDisruption(plan: ExpiryPlan, nowMs: number): Promise<void> {
+    const { store, log } = this.deps;
+    const before = await store.getDisruption();
+    const active = plan.keptInDisruption.length > 0;
+    const overdue = [...plan.keptInDisruption].sort();
+    if (!active && !before?.active) return;
+    if (active && before?.active && before.overdueNodes.join() === overdue.join()) return;
+    const since = active ? (before?.active ? before.sinceMs : BigInt(nowMs)) : 0n;
+    await store.putDisruption(create(DisruptionRecordSchema, { active, sinceMs: since, overdueNodes: overdue, liveNodes: BigInt(plan.liveCount) }));
+    if (active) log.warn({ reason: "disruption" }, `${overdue.length} of ${plan.liveCount} live nodes missed heartbeats at once: keeping their routes (disruption mode)`);
+    else log.info({ reason: "disruption" }, "disruption over: heartbeats are back");
   }
 
   private async getNode(name: string) {
@@ -108,5 +205,36 @@ function validateRegistration(reg: Registration): void {
   parseIpv4(reg.nodeIp, "node_ip");
   if (!Number.isInteger(reg.mtu) || reg.mtu < 576 || reg.mtu > 65535) {
     throw new TrellisError("INVALID_ARGUMENT", `mtu ${reg.mtu} is not between 576 and 65535`);
+  }
+}
+
+/**
+ * Runs expiry rounds and remembers since when etcd has answered without interruption: after an outage
+ * of ours (etcd, or this replica just started) every live node gets a full TTL again before anything
+ * expires, since no node could heartbeat through it.
+ */
+export class ExpiryLoop {
+  private healthySinceMs: number;
+  private healthy = true;
+
+  constructor(private readonly deps: { leases: LeaseManager; clock: () => number; log: Logger }) {
+    this.healthySinceMs = deps.clock();
+  }
+
+  async tick(): Promise<ExpiryPlan | undefined> {
+    const startedMs = this.deps.clock();
+    try {
+      const plan = await this.deps.leases.sweep(this.healthy ? this.healthySinceMs : startedMs);
+      if (!this.healthy) {
+        this.healthy = true;
+        this.healthySinceMs = startedMs;
+        this.deps.log.info("etcd answers again: every live node gets a full lease TTL");
+      }
+      return plan;
+    } catch (err) {
+      if (this.healthy) this.deps.log.warn({ err }, "lease expiry round failed; no node expires until etcd answers again");
+      this.healthy = false;
+      return undefined;
+    }
   }
 }

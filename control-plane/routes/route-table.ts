@@ -47,3 +47,16 @@ export function applyNodeChanges(table: RouteTable, changes: readonly NodeChange
   }
   return { next, events };
 }
+
+/** What a node should hold: one route per other live node. Pure. */
+export function desiredRoutesFor(node: string, nodes: readonly NodeRecord[]): Route[] {
+  return [...tableOf(nodes).values()].filter((r) => r.nodeName !== node);
+}
+
+/** desired minus reported and reported minus desired, comparing destination and next hop. Pure. */
+export function diffRoutes(desired: readonly Route[], reported: readonly Route[]): { missing: Route[]; extra: Route[] } {
+  const key = (r: Route) => `${r.subnet} ${r.nodeIp}`;
+  const have = new Set(reported.map(key));
+  const want = new Set(desired.map(key));
+  return { missing: desired.filter((r) => !have.has(key(r))), extra: reported.filter((r) => !want.has(key(r))) };
+}

@@ -1,39 +1,220 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
+import { Cidr, parseIpv4 } from "../../proto/common/cidr.js";
+import { TrellisError } from "../../proto/common/errors.js";
 import {
+  AllocationSchema,
+  DeleteReservationResponseSchema,
+  EvictNodeResponseSchema,
+  EventKind,
   GetClusterConfigResponseSchema,
+  GetNodeResponseSchema,
+  GetRoutesResponseSchema,
+  LeaseSchema,
+  ListAllocationsResponseSchema,
+  ListLeasesResponseSchema,
   ListNodesResponseSchema,
+  ListReservationsResponseSchema,
+  LookupAddressResponseSchema,
   NodeSchema,
+  ReleaseLeaseResponseSchema,
+  ReservationSchema,
+  ReserveSubnetResponseSchema,
+  RouteSchema,
+  WatchEventsResponseSchema,
   type AdminService,
+  type Allocation,
+  type Node,
+  type WatchEventsResponse,
 } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
-import type { ClusterStore } from "../store/store.js";
+import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import type { NodeRecord, Route, SubnetReservationRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { ExpiryPolicy } from "../ipam/lease-expiry.js";
+import type { LeaseManager } from "../ipam/lease-manager.js";
 import type { SubnetPool } from "../ipam/subnet-pool.js";
+import { desiredRoutesFor, diffRoutes } from "../routes/route-table.js";
+import type { ClusterEvent, ClusterStore } from "../store/store.js";
 
-export function createAdminService(deps: { store: ClusterStore; pool: SubnetPool }): ServiceImpl<typeof AdminService> {
+export interface AdminDeps {
+  readonly store: ClusterStore;
+  readonly pool: SubnetPool;
+  readonly leases: LeaseManager;
+  readonly policy: ExpiryPolicy;
+  readonly clock: () => number;
+}
+
+const ts = (ms: bigint | number) => timestampFromMs(Number(ms));
+const secondsLeft = (untilMs: number, nowMs: number) => BigInt(Math.max(0, Math.ceil((untilMs - nowMs) / 1000)));
+
+function required(value: string, field: string): string {
+  if (!value) throw new TrellisError("INVALID_ARGUMENT", `${field} is required`);
+  return value;
+}
+
+function allocationOf(node: string, r: AllocationRecord): Allocation {
+  const a = r.attachment;
+  return create(AllocationSchema, {
+    nodeName: node,
+    address: r.address,
+    containerId: a?.containerId ?? "",
+    ifName: a?.ifName ?? "",
+    podNamespace: a?.podNamespace ?? "",
+    podName: a?.podName ?? "",
+    hostVeth: r.hostVeth,
+    createdAt: ts(r.createdAtMs),
+  });
+}
+
+function reservationOf(r: SubnetReservationRecord) {
+  return create(ReservationSchema, { subnet: r.subnet, nodeName: r.nodeName, createdAt: ts(r.createdAtMs) });
+}
+
+const adminRoute = (r: Route) => create(RouteSchema, { dst: r.subnet, via: r.nodeIp, nodeName: r.nodeName });
+
+const eventKinds: Record<ClusterEvent["kind"], EventKind> = {
+  node: EventKind.NODE,
+  lease: EventKind.LEASE,
+  allocation: EventKind.ALLOCATION,
+  reservation: EventKind.RESERVATION,
+};
+
+/** The operator's view of the pod network (DESIGN.md §2, admin API). Reads etcd; writes through LeaseManager. */
+export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminService> {
+  const { store, pool, leases, policy } = deps;
+
+  async function describeNodes(only?: string): Promise<Node[]> {
+    const [{ nodes }, heartbeats, allocations, reported] = await Promise.all([
+      store.listNodes(),
+      store.listHeartbeats(),
+      store.listAllocations(only),
+      store.listReportedRoutes(),
+    ]);
+    const now = deps.clock();
+    const pods = new Map<string, number>();
+    for (const a of allocations) pods.set(a.node, (pods.get(a.node) ?? 0) + 1);
+    return nodes
+      .filter((n) => only === undefined || n.name === only)
+      .map((n: NodeRecord) => {
+        const lastSeen = heartbeats.get(n.name) ?? n.registeredAtMs;
+        return create(NodeSchema, {
+          name: n.name,
+          nodeIp: n.nodeIp,
+          subnet: n.subnet,
+          live: n.live,
+          mtu: n.mtu,
+          registeredAt: ts(n.registeredAtMs),
+          lastSeen: ts(lastSeen),
+          leaseTtlLeftSeconds: n.live ? secondsLeft(Number(lastSeen) + policy.ttlMs, now) : 0n,
+          releasedReason: n.releasedReason,
+          releasedAt: n.live ? undefined : ts(n.releasedAtMs),
+          graceLeftSeconds: n.live ? 0n : secondsLeft(Number(n.releasedAtMs) + policy.graceMs, now),
+          routeRevision: reported.get(n.name)?.revision ?? 0n,
+          pods: pods.get(n.name) ?? 0,
+        });
+      });
+  }
+
   return {
     async listNodes() {
-      const [{ nodes }, heartbeats] = await Promise.all([deps.store.listNodes(), deps.store.listHeartbeats()]);
-      return create(ListNodesResponseSchema, {
-        nodes: nodes.map((n) => {
-          const lastSeen = heartbeats.get(n.name);
-          return create(NodeSchema, {
-            name: n.name,
-            nodeIp: n.nodeIp,
-            subnet: n.subnet,
-            live: n.live,
-            mtu: n.mtu,
-            registeredAt: timestampFromMs(Number(n.registeredAtMs)),
-            lastSeen: lastSeen === undefined ? undefined : timestampFromMs(Number(lastSeen)),
-          });
-        }),
+      return create(ListNodesResponseSchema, { nodes: await describeNodes() });
+    },
+    async getNode(req) {
+      const [node] = await describeNodes(required(req.name, "name"));
+      if (!node) throw new TrellisError("NOT_FOUND", `node ${req.name} is not known`);
+      return create(GetNodeResponseSchema, { node });
+    },
+    async listLeases() {
+      const [records, { nodes }] = await Promise.all([store.listLeases(), store.listNodes()]);
+      const byName = new Map(nodes.map((n) => [n.name, n]));
+      return create(ListLeasesResponseSchema, {
+        leases: records.map((l) =>
+          create(LeaseSchema, {
+            subnet: l.subnet,
+            nodeName: l.nodeName,
+            leasedAt: ts(l.leasedAtMs),
+            live: byName.get(l.nodeName)?.live ?? false,
+            releasedReason: byName.get(l.nodeName)?.releasedReason ?? "",
+          }),
+        ),
       });
     },
-    getClusterConfig() {
-      return create(GetClusterConfigResponseSchema, {
-        clusterCidr: deps.pool.cluster.toString(),
-        subnetPrefixLength: deps.pool.prefixLength,
+    async listReservations() {
+      return create(ListReservationsResponseSchema, { reservations: (await store.listReservations()).map(reservationOf) });
+    },
+    async listAllocations(req) {
+      if (req.nodeName && !(await store.findNode(req.nodeName))) throw new TrellisError("NOT_FOUND", `node ${req.nodeName} is not known`);
+      const all = await store.listAllocations(req.nodeName || undefined);
+      return create(ListAllocationsResponseSchema, { allocations: all.map((a) => allocationOf(a.node, a.record)) });
+    },
+    async lookupAddress(req) {
+      const address = parseIpv4(required(req.address, "address"), "address");
+      if (!pool.cluster.contains(address)) {
+        throw new TrellisError("INVALID_ARGUMENT", `address ${req.address} is outside the cluster CIDR ${pool.cluster.toString()}`);
+      }
+      const { nodes } = await store.listNodes();
+      const holder = nodes.find((n) => Cidr.parse(n.subnet).contains(address));
+      const text = req.address.trim();
+      const found = holder && (await store.listAllocations(holder.name)).find((a) => a.record.address === text);
+      if (!found) throw new TrellisError("NOT_FOUND", `no pod holds ${text}${holder ? ` (it lies in ${holder.name}'s subnet ${holder.subnet})` : ""}`);
+      return create(LookupAddressResponseSchema, { allocation: allocationOf(found.node, found.record), subnet: holder.subnet });
+    },
+    async getRoutes(req) {
+      const name = required(req.nodeName, "node_name");
+      const [{ nodes }, reported] = await Promise.all([store.listNodes(), store.findReportedRoutes(name)]);
+      if (!nodes.some((n) => n.name === name)) throw new TrellisError("NOT_FOUND", `node ${name} is not known`);
+      const desired = desiredRoutesFor(name, nodes);
+      const { missing, extra } = diffRoutes(desired, reported?.routes ?? []);
+      return create(GetRoutesResponseSchema, {
+        desired: desired.map(adminRoute),
+        reported: (reported?.routes ?? []).map(adminRoute),
+        reportedRevision: reported?.revision ?? 0n,
+        reportedAt: reported ? ts(reported.reportedAtMs) : undefined,
+        missing: missing.map(adminRoute),
+        extra: extra.map(adminRoute),
       });
+    },
+    async getClusterConfig() {
+      const disruption = await store.getDisruption();
+      return create(GetClusterConfigResponseSchema, {
+        clusterCidr: pool.cluster.toString(),
+        subnetPrefixLength: pool.prefixLength,
+        leaseTtlSeconds: BigInt(policy.ttlMs / 1000),
+        gracePeriodSeconds: BigInt(policy.graceMs / 1000),
+        disruptionShare: policy.disruptionShare,
+        disruption: disruption?.active ?? false,
+        disruptionSince: disruption?.active ? ts(disruption.sinceMs) : undefined,
+        disruptionOverdueNodes: disruption?.active ? disruption.overdueNodes : [],
+      });
+    },
+    async evictNode(req) {
+      await leases.withdraw(required(req.name, "name"), "evicted");
+      return create(EvictNodeResponseSchema);
+    },
+    async releaseLease(req) {
+      return create(ReleaseLeaseResponseSchema, { nodeName: await leases.release(required(req.subnet, "subnet")) });
+    },
+    async reserveSubnet(req) {
+      const reservation = await leases.reserve(required(req.subnet, "subnet"), required(req.nodeName, "node_name"));
+      return create(ReserveSubnetResponseSchema, { reservation: reservationOf(reservation) });
+    },
+    async deleteReservation(req) {
+      await store.deleteReservation(Cidr.parse(required(req.subnet, "subnet"), "subnet").toString());
+      return create(DeleteReservationResponseSchema);
+    },
+    async *watchEvents(_req, ctx) {
+      const queue: WatchEventsResponse[] = [];
+      let wake: (() => void) | undefined;
+      await store.watchEvents((e) => {
+        queue.push(create(WatchEventsResponseSchema, { ...e, kind: eventKinds[e.kind] }));
+        wake?.();
+      }, ctx.signal);
+      ctx.signal.addEventListener("abort", () => wake?.(), { once: true });
+      while (!ctx.signal.aborted) {
+        const next = queue.shift();
+        if (next) yield next;
+        else await new Promise<void>((resolve) => (wake = resolve));
+      }
     },
   };
 }

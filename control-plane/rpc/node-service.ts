@@ -6,6 +6,8 @@ import {
   ListNodeAllocationsResponseSchema,
   RecordAllocationResponseSchema,
   ReleaseAllocationResponseSchema,
+  ReportedRoutesRecordSchema,
+  ReportRoutesResponseSchema,
   RegisterNodeResponseSchema,
   type NodeService,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
@@ -13,8 +15,10 @@ import type { AllocationMirror } from "../ipam/allocation-mirror.js";
 import type { LeaseManager } from "../ipam/lease-manager.js";
 import type { RouteFeed } from "../routes/route-feed.js";
 import type { Cidr } from "../../proto/common/cidr.js";
+import { TrellisError } from "../../proto/common/errors.js";
+import type { ClusterStore } from "../store/store.js";
 
-export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed; mirror: AllocationMirror; clusterCidr: Cidr }): ServiceImpl<typeof NodeService> {
+export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed; mirror: AllocationMirror; clusterCidr: Cidr; store: ClusterStore; clock: () => number }): ServiceImpl<typeof NodeService> {
   return {
     async registerNode(req) {
       const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500 });
@@ -38,6 +42,14 @@ export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed;
     async releaseAllocation(req) {
       await deps.mirror.release(req.nodeName, req.address);
       return create(ReleaseAllocationResponseSchema);
+    },
+    async reportRoutes(req) {
+      if (!(await deps.store.findNode(req.nodeName))) throw new TrellisError("NOT_FOUND", `node ${req.nodeName} is not registered; register it first`);
+      await deps.store.putReportedRoutes(
+        req.nodeName,
+        create(ReportedRoutesRecordSchema, { revision: req.revision, routes: req.routes, reportedAtMs: BigInt(deps.clock()) }),
+      );
+      return create(ReportRoutesResponseSchema);
     },
     async listNodeAllocations(req) {
       return create(ListNodeAllocationsResponseSchema, { allocations: await deps.mirror.list(req.nodeName) });

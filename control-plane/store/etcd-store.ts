@@ -4,13 +4,19 @@ import { TrellisError } from "../../proto/common/errors.js";
 import { Cidr } from "../../proto/common/cidr.js";
 import { AllocationRecordSchema, type AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import {
+  DisruptionRecordSchema,
   HeartbeatRecordSchema,
+  ReportedRoutesRecordSchema,
+  type ReportedRoutesRecord,
   NodeRecordSchema,
   SubnetLeaseRecordSchema,
+  SubnetReservationRecordSchema,
+  type DisruptionRecord,
   type NodeRecord,
   type SubnetLeaseRecord,
+  type SubnetReservationRecord,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import type { ClusterStore, NodeChange, NodeSnapshot, NodeWatchBatch, Versioned } from "./store.js";
+import type { ClusterEvent, ClusterStore, NodeChange, NodeSnapshot, NodeWatchBatch, Versioned } from "./store.js";
 import { createKeys, type Keys } from "./keys.js";
 
 export interface EtcdStoreOptions {
@@ -77,6 +83,96 @@ export class EtcdClusterStore implements ClusterStore {
         .commit(),
     );
     return res.succeeded;
+  }
+
+  async removeNode(node: NodeRecord, modRevision: bigint): Promise<boolean> {
+    const nodeKey = this.keys.node(node.name);
+    const leaseKey = this.keys.subnet(Cidr.parse(node.subnet));
+    const res = await this.call(`remove node ${node.name}`, () =>
+      this.etcd
+        .if(nodeKey, "Mod", "==", String(modRevision))
+        .then(this.etcd.delete().key(nodeKey), this.etcd.delete().key(leaseKey), this.etcd.delete().key(this.keys.heartbeat(node.name)))
+        .commit(),
+    );
+    return res.succeeded;
+  }
+
+  async listReservations(): Promise<SubnetReservationRecord[]> {
+    const res = await this.call("list reservations", () => this.etcd.getAll().prefix(this.keys.reservationsPrefix).exec());
+    return res.kvs.map((kv) => decode(SubnetReservationRecordSchema, kv));
+  }
+
+  async createReservation(reservation: SubnetReservationRecord): Promise<boolean> {
+    const key = this.keys.reservation(Cidr.parse(reservation.subnet));
+    const res = await this.call(`reserve ${reservation.subnet}`, () =>
+      this.etcd.if(key, "Version", "==", 0).then(this.etcd.put(key).value(toJsonString(SubnetReservationRecordSchema, reservation))).commit(),
+    );
+    return res.succeeded;
+  }
+
+  async deleteReservation(subnet: string): Promise<void> {
+    await this.call(`delete reservation ${subnet}`, () => this.etcd.delete().key(this.keys.reservation(Cidr.parse(subnet))).exec());
+  }
+
+  async putReportedRoutes(node: string, record: ReportedRoutesRecord): Promise<void> {
+    const value = toJsonString(ReportedRoutesRecordSchema, record);
+    await this.call(`record routes reported by ${node}`, () => this.etcd.put(this.keys.reportedRoutes(node)).value(value).exec());
+  }
+
+  async findReportedRoutes(node: string): Promise<ReportedRoutesRecord | undefined> {
+    const res = await this.call(`read routes reported by ${node}`, () => this.etcd.get(this.keys.reportedRoutes(node)).exec());
+    const kv = res.kvs[0];
+    return kv && decode(ReportedRoutesRecordSchema, kv);
+  }
+
+  async listReportedRoutes(): Promise<Map<string, ReportedRoutesRecord>> {
+    const prefix = this.keys.reportedRoutesPrefix;
+    const res = await this.call("list reported routes", () => this.etcd.getAll().prefix(prefix).exec());
+    return new Map(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), decode(ReportedRoutesRecordSchema, kv)]));
+  }
+
+  async watchEvents(onEvent: (event: ClusterEvent) => void, signal: AbortSignal): Promise<void> {
+    const k = this.keys;
+    const watcher: Watcher = await this.call("watch cluster events", () => this.etcd.watch().prefix(k.root).withPreviousKV().create());
+    watcher.on("data", (res) => {
+      const revision = BigInt(res.header.revision);
+      for (const e of res.events) {
+        const key = e.kv.key.toString();
+        const type = e.type === "Put" ? "put" : "delete";
+        const kv = type === "put" ? e.kv : e.prev_kv;
+        const base = { type, revision, nodeName: "", subnet: "", address: "", live: false } as const;
+        try {
+          if (key.startsWith(k.nodesPrefix)) {
+            const node = kv && decode(NodeRecordSchema, kv);
+            onEvent({ ...base, kind: "node", nodeName: key.slice(k.nodesPrefix.length), subnet: node?.subnet ?? "", live: type === "put" && (node?.live ?? false) });
+          } else if (key.startsWith(k.subnetsPrefix)) {
+            const lease = kv && decode(SubnetLeaseRecordSchema, kv);
+            onEvent({ ...base, kind: "lease", nodeName: lease?.nodeName ?? "", subnet: lease?.subnet ?? "" });
+          } else if (key.startsWith(k.allocationsPrefix)) {
+            const [nodeName = "", address = ""] = key.slice(k.allocationsPrefix.length).split("/");
+            onEvent({ ...base, kind: "allocation", nodeName, address });
+          } else if (key.startsWith(k.reservationsPrefix)) {
+            const r = kv && decode(SubnetReservationRecordSchema, kv);
+            onEvent({ ...base, kind: "reservation", nodeName: r?.nodeName ?? "", subnet: r?.subnet ?? "" });
+          }
+        } catch {
+          // an undecodable value is reported by the readers that need it; events carry what they can
+        }
+      }
+    });
+    const stop = () => void watcher.cancel().catch(() => undefined);
+    if (signal.aborted) stop();
+    else signal.addEventListener("abort", stop, { once: true });
+  }
+
+  async getDisruption(): Promise<DisruptionRecord | undefined> {
+    const res = await this.call("read disruption status", () => this.etcd.get(this.keys.disruption).exec());
+    const kv = res.kvs[0];
+    return kv && decode(DisruptionRecordSchema, kv);
+  }
+
+  async putDisruption(record: DisruptionRecord): Promise<void> {
+    await this.call("write disruption status", () => this.etcd.put(this.keys.disruption).value(toJsonString(DisruptionRecordSchema, record)).exec());
   }
 
   async putHeartbeat(name: string, lastSeenMs: bigint): Promise<void> {

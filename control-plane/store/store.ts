@@ -1,5 +1,11 @@
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
-import type { NodeRecord, SubnetLeaseRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type {
+  DisruptionRecord,
+  ReportedRoutesRecord,
+  NodeRecord,
+  SubnetLeaseRecord,
+  SubnetReservationRecord,
+} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 
 /** A value read from the store together with the etcd revision that last modified it. */
 export interface Versioned<T> {
@@ -20,6 +26,17 @@ export interface NodeWatchBatch {
   readonly changes: readonly NodeChange[];
 }
 
+/** A change an operator may want to watch (admin WatchEvents). */
+export interface ClusterEvent {
+  readonly kind: "node" | "lease" | "allocation" | "reservation";
+  readonly type: "put" | "delete";
+  readonly nodeName: string;
+  readonly subnet: string;
+  readonly address: string;
+  readonly live: boolean;
+  readonly revision: bigint;
+}
+
 export interface NodeSnapshot {
   readonly revision: bigint;
   readonly nodes: readonly NodeRecord[];
@@ -37,7 +54,24 @@ export interface ClusterStore {
   claimSubnet(lease: SubnetLeaseRecord, node: NodeRecord, nodeModRevision: bigint): Promise<boolean>;
   /** Writes `node` if its record is unchanged since `modRevision`. False when a race was lost. */
   updateNode(node: NodeRecord, modRevision: bigint): Promise<boolean>;
+  /**
+   * Deletes a node's record and frees its subnet lease in one transaction, if the record is unchanged
+   * since `modRevision`. False when a race was lost.
+   */
+  removeNode(node: NodeRecord, modRevision: bigint): Promise<boolean>;
   putHeartbeat(name: string, lastSeenMs: bigint): Promise<void>;
+  listReservations(): Promise<SubnetReservationRecord[]>;
+  /** Creates a reservation; false when the subnet is reserved already. */
+  createReservation(reservation: SubnetReservationRecord): Promise<boolean>;
+  /** Succeeds when there was none. */
+  deleteReservation(subnet: string): Promise<void>;
+  putReportedRoutes(node: string, record: ReportedRoutesRecord): Promise<void>;
+  findReportedRoutes(node: string): Promise<ReportedRoutesRecord | undefined>;
+  listReportedRoutes(): Promise<Map<string, ReportedRoutesRecord>>;
+  /** Calls `onEvent` for every node, lease, allocation and reservation change from now on, until `signal` aborts. */
+  watchEvents(onEvent: (event: ClusterEvent) => void, signal: AbortSignal): Promise<void>;
+  getDisruption(): Promise<DisruptionRecord | undefined>;
+  putDisruption(record: DisruptionRecord): Promise<void>;
   /** Last heartbeat of every node that sent one, by node name. */
   listHeartbeats(): Promise<Map<string, bigint>>;
   /** Calls `onBatch` with every change to node records after `fromRevision`, in order, until `signal` aborts. */

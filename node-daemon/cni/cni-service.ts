@@ -182,6 +182,23 @@ export class CniService {
     fn(mirror).catch((err: unknown) => this.deps.log.debug({ err }, `could not mirror ${what}; the next sync will`));
   }
 
+  /**
+   * The node got another subnet (its lease expired and was handed on while it was cut off): new pods get
+   * addresses of `lease.subnet` from now on; the bridge keeps the old gateway too, for the pods still on it.
+   */
+  async moveTo(lease: NodeLease): Promise<void> {
+    const bridge = planBridge(lease.bridgeName, lease.subnet, lease.mtu);
+    await this.deps.net.ensureBridge(bridge);
+    this.lease = { subnet: lease.subnet, bridge };
+    this.lastAddress = undefined;
+  }
+
+  /** Allocations outside the current subnet: pods to recreate after a subnet change. */
+  get strandedAllocations(): AllocationRecord[] {
+    const subnet = this.lease?.subnet;
+    return subnet ? [...this.records.values()].filter((r) => !subnet.contains(parseIpv4(r.address))) : [];
+  }
+
   async add(attachment: Attachment): Promise<AddAttachmentResponse> {
     const lease = this.requireLease();
     await this.validate(attachment, true);

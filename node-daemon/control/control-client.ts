@@ -18,6 +18,7 @@ export interface ControlPlaneApi {
   recordAllocation(req: { nodeName: string; allocation: AllocationRecord }, options?: CallOptions): Promise<unknown>;
   releaseAllocation(req: { nodeName: string; address: string }, options?: CallOptions): Promise<unknown>;
   listNodeAllocations(req: { nodeName: string }, options?: CallOptions): Promise<{ allocations: AllocationRecord[] }>;
+  reportRoutes(req: { nodeName: string; revision: bigint; routes: Route[] }, options?: CallOptions): Promise<unknown>;
 }
 
 type CallOptions = { signal?: AbortSignal; timeoutMs?: number };
@@ -87,8 +88,11 @@ export class ControlClient implements AllocationMirror {
     }
   }
 
-  /** Heartbeats every `intervalMs`; re-registers when the control plane no longer knows the node. */
-  async heartbeatLoop(intervalMs: number, signal: AbortSignal): Promise<void> {
+  /**
+   * Heartbeats every `intervalMs`; when the control plane no longer holds the node live (evicted, expired
+   * while partitioned) it registers again and hands the answer to `onRegistered` (the subnet may differ).
+   */
+  async heartbeatLoop(intervalMs: number, signal: AbortSignal, onRegistered: (res: RegisterNodeResponse) => Promise<void> = async () => undefined): Promise<void> {
     while (!signal.aborted) {
       await this.deps.sleep(intervalMs, signal);
       if (signal.aborted) return;
@@ -96,7 +100,10 @@ export class ControlClient implements AllocationMirror {
         await this.api.heartbeat({ nodeName: this.deps.nodeName }, { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
       } catch (err) {
         if (signal.aborted) return;
-        if (err instanceof TrellisError && err.reason === "NOT_FOUND") await this.register(signal);
+        if (err instanceof TrellisError && err.reason === "NOT_FOUND") {
+          this.deps.log.warn({ err }, "the control plane no longer holds this node live; registering again");
+          await onRegistered(await this.register(signal));
+        }
         else {
           this.deps.log.warn({ err }, "heartbeat failed");
           this.failover();
@@ -150,6 +157,11 @@ export class ControlClient implements AllocationMirror {
 
   async list(): Promise<AllocationRecord[]> {
     return (await this.withFailover(() => this.api.listNodeAllocations({ nodeName: this.deps.nodeName }, this.timeout))).allocations;
+  }
+
+  /** Tells the control plane which routes this node holds now (admin GetRoutes: desired versus reported). */
+  async reportRoutes(revision: bigint, routes: Route[]): Promise<void> {
+    await this.withFailover(() => this.api.reportRoutes({ nodeName: this.deps.nodeName, revision, routes }, this.timeout));
   }
 
   /** One call, retried once on the next replica when this one is unreachable. */

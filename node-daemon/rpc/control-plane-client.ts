@@ -24,6 +24,7 @@ export function createControlPlaneApi(address: string): ControlPlaneApi {
     recordAllocation: unary((req, options) => client.recordAllocation(req, options)),
     releaseAllocation: unary((req, options) => client.releaseAllocation(req, options)),
     listNodeAllocations: unary((req, options) => client.listNodeAllocations(req, options)),
+    reportRoutes: unary((req, options) => client.reportRoutes(req, options)),
     async *watchRoutes(req, options) {
       try {
         yield* client.watchRoutes(req, options);

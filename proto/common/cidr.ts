@@ -26,10 +26,11 @@ export class Cidr {
   static parse(text: string, what = "CIDR"): Cidr {
     const slash = text.indexOf("/");
     const prefixText = slash < 0 ? "" : text.slice(slash + 1);
-    if (slash < 0 || !/^\d{1,2}$/.test(prefixText) || Number(prefixText) > 32) {
+    const host = slash < 0 ? "" : text.slice(0, slash);
+    if (slash < 0 || !/^\d{1,2}$/.test(prefixText) || Number(prefixText) > 32 || !Address4.isValid(host)) {
       throw new TrellisError("INVALID_ARGUMENT", `${what} ${JSON.stringify(text)} is not an IPv4 CIDR like 10.244.0.0/16`);
     }
-    const network = parseIpv4(text.slice(0, slash), what);
+    const network = parseIpv4(host, what);
     const cidr = Cidr.of(network, Number(prefixText));
     if (cidr.network !== network) {
       throw new TrellisError(

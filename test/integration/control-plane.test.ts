@@ -102,7 +102,7 @@ describe("control plane against a real etcd", () => {
     try {
       await nodeClient(a.address).registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
       const seen: WatchRoutesResponse[] = [];
-      const watching = (async () => {
+      void (async () => {
         for await (const msg of nodeClient(a.address).watchRoutes({ nodeName: "n1", fromRevision: 0n }, { signal: stop.signal })) seen.push(msg);
       })().catch(() => undefined);
       await waitFor("snapshot", async () => seen.length > 0);

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { pino, type Logger } from "pino";
 import { Cidr } from "../../proto/common/cidr.js";
+import type { ExpiryPolicy } from "../../control-plane/ipam/lease-expiry.js";
 import { AllocationMirror } from "../../control-plane/ipam/allocation-mirror.js";
 import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
 import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
@@ -29,8 +30,11 @@ export function namespace(): string {
 export interface InProcessControlPlane {
   readonly address: string;
   readonly store: EtcdClusterStore;
+  readonly leases: LeaseManager;
   stop(): Promise<void>;
 }
+
+const defaultPolicy: ExpiryPolicy = { ttlMs: 40_000, graceMs: 600_000, disruptionShare: 0.33 };
 
 /** One control-plane replica composed like main.ts, on 127.0.0.1 with a free (or given) port. */
 export async function startInProcessControlPlane(options: {
@@ -40,22 +44,26 @@ export async function startInProcessControlPlane(options: {
   subnetSize?: number;
   port?: number;
   log?: Logger;
+  policy?: ExpiryPolicy;
+  clock?: () => number;
 }): Promise<InProcessControlPlane> {
   const log = options.log ?? pino({ level: "silent" });
   const store = new EtcdClusterStore({ endpoints: [options.etcd], root: options.root });
   const clusterCidr = Cidr.parse(options.clusterCidr ?? "10.244.0.0/16");
   const pool = createSubnetPool(clusterCidr, options.subnetSize ?? 24);
   const stop = new AbortController();
-  const leases = new LeaseManager({ store, pool, log, clock: Date.now, rand: Math.random });
+  const clock = options.clock ?? Date.now;
+  const leases = new LeaseManager({ store, pool, log, clock, rand: Math.random, policy: options.policy ?? defaultPolicy });
   const feed = new RouteFeed({ store, log });
   const mirror = new AllocationMirror({ store, log });
   await feed.start(stop.signal);
   const server: ControlPlaneServer = await startControlPlaneServer({
-    leases, feed, mirror, store, pool, log, clusterCidr, host: "127.0.0.1", port: options.port ?? 0, ready: () => true,
+    leases, feed, mirror, store, pool, log, clusterCidr, clock, policy: options.policy ?? defaultPolicy, host: "127.0.0.1", port: options.port ?? 0, ready: () => true,
   });
   return {
     address: `127.0.0.1:${server.port}`,
     store,
+    leases,
     async stop() {
       stop.abort();
       await server.close();

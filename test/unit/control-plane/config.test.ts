@@ -19,7 +19,24 @@ describe("parseControlPlaneArgs", () => {
       clusterCidr: "10.244.0.0/16",
       subnetPrefixLength: 24,
       logLevel: "info",
+      policy: { ttlMs: 40_000, graceMs: 600_000, disruptionShare: 0.33 },
     });
+  });
+
+  it("takes the lease lifecycle flags", () => {
+    const c = config(["--lease-ttl", "12", "--grace-period", "0", "--disruption-share", "0.5"]);
+    expect(c.policy).toEqual({ ttlMs: 12_000, graceMs: 0, disruptionShare: 0.5 });
+  });
+
+  it.each([
+    ["--lease-ttl", "0"],
+    ["--lease-ttl", "1.5"],
+    ["--grace-period", "-1"],
+    ["--disruption-share", "1"],
+    ["--disruption-share", "0"],
+    ["--disruption-share", "a third"],
+  ])("rejects %s %s naming the flag", (flag, value) => {
+    expect(() => parseControlPlaneArgs([flag, value])).toThrow(flag);
   });
 
   it.each([["--help"], ["-h"], ["--listen", "bogus", "--help"]])("%s returns help", (...argv) => {

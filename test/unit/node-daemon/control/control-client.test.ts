@@ -12,6 +12,7 @@ import {
   RouteSchema,
   WatchRoutesResponseSchema,
   type RegisterNodeResponse,
+  type Route,
   type RouteEvent,
   type WatchRoutesResponse,
 } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
@@ -192,6 +193,12 @@ class FakeReplica implements ControlPlaneApi {
   async listNodeAllocations(req: { nodeName: string }, options?: { timeoutMs?: number }): Promise<{ allocations: AllocationRecord[] }> {
     this.enter({ method: "listNodeAllocations", nodeName: req.nodeName, timeoutMs: options?.timeoutMs });
     return { allocations: [...this.store.of(req.nodeName).values()].map((r) => clone(AllocationRecordSchema, r)) };
+  }
+
+  readonly reported: Array<{ nodeName: string; revision: bigint; routes: string[] }> = [];
+
+  async reportRoutes(req: { nodeName: string; revision: bigint; routes: Route[] }): Promise<void> {
+    this.reported.push({ nodeName: req.nodeName, revision: req.revision, routes: req.routes.map((r) => `${r.subnet} via ${r.nodeIp}`) });
   }
 }
 

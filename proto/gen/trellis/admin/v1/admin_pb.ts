@@ -4,8 +4,8 @@
 // @generated from file trellis/admin/v1/admin.proto (package trellis.admin.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trellis/admin/v1/admin.proto.
  */
 export const file_trellis_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chx0cmVsbGlzL2FkbWluL3YxL2FkbWluLnByb3RvEhB0cmVsbGlzLmFkbWluLnYxIrIBCgROb2RlEgwKBG5hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRIOCgZzdWJuZXQYAyABKAkSDAoEbGl2ZRgEIAEoCBIxCg1yZWdpc3RlcmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3NlZW4YBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgsKA210dRgHIAEoDSISChBMaXN0Tm9kZXNSZXF1ZXN0IjoKEUxpc3ROb2Rlc1Jlc3BvbnNlEiUKBW5vZGVzGAEgAygLMhYudHJlbGxpcy5hZG1pbi52MS5Ob2RlIhkKF0dldENsdXN0ZXJDb25maWdSZXF1ZXN0Ik4KGEdldENsdXN0ZXJDb25maWdSZXNwb25zZRIUCgxjbHVzdGVyX2NpZHIYASABKAkSHAoUc3VibmV0X3ByZWZpeF9sZW5ndGgYAiABKA0yzwEKDEFkbWluU2VydmljZRJUCglMaXN0Tm9kZXMSIi50cmVsbGlzLmFkbWluLnYxLkxpc3ROb2Rlc1JlcXVlc3QaIy50cmVsbGlzLmFkbWluLnYxLkxpc3ROb2Rlc1Jlc3BvbnNlEmkKEEdldENsdXN0ZXJDb25maWcSKS50cmVsbGlzLmFkbWluLnYxLkdldENsdXN0ZXJDb25maWdSZXF1ZXN0GioudHJlbGxpcy5hZG1pbi52MS5HZXRDbHVzdGVyQ29uZmlnUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Chx0cmVsbGlzL2FkbWluL3YxL2FkbWluLnByb3RvEhB0cmVsbGlzLmFkbWluLnYxIt4CCgROb2RlEgwKBG5hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRIOCgZzdWJuZXQYAyABKAkSDAoEbGl2ZRgEIAEoCBIxCg1yZWdpc3RlcmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3NlZW4YBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgsKA210dRgHIAEoDRIeChZsZWFzZV90dGxfbGVmdF9zZWNvbmRzGAggASgDEhcKD3JlbGVhc2VkX3JlYXNvbhgJIAEoCRIvCgtyZWxlYXNlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSZ3JhY2VfbGVmdF9zZWNvbmRzGAsgASgDEhYKDnJvdXRlX3JldmlzaW9uGAwgASgDEgwKBHBvZHMYDSABKA0igAEKBUxlYXNlEg4KBnN1Ym5ldBgBIAEoCRIRCglub2RlX25hbWUYAiABKAkSLQoJbGVhc2VkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRsaXZlGAQgASgIEhcKD3JlbGVhc2VkX3JlYXNvbhgFIAEoCSJgCgtSZXNlcnZhdGlvbhIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsMBCgpBbGxvY2F0aW9uEhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEhQKDGNvbnRhaW5lcl9pZBgDIAEoCRIPCgdpZl9uYW1lGAQgASgJEhUKDXBvZF9uYW1lc3BhY2UYBSABKAkSEAoIcG9kX25hbWUYBiABKAkSEQoJaG9zdF92ZXRoGAcgASgJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjQKBVJvdXRlEgsKA2RzdBgBIAEoCRILCgN2aWEYAiABKAkSEQoJbm9kZV9uYW1lGAMgASgJIhIKEExpc3ROb2Rlc1JlcXVlc3QiOgoRTGlzdE5vZGVzUmVzcG9uc2USJQoFbm9kZXMYASADKAsyFi50cmVsbGlzLmFkbWluLnYxLk5vZGUiHgoOR2V0Tm9kZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI3Cg9HZXROb2RlUmVzcG9uc2USJAoEbm9kZRgBIAEoCzIWLnRyZWxsaXMuYWRtaW4udjEuTm9kZSITChFMaXN0TGVhc2VzUmVxdWVzdCI9ChJMaXN0TGVhc2VzUmVzcG9uc2USJwoGbGVhc2VzGAEgAygLMhcudHJlbGxpcy5hZG1pbi52MS5MZWFzZSIZChdMaXN0UmVzZXJ2YXRpb25zUmVxdWVzdCJPChhMaXN0UmVzZXJ2YXRpb25zUmVzcG9uc2USMwoMcmVzZXJ2YXRpb25zGAEgAygLMh0udHJlbGxpcy5hZG1pbi52MS5SZXNlcnZhdGlvbiIrChZMaXN0QWxsb2NhdGlvbnNSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSJMChdMaXN0QWxsb2NhdGlvbnNSZXNwb25zZRIxCgthbGxvY2F0aW9ucxgBIAMoCzIcLnRyZWxsaXMuYWRtaW4udjEuQWxsb2NhdGlvbiInChRMb29rdXBBZGRyZXNzUmVxdWVzdBIPCgdhZGRyZXNzGAEgASgJIlkKFUxvb2t1cEFkZHJlc3NSZXNwb25zZRIwCgphbGxvY2F0aW9uGAEgASgLMhwudHJlbGxpcy5hZG1pbi52MS5BbGxvY2F0aW9uEg4KBnN1Ym5ldBgCIAEoCSIlChBHZXRSb3V0ZXNSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSKGAgoRR2V0Um91dGVzUmVzcG9uc2USKAoHZGVzaXJlZBgBIAMoCzIXLnRyZWxsaXMuYWRtaW4udjEuUm91dGUSKQoIcmVwb3J0ZWQYAiADKAsyFy50cmVsbGlzLmFkbWluLnYxLlJvdXRlEhkKEXJlcG9ydGVkX3JldmlzaW9uGAMgASgDEi8KC3JlcG9ydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIoCgdtaXNzaW5nGAUgAygLMhcudHJlbGxpcy5hZG1pbi52MS5Sb3V0ZRImCgVleHRyYRgGIAMoCzIXLnRyZWxsaXMuYWRtaW4udjEuUm91dGUiGQoXR2V0Q2x1c3RlckNvbmZpZ1JlcXVlc3QijQIKGEdldENsdXN0ZXJDb25maWdSZXNwb25zZRIUCgxjbHVzdGVyX2NpZHIYASABKAkSHAoUc3VibmV0X3ByZWZpeF9sZW5ndGgYAiABKA0SGQoRbGVhc2VfdHRsX3NlY29uZHMYAyABKAMSHAoUZ3JhY2VfcGVyaW9kX3NlY29uZHMYBCABKAMSGAoQZGlzcnVwdGlvbl9zaGFyZRgFIAEoARISCgpkaXNydXB0aW9uGAYgASgIEjQKEGRpc3J1cHRpb25fc2luY2UYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiAKGGRpc3J1cHRpb25fb3ZlcmR1ZV9ub2RlcxgIIAMoCSIgChBFdmljdE5vZGVSZXF1ZXN0EgwKBG5hbWUYASABKAkiEwoRRXZpY3ROb2RlUmVzcG9uc2UiJQoTUmVsZWFzZUxlYXNlUmVxdWVzdBIOCgZzdWJuZXQYASABKAkiKQoUUmVsZWFzZUxlYXNlUmVzcG9uc2USEQoJbm9kZV9uYW1lGAEgASgJIjkKFFJlc2VydmVTdWJuZXRSZXF1ZXN0Eg4KBnN1Ym5ldBgBIAEoCRIRCglub2RlX25hbWUYAiABKAkiSwoVUmVzZXJ2ZVN1Ym5ldFJlc3BvbnNlEjIKC3Jlc2VydmF0aW9uGAEgASgLMh0udHJlbGxpcy5hZG1pbi52MS5SZXNlcnZhdGlvbiIqChhEZWxldGVSZXNlcnZhdGlvblJlcXVlc3QSDgoGc3VibmV0GAEgASgJIhsKGURlbGV0ZVJlc2VydmF0aW9uUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IqIBChNXYXRjaEV2ZW50c1Jlc3BvbnNlEikKBGtpbmQYASABKA4yGy50cmVsbGlzLmFkbWluLnYxLkV2ZW50S2luZBIMCgR0eXBlGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCRIOCgZzdWJuZXQYBCABKAkSDwoHYWRkcmVzcxgFIAEoCRIMCgRsaXZlGAYgASgIEhAKCHJldmlzaW9uGAcgASgDKokBCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhMKD0VWRU5UX0tJTkRfTk9ERRABEhQKEEVWRU5UX0tJTkRfTEVBU0UQAhIZChVFVkVOVF9LSU5EX0FMTE9DQVRJT04QAxIaChZFVkVOVF9LSU5EX1JFU0VSVkFUSU9OEAQy5gkKDEFkbWluU2VydmljZRJUCglMaXN0Tm9kZXMSIi50cmVsbGlzLmFkbWluLnYxLkxpc3ROb2Rlc1JlcXVlc3QaIy50cmVsbGlzLmFkbWluLnYxLkxpc3ROb2Rlc1Jlc3BvbnNlEk4KB0dldE5vZGUSIC50cmVsbGlzLmFkbWluLnYxLkdldE5vZGVSZXF1ZXN0GiEudHJlbGxpcy5hZG1pbi52MS5HZXROb2RlUmVzcG9uc2USVwoKTGlzdExlYXNlcxIjLnRyZWxsaXMuYWRtaW4udjEuTGlzdExlYXNlc1JlcXVlc3QaJC50cmVsbGlzLmFkbWluLnYxLkxpc3RMZWFzZXNSZXNwb25zZRJpChBMaXN0UmVzZXJ2YXRpb25zEikudHJlbGxpcy5hZG1pbi52MS5MaXN0UmVzZXJ2YXRpb25zUmVxdWVzdBoqLnRyZWxsaXMuYWRtaW4udjEuTGlzdFJlc2VydmF0aW9uc1Jlc3BvbnNlEmYKD0xpc3RBbGxvY2F0aW9ucxIoLnRyZWxsaXMuYWRtaW4udjEuTGlzdEFsbG9jYXRpb25zUmVxdWVzdBopLnRyZWxsaXMuYWRtaW4udjEuTGlzdEFsbG9jYXRpb25zUmVzcG9uc2USYAoNTG9va3VwQWRkcmVzcxImLnRyZWxsaXMuYWRtaW4udjEuTG9va3VwQWRkcmVzc1JlcXVlc3QaJy50cmVsbGlzLmFkbWluLnYxLkxvb2t1cEFkZHJlc3NSZXNwb25zZRJUCglHZXRSb3V0ZXMSIi50cmVsbGlzLmFkbWluLnYxLkdldFJvdXRlc1JlcXVlc3QaIy50cmVsbGlzLmFkbWluLnYxLkdldFJvdXRlc1Jlc3BvbnNlEmkKEEdldENsdXN0ZXJDb25maWcSKS50cmVsbGlzLmFkbWluLnYxLkdldENsdXN0ZXJDb25maWdSZXF1ZXN0GioudHJlbGxpcy5hZG1pbi52MS5HZXRDbHVzdGVyQ29uZmlnUmVzcG9uc2USVAoJRXZpY3ROb2RlEiIudHJlbGxpcy5hZG1pbi52MS5FdmljdE5vZGVSZXF1ZXN0GiMudHJlbGxpcy5hZG1pbi52MS5FdmljdE5vZGVSZXNwb25zZRJdCgxSZWxlYXNlTGVhc2USJS50cmVsbGlzLmFkbWluLnYxLlJlbGVhc2VMZWFzZVJlcXVlc3QaJi50cmVsbGlzLmFkbWluLnYxLlJlbGVhc2VMZWFzZVJlc3BvbnNlEmAKDVJlc2VydmVTdWJuZXQSJi50cmVsbGlzLmFkbWluLnYxLlJlc2VydmVTdWJuZXRSZXF1ZXN0GicudHJlbGxpcy5hZG1pbi52MS5SZXNlcnZlU3VibmV0UmVzcG9uc2USbAoRRGVsZXRlUmVzZXJ2YXRpb24SKi50cmVsbGlzLmFkbWluLnYxLkRlbGV0ZVJlc2VydmF0aW9uUmVxdWVzdBorLnRyZWxsaXMuYWRtaW4udjEuRGVsZXRlUmVzZXJ2YXRpb25SZXNwb25zZRJcCgtXYXRjaEV2ZW50cxIkLnRyZWxsaXMuYWRtaW4udjEuV2F0Y2hFdmVudHNSZXF1ZXN0GiUudHJlbGxpcy5hZG1pbi52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message trellis.admin.v1.Node
@@ -38,7 +38,8 @@ export type Node = Message<"trellis.admin.v1.Node"> & {
   subnet: string;
 
   /**
-   * False when the node withdrew (graceful shutdown); its subnet stays reserved for it.
+   * False when the node withdrew (graceful shutdown), was evicted or expired; its subnet stays its own
+   * until the grace period ends.
    *
    * @generated from field: bool live = 4;
    */
@@ -58,6 +59,46 @@ export type Node = Message<"trellis.admin.v1.Node"> & {
    * @generated from field: uint32 mtu = 7;
    */
   mtu: number;
+
+  /**
+   * Seconds until the node loses its route if it does not heartbeat (live nodes).
+   *
+   * @generated from field: int64 lease_ttl_left_seconds = 8;
+   */
+  leaseTtlLeftSeconds: bigint;
+
+  /**
+   * Why the node is not live: "withdrawn", "evicted" or "expired"; and since when.
+   *
+   * @generated from field: string released_reason = 9;
+   */
+  releasedReason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp released_at = 10;
+   */
+  releasedAt?: Timestamp | undefined;
+
+  /**
+   * Seconds until its subnet is freed (nodes that are not live).
+   *
+   * @generated from field: int64 grace_left_seconds = 11;
+   */
+  graceLeftSeconds: bigint;
+
+  /**
+   * Route-stream revision the node last reported as applied.
+   *
+   * @generated from field: int64 route_revision = 12;
+   */
+  routeRevision: bigint;
+
+  /**
+   * Pod addresses the node holds (its mirrored allocations).
+   *
+   * @generated from field: uint32 pods = 13;
+   */
+  pods: number;
 };
 
 /**
@@ -66,6 +107,155 @@ export type Node = Message<"trellis.admin.v1.Node"> & {
  */
 export const NodeSchema: GenMessage<Node> = /*@__PURE__*/
   messageDesc(file_trellis_admin_v1_admin, 0);
+
+/**
+ * @generated from message trellis.admin.v1.Lease
+ */
+export type Lease = Message<"trellis.admin.v1.Lease"> & {
+  /**
+   * @generated from field: string subnet = 1;
+   */
+  subnet: string;
+
+  /**
+   * @generated from field: string node_name = 2;
+   */
+  nodeName: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp leased_at = 3;
+   */
+  leasedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: bool live = 4;
+   */
+  live: boolean;
+
+  /**
+   * @generated from field: string released_reason = 5;
+   */
+  releasedReason: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.Lease.
+ * Use `create(LeaseSchema)` to create a new message.
+ */
+export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 1);
+
+/**
+ * @generated from message trellis.admin.v1.Reservation
+ */
+export type Reservation = Message<"trellis.admin.v1.Reservation"> & {
+  /**
+   * @generated from field: string subnet = 1;
+   */
+  subnet: string;
+
+  /**
+   * @generated from field: string node_name = 2;
+   */
+  nodeName: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 3;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trellis.admin.v1.Reservation.
+ * Use `create(ReservationSchema)` to create a new message.
+ */
+export const ReservationSchema: GenMessage<Reservation> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 2);
+
+/**
+ * @generated from message trellis.admin.v1.Allocation
+ */
+export type Allocation = Message<"trellis.admin.v1.Allocation"> & {
+  /**
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * Pod address without prefix.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * @generated from field: string container_id = 3;
+   */
+  containerId: string;
+
+  /**
+   * @generated from field: string if_name = 4;
+   */
+  ifName: string;
+
+  /**
+   * @generated from field: string pod_namespace = 5;
+   */
+  podNamespace: string;
+
+  /**
+   * @generated from field: string pod_name = 6;
+   */
+  podName: string;
+
+  /**
+   * @generated from field: string host_veth = 7;
+   */
+  hostVeth: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 8;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message trellis.admin.v1.Allocation.
+ * Use `create(AllocationSchema)` to create a new message.
+ */
+export const AllocationSchema: GenMessage<Allocation> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 3);
+
+/**
+ * @generated from message trellis.admin.v1.Route
+ */
+export type Route = Message<"trellis.admin.v1.Route"> & {
+  /**
+   * Destination subnet.
+   *
+   * @generated from field: string dst = 1;
+   */
+  dst: string;
+
+  /**
+   * Next hop: the node IP that holds dst.
+   *
+   * @generated from field: string via = 2;
+   */
+  via: string;
+
+  /**
+   * @generated from field: string node_name = 3;
+   */
+  nodeName: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.Route.
+ * Use `create(RouteSchema)` to create a new message.
+ */
+export const RouteSchema: GenMessage<Route> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 4);
 
 /**
  * @generated from message trellis.admin.v1.ListNodesRequest
@@ -78,7 +268,7 @@ export type ListNodesRequest = Message<"trellis.admin.v1.ListNodesRequest"> & {
  * Use `create(ListNodesRequestSchema)` to create a new message.
  */
 export const ListNodesRequestSchema: GenMessage<ListNodesRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 1);
+  messageDesc(file_trellis_admin_v1_admin, 5);
 
 /**
  * @generated from message trellis.admin.v1.ListNodesResponse
@@ -95,7 +285,245 @@ export type ListNodesResponse = Message<"trellis.admin.v1.ListNodesResponse"> & 
  * Use `create(ListNodesResponseSchema)` to create a new message.
  */
 export const ListNodesResponseSchema: GenMessage<ListNodesResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 2);
+  messageDesc(file_trellis_admin_v1_admin, 6);
+
+/**
+ * @generated from message trellis.admin.v1.GetNodeRequest
+ */
+export type GetNodeRequest = Message<"trellis.admin.v1.GetNodeRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.GetNodeRequest.
+ * Use `create(GetNodeRequestSchema)` to create a new message.
+ */
+export const GetNodeRequestSchema: GenMessage<GetNodeRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 7);
+
+/**
+ * @generated from message trellis.admin.v1.GetNodeResponse
+ */
+export type GetNodeResponse = Message<"trellis.admin.v1.GetNodeResponse"> & {
+  /**
+   * @generated from field: trellis.admin.v1.Node node = 1;
+   */
+  node?: Node | undefined;
+};
+
+/**
+ * Describes the message trellis.admin.v1.GetNodeResponse.
+ * Use `create(GetNodeResponseSchema)` to create a new message.
+ */
+export const GetNodeResponseSchema: GenMessage<GetNodeResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 8);
+
+/**
+ * @generated from message trellis.admin.v1.ListLeasesRequest
+ */
+export type ListLeasesRequest = Message<"trellis.admin.v1.ListLeasesRequest"> & {
+};
+
+/**
+ * Describes the message trellis.admin.v1.ListLeasesRequest.
+ * Use `create(ListLeasesRequestSchema)` to create a new message.
+ */
+export const ListLeasesRequestSchema: GenMessage<ListLeasesRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 9);
+
+/**
+ * @generated from message trellis.admin.v1.ListLeasesResponse
+ */
+export type ListLeasesResponse = Message<"trellis.admin.v1.ListLeasesResponse"> & {
+  /**
+   * @generated from field: repeated trellis.admin.v1.Lease leases = 1;
+   */
+  leases: Lease[];
+};
+
+/**
+ * Describes the message trellis.admin.v1.ListLeasesResponse.
+ * Use `create(ListLeasesResponseSchema)` to create a new message.
+ */
+export const ListLeasesResponseSchema: GenMessage<ListLeasesResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 10);
+
+/**
+ * @generated from message trellis.admin.v1.ListReservationsRequest
+ */
+export type ListReservationsRequest = Message<"trellis.admin.v1.ListReservationsRequest"> & {
+};
+
+/**
+ * Describes the message trellis.admin.v1.ListReservationsRequest.
+ * Use `create(ListReservationsRequestSchema)` to create a new message.
+ */
+export const ListReservationsRequestSchema: GenMessage<ListReservationsRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 11);
+
+/**
+ * @generated from message trellis.admin.v1.ListReservationsResponse
+ */
+export type ListReservationsResponse = Message<"trellis.admin.v1.ListReservationsResponse"> & {
+  /**
+   * @generated from field: repeated trellis.admin.v1.Reservation reservations = 1;
+   */
+  reservations: Reservation[];
+};
+
+/**
+ * Describes the message trellis.admin.v1.ListReservationsResponse.
+ * Use `create(ListReservationsResponseSchema)` to create a new message.
+ */
+export const ListReservationsResponseSchema: GenMessage<ListReservationsResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 12);
+
+/**
+ * @generated from message trellis.admin.v1.ListAllocationsRequest
+ */
+export type ListAllocationsRequest = Message<"trellis.admin.v1.ListAllocationsRequest"> & {
+  /**
+   * Only this node's; all nodes when empty.
+   *
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.ListAllocationsRequest.
+ * Use `create(ListAllocationsRequestSchema)` to create a new message.
+ */
+export const ListAllocationsRequestSchema: GenMessage<ListAllocationsRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 13);
+
+/**
+ * @generated from message trellis.admin.v1.ListAllocationsResponse
+ */
+export type ListAllocationsResponse = Message<"trellis.admin.v1.ListAllocationsResponse"> & {
+  /**
+   * @generated from field: repeated trellis.admin.v1.Allocation allocations = 1;
+   */
+  allocations: Allocation[];
+};
+
+/**
+ * Describes the message trellis.admin.v1.ListAllocationsResponse.
+ * Use `create(ListAllocationsResponseSchema)` to create a new message.
+ */
+export const ListAllocationsResponseSchema: GenMessage<ListAllocationsResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 14);
+
+/**
+ * @generated from message trellis.admin.v1.LookupAddressRequest
+ */
+export type LookupAddressRequest = Message<"trellis.admin.v1.LookupAddressRequest"> & {
+  /**
+   * A pod address, e.g. "10.244.2.7".
+   *
+   * @generated from field: string address = 1;
+   */
+  address: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.LookupAddressRequest.
+ * Use `create(LookupAddressRequestSchema)` to create a new message.
+ */
+export const LookupAddressRequestSchema: GenMessage<LookupAddressRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 15);
+
+/**
+ * @generated from message trellis.admin.v1.LookupAddressResponse
+ */
+export type LookupAddressResponse = Message<"trellis.admin.v1.LookupAddressResponse"> & {
+  /**
+   * @generated from field: trellis.admin.v1.Allocation allocation = 1;
+   */
+  allocation?: Allocation | undefined;
+
+  /**
+   * The node whose subnet holds the address.
+   *
+   * @generated from field: string subnet = 2;
+   */
+  subnet: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.LookupAddressResponse.
+ * Use `create(LookupAddressResponseSchema)` to create a new message.
+ */
+export const LookupAddressResponseSchema: GenMessage<LookupAddressResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 16);
+
+/**
+ * @generated from message trellis.admin.v1.GetRoutesRequest
+ */
+export type GetRoutesRequest = Message<"trellis.admin.v1.GetRoutesRequest"> & {
+  /**
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.GetRoutesRequest.
+ * Use `create(GetRoutesRequestSchema)` to create a new message.
+ */
+export const GetRoutesRequestSchema: GenMessage<GetRoutesRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 17);
+
+/**
+ * @generated from message trellis.admin.v1.GetRoutesResponse
+ */
+export type GetRoutesResponse = Message<"trellis.admin.v1.GetRoutesResponse"> & {
+  /**
+   * What the node should hold: one route per other live node.
+   *
+   * @generated from field: repeated trellis.admin.v1.Route desired = 1;
+   */
+  desired: Route[];
+
+  /**
+   * What the node last reported as applied, and at which route-stream revision.
+   *
+   * @generated from field: repeated trellis.admin.v1.Route reported = 2;
+   */
+  reported: Route[];
+
+  /**
+   * @generated from field: int64 reported_revision = 3;
+   */
+  reportedRevision: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp reported_at = 4;
+   */
+  reportedAt?: Timestamp | undefined;
+
+  /**
+   * desired minus reported, and reported minus desired.
+   *
+   * @generated from field: repeated trellis.admin.v1.Route missing = 5;
+   */
+  missing: Route[];
+
+  /**
+   * @generated from field: repeated trellis.admin.v1.Route extra = 6;
+   */
+  extra: Route[];
+};
+
+/**
+ * Describes the message trellis.admin.v1.GetRoutesResponse.
+ * Use `create(GetRoutesResponseSchema)` to create a new message.
+ */
+export const GetRoutesResponseSchema: GenMessage<GetRoutesResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 18);
 
 /**
  * @generated from message trellis.admin.v1.GetClusterConfigRequest
@@ -108,7 +536,7 @@ export type GetClusterConfigRequest = Message<"trellis.admin.v1.GetClusterConfig
  * Use `create(GetClusterConfigRequestSchema)` to create a new message.
  */
 export const GetClusterConfigRequestSchema: GenMessage<GetClusterConfigRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 3);
+  messageDesc(file_trellis_admin_v1_admin, 19);
 
 /**
  * @generated from message trellis.admin.v1.GetClusterConfigResponse
@@ -123,6 +551,38 @@ export type GetClusterConfigResponse = Message<"trellis.admin.v1.GetClusterConfi
    * @generated from field: uint32 subnet_prefix_length = 2;
    */
   subnetPrefixLength: number;
+
+  /**
+   * @generated from field: int64 lease_ttl_seconds = 3;
+   */
+  leaseTtlSeconds: bigint;
+
+  /**
+   * @generated from field: int64 grace_period_seconds = 4;
+   */
+  gracePeriodSeconds: bigint;
+
+  /**
+   * @generated from field: double disruption_share = 5;
+   */
+  disruptionShare: number;
+
+  /**
+   * Set while a large share of nodes misses heartbeats at once and routes are kept.
+   *
+   * @generated from field: bool disruption = 6;
+   */
+  disruption: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp disruption_since = 7;
+   */
+  disruptionSince?: Timestamp | undefined;
+
+  /**
+   * @generated from field: repeated string disruption_overdue_nodes = 8;
+   */
+  disruptionOverdueNodes: string[];
 };
 
 /**
@@ -130,14 +590,249 @@ export type GetClusterConfigResponse = Message<"trellis.admin.v1.GetClusterConfi
  * Use `create(GetClusterConfigResponseSchema)` to create a new message.
  */
 export const GetClusterConfigResponseSchema: GenMessage<GetClusterConfigResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 4);
+  messageDesc(file_trellis_admin_v1_admin, 20);
+
+/**
+ * @generated from message trellis.admin.v1.EvictNodeRequest
+ */
+export type EvictNodeRequest = Message<"trellis.admin.v1.EvictNodeRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.EvictNodeRequest.
+ * Use `create(EvictNodeRequestSchema)` to create a new message.
+ */
+export const EvictNodeRequestSchema: GenMessage<EvictNodeRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 21);
+
+/**
+ * @generated from message trellis.admin.v1.EvictNodeResponse
+ */
+export type EvictNodeResponse = Message<"trellis.admin.v1.EvictNodeResponse"> & {
+};
+
+/**
+ * Describes the message trellis.admin.v1.EvictNodeResponse.
+ * Use `create(EvictNodeResponseSchema)` to create a new message.
+ */
+export const EvictNodeResponseSchema: GenMessage<EvictNodeResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 22);
+
+/**
+ * @generated from message trellis.admin.v1.ReleaseLeaseRequest
+ */
+export type ReleaseLeaseRequest = Message<"trellis.admin.v1.ReleaseLeaseRequest"> & {
+  /**
+   * @generated from field: string subnet = 1;
+   */
+  subnet: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.ReleaseLeaseRequest.
+ * Use `create(ReleaseLeaseRequestSchema)` to create a new message.
+ */
+export const ReleaseLeaseRequestSchema: GenMessage<ReleaseLeaseRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 23);
+
+/**
+ * @generated from message trellis.admin.v1.ReleaseLeaseResponse
+ */
+export type ReleaseLeaseResponse = Message<"trellis.admin.v1.ReleaseLeaseResponse"> & {
+  /**
+   * The node that held it.
+   *
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.ReleaseLeaseResponse.
+ * Use `create(ReleaseLeaseResponseSchema)` to create a new message.
+ */
+export const ReleaseLeaseResponseSchema: GenMessage<ReleaseLeaseResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 24);
+
+/**
+ * @generated from message trellis.admin.v1.ReserveSubnetRequest
+ */
+export type ReserveSubnetRequest = Message<"trellis.admin.v1.ReserveSubnetRequest"> & {
+  /**
+   * @generated from field: string subnet = 1;
+   */
+  subnet: string;
+
+  /**
+   * @generated from field: string node_name = 2;
+   */
+  nodeName: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.ReserveSubnetRequest.
+ * Use `create(ReserveSubnetRequestSchema)` to create a new message.
+ */
+export const ReserveSubnetRequestSchema: GenMessage<ReserveSubnetRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 25);
+
+/**
+ * @generated from message trellis.admin.v1.ReserveSubnetResponse
+ */
+export type ReserveSubnetResponse = Message<"trellis.admin.v1.ReserveSubnetResponse"> & {
+  /**
+   * @generated from field: trellis.admin.v1.Reservation reservation = 1;
+   */
+  reservation?: Reservation | undefined;
+};
+
+/**
+ * Describes the message trellis.admin.v1.ReserveSubnetResponse.
+ * Use `create(ReserveSubnetResponseSchema)` to create a new message.
+ */
+export const ReserveSubnetResponseSchema: GenMessage<ReserveSubnetResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 26);
+
+/**
+ * @generated from message trellis.admin.v1.DeleteReservationRequest
+ */
+export type DeleteReservationRequest = Message<"trellis.admin.v1.DeleteReservationRequest"> & {
+  /**
+   * @generated from field: string subnet = 1;
+   */
+  subnet: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.DeleteReservationRequest.
+ * Use `create(DeleteReservationRequestSchema)` to create a new message.
+ */
+export const DeleteReservationRequestSchema: GenMessage<DeleteReservationRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 27);
+
+/**
+ * @generated from message trellis.admin.v1.DeleteReservationResponse
+ */
+export type DeleteReservationResponse = Message<"trellis.admin.v1.DeleteReservationResponse"> & {
+};
+
+/**
+ * Describes the message trellis.admin.v1.DeleteReservationResponse.
+ * Use `create(DeleteReservationResponseSchema)` to create a new message.
+ */
+export const DeleteReservationResponseSchema: GenMessage<DeleteReservationResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 28);
+
+/**
+ * @generated from message trellis.admin.v1.WatchEventsRequest
+ */
+export type WatchEventsRequest = Message<"trellis.admin.v1.WatchEventsRequest"> & {
+};
+
+/**
+ * Describes the message trellis.admin.v1.WatchEventsRequest.
+ * Use `create(WatchEventsRequestSchema)` to create a new message.
+ */
+export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 29);
+
+/**
+ * @generated from message trellis.admin.v1.WatchEventsResponse
+ */
+export type WatchEventsResponse = Message<"trellis.admin.v1.WatchEventsResponse"> & {
+  /**
+   * @generated from field: trellis.admin.v1.EventKind kind = 1;
+   */
+  kind: EventKind;
+
+  /**
+   * "put" or "delete".
+   *
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * @generated from field: string node_name = 3;
+   */
+  nodeName: string;
+
+  /**
+   * @generated from field: string subnet = 4;
+   */
+  subnet: string;
+
+  /**
+   * @generated from field: string address = 5;
+   */
+  address: string;
+
+  /**
+   * For nodes: live after the change.
+   *
+   * @generated from field: bool live = 6;
+   */
+  live: boolean;
+
+  /**
+   * @generated from field: int64 revision = 7;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message trellis.admin.v1.WatchEventsResponse.
+ * Use `create(WatchEventsResponseSchema)` to create a new message.
+ */
+export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 30);
+
+/**
+ * @generated from enum trellis.admin.v1.EventKind
+ */
+export enum EventKind {
+  /**
+   * @generated from enum value: EVENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: EVENT_KIND_NODE = 1;
+   */
+  NODE = 1,
+
+  /**
+   * @generated from enum value: EVENT_KIND_LEASE = 2;
+   */
+  LEASE = 2,
+
+  /**
+   * @generated from enum value: EVENT_KIND_ALLOCATION = 3;
+   */
+  ALLOCATION = 3,
+
+  /**
+   * @generated from enum value: EVENT_KIND_RESERVATION = 4;
+   */
+  RESERVATION = 4,
+}
+
+/**
+ * Describes the enum trellis.admin.v1.EventKind.
+ */
+export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
+  enumDesc(file_trellis_admin_v1_admin, 0);
 
 /**
  * @generated from service trellis.admin.v1.AdminService
  */
 export const AdminService: GenService<{
   /**
-   * Every node that ever leased a subnet, with its subnet, underlay address and last heartbeat.
+   * Every node that holds a subnet, live or in its grace period.
    *
    * @generated from rpc trellis.admin.v1.AdminService.ListNodes
    */
@@ -147,12 +842,114 @@ export const AdminService: GenService<{
     output: typeof ListNodesResponseSchema;
   },
   /**
+   * @generated from rpc trellis.admin.v1.AdminService.GetNode
+   */
+  getNode: {
+    methodKind: "unary";
+    input: typeof GetNodeRequestSchema;
+    output: typeof GetNodeResponseSchema;
+  },
+  /**
+   * @generated from rpc trellis.admin.v1.AdminService.ListLeases
+   */
+  listLeases: {
+    methodKind: "unary";
+    input: typeof ListLeasesRequestSchema;
+    output: typeof ListLeasesResponseSchema;
+  },
+  /**
+   * @generated from rpc trellis.admin.v1.AdminService.ListReservations
+   */
+  listReservations: {
+    methodKind: "unary";
+    input: typeof ListReservationsRequestSchema;
+    output: typeof ListReservationsResponseSchema;
+  },
+  /**
+   * Pod allocations, per node or cluster-wide, with pod namespace/name.
+   *
+   * @generated from rpc trellis.admin.v1.AdminService.ListAllocations
+   */
+  listAllocations: {
+    methodKind: "unary";
+    input: typeof ListAllocationsRequestSchema;
+    output: typeof ListAllocationsResponseSchema;
+  },
+  /**
+   * Who holds an address, on which node.
+   *
+   * @generated from rpc trellis.admin.v1.AdminService.LookupAddress
+   */
+  lookupAddress: {
+    methodKind: "unary";
+    input: typeof LookupAddressRequestSchema;
+    output: typeof LookupAddressResponseSchema;
+  },
+  /**
+   * A node's routes: desired versus what the node reported, with the difference.
+   *
+   * @generated from rpc trellis.admin.v1.AdminService.GetRoutes
+   */
+  getRoutes: {
+    methodKind: "unary";
+    input: typeof GetRoutesRequestSchema;
+    output: typeof GetRoutesResponseSchema;
+  },
+  /**
    * @generated from rpc trellis.admin.v1.AdminService.GetClusterConfig
    */
   getClusterConfig: {
     methodKind: "unary";
     input: typeof GetClusterConfigRequestSchema;
     output: typeof GetClusterConfigResponseSchema;
+  },
+  /**
+   * Takes a node's route out at once; its subnet stays its own for the grace period.
+   *
+   * @generated from rpc trellis.admin.v1.AdminService.EvictNode
+   */
+  evictNode: {
+    methodKind: "unary";
+    input: typeof EvictNodeRequestSchema;
+    output: typeof EvictNodeResponseSchema;
+  },
+  /**
+   * Frees a subnet now, skipping the grace period.
+   *
+   * @generated from rpc trellis.admin.v1.AdminService.ReleaseLease
+   */
+  releaseLease: {
+    methodKind: "unary";
+    input: typeof ReleaseLeaseRequestSchema;
+    output: typeof ReleaseLeaseResponseSchema;
+  },
+  /**
+   * Pins a subnet to a node name.
+   *
+   * @generated from rpc trellis.admin.v1.AdminService.ReserveSubnet
+   */
+  reserveSubnet: {
+    methodKind: "unary";
+    input: typeof ReserveSubnetRequestSchema;
+    output: typeof ReserveSubnetResponseSchema;
+  },
+  /**
+   * @generated from rpc trellis.admin.v1.AdminService.DeleteReservation
+   */
+  deleteReservation: {
+    methodKind: "unary";
+    input: typeof DeleteReservationRequestSchema;
+    output: typeof DeleteReservationResponseSchema;
+  },
+  /**
+   * Lease, node, allocation and reservation changes as they happen.
+   *
+   * @generated from rpc trellis.admin.v1.AdminService.WatchEvents
+   */
+  watchEvents: {
+    methodKind: "server_streaming";
+    input: typeof WatchEventsRequestSchema;
+    output: typeof WatchEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_trellis_admin_v1_admin, 0);

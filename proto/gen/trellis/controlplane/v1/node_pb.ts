@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trellis/controlplane/v1/node.proto.
  */
 export const file_trellis_controlplane_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSI7CgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkicgoKUm91dGVFdmVudBI1CgR0eXBlGAEgASgOMicudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudFR5cGUSLQoFcm91dGUYAiABKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZSJGChNSZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdub2RlX2lwGAIgASgJEgsKA210dRgDIAEoDSI8ChRSZWdpc3Rlck5vZGVSZXNwb25zZRIOCgZzdWJuZXQYASABKAkSFAoMY2x1c3Rlcl9jaWRyGAIgASgJIiUKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJIhMKEUhlYXJ0YmVhdFJlc3BvbnNlIioKFURlcmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiGAoWRGVyZWdpc3Rlck5vZGVSZXNwb25zZSI+ChJXYXRjaFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhUKDWZyb21fcmV2aXNpb24YAiABKAMingEKE1dhdGNoUm91dGVzUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSEAoIc25hcHNob3QYAiABKAgSLgoGcm91dGVzGAMgAygLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUSMwoGZXZlbnRzGAQgAygLMiMudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudCJiChdSZWNvcmRBbGxvY2F0aW9uUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSNAoKYWxsb2NhdGlvbhgCIAEoCzIgLnRyZWxsaXMuY25pLnYxLkFsbG9jYXRpb25SZWNvcmQiGgoYUmVjb3JkQWxsb2NhdGlvblJlc3BvbnNlIj4KGFJlbGVhc2VBbGxvY2F0aW9uUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSDwoHYWRkcmVzcxgCIAEoCSIbChlSZWxlYXNlQWxsb2NhdGlvblJlc3BvbnNlIi8KGkxpc3ROb2RlQWxsb2NhdGlvbnNSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSJUChtMaXN0Tm9kZUFsbG9jYXRpb25zUmVzcG9uc2USNQoLYWxsb2NhdGlvbnMYASADKAsyIC50cmVsbGlzLmNuaS52MS5BbGxvY2F0aW9uUmVjb3JkInAKCk5vZGVSZWNvcmQSDAoEbmFtZRgBIAEoCRIPCgdub2RlX2lwGAIgASgJEg4KBnN1Ym5ldBgDIAEoCRILCgNtdHUYBCABKA0SDAoEbGl2ZRgFIAEoCBIYChByZWdpc3RlcmVkX2F0X21zGAYgASgDIkwKEVN1Ym5ldExlYXNlUmVjb3JkEg4KBnN1Ym5ldBgBIAEoCRIRCglub2RlX25hbWUYAiABKAkSFAoMbGVhc2VkX2F0X21zGAMgASgDIicKD0hlYXJ0YmVhdFJlY29yZBIUCgxsYXN0X3NlZW5fbXMYASABKAMqbAoOUm91dGVFdmVudFR5cGUSIAocUk9VVEVfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF1JPVVRFX0VWRU5UX1RZUEVfVVBTRVJUEAESGwoXUk9VVEVfRVZFTlRfVFlQRV9ERUxFVEUQAjK1BgoLTm9kZVNlcnZpY2USawoMUmVnaXN0ZXJOb2RlEiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVnaXN0ZXJOb2RlUmVxdWVzdBotLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlZ2lzdGVyTm9kZVJlc3BvbnNlEmIKCUhlYXJ0YmVhdBIpLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkhlYXJ0YmVhdFJlcXVlc3QaKi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5IZWFydGJlYXRSZXNwb25zZRJxCg5EZXJlZ2lzdGVyTm9kZRIuLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkRlcmVnaXN0ZXJOb2RlUmVxdWVzdBovLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkRlcmVnaXN0ZXJOb2RlUmVzcG9uc2USagoLV2F0Y2hSb3V0ZXMSKy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5XYXRjaFJvdXRlc1JlcXVlc3QaLC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5XYXRjaFJvdXRlc1Jlc3BvbnNlMAESdwoQUmVjb3JkQWxsb2NhdGlvbhIwLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlY29yZEFsbG9jYXRpb25SZXF1ZXN0GjEudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVjb3JkQWxsb2NhdGlvblJlc3BvbnNlEnoKEVJlbGVhc2VBbGxvY2F0aW9uEjEudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVsZWFzZUFsbG9jYXRpb25SZXF1ZXN0GjIudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVsZWFzZUFsbG9jYXRpb25SZXNwb25zZRKAAQoTTGlzdE5vZGVBbGxvY2F0aW9ucxIzLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkxpc3ROb2RlQWxsb2NhdGlvbnNSZXF1ZXN0GjQudHJlbGxpcy5jb250cm9scGxhbmUudjEuTGlzdE5vZGVBbGxvY2F0aW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_trellis_cni_v1_cni]);
+  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSI7CgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkicgoKUm91dGVFdmVudBI1CgR0eXBlGAEgASgOMicudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudFR5cGUSLQoFcm91dGUYAiABKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZSJGChNSZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdub2RlX2lwGAIgASgJEgsKA210dRgDIAEoDSI8ChRSZWdpc3Rlck5vZGVSZXNwb25zZRIOCgZzdWJuZXQYASABKAkSFAoMY2x1c3Rlcl9jaWRyGAIgASgJIiUKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJIhMKEUhlYXJ0YmVhdFJlc3BvbnNlIioKFURlcmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiGAoWRGVyZWdpc3Rlck5vZGVSZXNwb25zZSI+ChJXYXRjaFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhUKDWZyb21fcmV2aXNpb24YAiABKAMingEKE1dhdGNoUm91dGVzUmVzcG9uc2USEAoIcmV2aXNpb24YASABKAMSEAoIc25hcHNob3QYAiABKAgSLgoGcm91dGVzGAMgAygLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUSMwoGZXZlbnRzGAQgAygLMiMudHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGVFdmVudCJiChdSZWNvcmRBbGxvY2F0aW9uUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSNAoKYWxsb2NhdGlvbhgCIAEoCzIgLnRyZWxsaXMuY25pLnYxLkFsbG9jYXRpb25SZWNvcmQiGgoYUmVjb3JkQWxsb2NhdGlvblJlc3BvbnNlIj4KGFJlbGVhc2VBbGxvY2F0aW9uUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSDwoHYWRkcmVzcxgCIAEoCSIbChlSZWxlYXNlQWxsb2NhdGlvblJlc3BvbnNlIi8KGkxpc3ROb2RlQWxsb2NhdGlvbnNSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSJUChtMaXN0Tm9kZUFsbG9jYXRpb25zUmVzcG9uc2USNQoLYWxsb2NhdGlvbnMYASADKAsyIC50cmVsbGlzLmNuaS52MS5BbGxvY2F0aW9uUmVjb3JkImoKE1JlcG9ydFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhAKCHJldmlzaW9uGAIgASgDEi4KBnJvdXRlcxgDIAMoCzIeLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlIhYKFFJlcG9ydFJvdXRlc1Jlc3BvbnNlInAKFFJlcG9ydGVkUm91dGVzUmVjb3JkEhAKCHJldmlzaW9uGAEgASgDEi4KBnJvdXRlcxgCIAMoCzIeLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlEhYKDnJlcG9ydGVkX2F0X21zGAMgASgDIqEBCgpOb2RlUmVjb3JkEgwKBG5hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRIOCgZzdWJuZXQYAyABKAkSCwoDbXR1GAQgASgNEgwKBGxpdmUYBSABKAgSGAoQcmVnaXN0ZXJlZF9hdF9tcxgGIAEoAxIWCg5yZWxlYXNlZF9hdF9tcxgHIAEoAxIXCg9yZWxlYXNlZF9yZWFzb24YCCABKAkiUwoXU3VibmV0UmVzZXJ2YXRpb25SZWNvcmQSDgoGc3VibmV0GAEgASgJEhEKCW5vZGVfbmFtZRgCIAEoCRIVCg1jcmVhdGVkX2F0X21zGAMgASgDIl8KEERpc3J1cHRpb25SZWNvcmQSDgoGYWN0aXZlGAEgASgIEhAKCHNpbmNlX21zGAIgASgDEhUKDW92ZXJkdWVfbm9kZXMYAyADKAkSEgoKbGl2ZV9ub2RlcxgEIAEoAyJMChFTdWJuZXRMZWFzZVJlY29yZBIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEhQKDGxlYXNlZF9hdF9tcxgDIAEoAyInCg9IZWFydGJlYXRSZWNvcmQSFAoMbGFzdF9zZWVuX21zGAEgASgDKmwKDlJvdXRlRXZlbnRUeXBlEiAKHFJPVVRFX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdST1VURV9FVkVOVF9UWVBFX1VQU0VSVBABEhsKF1JPVVRFX0VWRU5UX1RZUEVfREVMRVRFEAIyogcKC05vZGVTZXJ2aWNlEmsKDFJlZ2lzdGVyTm9kZRIsLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlZ2lzdGVyTm9kZVJlcXVlc3QaLS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWdpc3Rlck5vZGVSZXNwb25zZRJiCglIZWFydGJlYXQSKS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5IZWFydGJlYXRSZXF1ZXN0GioudHJlbGxpcy5jb250cm9scGxhbmUudjEuSGVhcnRiZWF0UmVzcG9uc2UScQoORGVyZWdpc3Rlck5vZGUSLi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlcXVlc3QaLy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlc3BvbnNlEmoKC1dhdGNoUm91dGVzEisudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXF1ZXN0GiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXNwb25zZTABEncKEFJlY29yZEFsbG9jYXRpb24SMC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWNvcmRBbGxvY2F0aW9uUmVxdWVzdBoxLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlY29yZEFsbG9jYXRpb25SZXNwb25zZRJ6ChFSZWxlYXNlQWxsb2NhdGlvbhIxLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlbGVhc2VBbGxvY2F0aW9uUmVxdWVzdBoyLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlbGVhc2VBbGxvY2F0aW9uUmVzcG9uc2USgAEKE0xpc3ROb2RlQWxsb2NhdGlvbnMSMy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5MaXN0Tm9kZUFsbG9jYXRpb25zUmVxdWVzdBo0LnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkxpc3ROb2RlQWxsb2NhdGlvbnNSZXNwb25zZRJrCgxSZXBvcnRSb3V0ZXMSLC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZXBvcnRSb3V0ZXNSZXF1ZXN0Gi0udHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVwb3J0Um91dGVzUmVzcG9uc2ViBnByb3RvMw", [file_trellis_cni_v1_cni]);
 
 /**
  * A host-gw route: pods of `subnet` are reached through `node_ip`.
@@ -351,6 +351,79 @@ export const ListNodeAllocationsResponseSchema: GenMessage<ListNodeAllocationsRe
   messageDesc(file_trellis_controlplane_v1_node, 15);
 
 /**
+ * @generated from message trellis.controlplane.v1.ReportRoutesRequest
+ */
+export type ReportRoutesRequest = Message<"trellis.controlplane.v1.ReportRoutesRequest"> & {
+  /**
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * Route-stream revision the routes were applied at.
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
+
+  /**
+   * The routes the node holds now (its own subnet excluded).
+   *
+   * @generated from field: repeated trellis.controlplane.v1.Route routes = 3;
+   */
+  routes: Route[];
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.ReportRoutesRequest.
+ * Use `create(ReportRoutesRequestSchema)` to create a new message.
+ */
+export const ReportRoutesRequestSchema: GenMessage<ReportRoutesRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 16);
+
+/**
+ * @generated from message trellis.controlplane.v1.ReportRoutesResponse
+ */
+export type ReportRoutesResponse = Message<"trellis.controlplane.v1.ReportRoutesResponse"> & {
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.ReportRoutesResponse.
+ * Use `create(ReportRoutesResponseSchema)` to create a new message.
+ */
+export const ReportRoutesResponseSchema: GenMessage<ReportRoutesResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 17);
+
+/**
+ * Stored in etcd at /trellis/v1/reported-routes/<name>.
+ *
+ * @generated from message trellis.controlplane.v1.ReportedRoutesRecord
+ */
+export type ReportedRoutesRecord = Message<"trellis.controlplane.v1.ReportedRoutesRecord"> & {
+  /**
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+
+  /**
+   * @generated from field: repeated trellis.controlplane.v1.Route routes = 2;
+   */
+  routes: Route[];
+
+  /**
+   * @generated from field: int64 reported_at_ms = 3;
+   */
+  reportedAtMs: bigint;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.ReportedRoutesRecord.
+ * Use `create(ReportedRoutesRecordSchema)` to create a new message.
+ */
+export const ReportedRoutesRecordSchema: GenMessage<ReportedRoutesRecord> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 18);
+
+/**
  * Stored in etcd at /trellis/v1/nodes/<name> (JSON form). Holds the node's sticky subnet.
  *
  * @generated from message trellis.controlplane.v1.NodeRecord
@@ -377,7 +450,8 @@ export type NodeRecord = Message<"trellis.controlplane.v1.NodeRecord"> & {
   mtu: number;
 
   /**
-   * False once the node withdrew (graceful shutdown): no route points to it, but the subnet stays its own.
+   * False once the node withdrew (graceful shutdown), was evicted, or missed heartbeats for the lease TTL:
+   * no route points to it, but the subnet stays its own for the grace period.
    *
    * @generated from field: bool live = 5;
    */
@@ -387,6 +461,18 @@ export type NodeRecord = Message<"trellis.controlplane.v1.NodeRecord"> & {
    * @generated from field: int64 registered_at_ms = 6;
    */
   registeredAtMs: bigint;
+
+  /**
+   * When the node stopped being live (0 while live), and why: "withdrawn", "evicted" or "expired".
+   *
+   * @generated from field: int64 released_at_ms = 7;
+   */
+  releasedAtMs: bigint;
+
+  /**
+   * @generated from field: string released_reason = 8;
+   */
+  releasedReason: string;
 };
 
 /**
@@ -394,7 +480,73 @@ export type NodeRecord = Message<"trellis.controlplane.v1.NodeRecord"> & {
  * Use `create(NodeRecordSchema)` to create a new message.
  */
 export const NodeRecordSchema: GenMessage<NodeRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 16);
+  messageDesc(file_trellis_controlplane_v1_node, 19);
+
+/**
+ * Stored in etcd at /trellis/v1/reservations/<a.b.c.d-len>: an operator pins a subnet to a node name.
+ *
+ * @generated from message trellis.controlplane.v1.SubnetReservationRecord
+ */
+export type SubnetReservationRecord = Message<"trellis.controlplane.v1.SubnetReservationRecord"> & {
+  /**
+   * @generated from field: string subnet = 1;
+   */
+  subnet: string;
+
+  /**
+   * @generated from field: string node_name = 2;
+   */
+  nodeName: string;
+
+  /**
+   * @generated from field: int64 created_at_ms = 3;
+   */
+  createdAtMs: bigint;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.SubnetReservationRecord.
+ * Use `create(SubnetReservationRecordSchema)` to create a new message.
+ */
+export const SubnetReservationRecordSchema: GenMessage<SubnetReservationRecord> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 20);
+
+/**
+ * Stored in etcd at /trellis/v1/status/disruption: set while a large share of nodes misses heartbeats at
+ * once, so routes are kept instead of withdrawn (like Kubernetes' node lifecycle disruption mode).
+ *
+ * @generated from message trellis.controlplane.v1.DisruptionRecord
+ */
+export type DisruptionRecord = Message<"trellis.controlplane.v1.DisruptionRecord"> & {
+  /**
+   * @generated from field: bool active = 1;
+   */
+  active: boolean;
+
+  /**
+   * @generated from field: int64 since_ms = 2;
+   */
+  sinceMs: bigint;
+
+  /**
+   * Nodes whose heartbeats are overdue but whose routes are kept.
+   *
+   * @generated from field: repeated string overdue_nodes = 3;
+   */
+  overdueNodes: string[];
+
+  /**
+   * @generated from field: int64 live_nodes = 4;
+   */
+  liveNodes: bigint;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.DisruptionRecord.
+ * Use `create(DisruptionRecordSchema)` to create a new message.
+ */
+export const DisruptionRecordSchema: GenMessage<DisruptionRecord> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 21);
 
 /**
  * Stored in etcd at /trellis/v1/subnets/<a.b.c.d-len> (JSON form). One key per leased subnet makes
@@ -424,7 +576,7 @@ export type SubnetLeaseRecord = Message<"trellis.controlplane.v1.SubnetLeaseReco
  * Use `create(SubnetLeaseRecordSchema)` to create a new message.
  */
 export const SubnetLeaseRecordSchema: GenMessage<SubnetLeaseRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 17);
+  messageDesc(file_trellis_controlplane_v1_node, 22);
 
 /**
  * Stored in etcd at /trellis/v1/heartbeats/<name>, apart from the node record so that heartbeats do
@@ -444,7 +596,7 @@ export type HeartbeatRecord = Message<"trellis.controlplane.v1.HeartbeatRecord">
  * Use `create(HeartbeatRecordSchema)` to create a new message.
  */
 export const HeartbeatRecordSchema: GenMessage<HeartbeatRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 18);
+  messageDesc(file_trellis_controlplane_v1_node, 23);
 
 /**
  * @generated from enum trellis.controlplane.v1.RouteEventType
@@ -549,6 +701,16 @@ export const NodeService: GenService<{
     methodKind: "unary";
     input: typeof ListNodeAllocationsRequestSchema;
     output: typeof ListNodeAllocationsResponseSchema;
+  },
+  /**
+   * The routes the node applied, for the admin API's desired-versus-reported view.
+   *
+   * @generated from rpc trellis.controlplane.v1.NodeService.ReportRoutes
+   */
+  reportRoutes: {
+    methodKind: "unary";
+    input: typeof ReportRoutesRequestSchema;
+    output: typeof ReportRoutesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_trellis_controlplane_v1_node, 0);

@@ -1,0 +1,158 @@
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { AdminService, EventKind, type WatchEventsResponse } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
+import { AllocationRecordSchema, AttachmentSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { NodeService, RouteSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { startEtcd, type EtcdHandle } from "../support/etcd.js";
+import { run } from "../support/exec.js";
+import { root } from "../support/lab.js";
+import { namespace, startInProcessControlPlane, type InProcessControlPlane } from "../support/control-plane.js";
+import { waitFor } from "../support/wait.js";
+
+// The operator's admin API against a real etcd, through the generated client and through a reflection
+// client (buf curl), the way operators call it.
+let etcd: EtcdHandle;
+let cp: InProcessControlPlane;
+let node: ReturnType<typeof createClient<typeof NodeService>>;
+let admin: ReturnType<typeof createClient<typeof AdminService>>;
+beforeAll(async () => {
+  etcd = await startEtcd();
+});
+afterAll(async () => {
+  await etcd?.stop();
+});
+afterEach(async () => {
+  await cp?.stop();
+});
+
+async function start() {
+  cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root: namespace() });
+  const transport = createGrpcTransport({ baseUrl: `http://${cp.address}` });
+  node = createClient(NodeService, transport);
+  admin = createClient(AdminService, transport);
+  for (let i = 1; i <= 3; i++) await node.registerNode({ nodeName: `n${i}`, nodeIp: `192.168.1.${10 + i}`, mtu: 1500 });
+}
+
+const allocation = (address: string, containerId: string, podName: string) =>
+  create(AllocationRecordSchema, {
+    address,
+    hostVeth: `tr${containerId.padEnd(11, "0").slice(0, 11)}`,
+    createdAtMs: 1n,
+    attachment: create(AttachmentSchema, { networkName: "trellis", containerId, ifName: "eth0", podNamespace: "default", podName }),
+  });
+
+const buf = (...args: string[]) => run(join(root, "node_modules", ".bin", "buf"), ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args]);
+
+describe("admin API", () => {
+  it("lists allocations per node and cluster-wide, and says who holds an address", async () => {
+    await start();
+    await node.recordAllocation({ nodeName: "n2", allocation: allocation("10.244.2.7", "c7", "web-7") });
+    await node.recordAllocation({ nodeName: "n1", allocation: allocation("10.244.1.2", "c2", "db-0") });
+    expect((await admin.listAllocations({})).allocations.map((a) => [a.nodeName, a.address, a.podName])).toEqual([
+      ["n1", "10.244.1.2", "db-0"],
+      ["n2", "10.244.2.7", "web-7"],
+    ]);
+    expect((await admin.listAllocations({ nodeName: "n2" })).allocations.map((a) => a.address)).toEqual(["10.244.2.7"]);
+    const who = await admin.lookupAddress({ address: "10.244.2.7" });
+    expect(who).toMatchObject({ subnet: "10.244.2.0/24", allocation: { nodeName: "n2", containerId: "c7", podNamespace: "default", podName: "web-7" } });
+    await expect(admin.lookupAddress({ address: "10.244.2.8" })).rejects.toThrow(/no pod holds 10\.244\.2\.8 \(it lies in n2's subnet 10\.244\.2\.0\/24\)/);
+    expect((await admin.getNode({ name: "n2" })).node?.pods).toBe(1);
+    // a node may only record addresses of its own subnet
+    await expect(node.recordAllocation({ nodeName: "n1", allocation: allocation("10.244.2.9", "c9", "x") })).rejects.toThrow(/outside n1's subnet/);
+  });
+
+  it("shows a node's routes, desired versus reported, with the difference", async () => {
+    await start();
+    await node.reportRoutes({
+      nodeName: "n1",
+      revision: 42n,
+      routes: [
+        create(RouteSchema, { nodeName: "n2", subnet: "10.244.2.0/24", nodeIp: "192.168.1.12" }),
+        create(RouteSchema, { nodeName: "n9", subnet: "10.244.9.0/24", nodeIp: "192.168.1.19" }),
+      ],
+    });
+    const routes = await admin.getRoutes({ nodeName: "n1" });
+    expect(routes.desired.map((r) => `${r.dst} via ${r.via}`)).toEqual(["10.244.2.0/24 via 192.168.1.12", "10.244.3.0/24 via 192.168.1.13"]);
+    expect(routes.reportedRevision).toBe(42n);
+    expect(routes.missing.map((r) => r.dst)).toEqual(["10.244.3.0/24"]);
+    expect(routes.extra.map((r) => r.dst)).toEqual(["10.244.9.0/24"]);
+  });
+
+  it("evicts a node, releases a lease, reserves a subnet; every write is visible in WatchEvents", async () => {
+    await start();
+    const events: WatchEventsResponse[] = [];
+    const stop = new AbortController();
+    void (async () => {
+      for await (const e of admin.watchEvents({}, { signal: stop.signal })) events.push(e);
+    })().catch(() => undefined);
+    try {
+      // the watch starts asynchronously: write until the stream shows a write
+      let probe = 0;
+      await waitFor("the event stream", async () => {
+        await node.recordAllocation({ nodeName: "n1", allocation: allocation(`10.244.1.${10 + (probe++ % 200)}`, "probe", "probe") });
+        return events.some((e) => e.kind === EventKind.ALLOCATION);
+      }, 15_000, 100);
+      await admin.evictNode({ name: "n3" });
+      expect((await admin.getNode({ name: "n3" })).node).toMatchObject({ live: false, releasedReason: "evicted", subnet: "10.244.3.0/24" });
+      expect((await admin.releaseLease({ subnet: "10.244.3.0/24" })).nodeName).toBe("n3");
+      expect((await admin.listLeases({})).leases.map((l) => l.subnet)).toEqual(["10.244.1.0/24", "10.244.2.0/24"]);
+
+      await admin.reserveSubnet({ subnet: "10.244.3.0/24", nodeName: "special" });
+      const other = await node.registerNode({ nodeName: "n4", nodeIp: "192.168.1.14", mtu: 1500 });
+      expect(other.subnet).toBe("10.244.4.0/24"); // .3 is reserved for someone else
+      const special = await node.registerNode({ nodeName: "special", nodeIp: "192.168.1.50", mtu: 1500 });
+      expect(special.subnet).toBe("10.244.3.0/24");
+      expect((await admin.listReservations({})).reservations.map((r) => [r.subnet, r.nodeName])).toEqual([["10.244.3.0/24", "special"]]);
+
+      await waitFor("events", async () => events.some((e) => e.kind === EventKind.RESERVATION));
+      const seen = events.map((e) => `${EventKind[e.kind]} ${e.type} ${e.nodeName} ${e.subnet}`);
+      expect(seen).toContain("NODE put n3 10.244.3.0/24");
+      expect(seen).toContain("NODE delete n3 10.244.3.0/24");
+      expect(seen).toContain("LEASE delete n3 10.244.3.0/24");
+      expect(seen).toContain("RESERVATION put special 10.244.3.0/24");
+    } finally {
+      stop.abort();
+    }
+  });
+
+  it.each([
+    ["a malformed CIDR", () => admin.reserveSubnet({ subnet: "10.244.3/24", nodeName: "x" }), /subnet "10\.244\.3\/24" is not an IPv4 CIDR/],
+    ["a subnet outside the cluster CIDR", () => admin.reserveSubnet({ subnet: "10.9.0.0/24", nodeName: "x" }), /not a \/24 node subnet of cluster CIDR/],
+    ["a reservation overlapping a live lease", () => admin.reserveSubnet({ subnet: "10.244.2.0/24", nodeName: "x" }), /overlaps the lease of node n2/],
+    ["a missing field", () => admin.reserveSubnet({ subnet: "10.244.8.0/24", nodeName: "" }), /node_name is required/],
+    ["an address outside the cluster", () => admin.lookupAddress({ address: "8.8.8.8" }), /address 8\.8\.8\.8 is outside the cluster CIDR/],
+    ["a malformed address", () => admin.lookupAddress({ address: "10.244.1" }), /address "10\.244\.1" is not an IPv4 address/],
+  ])("rejects %s with INVALID_ARGUMENT naming the field, and changes nothing", async (_what, call, message) => {
+    await start();
+    const before = await admin.listReservations({});
+    await expect(call()).rejects.toThrow(message);
+    await expect(call()).rejects.toMatchObject({ code: 3 });
+    expect(await admin.listReservations({})).toEqual(before);
+  });
+
+  it.each([
+    ["an unknown node", () => admin.getNode({ name: "ghost" })],
+    ["evicting an unknown node", () => admin.evictNode({ name: "ghost" })],
+    ["releasing a subnet nobody leases", () => admin.releaseLease({ subnet: "10.244.77.0/24" })],
+  ])("answers NOT_FOUND for %s", async (_what, call) => {
+    await start();
+    await expect(call()).rejects.toMatchObject({ code: 5 });
+  });
+
+  it("answers every call through reflection alone (buf curl)", async () => {
+    await start();
+    await node.recordAllocation({ nodeName: "n2", allocation: allocation("10.244.2.7", "c7", "web-7") });
+    const url = (method: string) => `http://${cp.address}/trellis.admin.v1.AdminService/${method}`;
+    const lookup = await buf("-d", '{"address":"10.244.2.7"}', url("LookupAddress"));
+    expect(lookup.code, lookup.stderr).toBe(0);
+    expect(JSON.parse(lookup.stdout)).toMatchObject({ allocation: { nodeName: "n2", podName: "web-7" }, subnet: "10.244.2.0/24" });
+    const config = JSON.parse((await buf(url("GetClusterConfig"))).stdout) as Record<string, unknown>;
+    expect(config).toMatchObject({ clusterCidr: "10.244.0.0/16", subnetPrefixLength: 24, leaseTtlSeconds: "40" });
+    const bad = await buf("-d", '{"subnet":"nope","nodeName":"x"}', url("ReserveSubnet"));
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/invalid_argument/i);
+  });
+});
