@@ -8,6 +8,10 @@ import { applyNodeChanges, tableOf, type RouteTable } from "./route-table.js";
 export interface RouteFeedDeps {
   readonly store: ClusterStore;
   readonly log: Logger;
+  /** How many change messages are kept for resuming streams (older resumes get a snapshot). */
+  readonly historySize?: number;
+  /** Wait before reloading after the etcd watch failed (compaction, etcd gone). */
+  readonly reloadDelayMs?: number;
 }
 
 interface Subscriber {
@@ -16,19 +20,27 @@ interface Subscriber {
 }
 
 /**
- * One etcd watch on the node records, fanned out to every WatchRoutes stream: each subscriber gets a
- * snapshot of the route table first, then every change, each stamped with its etcd revision.
+ * One etcd watch on the node records, fanned out to every WatchRoutes stream. A stream starts with a
+ * snapshot of the route table, or, when the caller names a revision this replica still holds the
+ * changes after, with just those changes; then every change follows, stamped with its etcd revision.
+ * When the etcd watch breaks for good (its revision was compacted, etcd was replaced), the feed reloads
+ * and sends every stream a fresh snapshot.
  */
 export class RouteFeed {
   private table: RouteTable = new Map();
   private revision = 0n;
+  /** Change messages after `historyFloor`, oldest first. */
+  private history: WatchRoutesResponse[] = [];
+  private historyFloor = 0n;
   private readonly subscribers = new Set<Subscriber>();
   private started: Promise<void> | undefined;
+  private signal?: AbortSignal;
 
   constructor(private readonly deps: RouteFeedDeps) {}
 
   /** Loads the table and starts the watch; resolves once the feed can serve snapshots. */
   start(signal: AbortSignal): Promise<void> {
+    this.signal = signal;
     this.started ??= this.load(signal).catch((err: unknown) => {
       this.started = undefined; // let the caller retry
       throw err;
@@ -38,10 +50,28 @@ export class RouteFeed {
 
   private async load(signal: AbortSignal): Promise<void> {
     const snapshot = await this.deps.store.listNodes();
+    const reloaded = this.revision > 0n;
     this.table = tableOf(snapshot.nodes);
     this.revision = snapshot.revision;
-    await this.deps.store.watchNodes(snapshot.revision + 1n, (batch) => this.onBatch(batch), signal);
-    this.deps.log.info({ revision: String(this.revision) }, "route feed started");
+    this.history = [];
+    this.historyFloor = snapshot.revision;
+    await this.deps.store.watchNodes(snapshot.revision + 1n, (batch) => this.onBatch(batch), signal, (err) => this.onWatchLost(err));
+    if (reloaded) this.broadcast(this.snapshot());
+    this.deps.log.info({ revision: String(this.revision) }, reloaded ? "route feed reloaded; streams resynced" : "route feed started");
+  }
+
+  private onWatchLost(err: Error): void {
+    this.deps.log.warn({ err, revision: String(this.revision) }, "route watch lost (compacted or etcd restarted); reloading a snapshot");
+    const retry = async (): Promise<void> => {
+      const signal = this.signal;
+      if (!signal || signal.aborted) return;
+      await new Promise((resolve) => setTimeout(resolve, this.deps.reloadDelayMs ?? 500));
+      await this.load(signal).catch((e: unknown) => {
+        this.deps.log.warn({ err: e }, "route feed reload failed; retrying");
+        return retry();
+      });
+    };
+    void retry();
   }
 
   private onBatch(batch: NodeWatchBatch): void {
@@ -50,22 +80,37 @@ export class RouteFeed {
     this.revision = batch.revision;
     if (events.length === 0) return;
     const msg = create(WatchRoutesResponseSchema, { revision: batch.revision, events });
+    this.history.push(msg);
+    const max = this.deps.historySize ?? 4096;
+    if (this.history.length > max) {
+      const dropped = this.history.splice(0, this.history.length - max);
+      this.historyFloor = dropped[dropped.length - 1]?.revision ?? this.historyFloor;
+    }
+    this.broadcast(msg);
+  }
+
+  private broadcast(msg: WatchRoutesResponse): void {
     for (const sub of this.subscribers) {
       sub.queue.push(msg);
       sub.wake?.();
     }
   }
 
-  /** The route stream of one daemon: a snapshot, then changes, until `signal` aborts. */
-  async *subscribe(signal: AbortSignal): AsyncGenerator<WatchRoutesResponse> {
+  private snapshot(): WatchRoutesResponse {
+    return create(WatchRoutesResponseSchema, { revision: this.revision, snapshot: true, routes: [...this.table.values()] });
+  }
+
+  /** The first messages of a stream that has applied everything up to `fromRevision` (0: nothing). */
+  private catchUp(fromRevision: bigint): WatchRoutesResponse[] {
+    if (fromRevision > 0n && fromRevision >= this.historyFloor) return this.history.filter((m) => m.revision > fromRevision);
+    return [this.snapshot()];
+  }
+
+  /** The route stream of one daemon, until `signal` aborts. */
+  async *subscribe(signal: AbortSignal, fromRevision = 0n): AsyncGenerator<WatchRoutesResponse> {
     if (!this.started) throw new TrellisError("UNAVAILABLE", "route feed is not started yet; retry shortly");
     await this.started;
-    const snapshot = create(WatchRoutesResponseSchema, {
-      revision: this.revision,
-      snapshot: true,
-      routes: [...this.table.values()],
-    });
-    const sub: Subscriber = { queue: [snapshot] };
+    const sub: Subscriber = { queue: this.catchUp(fromRevision) };
     this.subscribers.add(sub);
     const onAbort = () => sub.wake?.();
     signal.addEventListener("abort", onAbort, { once: true });

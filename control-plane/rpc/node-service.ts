@@ -32,8 +32,8 @@ export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed;
       await deps.leases.withdraw(req.nodeName);
       return create(DeregisterNodeResponseSchema);
     },
-    watchRoutes(_req, ctx) {
-      return deps.feed.subscribe(ctx.signal);
+    watchRoutes(req, ctx) {
+      return deps.feed.subscribe(ctx.signal, req.fromRevision);
     },
     async recordAllocation(req) {
       await deps.mirror.record(req.nodeName, req.allocation);

@@ -186,7 +186,7 @@ export class EtcdClusterStore implements ClusterStore {
     return new Map(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), decode(HeartbeatRecordSchema, kv).lastSeenMs]));
   }
 
-  async watchNodes(fromRevision: bigint, onBatch: (batch: NodeWatchBatch) => void, signal: AbortSignal): Promise<void> {
+  async watchNodes(fromRevision: bigint, onBatch: (batch: NodeWatchBatch) => void, signal: AbortSignal, onLost?: (err: Error) => void): Promise<void> {
     const prefix = this.keys.nodesPrefix;
     const watcher: Watcher = await this.call("watch nodes", () =>
       this.etcd.watch().prefix(prefix).startRevision(String(fromRevision)).create(),
@@ -198,6 +198,12 @@ export class EtcdClusterStore implements ClusterStore {
         return event.type === "Put" ? { type: "put", name, node: decode(NodeRecordSchema, event.kv) } : { type: "delete", name };
       });
       onBatch({ revision: BigInt(res.header.revision), changes });
+    });
+    // etcd3 resumes a broken stream by itself; an error here means the watch was cancelled for good.
+    watcher.on("error", (err) => {
+      if (signal.aborted) return;
+      void watcher.cancel().catch(() => undefined);
+      onLost?.(err);
     });
     const stop = () => void watcher.cancel().catch(() => undefined);
     if (signal.aborted) stop();

@@ -74,8 +74,11 @@ export interface ClusterStore {
   putDisruption(record: DisruptionRecord): Promise<void>;
   /** Last heartbeat of every node that sent one, by node name. */
   listHeartbeats(): Promise<Map<string, bigint>>;
-  /** Calls `onBatch` with every change to node records after `fromRevision`, in order, until `signal` aborts. */
-  watchNodes(fromRevision: bigint, onBatch: (batch: NodeWatchBatch) => void, signal: AbortSignal): Promise<void>;
+  /**
+   * Calls `onBatch` with every change to node records from `fromRevision` on, in order, until `signal`
+   * aborts; `onLost` when the watch ends for good (its revision was compacted): the caller starts over.
+   */
+  watchNodes(fromRevision: bigint, onBatch: (batch: NodeWatchBatch) => void, signal: AbortSignal, onLost?: (err: Error) => void): Promise<void>;
   putAllocation(node: string, record: AllocationRecord): Promise<void>;
   /** Succeeds when the allocation is already gone. */
   deleteAllocation(node: string, address: string): Promise<void>;

@@ -1,0 +1,130 @@
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Etcd3 } from "etcd3";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { RouteFeed } from "../../control-plane/routes/route-feed.js";
+import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
+import type { ClusterStore } from "../../control-plane/store/store.js";
+import { startEtcd, type EtcdHandle } from "../support/etcd.js";
+import { run } from "../support/exec.js";
+import { namespace, startInProcessControlPlane } from "../support/control-plane.js";
+import { waitFor } from "../support/wait.js";
+
+// The route stream's revisions: resume where a daemon left off, a snapshot when that is not possible,
+// and a fresh snapshot for everyone when the feed's own etcd watch is compacted away.
+let etcd: EtcdHandle;
+beforeAll(async () => {
+  etcd = await startEtcd();
+});
+afterAll(async () => {
+  await etcd?.stop();
+});
+
+function collect(client: ReturnType<typeof createClient<typeof NodeService>>, fromRevision: bigint) {
+  const seen: WatchRoutesResponse[] = [];
+  const stop = new AbortController();
+  void (async () => {
+    for await (const m of client.watchRoutes({ nodeName: "watcher", fromRevision }, { signal: stop.signal })) seen.push(m);
+  })().catch(() => undefined);
+  return { seen, stop: () => stop.abort() };
+}
+
+describe("route stream revisions", () => {
+  it("a daemon that reconnects with its last revision gets only what it missed; one too old gets a snapshot", async () => {
+    const cpRoot = namespace();
+    const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root: cpRoot });
+    try {
+      const node = createClient(NodeService, createGrpcTransport({ baseUrl: `http://${cp.address}` }));
+      await node.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
+      const first = collect(node, 0n);
+      await waitFor("snapshot", async () => first.seen.length > 0);
+      await node.registerNode({ nodeName: "n2", nodeIp: "192.168.1.12", mtu: 1500 });
+      await waitFor("n2", async () => first.seen.length > 1);
+      const applied = first.seen[first.seen.length - 1]!.revision;
+      first.stop(); // the daemon loses its stream ...
+      await node.registerNode({ nodeName: "n3", nodeIp: "192.168.1.13", mtu: 1500 });
+      await node.deregisterNode({ nodeName: "n1" });
+
+      const resumed = collect(node, applied); // ... and comes back with the revision it applied
+      await waitFor("the missed changes", async () => resumed.seen.flatMap((m) => m.events).length >= 2);
+      expect(resumed.seen.every((m) => !m.snapshot)).toBe(true);
+      expect(resumed.seen.flatMap((m) => m.events).map((e) => `${RouteEventType[e.type]} ${e.route?.nodeName}`)).toEqual(["UPSERT n3", "DELETE n1"]);
+      resumed.stop();
+
+      // A replica that started after that revision holds no changes that old: it answers with a snapshot.
+      const other = await startInProcessControlPlane({ etcd: etcd.endpoint, root: cpRoot });
+      try {
+        const failover = collect(createClient(NodeService, createGrpcTransport({ baseUrl: `http://${other.address}` })), applied);
+        await waitFor("a snapshot", async () => failover.seen.length > 0);
+        expect(failover.seen[0]).toMatchObject({ snapshot: true });
+        expect(failover.seen[0]!.routes.map((r) => r.nodeName).sort()).toEqual(["n2", "n3"]);
+        failover.stop();
+      } finally {
+        await other.stop();
+      }
+    } finally {
+      await cp.stop();
+    }
+  });
+
+  it("etcd reports a node watch whose revision was compacted away as lost", async () => {
+    const root = namespace();
+    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root });
+    const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root });
+    const raw = new Etcd3({ hosts: [etcd.endpoint] });
+    const stop = new AbortController();
+    try {
+      const node = createClient(NodeService, createGrpcTransport({ baseUrl: `http://${cp.address}` }));
+      const start = (await raw.get("x").exec()).header.revision;
+      await node.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
+      const compactTo = (await raw.put(`${root}/compaction-marker`).value("x").exec()).header.revision;
+      const compacted = await run("etcdctl", ["--endpoints", etcd.endpoint, "compact", compactTo, "--physical"], { env: { ...process.env, ETCDCTL_API: "3" } });
+      expect(compacted.code, compacted.stderr).toBe(0);
+      const lost: Error[] = [];
+      await store.watchNodes(BigInt(start), () => undefined, stop.signal, (err) => lost.push(err));
+      await waitFor("the lost watch reported", async () => lost.length > 0);
+      expect(String(lost[0])).toMatch(/Watcher canceled/); // etcd 3.4 sets compact_revision and no reason text
+    } finally {
+      stop.abort();
+      raw.close();
+      await store.close();
+      await cp.stop();
+    }
+  });
+
+  it("when its etcd watch is lost, the feed reloads and sends every open stream a fresh snapshot", async () => {
+    const root = namespace();
+    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root });
+    let loseWatch: ((err: Error) => void) | undefined;
+    const watched: ClusterStore = Object.assign(Object.create(store) as ClusterStore, {
+      watchNodes: (from: bigint, onBatch: Parameters<ClusterStore["watchNodes"]>[1], signal: AbortSignal, onLost?: (err: Error) => void) => {
+        loseWatch = onLost;
+        return store.watchNodes(from, onBatch, signal, onLost);
+      },
+    });
+    const feed = new RouteFeed({ store: watched, log: pino({ level: "silent" }), reloadDelayMs: 10 });
+    const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root });
+    const stop = new AbortController();
+    try {
+      const node = createClient(NodeService, createGrpcTransport({ baseUrl: `http://${cp.address}` }));
+      await node.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
+      await feed.start(stop.signal);
+      const stream = feed.subscribe(stop.signal, 0n);
+      expect((await stream.next()).value).toMatchObject({ snapshot: true });
+      await node.registerNode({ nodeName: "n2", nodeIp: "192.168.1.12", mtu: 1500 });
+      loseWatch?.(new Error("mvcc: required revision has been compacted"));
+      for (;;) {
+        const msg = (await stream.next()).value as WatchRoutesResponse;
+        if (!msg.snapshot) continue; // n2's event may come before the reload
+        expect(msg.routes.map((r) => r.nodeName).sort()).toEqual(["n1", "n2"]);
+        break;
+      }
+    } finally {
+      stop.abort();
+      await store.close();
+      await cp.stop();
+    }
+  });
+});
