@@ -1,4 +1,9 @@
+import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { closeSync, openSync } from "node:fs";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino, type Logger } from "pino";
 import { Cidr } from "../../proto/common/cidr.js";
@@ -9,6 +14,9 @@ import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
 import { startControlPlaneServer, type ControlPlaneServer } from "../../control-plane/rpc/server.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
+import { freePort } from "./etcd.js";
+import { dist } from "./lab.js";
+import { waitForLog } from "./wait.js";
 
 /** Log lines captured in memory, for asserting on events. */
 export function captureLog(): { log: Logger; lines: Array<Record<string, unknown>> } {
@@ -70,4 +78,45 @@ export async function startInProcessControlPlane(options: {
       await store.close();
     },
   };
+}
+
+export interface SpawnedControlPlane {
+  readonly address: string;
+  readonly logFile: string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts it again on the same address. */
+  start(): Promise<void>;
+}
+
+/** A control-plane replica as its own process (the built dist/), so a test can SIGKILL it. */
+export async function spawnControlPlane(options: { etcd: readonly string[]; root: string; port?: number; args?: readonly string[] }): Promise<SpawnedControlPlane> {
+  const port = options.port ?? (await freePort());
+  const logFile = join(await mkdtemp(join(tmpdir(), "trellis-cp-")), "control-plane.log");
+  let child: ChildProcess | undefined;
+  const replica: SpawnedControlPlane = {
+    address: `127.0.0.1:${port}`,
+    logFile,
+    async kill(signal: NodeJS.Signals = "SIGKILL") {
+      const c = child;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      const exited = new Promise((resolve) => c.once("exit", resolve));
+      c.kill(signal);
+      await exited;
+    },
+    async start() {
+      await writeFile(logFile, "");
+      const fd = openSync(logFile, "a");
+      child = spawn(process.execPath, [
+        join(dist, "control-plane", "main.js"),
+        "--etcd-endpoints", options.etcd.join(","),
+        "--etcd-prefix", options.root,
+        "--listen", `127.0.0.1:${port}`,
+        ...(options.args ?? []),
+      ], { stdio: ["ignore", fd, fd] });
+      closeSync(fd);
+      await waitForLog(logFile, "route feed started", 20_000);
+    },
+  };
+  await replica.start();
+  return replica;
 }

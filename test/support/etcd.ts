@@ -65,3 +65,75 @@ export async function startEtcd(options: { netns?: string; clientPort?: number; 
   }
   return { endpoint: client, stop };
 }
+
+export interface EtcdMember {
+  readonly name: string;
+  readonly endpoint: string;
+  /** SIGKILL, keeping its data dir. */
+  kill(): Promise<void>;
+  /** Starts it again on the same ports and data dir. */
+  start(): Promise<void>;
+}
+
+export interface EtcdCluster {
+  readonly endpoints: string[];
+  readonly members: EtcdMember[];
+  stop(): Promise<void>;
+}
+
+/** A multi-member etcd cluster of Debian's etcd on loopback, each member with its own temp data dir. */
+export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
+  const base = await mkdtemp(join(tmpdir(), "trellis-etcd-cluster-"));
+  const ports = await Promise.all(Array.from({ length: size * 2 }, () => freePort()));
+  const specs = Array.from({ length: size }, (_, i) => ({
+    name: `m${i}`,
+    client: `http://127.0.0.1:${ports[2 * i]}`,
+    peer: `http://127.0.0.1:${ports[2 * i + 1]}`,
+    dataDir: join(base, `m${i}`),
+  }));
+  const initialCluster = specs.map((s) => `${s.name}=${s.peer}`).join(",");
+  const children = new Map<string, ReturnType<typeof spawn>>();
+  const launch = (s: (typeof specs)[number]) => {
+    const child = spawn("etcd", [
+      "--name", s.name, "--data-dir", s.dataDir,
+      "--listen-client-urls", s.client, "--advertise-client-urls", s.client,
+      "--listen-peer-urls", s.peer, "--initial-advertise-peer-urls", s.peer,
+      "--initial-cluster", initialCluster, "--initial-cluster-state", "new", "--initial-cluster-token", base,
+      "--log-level", "error", "--logger", "zap",
+    ], { stdio: "ignore" });
+    children.set(s.name, child);
+  };
+  const healthy = (s: (typeof specs)[number]) =>
+    waitFor(`etcd member ${s.name}`, async () => (await run("etcdctl", ["--endpoints", s.client, "endpoint", "health"], { env: { ...process.env, ETCDCTL_API: "3" } })).code === 0, 30_000, 100);
+  const kill = async (name: string) => {
+    const child = children.get(name);
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.kill("SIGKILL");
+    await exited;
+  };
+  specs.forEach(launch);
+  const cluster: EtcdCluster = {
+    endpoints: specs.map((s) => s.client),
+    members: specs.map((s) => ({
+      name: s.name,
+      endpoint: s.client,
+      kill: () => kill(s.name),
+      start: async () => {
+        launch(s);
+        await healthy(s);
+      },
+    })),
+    stop: async () => {
+      for (const s of specs) await kill(s.name);
+      await rm(base, { recursive: true, force: true });
+    },
+  };
+  try {
+    await Promise.all(specs.map(healthy));
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+  return cluster;
+}
