@@ -20,6 +20,8 @@ export interface DaemonConfig {
   readonly cniConfDir: string;
   readonly cniConfName: string;
   readonly logLevel: string;
+  /** Central-router mode: this node holds every node's route; the others route the cluster CIDR to it. */
+  readonly router: boolean;
 }
 
 export const daemonHelp = `Usage: trellis-node-daemon --node-name NAME --node-ip IP [flags]
@@ -43,6 +45,9 @@ Flags:
   --cni-conf-dir DIR        where to write the CNI conflist once the daemon holds its lease and serves
                             the socket; "" to not write one (default /etc/cni/net.d)
   --cni-conf-name FILE      the conflist's file name (default 10-trellis.conflist)
+  --router                  make this node the cluster's central router: it holds every node's route and
+                            every other node sends the whole cluster CIDR to it (default: host-gw, each
+                            node holds one route per other node)
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
@@ -65,6 +70,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     "cni-conf-dir": { type: "string", default: "/etc/cni/net.d" },
     "cni-conf-name": { type: "string", default: "10-trellis.conflist" },
     "log-level": { type: "string", default: "info" },
+    router: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) return "help";
@@ -96,6 +102,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     heartbeatIntervalMs: parseIntFlag(values["heartbeat-interval"], "--heartbeat-interval", 1, 3600) * 1000,
     routeResyncIntervalMs: parseIntFlag(values["route-resync"], "--route-resync", 1, 3600) * 1000,
     logLevel: checkLogLevel(values["log-level"]),
+    router: values.router,
     cniConfDir: values["cni-conf-dir"],
     cniConfName: values["cni-conf-name"],
   };

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { access } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
+import { RouteSchema } from "../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { Cidr } from "../proto/common/cidr.js";
 import { TrellisError } from "../proto/common/errors.js";
 import { CniService } from "./cni/cni-service.js";
@@ -39,6 +41,7 @@ async function main(): Promise<void> {
     nodeName: config.nodeName,
     nodeIp: config.nodeIp,
     mtu: config.mtu,
+    router: config.router,
     sleep,
   });
   let shuttingDown = false;
@@ -88,7 +91,7 @@ async function main(): Promise<void> {
   process.once("SIGTERM", () => void shutdown("SIGTERM", server));
   process.once("SIGINT", () => void shutdown("SIGINT", server));
 
-  const routes = new RouteSync({ net, log, nodeName: config.nodeName });
+  const routes = new RouteSync({ net, log, nodeName: config.nodeName, clusterCidr: registration.clusterCidr });
   const onRegistered = async (res: { subnet: string }) => {
     const next = Cidr.parse(res.subnet, "leased subnet");
     if (next.equals(current)) return;
@@ -103,9 +106,13 @@ async function main(): Promise<void> {
   control.heartbeatLoop(config.heartbeatIntervalMs, stop.signal, onRegistered).catch(keepGoing("heartbeat loop"));
   control
     .watchRoutes(async (set, revision) => {
-      await routes.setRoutes(set.values()).catch((err: unknown) => log.error({ err, revision: String(revision) }, "route sync failed"));
-      const held = [...set.values()].filter((r) => r.nodeName !== config.nodeName && routes.applied.get(r.subnet) === r.nodeIp);
-      control.reportRoutes(revision, held).catch((err: unknown) => log.debug({ err }, "could not report applied routes"));
+      try {
+        const held = await routes.setRoutes(set.values());
+        const report = held.map((r) => create(RouteSchema, { nodeName: r.nodeName, subnet: r.dst, nodeIp: r.via }));
+        control.reportRoutes(revision, report).catch((err: unknown) => log.debug({ err }, "could not report applied routes"));
+      } catch (err) {
+        log.error({ err, revision: String(revision) }, "route sync failed");
+      }
     }, stop.signal)
     .catch(keepGoing("route stream"));
   (async () => {

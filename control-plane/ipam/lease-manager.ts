@@ -32,6 +32,7 @@ export interface Registration {
   readonly name: string;
   readonly nodeIp: string;
   readonly mtu: number;
+  readonly router?: boolean;
 }
 
 /** Hands each node one subnet of the pool; all authority is in the store (etcd transactions). */
@@ -51,8 +52,9 @@ export class LeaseManager {
       const existing = await store.findNode(reg.name);
       if (existing) {
         const current = existing.value;
-        if (current.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu) return current;
-        const next = create(NodeRecordSchema, { ...current, nodeIp: reg.nodeIp, mtu: reg.mtu, live: true, releasedAtMs: 0n, releasedReason: "" });
+        const router = reg.router ?? false;
+        if (current.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu && current.router === router) return current;
+        const next = create(NodeRecordSchema, { ...current, nodeIp: reg.nodeIp, mtu: reg.mtu, router, live: true, releasedAtMs: 0n, releasedReason: "" });
         if (await store.updateNode(next, existing.modRevision)) {
           log.info({ node: reg.name, subnet: next.subnet }, "node registered again");
           return next;
@@ -71,7 +73,7 @@ export class LeaseManager {
         const othersReserved = reservations.filter((r) => r.nodeName !== reg.name).map((r) => Cidr.parse(r.subnet, "stored reservation"));
         const subnet = mine?.subnet ?? pickFreeSubnet(pool, [...leased, ...othersReserved], attempt === 1 ? undefined : this.deps.rand).toString();
         const now = BigInt(this.deps.clock());
-        const node = create(NodeRecordSchema, { name: reg.name, nodeIp: reg.nodeIp, mtu: reg.mtu, subnet, live: true, registeredAtMs: now });
+        const node = create(NodeRecordSchema, { name: reg.name, nodeIp: reg.nodeIp, mtu: reg.mtu, router: reg.router ?? false, subnet, live: true, registeredAtMs: now });
         const lease = create(SubnetLeaseRecordSchema, { subnet, nodeName: reg.name, leasedAtMs: now });
         if (await store.claimSubnet(lease, node, 0n)) {
           log.info({ node: reg.name, subnet }, "subnet leased");

@@ -7,6 +7,7 @@ import {
   type Route,
   type RouteEvent,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { desiredRoutes } from "../../proto/common/route-plan.js";
 import type { NodeChange } from "../store/store.js";
 
 /** The cluster's route set, by node name. Pure. */
@@ -14,7 +15,7 @@ export type RouteTable = ReadonlyMap<string, Route>;
 
 /** The route a node record asks for: none for a node that withdrew. */
 export function routeOf(node: NodeRecord): Route | undefined {
-  return node.live ? create(RouteSchema, { nodeName: node.name, subnet: node.subnet, nodeIp: node.nodeIp }) : undefined;
+  return node.live ? create(RouteSchema, { nodeName: node.name, subnet: node.subnet, nodeIp: node.nodeIp, router: node.router }) : undefined;
 }
 
 export function tableOf(nodes: readonly NodeRecord[]): RouteTable {
@@ -27,7 +28,7 @@ export function tableOf(nodes: readonly NodeRecord[]): RouteTable {
 }
 
 function sameRoute(a: Route, b: Route): boolean {
-  return a.subnet === b.subnet && a.nodeIp === b.nodeIp;
+  return a.subnet === b.subnet && a.nodeIp === b.nodeIp && a.router === b.router;
 }
 
 /** Applies node changes to a table; returns the new table and only the route events they cause. */
@@ -48,9 +49,11 @@ export function applyNodeChanges(table: RouteTable, changes: readonly NodeChange
   return { next, events };
 }
 
-/** What a node should hold: one route per other live node. Pure. */
-export function desiredRoutesFor(node: string, nodes: readonly NodeRecord[]): Route[] {
-  return [...tableOf(nodes).values()].filter((r) => r.nodeName !== node);
+/** What a node should hold (host-gw, or the central router's cluster route), as Route messages. Pure. */
+export function desiredRoutesFor(node: string, nodes: readonly NodeRecord[], clusterCidr: string): Route[] {
+  return desiredRoutes(tableOf(nodes).values(), node, clusterCidr).map((r) =>
+    create(RouteSchema, { nodeName: r.nodeName, subnet: r.dst, nodeIp: r.via }),
+  );
 }
 
 /** desired minus reported and reported minus desired, comparing destination and next hop. Pure. */

@@ -111,6 +111,7 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
           graceLeftSeconds: n.live ? 0n : secondsLeft(Number(n.releasedAtMs) + policy.graceMs, now),
           routeRevision: reported.get(n.name)?.revision ?? 0n,
           pods: pods.get(n.name) ?? 0,
+          router: n.router,
         });
       });
   }
@@ -163,7 +164,7 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       const name = required(req.nodeName, "node_name");
       const [{ nodes }, reported] = await Promise.all([store.listNodes(), store.findReportedRoutes(name)]);
       if (!nodes.some((n) => n.name === name)) throw new TrellisError("NOT_FOUND", `node ${name} is not known`);
-      const desired = desiredRoutesFor(name, nodes);
+      const desired = desiredRoutesFor(name, nodes, pool.cluster.toString());
       const { missing, extra } = diffRoutes(desired, reported?.routes ?? []);
       return create(GetRoutesResponseSchema, {
         desired: desired.map(adminRoute),

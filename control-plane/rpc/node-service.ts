@@ -21,7 +21,7 @@ import type { ClusterStore } from "../store/store.js";
 export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed; mirror: AllocationMirror; clusterCidr: Cidr; store: ClusterStore; clock: () => number }): ServiceImpl<typeof NodeService> {
   return {
     async registerNode(req) {
-      const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500 });
+      const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500, router: req.router });
       return create(RegisterNodeResponseSchema, { subnet: node.subnet, clusterCidr: deps.clusterCidr.toString() });
     },
     async heartbeat(req) {

@@ -11,7 +11,7 @@ import type { AllocationMirror } from "../cni/cni-service.js";
 
 /** The NodeService calls the daemon makes; the generated Connect client satisfies it. */
 export interface ControlPlaneApi {
-  registerNode(req: { nodeName: string; nodeIp: string; mtu: number }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<RegisterNodeResponse>;
+  registerNode(req: { nodeName: string; nodeIp: string; mtu: number; router?: boolean }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<RegisterNodeResponse>;
   heartbeat(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
   deregisterNode(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
   watchRoutes(req: { nodeName: string; fromRevision: bigint }, options?: { signal?: AbortSignal }): AsyncIterable<WatchRoutesResponse>;
@@ -30,6 +30,7 @@ export interface ControlClientDeps {
   readonly nodeName: string;
   readonly nodeIp: string;
   readonly mtu: number;
+  readonly router?: boolean;
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   readonly callTimeoutMs?: number;
 }
@@ -71,10 +72,10 @@ export class ControlClient implements AllocationMirror {
 
   /** Registers until it succeeds (retrying with backoff while the control plane is unreachable). */
   async register(signal: AbortSignal): Promise<RegisterNodeResponse> {
-    const { log, nodeName, nodeIp, mtu } = this.deps;
+    const { log, nodeName, nodeIp, mtu, router } = this.deps;
     for (let attempt = 1, delay = 250; ; attempt++, delay = Math.min(delay * 2, 10_000)) {
       try {
-        const res = await this.api.registerNode({ nodeName, nodeIp, mtu }, { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
+        const res = await this.api.registerNode({ nodeName, nodeIp, mtu, router: router ?? false }, { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
         log.info({ subnet: res.subnet, attempt }, "registered with the control plane");
         return res;
       } catch (err) {

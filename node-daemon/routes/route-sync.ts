@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { desiredRoutes, type HostRoute } from "../../proto/common/route-plan.js";
 import type { Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { Netlink } from "../net/netlink.js";
 import { diffRoutes } from "./route-diff.js";
@@ -7,6 +8,7 @@ export interface RouteSyncDeps {
   readonly net: Netlink;
   readonly log: Logger;
   readonly nodeName: string;
+  readonly clusterCidr: string;
 }
 
 /**
@@ -23,13 +25,15 @@ export class RouteSync {
 
   constructor(private readonly deps: RouteSyncDeps) {}
 
-  /** Sets the cluster's route set (this node's own route is skipped) and reconciles the kernel to it. */
-  setRoutes(routes: Iterable<Route>): Promise<void> {
-    const desired = new Map<string, string>();
-    for (const r of routes) if (r.nodeName !== this.deps.nodeName) desired.set(r.subnet, r.nodeIp);
-    this.desired = desired;
+  /**
+   * Sets the cluster's route set and reconciles the kernel to what this node should hold of it (host-gw,
+   * or the central router's cluster route); returns those routes.
+   */
+  setRoutes(routes: Iterable<Route>): Promise<HostRoute[]> {
+    const wanted = desiredRoutes(routes, this.deps.nodeName, this.deps.clusterCidr);
+    this.desired = new Map(wanted.map((r) => [r.dst, r.via]));
     this.known = true;
-    return this.reconcile();
+    return this.reconcile().then(() => wanted.filter((r) => this.lastApplied.get(r.dst) === r.via));
   }
 
   /** Serialized: concurrent callers wait for one another, the last desired set wins. */

@@ -31,6 +31,10 @@ export interface LabOptions {
   readonly heartbeatIntervalS?: number;
   /** Extra node-daemon flags. */
   readonly daemonArgs?: readonly string[];
+  /** Extra flags for one node's daemon, by node name (e.g. { "node-1": ["--router"] }). */
+  readonly nodeArgs?: Readonly<Record<string, readonly string[]>>;
+  /** Extra control-plane flags (e.g. a short --lease-ttl). */
+  readonly controlPlaneArgs?: readonly string[];
 }
 
 export interface LabNode {
@@ -147,11 +151,19 @@ export class Lab {
       "--listen", this.controlPlaneAddress,
       "--cluster-cidr", this.options.clusterCidr ?? "10.244.0.0/16",
       "--subnet-size", String(this.options.subnetSize ?? 24),
+      ...(this.options.controlPlaneArgs ?? []),
     ], logFile);
     await waitForLog(logFile, "route feed started");
   }
 
-  private async addNode(i: number): Promise<void> {
+  /** A node that joins a running cluster: namespace, underlay link, and its daemon started. */
+  async joinNode(): Promise<LabNode> {
+    const node = await this.addNode(this.nodes.length + 1);
+    await this.startDaemon(node);
+    return node;
+  }
+
+  private async addNode(i: number): Promise<LabNode> {
     const name = `node-${i}`;
     const netns = `${this.prefix}-n${i}`;
     const dir = join(this.workDir, name);
@@ -168,6 +180,7 @@ export class Lab {
     });
     await mustInNetns(netns, "ip", ["-batch", "-"], { stdin: `addr add ${node.ip}/24 dev eth0\nlink set eth0 up\n` });
     this.nodes.push(node);
+    return node;
   }
 
   /** Starts (or restarts) a node's daemon and waits until it serves the shim. */
@@ -184,6 +197,7 @@ export class Lab {
       "--heartbeat-interval", String(this.options.heartbeatIntervalS ?? 5),
       "--cni-conf-dir", node.confDir,
       ...(this.options.daemonArgs ?? []),
+      ...(this.options.nodeArgs?.[node.name] ?? []),
     ], logFile);
     const ready = await waitForLog(logFile, "serving the CNI shim");
     this.say(`daemon ${node.name} serving (pid ${node.daemon.child.pid})${ready ? "" : ""}`);

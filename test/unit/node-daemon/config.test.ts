@@ -24,6 +24,7 @@ describe("parseDaemonArgs", () => {
       routeResyncIntervalMs: 30_000,
       cniConfDir: "/etc/cni/net.d",
       cniConfName: "10-trellis.conflist",
+      router: false,
       logLevel: "info",
     });
   });
