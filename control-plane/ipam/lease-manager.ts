@@ -47,25 +47,28 @@ export class LeaseManager {
   async register(reg: Registration): Promise<NodeRecord> {
     validateRegistration(reg);
     const { store, pool, log } = this.deps;
-    await this.rejectDuplicateIp(reg);
+    let ipChecked = false;
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
       const existing = await store.findNode(reg.name);
-      if (existing) {
-        const current = existing.value;
-        const router = reg.router ?? false;
-        if (current.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu && current.router === router) return current;
+      const router = reg.router ?? false;
+      const current = existing?.value;
+      if (current?.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu && current.router === router) return current;
+      // Only a new node or a changed address can collide with another node's address: check those once.
+      if (!ipChecked && current?.nodeIp !== reg.nodeIp) await this.rejectDuplicateIp(reg);
+      ipChecked = true;
+      if (existing && current) {
         const next = create(NodeRecordSchema, { ...current, nodeIp: reg.nodeIp, mtu: reg.mtu, router, live: true, releasedAtMs: 0n, releasedReason: "" });
         if (await store.updateNode(next, existing.modRevision)) {
           log.info({ node: reg.name, subnet: next.subnet }, "node registered again");
           return next;
         }
       } else {
-        const leases = await store.listLeases();
-        const leased = leases.map((l) => Cidr.parse(l.subnet, `stored lease of ${l.nodeName}`));
+        const leasedSubnets = await store.listLeasedSubnets();
+        const leased = leasedSubnets.map((s) => Cidr.parse(s, "stored lease key"));
         const reservations = await store.listReservations();
         const mine = reservations.find((r) => r.nodeName === reg.name);
-        if (mine) {
-          const holder = leases.find((l) => l.subnet === mine.subnet);
+        if (mine && leasedSubnets.includes(mine.subnet)) {
+          const holder = (await store.listLeases()).find((l) => l.subnet === mine.subnet);
           if (holder) {
             throw new TrellisError("CONFLICT", `subnet ${mine.subnet} is reserved for ${reg.name} but leased by ${holder.nodeName}; release that lease (ReleaseLease) first`);
           }

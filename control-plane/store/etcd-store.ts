@@ -47,6 +47,12 @@ export class EtcdClusterStore implements ClusterStore {
     return res.kvs.map((kv) => decode(SubnetLeaseRecordSchema, kv));
   }
 
+  async listLeasedSubnets(): Promise<string[]> {
+    const prefix = this.keys.subnetsPrefix;
+    const keys = await this.call("list leased subnets", () => this.etcd.getAll().prefix(prefix).keys());
+    return keys.map((k) => k.slice(prefix.length).replace(/-(\d+)$/, "/$1"));
+  }
+
   async findNode(name: string): Promise<Versioned<NodeRecord> | undefined> {
     const res = await this.call(`read node ${name}`, () => this.etcd.get(this.keys.node(name)).exec());
     const kv = res.kvs[0];

@@ -45,6 +45,8 @@ export interface NodeSnapshot {
 /** Everything the control plane keeps; etcd is the only implementation that runs in production. */
 export interface ClusterStore {
   listLeases(): Promise<SubnetLeaseRecord[]>;
+  /** Just the leased subnets, read from the keys alone (cheap: registrations call it every time). */
+  listLeasedSubnets(): Promise<string[]>;
   findNode(name: string): Promise<Versioned<NodeRecord> | undefined>;
   listNodes(): Promise<NodeSnapshot>;
   /**

@@ -82,6 +82,8 @@ export async function startInProcessControlPlane(options: {
 
 export interface SpawnedControlPlane {
   readonly address: string;
+  /** pid of the running process (0 when stopped). */
+  readonly pid: number;
   readonly logFile: string;
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Starts it again on the same address. */
@@ -96,6 +98,9 @@ export async function spawnControlPlane(options: { etcd: readonly string[]; root
   const replica: SpawnedControlPlane = {
     address: `127.0.0.1:${port}`,
     logFile,
+    get pid() {
+      return child?.exitCode === null ? (child.pid ?? 0) : 0;
+    },
     async kill(signal: NodeJS.Signals = "SIGKILL") {
       const c = child;
       if (!c || c.exitCode !== null || c.signalCode !== null) return;
