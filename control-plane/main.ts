@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { pino } from "pino";
 import { TrellisError } from "../proto/common/errors.js";
+import { configOrExit } from "../proto/common/flags.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
 import { AllocationMirror } from "./ipam/allocation-mirror.js";
 import { ExpiryLoop, LeaseManager } from "./ipam/lease-manager.js";
@@ -10,17 +11,8 @@ import { startControlPlaneServer } from "./rpc/server.js";
 import { EtcdClusterStore } from "./store/etcd-store.js";
 
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = parseControlPlaneArgs(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`trellis-control-plane: ${(err as Error).message}\n`);
-    process.exit(2);
-  }
-  if (config === "help") {
-    process.stdout.write(controlPlaneHelp);
-    return;
-  }
+  const config = configOrExit("trellis-control-plane", parseControlPlaneArgs, controlPlaneHelp);
+  if (!config) return;
   const log = pino({ name: "control-plane", level: config.logLevel });
   const store = new EtcdClusterStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix });
   const pool = createSubnetPool(config.clusterCidr, config.subnetPrefixLength);

@@ -6,6 +6,7 @@ import { pino } from "pino";
 import { RouteSchema } from "../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { Cidr } from "../proto/common/cidr.js";
 import { TrellisError } from "../proto/common/errors.js";
+import { configOrExit } from "../proto/common/flags.js";
 import { CniService } from "./cni/cni-service.js";
 import { daemonHelp, parseDaemonArgs } from "./config.js";
 import { ControlClient } from "./control/control-client.js";
@@ -21,17 +22,8 @@ import { startDaemonServer } from "./rpc/server.js";
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
 
 async function main(): Promise<void> {
-  let config;
-  try {
-    config = parseDaemonArgs(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`trellis-node-daemon: ${(err as Error).message}\n`);
-    process.exit(2);
-  }
-  if (config === "help") {
-    process.stdout.write(daemonHelp);
-    return;
-  }
+  const config = configOrExit("trellis-node-daemon", parseDaemonArgs, daemonHelp);
+  if (!config) return;
   const log = pino({ name: "node-daemon", level: config.logLevel }).child({ node: config.nodeName });
   const stop = new AbortController();
   const net = new IpRoute2Netlink();

@@ -34,3 +34,22 @@ export function checkLogLevel(level: string): string {
   if (!logLevels.includes(level)) throw new TrellisError("INVALID_ARGUMENT", `--log-level ${level} is not one of ${logLevels.join(", ")}`);
   return level;
 }
+
+/**
+ * The start of every program's main: parse the process's arguments, or print the help (and return
+ * undefined: the program is done) or the error (and exit 2).
+ */
+export function configOrExit<T>(program: string, parse: (argv: readonly string[]) => T | "help", help: string): T | undefined {
+  let config: T | "help";
+  try {
+    config = parse(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`${program}: ${(err as Error).message}\n`);
+    return process.exit(2);
+  }
+  if (config === "help") {
+    process.stdout.write(help);
+    return undefined;
+  }
+  return config;
+}

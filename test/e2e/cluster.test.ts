@@ -1,8 +1,6 @@
-import { readdir } from "node:fs/promises";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inNetns, mustInNetns } from "../support/exec.js";
-import { Lab, type LabNode } from "../support/lab.js";
+import { allocationFiles, Lab, type LabNode } from "../support/lab.js";
 import { waitFor } from "../support/wait.js";
 
 // Needs root (network namespaces). Locally without root the suite is skipped and says why; in CI
@@ -11,7 +9,6 @@ const isRoot = process.getuid?.() === 0;
 if (!isRoot && process.env.CI === "true") throw new Error("e2e tests need root in CI");
 
 const ownedRoutes = async (lab: Lab, node: LabNode) => (await lab.routesOf(node)).filter((r) => r.protocol === "201");
-const allocationFiles = async (node: LabNode) => (await readdir(join(node.stateDir, "allocations")).catch(() => [])).filter((f) => !f.endsWith(".tmp"));
 
 describe.skipIf(!isRoot)("three-node cluster in network namespaces (needs root)", () => {
   let lab: Lab;

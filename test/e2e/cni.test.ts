@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execConflist } from "../support/cni-runtime.js";
 import { inNetns, mustInNetns } from "../support/exec.js";
-import { Lab, pluginConf, type LabNode, type LabPod } from "../support/lab.js";
+import { allocationFiles, Lab, pluginConf, type LabNode, type LabPod } from "../support/lab.js";
 import { waitFor } from "../support/wait.js";
 
 // CNI 1.1 end to end: every command through the real shim binary, result shapes per version,
@@ -11,7 +11,6 @@ import { waitFor } from "../support/wait.js";
 const isRoot = process.getuid?.() === 0;
 if (!isRoot && process.env.CI === "true") throw new Error("e2e tests need root in CI");
 
-const allocationFiles = async (node: LabNode) => (await readdir(join(node.stateDir, "allocations")).catch(() => [])).filter((f) => !f.endsWith(".tmp"));
 const exists = (path: string) => stat(path).then(() => true, () => false);
 
 describe.skipIf(!isRoot)("CNI commands through the shim (needs root)", () => {

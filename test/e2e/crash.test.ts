@@ -1,8 +1,6 @@
-import { readdir } from "node:fs/promises";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inNetns } from "../support/exec.js";
-import { Lab, type LabNode, type LabPod } from "../support/lab.js";
+import { allocationFiles, Lab, type LabNode, type LabPod } from "../support/lab.js";
 import { waitFor } from "../support/wait.js";
 
 // DESIGN.md invariants 2 and 6: 100 concurrent ADDs through the shim binary, the daemon killed with
@@ -11,7 +9,6 @@ const isRoot = process.getuid?.() === 0;
 if (!isRoot && process.env.CI === "true") throw new Error("e2e tests need root in CI");
 
 const podCount = 100;
-const allocationFiles = async (node: LabNode) => (await readdir(join(node.stateDir, "allocations")).catch(() => [])).filter((f) => !f.endsWith(".tmp"));
 
 async function addressIn(pod: LabPod): Promise<string | undefined> {
   const res = await inNetns(pod.netns, "ip", ["-json", "-4", "addr", "show", "dev", pod.ifName]);

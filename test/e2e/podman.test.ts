@@ -1,11 +1,11 @@
 import { existsSync } from "node:fs";
-import { readFile, readdir } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Cidr, parseIpv4 } from "../../proto/common/cidr.js";
 import { hostVethName } from "../../node-daemon/net/names.js";
 import { inNetns, mustInNetns } from "../support/exec.js";
-import { Lab, type LabNode, type LabPod } from "../support/lab.js";
+import { allocationFiles, Lab, type LabNode, type LabPod } from "../support/lab.js";
 import { missingPodmanPackages, Podman, type PodmanContainer } from "../support/podman.js";
 
 // A real, unmodified container runtime on a Trellis node: Debian's rootful podman 4.3 with its CNI
@@ -15,7 +15,6 @@ if (!isRoot && process.env.CI === "true") throw new Error("e2e tests need root i
 const missing = missingPodmanPackages();
 if (missing.length > 0 && process.env.CI === "true") throw new Error(`the podman e2e test needs ${missing.join(", ")} (.ci/setup installs them)`);
 
-const allocationFiles = async (node: LabNode) => (await readdir(join(node.stateDir, "allocations")).catch(() => [])).filter((f) => !f.endsWith(".tmp"));
 const linkExists = async (node: LabNode, name: string) => (await inNetns(node.netns, "ip", ["link", "show", "dev", name])).code === 0;
 
 describe.skipIf(!isRoot || missing.length > 0)(`podman --network trellis (needs root${missing.length > 0 ? `; missing ${missing.join(", ")}` : ""})`, () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -300,6 +300,11 @@ export class Lab {
     for (const ns of [...this.namespaces].reverse()) await run("ip", ["netns", "del", ns]);
     await rm(this.workDir, { recursive: true, force: true });
   }
+}
+
+/** The pod addresses a node's daemon has recorded on disk (one file per address in its state dir). */
+export async function allocationFiles(node: LabNode): Promise<string[]> {
+  return (await readdir(join(node.stateDir, "allocations")).catch(() => [])).filter((f) => !f.endsWith(".tmp"));
 }
 
 /** The trellis plugin's entry as a runtime passes it on stdin (single-plugin calls). */
