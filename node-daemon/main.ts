@@ -17,7 +17,7 @@ import { FileAllocationJournal } from "./ipam/allocation-journal.js";
 import { IpRoute2Netlink } from "./net/iproute2.js";
 import { RouteSync } from "./routes/route-sync.js";
 import { createControlPlaneApi } from "./rpc/control-plane-client.js";
-import { startDaemonServer } from "./rpc/server.js";
+import { startDaemonServer, type DaemonServer } from "./rpc/server.js";
 
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
 
@@ -37,7 +37,8 @@ async function main(): Promise<void> {
     sleep,
   });
   let shuttingDown = false;
-  const shutdown = async (signal: string, server?: { close(): Promise<void> }) => {
+  let server: DaemonServer | undefined;
+  const shutdown = async (signal: string) => {
     if (shuttingDown) return;
     shuttingDown = true;
     log.info(`shutting down on ${signal}`);
@@ -50,8 +51,7 @@ async function main(): Promise<void> {
   process.once("SIGINT", () => void shutdown("SIGINT"));
 
   const registration = await control.register(stop.signal);
-  const subnet = Cidr.parse(registration.subnet, "leased subnet");
-  let current = subnet; // changes when the node re-registers after losing its lease
+  let current = Cidr.parse(registration.subnet, "leased subnet"); // changes if the node re-registers after losing its lease
   const cni = new CniService({
     net,
     journal: new FileAllocationJournal(config.stateDir),
@@ -61,8 +61,8 @@ async function main(): Promise<void> {
     mirror: control,
     pendingDeletes: new FilePendingDeletes(config.socketPath),
   });
-  await cni.start({ subnet, bridgeName: config.bridge, mtu: config.mtu });
-  const server = await startDaemonServer({
+  await cni.start({ subnet: current, bridgeName: config.bridge, mtu: config.mtu });
+  server = await startDaemonServer({
     cni,
     log,
     socketPath: config.socketPath,
@@ -79,9 +79,6 @@ async function main(): Promise<void> {
     const path = await writeConflist(config.cniConfDir, config.cniConfName, conflistFor(config.socketPath));
     log.info({ key: path }, "CNI conflist written");
   }
-  process.removeAllListeners("SIGTERM").removeAllListeners("SIGINT");
-  process.once("SIGTERM", () => void shutdown("SIGTERM", server));
-  process.once("SIGINT", () => void shutdown("SIGINT", server));
 
   const routes = new RouteSync({ net, log, nodeName: config.nodeName, clusterCidr: registration.clusterCidr });
   const onRegistered = async (res: { subnet: string }) => {
