@@ -763,3 +763,19 @@ describe("CniService.start restores allocations from the mirror (a node whose st
     expect(net.links.has(hostVethName("a1", "eth0"))).toBe(false); // unexplained without the mirror
   });
 });
+
+describe("CniService.moveTo (the node got another subnet after losing its lease)", () => {
+  it("new pods get the new subnet, the bridge gets its gateway, and the old pods are reported stranded until deleted", async () => {
+    const { service, net } = await started();
+    await service.add(attachment("old-1"));
+    await service.add(attachment("old-2"));
+    expect(service.strandedAllocations).toEqual([]);
+    await service.moveTo({ subnet: Cidr.parse("10.244.9.0/24"), bridgeName: "trellis0", mtu: 1450 });
+    expect(net.callsOf("ensureBridge").at(-1)?.bridge.address).toBe("10.244.9.1/24");
+    expect(await podAddressOf(service.add(attachment("new")))).toBe("10.244.9.2/24");
+    expect(service.strandedAllocations.map((r) => r.attachment?.containerId).sort()).toEqual(["old-1", "old-2"]);
+    await service.delete(attachment("old-1"));
+    await service.delete(attachment("old-2"));
+    expect(service.strandedAllocations).toEqual([]);
+  });
+});
