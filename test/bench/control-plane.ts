@@ -113,7 +113,7 @@ async function main(): Promise<void> {
     process.stdout.write(`control-plane RSS after: ${(await rssMiB(cp.pid)).toFixed(0)} MiB\n`);
   } finally {
     stop.abort();
-    await cp.kill("SIGTERM");
+    await cp.destroy();
     await etcd.stop();
   }
 }

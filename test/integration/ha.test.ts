@@ -99,7 +99,7 @@ describe("control-plane replicas over one etcd", () => {
     } finally {
       stop.abort();
       await store.close();
-      for (const r of replicas) await r.kill();
+      for (const r of replicas) await r.destroy();
     }
   });
 });
@@ -141,7 +141,7 @@ describe("a 3-member etcd cluster", () => {
       }
     } finally {
       await store.close();
-      await replica.kill();
+      await replica.destroy();
       await cluster.stop();
     }
   });

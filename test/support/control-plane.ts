@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -88,12 +88,15 @@ export interface SpawnedControlPlane {
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Starts it again on the same address. */
   start(): Promise<void>;
+  /** Stops it for good and removes its log dir. */
+  destroy(): Promise<void>;
 }
 
 /** A control-plane replica as its own process (the built dist/), so a test can SIGKILL it. */
 export async function spawnControlPlane(options: { etcd: readonly string[]; root: string; port?: number; args?: readonly string[] }): Promise<SpawnedControlPlane> {
   const port = options.port ?? (await freePort());
-  const logFile = join(await mkdtemp(join(tmpdir(), "trellis-cp-")), "control-plane.log");
+  const dir = await mkdtemp(join(tmpdir(), "trellis-cp-"));
+  const logFile = join(dir, "control-plane.log");
   let child: ChildProcess | undefined;
   const replica: SpawnedControlPlane = {
     address: `127.0.0.1:${port}`,
@@ -107,6 +110,10 @@ export async function spawnControlPlane(options: { etcd: readonly string[]; root
       const exited = new Promise((resolve) => c.once("exit", resolve));
       c.kill(signal);
       await exited;
+    },
+    async destroy() {
+      await replica.kill("SIGKILL");
+      await rm(dir, { recursive: true, force: true });
     },
     async start() {
       await writeFile(logFile, "");
