@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 // The CNI plugin executable ("type": "trellis"): env + stdin in, one JSON object out, logs on stderr.
 import { createHash } from "node:crypto";
 import { constants } from "node:fs";
