@@ -58,7 +58,7 @@ export class LeaseManager {
       ipChecked = true;
       if (existing && current) {
         const next = create(NodeRecordSchema, { ...current, nodeIp: reg.nodeIp, mtu: reg.mtu, router, live: true, releasedAtMs: 0n, releasedReason: "" });
-        if (await store.updateNode(next, existing.modRevision)) {
+        if (await store.updateNode(next, existing.modRevision, current.nodeIp)) {
           log.info({ node: reg.name, subnet: next.subnet }, "node registered again");
           return next;
         }
@@ -194,12 +194,13 @@ export class LeaseManager {
   }
 
   private async rejectDuplicateIp(reg: Registration): Promise<void> {
-    const { nodes } = await this.deps.store.listNodes();
-    const other = nodes.find((n) => n.live && n.nodeIp === reg.nodeIp && n.name !== reg.name);
-    if (other) {
+    const holder = await this.deps.store.findNodeByIp(reg.nodeIp);
+    if (!holder || holder === reg.name) return;
+    const other = await this.deps.store.findNode(holder);
+    if (other?.value.live && other.value.nodeIp === reg.nodeIp) {
       throw new TrellisError(
         "ALREADY_EXISTS",
-        `node IP ${reg.nodeIp} is already registered by live node ${other.name}; give ${reg.name} its own --node-ip`,
+        `node IP ${reg.nodeIp} is already registered by live node ${holder}; give ${reg.name} its own --node-ip`,
       );
     }
   }

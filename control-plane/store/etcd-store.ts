@@ -1,4 +1,4 @@
-import { fromJsonString, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromJsonString, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Etcd3, type IKeyValue, type Watcher } from "etcd3";
 import { TrellisError } from "../../proto/common/errors.js";
 import { Cidr } from "../../proto/common/cidr.js";
@@ -6,6 +6,7 @@ import { AllocationRecordSchema, type AllocationRecord } from "../../proto/gen/t
 import {
   DisruptionRecordSchema,
   HeartbeatRecordSchema,
+  NodeIpRecordSchema,
   ReportedRoutesRecordSchema,
   type ReportedRoutesRecord,
   NodeRecordSchema,
@@ -74,21 +75,36 @@ export class EtcdClusterStore implements ClusterStore {
         .then(
           this.etcd.put(leaseKey).value(toJsonString(SubnetLeaseRecordSchema, lease)),
           this.etcd.put(nodeKey).value(toJsonString(NodeRecordSchema, node)),
+          this.putNodeIp(node),
         )
         .commit(),
     );
     return res.succeeded;
   }
 
-  async updateNode(node: NodeRecord, modRevision: bigint): Promise<boolean> {
+  async updateNode(node: NodeRecord, modRevision: bigint, previousIp?: string): Promise<boolean> {
     const nodeKey = this.keys.node(node.name);
+    const moved = previousIp !== undefined && previousIp !== node.nodeIp;
     const res = await this.call(`update node ${node.name}`, () =>
       this.etcd
         .if(nodeKey, "Mod", "==", String(modRevision))
-        .then(this.etcd.put(nodeKey).value(toJsonString(NodeRecordSchema, node)))
+        .then(
+          this.etcd.put(nodeKey).value(toJsonString(NodeRecordSchema, node)),
+          ...(moved ? [this.putNodeIp(node), this.etcd.delete().key(this.keys.nodeIp(previousIp))] : []),
+        )
         .commit(),
     );
     return res.succeeded;
+  }
+
+  async findNodeByIp(ip: string): Promise<string | undefined> {
+    const res = await this.call(`look up node IP ${ip}`, () => this.etcd.get(this.keys.nodeIp(ip)).exec());
+    const kv = res.kvs[0];
+    return kv && decode(NodeIpRecordSchema, kv).nodeName;
+  }
+
+  private putNodeIp(node: NodeRecord) {
+    return this.etcd.put(this.keys.nodeIp(node.nodeIp)).value(toJsonString(NodeIpRecordSchema, create(NodeIpRecordSchema, { nodeName: node.name })));
   }
 
   async removeNode(node: NodeRecord, modRevision: bigint): Promise<boolean> {
@@ -97,7 +113,12 @@ export class EtcdClusterStore implements ClusterStore {
     const res = await this.call(`remove node ${node.name}`, () =>
       this.etcd
         .if(nodeKey, "Mod", "==", String(modRevision))
-        .then(this.etcd.delete().key(nodeKey), this.etcd.delete().key(leaseKey), this.etcd.delete().key(this.keys.heartbeat(node.name)))
+        .then(
+          this.etcd.delete().key(nodeKey),
+          this.etcd.delete().key(leaseKey),
+          this.etcd.delete().key(this.keys.heartbeat(node.name)),
+          this.etcd.delete().key(this.keys.nodeIp(node.nodeIp)),
+        )
         .commit(),
     );
     return res.succeeded;

@@ -5,6 +5,7 @@ export function createKeys(root = "/trellis/v1") {
   return {
     nodesPrefix: `${root}/nodes/`,
     node: (name: string) => `${root}/nodes/${name}`,
+    nodeIp: (ip: string) => `${root}/node-ips/${ip}`,
     subnetsPrefix: `${root}/subnets/`,
     subnet: (subnet: Cidr) => `${root}/subnets/${subnet.toString().replace("/", "-")}`,
     heartbeatsPrefix: `${root}/heartbeats/`,

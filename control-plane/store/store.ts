@@ -48,14 +48,19 @@ export interface ClusterStore {
   /** Just the leased subnets, read from the keys alone (cheap: registrations call it every time). */
   listLeasedSubnets(): Promise<string[]>;
   findNode(name: string): Promise<Versioned<NodeRecord> | undefined>;
+  /** The node that last registered underlay address `ip`, from the node-ips index. */
+  findNodeByIp(ip: string): Promise<string | undefined>;
   listNodes(): Promise<NodeSnapshot>;
   /**
    * Atomically creates the lease of `lease.subnet` and writes `node`, provided the subnet is still free
    * and the node record is unchanged since `nodeModRevision` (0n: still absent). False when a race was lost.
    */
   claimSubnet(lease: SubnetLeaseRecord, node: NodeRecord, nodeModRevision: bigint): Promise<boolean>;
-  /** Writes `node` if its record is unchanged since `modRevision`. False when a race was lost. */
-  updateNode(node: NodeRecord, modRevision: bigint): Promise<boolean>;
+  /**
+   * Writes `node` if its record is unchanged since `modRevision` (and moves the node-ips index entry when
+   * its address changed from `previousIp`). False when a race was lost.
+   */
+  updateNode(node: NodeRecord, modRevision: bigint, previousIp?: string): Promise<boolean>;
   /**
    * Deletes a node's record and frees its subnet lease in one transaction, if the record is unchanged
    * since `modRevision`. False when a race was lost.

@@ -15,6 +15,8 @@ export function formatIpv4(value: bigint): string {
   return [24n, 16n, 8n, 0n].map((shift) => String((value >> shift) & 255n)).join(".");
 }
 
+const parsed = new Map<string, Cidr>();
+
 /** An IPv4 network in canonical form (no host bits set). Immutable. */
 export class Cidr {
   private constructor(
@@ -24,6 +26,16 @@ export class Cidr {
 
   /** Parses "10.244.0.0/16"; host bits must be zero so that every Cidr has one canonical text. */
   static parse(text: string, what = "CIDR"): Cidr {
+    // Every registration reads every leased subnet: remember the valid ones (Cidr is immutable).
+    const known = parsed.get(text);
+    if (known) return known;
+    const cidr = Cidr.parseUncached(text, what);
+    if (parsed.size >= 65_536) parsed.clear();
+    parsed.set(text, cidr);
+    return cidr;
+  }
+
+  private static parseUncached(text: string, what: string): Cidr {
     const slash = text.indexOf("/");
     const prefixText = slash < 0 ? "" : text.slice(slash + 1);
     const host = slash < 0 ? "" : text.slice(0, slash);

@@ -84,6 +84,22 @@ describe("control plane against a real etcd", () => {
     }
   });
 
+  it("a node that changes its address frees the old one and holds the new one", async () => {
+    const [a, b] = await twoReplicas();
+    try {
+      const client = nodeClient(a.address);
+      await client.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
+      await client.registerNode({ nodeName: "n1", nodeIp: "192.168.1.21", mtu: 1500 });
+      await expect(client.registerNode({ nodeName: "n2", nodeIp: "192.168.1.21", mtu: 1500 })).rejects.toThrow(/already registered by live node n1/);
+      expect((await client.registerNode({ nodeName: "n2", nodeIp: "192.168.1.11", mtu: 1500 })).subnet).toBe("10.244.2.0/24");
+      // a node that left (withdrawn) no longer blocks its address
+      await client.deregisterNode({ nodeName: "n2" });
+      expect((await client.registerNode({ nodeName: "n3", nodeIp: "192.168.1.11", mtu: 1500 })).subnet).toBe("10.244.3.0/24");
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
   it("answers EXHAUSTED when the cluster CIDR has no subnet left", async () => {
     const [a, b] = await twoReplicas({ clusterCidr: "10.250.0.0/23", subnetSize: 24 });
     try {
