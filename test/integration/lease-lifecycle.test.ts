@@ -66,6 +66,10 @@ describe("subnet leases follow their node", () => {
       now += 60_000;
       const again = await node.registerNode({ nodeName: "n3", nodeIp: "192.168.1.13", mtu: 1500 });
       expect(again.subnet).toBe(subnets[2]);
+      // coming back counts as a heartbeat: an expiry round before its first heartbeat leaves it live
+      await node.heartbeat({ nodeName: "n1" });
+      await node.heartbeat({ nodeName: "n2" });
+      expect((await cp.leases.sweep(0)).expire).toEqual([]);
       await waitFor("n3's route back after its withdrawal", async () => {
         const events = seen.flatMap((m) => m.events).filter((e) => e.route?.nodeName === "n3");
         return events.at(-1)?.type === RouteEventType.UPSERT && events.some((e) => e.type === RouteEventType.DELETE);
