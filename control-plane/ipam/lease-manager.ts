@@ -56,10 +56,10 @@ export class LeaseManager {
       // Only a new node or a changed address can collide with another node's address: check those once.
       if (!ipChecked && current?.nodeIp !== reg.nodeIp) await this.rejectDuplicateIp(reg);
       ipChecked = true;
-      // A registration is a sign of life: without this, a node coming back would look overdue (by its old
-      // heartbeat) until its first heartbeat, and an expiry round in between would withdraw it again.
-      await store.putHeartbeat(reg.name, BigInt(this.deps.clock()));
       if (existing && current) {
+        // Coming back is a sign of life: without this, the node would look overdue (by its old heartbeat)
+        // until its first heartbeat, and an expiry round in between would withdraw it again.
+        await store.putHeartbeat(reg.name, BigInt(this.deps.clock()));
         const next = create(NodeRecordSchema, { ...current, nodeIp: reg.nodeIp, mtu: reg.mtu, router, live: true, releasedAtMs: 0n, releasedReason: "" });
         if (await store.updateNode(next, existing.modRevision, current.nodeIp)) {
           log.info({ node: reg.name, subnet: next.subnet }, "node registered again");
