@@ -26,7 +26,7 @@ async function main(): Promise<void> {
     host: config.listenHost, port: config.listenPort, ready: () => ready,
   });
   log.info(
-    { address: `${config.listenHost}:${server.port}`, subnet: config.clusterCidr.toString(), tls: false },
+    { address: `${config.listenHost}:${server.port}`, subnet: config.clusterCidr.toString() },
     config.listenHost === "127.0.0.1" || config.listenHost === "localhost" ? "listening on loopback without TLS" : "listening without TLS",
   );
   for (let attempt = 1, delay = 200; !stop.signal.aborted; attempt++, delay = Math.min(delay * 2, 5_000)) {
