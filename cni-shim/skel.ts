@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { containerIdPattern, invalidIfNameReason } from "../proto/common/cni-names.js";
 import { defaultDaemonSocket, supportedCniVersions } from "../proto/common/protocol.js";
 import { TrellisError } from "../proto/common/errors.js";
 import {
@@ -55,7 +56,6 @@ export interface CniRequest {
   readonly attachment: Attachment;
 }
 
-const containerIdPattern = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 const knownArgs = new Set(["K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID", "K8S_POD_INFRA_CONTAINER_ID", "IgnoreUnknown"]);
 
 function envError(message: string): CniError {
@@ -153,10 +153,8 @@ export async function parseCniRequest(command: "ADD" | "DEL" | "CHECK", io: Shim
   }
   const ifName = env.CNI_IFNAME ?? "";
   if (!ifName) throw envError("CNI_IFNAME is not set");
-  if (Buffer.byteLength(ifName) > 15) throw envError(`CNI_IFNAME ${JSON.stringify(ifName)} is longer than 15 bytes`);
-  if (ifName === "." || ifName === ".." || /[/:\s]/.test(ifName)) {
-    throw envError(`CNI_IFNAME ${JSON.stringify(ifName)} may not contain '/', ':' or whitespace, nor be . or ..`);
-  }
+  const ifReason = invalidIfNameReason(ifName);
+  if (ifReason) throw envError(`CNI_IFNAME ${JSON.stringify(ifName)} ${ifReason}`);
   const netns = env.CNI_NETNS ?? "";
   if (command !== "DEL") {
     if (!netns) throw envError(`CNI_NETNS is not set; ${command} needs the pod's network namespace`);

@@ -3,7 +3,7 @@ import { TrellisError } from "../proto/common/errors.js";
 import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/common/flags.js";
 import { checkNodeName } from "../proto/common/node-name.js";
 import { defaultDaemonSocket } from "../proto/common/protocol.js";
-import { invalidIfNameReason } from "./net/names.js";
+import { invalidIfNameReason } from "../proto/common/cni-names.js";
 
 export interface DaemonConfig {
   readonly nodeName: string;

@@ -13,7 +13,8 @@ import type { AllocationJournal } from "../ipam/journal.js";
 import type { PendingDeletes } from "./pending-deletes.js";
 import { pickFreeAddress } from "../ipam/pod-allocator.js";
 import type { Netlink } from "../net/netlink.js";
-import { hostVethName, invalidIfNameReason, isHostVethName } from "../net/names.js";
+import { containerIdPattern, invalidIfNameReason } from "../../proto/common/cni-names.js";
+import { hostVethName, isHostVethName } from "../net/names.js";
 import { planBridge, planVeth, resultOf, vethProblems, type BridgePlan } from "./plan.js";
 
 /** The control plane's copy of the node's allocations (DESIGN.md §2); the node's journal stays authoritative. */
@@ -284,7 +285,7 @@ export class CniService {
   }
 
   private async validate(a: Attachment, needsNetns: boolean): Promise<void> {
-    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(a.containerId)) {
+    if (!containerIdPattern.test(a.containerId)) {
       throw new TrellisError("INVALID_ARGUMENT", `container id ${JSON.stringify(a.containerId)} is not a valid CNI container id`);
     }
     const ifReason = invalidIfNameReason(a.ifName);

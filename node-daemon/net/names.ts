@@ -1,14 +1,5 @@
 import { createHash } from "node:crypto";
 
-/** Linux interface names: at most 15 bytes, no '/', ':' or whitespace, not "." or "..". */
-export function invalidIfNameReason(name: string): string | undefined {
-  if (name.length === 0) return "is empty";
-  if (Buffer.byteLength(name) > 15) return `is ${Buffer.byteLength(name)} bytes long; Linux allows at most 15`;
-  if (name === "." || name === "..") return "may not be . or ..";
-  if (/[/:\s]/.test(name)) return "may not contain '/', ':' or whitespace";
-  return undefined;
-}
-
 /** Host end of a pod's veth: "tr" + 11 hex chars of sha256(containerId/ifName); derived, never random. */
 export function hostVethName(containerId: string, ifName: string): string {
   return `tr${createHash("sha256").update(`${containerId}/${ifName}`).digest("hex").slice(0, 11)}`;

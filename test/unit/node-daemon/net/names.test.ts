@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseIpv4 } from "../../../../proto/common/cidr.js";
-import { hostVethName, invalidIfNameReason, isHostVethName, macFor } from "../../../../node-daemon/net/names.js";
+import { hostVethName, isHostVethName, macFor } from "../../../../node-daemon/net/names.js";
+import { invalidIfNameReason } from "../../../../proto/common/cni-names.js";
 
 describe("hostVethName", () => {
   const ids: Array<[string, string]> = [
@@ -55,8 +56,8 @@ describe("invalidIfNameReason", () => {
     ["trellis0", undefined],
     ["a", undefined],
     ["fifteen-chars15", undefined],
-    ["sixteen-chars-16", "is 16 bytes long; Linux allows at most 15"],
-    ["éééééééé", "is 16 bytes long; Linux allows at most 15"],
+    ["sixteen-chars-16", "is 16 bytes long; Linux allows at most 15 bytes"],
+    ["éééééééé", "is 16 bytes long; Linux allows at most 15 bytes"],
     ["", "is empty"],
     [".", "may not be . or .."],
     ["..", "may not be . or .."],
