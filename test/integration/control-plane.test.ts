@@ -189,6 +189,13 @@ describe("control plane against a real etcd", () => {
     try {
       const res = await registering;
       expect(res.subnet).toBe("10.244.1.0/24");
+      // the daemon's client hands back reasons, not transport errors
+      const api = createControlPlaneApi(`127.0.0.1:${port}`);
+      await expect(api.heartbeat({ nodeName: "ghost" })).rejects.toMatchObject({ name: "TrellisError", reason: "NOT_FOUND" });
+      await expect(createControlPlaneApi(`127.0.0.1:${await freePort()}`).heartbeat({ nodeName: "late" })).rejects.toMatchObject({
+        name: "TrellisError",
+        reason: "UNAVAILABLE",
+      });
     } finally {
       stop.abort();
       await cp.stop();
