@@ -130,7 +130,4 @@ export class RouteFeed {
     }
   }
 
-  get subscriberCount(): number {
-    return this.subscribers.size;
-  }
 }

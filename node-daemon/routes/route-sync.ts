@@ -42,9 +42,6 @@ export class RouteSync {
     return this.running;
   }
 
-  get applied(): ReadonlyMap<string, string> {
-    return this.lastApplied;
-  }
 
   private async reconcileOnce(): Promise<void> {
     if (!this.known) return;

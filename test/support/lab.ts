@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { inNetns, must, mustInNetns, run, startInNetns, type Started } from "./exec.js";
 import { execConflist, readConflist, type RuntimeAttachment } from "./cni-runtime.js";
@@ -312,6 +312,3 @@ export function pluginConf(node: LabNode, cniVersion = "1.0.0"): Record<string, 
   return { cniVersion, name: "trellis", type: "trellis", daemonSocket: node.socket };
 }
 
-export function resolveFromRoot(...parts: string[]): string {
-  return resolve(root, ...parts);
-}
