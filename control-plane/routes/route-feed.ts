@@ -129,5 +129,4 @@ export class RouteFeed {
       this.subscribers.delete(sub);
     }
   }
-
 }
