@@ -80,7 +80,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
   parseIpv4(values["node-ip"], "--node-ip");
   const controlPlanes = values["control-plane"].split(",").map((s) => s.trim()).filter(Boolean);
   if (controlPlanes.length === 0) throw new TrellisError("INVALID_ARGUMENT", "--control-plane is empty");
-  controlPlanes.forEach((a) => parseHostPort(a, "--control-plane"));
+  for (const a of controlPlanes) parseHostPort(a, "--control-plane");
   const bridgeReason = invalidIfNameReason(values.bridge);
   if (bridgeReason) throw new TrellisError("INVALID_ARGUMENT", `--bridge ${JSON.stringify(values.bridge)} ${bridgeReason}`);
   if (!values.socket.startsWith("/")) throw new TrellisError("INVALID_ARGUMENT", `--socket ${values.socket} must be an absolute path`);

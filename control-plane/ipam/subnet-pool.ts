@@ -1,4 +1,4 @@
-import { Cidr } from "../../proto/common/cidr.js";
+import type { Cidr } from "../../proto/common/cidr.js";
 import { TrellisError } from "../../proto/common/errors.js";
 
 /** The subnets of a cluster CIDR that nodes may lease. Pure. */

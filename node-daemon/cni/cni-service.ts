@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { Cidr, formatIpv4, parseIpv4 } from "../../proto/common/cidr.js";
+import { type Cidr, formatIpv4, parseIpv4 } from "../../proto/common/cidr.js";
 import { TrellisError } from "../../proto/common/errors.js";
 import {
   AllocationRecordSchema,

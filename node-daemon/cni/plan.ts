@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { Cidr, formatIpv4 } from "../../proto/common/cidr.js";
+import { type Cidr, formatIpv4 } from "../../proto/common/cidr.js";
 import {
   AddAttachmentResponseSchema,
   InterfaceSchema,

@@ -7,7 +7,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/common/errors.js";
 import { maxProtocolSkew, protocolVersion } from "../../proto/common/protocol.js";
-import { addHealthService, addReflectionService, listenHttp2, serverInterceptor } from "../../proto/common/rpc.js";
+import { addHealthService, addReflectionService, type Http2Listener, listenHttp2, serverInterceptor } from "../../proto/common/rpc.js";
 import {
   CheckAttachmentResponseSchema,
   CniService as CniServiceDesc,
@@ -93,7 +93,7 @@ export async function startDaemonServer(deps: DaemonServerDeps): Promise<DaemonS
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
   await removeStaleSocket(socketPath);
   const oldMask = process.umask(0o177); // the socket is born 0600: no window where others may connect
-  let listener;
+  let listener: Http2Listener;
   try {
     listener = await listenHttp2(handler, { path: socketPath });
   } finally {

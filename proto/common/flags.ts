@@ -18,7 +18,7 @@ export function parseFlags<T extends FlagSpec>(argv: readonly string[], options:
 export function parseHostPort(text: string, flag: string): { host: string; port: number } {
   const m = /^(.+):(\d{1,5})$/.exec(text);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || !m[1] || port > 65535) throw new TrellisError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)} is not HOST:PORT`);
+  if (!m?.[1] || port > 65535) throw new TrellisError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)} is not HOST:PORT`);
   return { host: m[1].replace(/^\[(.*)\]$/, "$1"), port };
 }
 

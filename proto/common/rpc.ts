@@ -135,7 +135,7 @@ export function reflectionAnswerer(services: readonly DescService[]): (req: Refl
     files.set(file.name, file);
     file.dependencies.forEach(addFile);
   };
-  services.forEach((s) => addFile(s.file));
+  for (const s of services) addFile(s.file);
   const symbols = new Map<string, DescFile>();
   for (const file of files.values()) {
     for (const s of file.services) {
@@ -228,7 +228,9 @@ export async function listenHttp2(handler: ReturnType<typeof connectNodeAdapter>
       new Promise<void>((resolve) => {
         for (const s of sessions) s.close();
         server.close(() => resolve());
-        setTimeout(() => sessions.forEach((s) => s.destroy()), 2_000).unref();
+        setTimeout(() => {
+          for (const s of sessions) s.destroy();
+        }, 2_000).unref();
       }),
   };
 }

@@ -64,7 +64,9 @@ describe("control-plane replicas over one etcd", () => {
         mtu: 1500,
         sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 200))),
       });
-      void watcher.watchRoutes(async (set) => void (routes = set), stop.signal);
+      void watcher.watchRoutes(async (set) => {
+        routes = set;
+      }, stop.signal);
 
       const register = async (name: string, i: number) => {
         const res = await anyReplica(clients, (c) => c.registerNode({ nodeName: name, nodeIp: `10.1.${i >> 8}.${i & 255}`, mtu: 1500 }, { timeoutMs: 5_000 }));

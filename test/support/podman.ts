@@ -12,6 +12,7 @@ import { waitFor } from "./wait.js";
  * not by file: Debian's dynamic `busybox` has the same /bin/busybox, which cannot run in a bare rootfs.
  */
 export function missingPodmanPackages(): string[] {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: ${Status} is dpkg-query's own format syntax
   const installed = (pkg: string) => spawnSync("dpkg-query", ["-W", "-f=${Status}", pkg], { encoding: "utf8" }).stdout === "install ok installed";
   return ["podman", "runc", "busybox-static"].filter((pkg) => !installed(pkg));
 }

@@ -172,7 +172,7 @@ describe("CniService.add", () => {
     const results = await Promise.allSettled([service.add(attachment("a1")), service.add(attachment("a1"))]);
     expect(results.map((r) => r.status).sort()).toEqual(["fulfilled", "rejected"]);
     const rejected = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    expect((rejected?.reason as TrellisError).reason).toBe("ALREADY_EXISTS");
+    expect((rejected?.reason as TrellisError | undefined)?.reason).toBe("ALREADY_EXISTS");
     expect(journal.addresses).toEqual(["10.244.3.2"]);
   });
 

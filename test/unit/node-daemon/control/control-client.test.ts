@@ -322,7 +322,7 @@ describe("ControlClient.routesCurrent", () => {
   /** Starts watchRoutes on a cluster whose replicas hand out the given streams; returns how to stop it. */
   function watching(replicaCount: number, streams: RouteStream[][], onRoutes: (routes: RouteSet, revision: bigint) => Promise<void> = async () => undefined) {
     const c = cluster(replicaCount);
-    c.replicas.forEach((r, i) => r.streams.push(...(streams[i] ?? [])));
+    for (const [i, r] of c.replicas.entries()) r.streams.push(...(streams[i] ?? []));
     const stop = new AbortController();
     const done = c.client.watchRoutes(onRoutes, stop.signal);
     return { ...c, stop, done };
