@@ -13,7 +13,8 @@ import { waitFor } from "./wait.js";
  */
 export function missingPodmanPackages(): string[] {
   // biome-ignore lint/suspicious/noTemplateCurlyInString: ${Status} is dpkg-query's own format syntax
-  const installed = (pkg: string) => spawnSync("dpkg-query", ["-W", "-f=${Status}", pkg], { encoding: "utf8" }).stdout === "install ok installed";
+  const format = "-f=${Status}";
+  const installed = (pkg: string) => spawnSync("dpkg-query", ["-W", format, pkg], { encoding: "utf8" }).stdout === "install ok installed";
   return ["podman", "runc", "busybox-static"].filter((pkg) => !installed(pkg));
 }
 
