@@ -26,7 +26,10 @@ export function createDaemonClient(socketPath: string, timeoutMs = 10_000): Daem
     delete: (attachment) => call(async () => void (await client.deleteAttachment({ protocolVersion, attachment }, { timeoutMs }))),
     check: (attachment) => call(async () => void (await client.checkAttachment({ protocolVersion, attachment }, { timeoutMs }))),
     gc: (networkName, validAttachments) =>
-      call(async () => void (await client.garbageCollect({ protocolVersion, networkName, validAttachments: [...validAttachments] }, { timeoutMs }))),
+      call(
+        async () =>
+          void (await client.garbageCollect({ protocolVersion, networkName, validAttachments: [...validAttachments] }, { timeoutMs })),
+      ),
     status: () => call(() => client.getStatus({ protocolVersion }, { timeoutMs })),
   };
 }

@@ -38,7 +38,11 @@ const io: ShimIo = {
   writeStdout: (text) => process.stdout.write(`${text}\n`),
   logError: (fields, msg) =>
     process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), name: "cni-shim", pid: process.pid, ...fields, msg })}\n`),
-  pathExists: (path) => access(path).then(() => true, () => false),
+  pathExists: (path) =>
+    access(path).then(
+      () => true,
+      () => false,
+    ),
   leavePendingDelete: (daemonSocket, attachment) => {
     const key = `${attachment.networkName}/${attachment.containerId}/${attachment.ifName}`;
     const name = `${createHash("sha256").update(key).digest("hex").slice(0, 32)}.json`;

@@ -1,4 +1,4 @@
-import { TrellisError, type Reason } from "../proto/common/errors.js";
+import { type Reason, TrellisError } from "../proto/common/errors.js";
 import { supportedCniVersions } from "../proto/common/protocol.js";
 import type { AddAttachmentResponse } from "../proto/gen/trellis/cni/v1/cni_pb.js";
 

@@ -1,15 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { containerIdPattern, invalidIfNameReason } from "../proto/common/cni-names.js";
-import { defaultDaemonSocket, supportedCniVersions } from "../proto/common/protocol.js";
 import { TrellisError } from "../proto/common/errors.js";
+import { defaultDaemonSocket, supportedCniVersions } from "../proto/common/protocol.js";
 import {
-  AttachmentKeySchema,
-  AttachmentSchema,
-  RouteState,
   type AddAttachmentResponse,
   type Attachment,
   type AttachmentKey,
+  AttachmentKeySchema,
+  AttachmentSchema,
   type GetStatusResponse,
+  RouteState,
 } from "../proto/gen/trellis/cni/v1/cni_pb.js";
 import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionAtLeast, versionResult } from "./result.js";
 
@@ -136,7 +136,10 @@ export function parseNetConf(stdin: string): NetConf {
   const type = str("type", false) ?? "trellis";
   const daemonSocket = str("daemonSocket", false) ?? defaultDaemonSocket;
   if (!daemonSocket.startsWith("/")) throw configError(`network config key "daemonSocket" must be an absolute path`);
-  if (conf.prevResult !== undefined && (typeof conf.prevResult !== "object" || conf.prevResult === null || Array.isArray(conf.prevResult))) {
+  if (
+    conf.prevResult !== undefined &&
+    (typeof conf.prevResult !== "object" || conf.prevResult === null || Array.isArray(conf.prevResult))
+  ) {
     throw configError(`network config key "prevResult" must be an object`);
   }
   return { cniVersion, name, type, daemonSocket, validAttachments: parseValidAttachments(conf) };
@@ -149,7 +152,9 @@ export async function parseCniRequest(command: "ADD" | "DEL" | "CHECK", io: Shim
   const containerId = env.CNI_CONTAINERID ?? "";
   if (!containerId) throw envError("CNI_CONTAINERID is not set");
   if (!containerIdPattern.test(containerId)) {
-    throw envError(`CNI_CONTAINERID ${JSON.stringify(containerId)} must start with a letter or digit and hold only letters, digits, '_', '.' and '-'`);
+    throw envError(
+      `CNI_CONTAINERID ${JSON.stringify(containerId)} must start with a letter or digit and hold only letters, digits, '_', '.' and '-'`,
+    );
   }
   const ifName = env.CNI_IFNAME ?? "";
   if (!ifName) throw envError("CNI_IFNAME is not set");
@@ -185,7 +190,12 @@ function requireVersion(conf: NetConf, command: Command, minimum: string): void 
 
 const unreachable = (err: unknown) => err instanceof TrellisError && (err.reason === "UNAVAILABLE" || err.reason === "TIMEOUT");
 
-async function dispatch(command: Exclude<Command, "VERSION">, io: ShimIo, stdin: string, connect: (socketPath: string) => DaemonClient): Promise<void> {
+async function dispatch(
+  command: Exclude<Command, "VERSION">,
+  io: ShimIo,
+  stdin: string,
+  connect: (socketPath: string) => DaemonClient,
+): Promise<void> {
   if (command === "STATUS" || command === "GC") {
     const conf = parseNetConf(stdin);
     requireVersion(conf, command, "1.1.0");
@@ -218,7 +228,10 @@ async function dispatch(command: Exclude<Command, "VERSION">, io: ShimIo, stdin:
       if (!unreachable(err)) throw err;
       // The daemon is down: never leave the runtime stuck. The daemon completes this DEL when it starts.
       await io.leavePendingDelete(req.conf.daemonSocket, req.attachment).catch((writeErr: unknown) => {
-        throw new TrellisError("UNAVAILABLE", `${(err as Error).message}; and could not leave a pending delete: ${(writeErr as Error).message}`);
+        throw new TrellisError(
+          "UNAVAILABLE",
+          `${(err as Error).message}; and could not leave a pending delete: ${(writeErr as Error).message}`,
+        );
       });
     });
   }
@@ -240,7 +253,13 @@ export async function runShim(io: ShimIo, connect: (socketPath: string) => Daemo
     const out = toCniError(err, cniVersion);
     io.writeStdout(JSON.stringify(out));
     io.logError(
-      { command: io.env.CNI_COMMAND, containerId: io.env.CNI_CONTAINERID, ifName: io.env.CNI_IFNAME, code: out.code, err: err instanceof Error ? (err.stack ?? err.message) : String(err) },
+      {
+        command: io.env.CNI_COMMAND,
+        containerId: io.env.CNI_CONTAINERID,
+        ifName: io.env.CNI_IFNAME,
+        code: out.code,
+        err: err instanceof Error ? (err.stack ?? err.message) : String(err),
+      },
       "cni call failed",
     );
     return 1;

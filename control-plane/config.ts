@@ -1,7 +1,7 @@
 import { Cidr } from "../proto/common/cidr.js";
-import type { ExpiryPolicy } from "./ipam/lease-expiry.js";
 import { TrellisError } from "../proto/common/errors.js";
 import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/common/flags.js";
+import type { ExpiryPolicy } from "./ipam/lease-expiry.js";
 
 export interface ControlPlaneConfig {
   readonly etcdEndpoints: readonly string[];
@@ -55,7 +55,10 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
   const { host, port } = parseHostPort(values.listen, "--listen");
   const share = Number(values["disruption-share"]);
   if (!/^\d*\.?\d+$/.test(values["disruption-share"]) || share <= 0 || share >= 1) {
-    throw new TrellisError("INVALID_ARGUMENT", `--disruption-share ${JSON.stringify(values["disruption-share"])} is not a number between 0 and 1`);
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      `--disruption-share ${JSON.stringify(values["disruption-share"])} is not a number between 0 and 1`,
+    );
   }
   const policy: ExpiryPolicy = {
     ttlMs: parseIntFlag(values["lease-ttl"], "--lease-ttl", 1, 86_400) * 1000,
@@ -70,7 +73,10 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
       `--cluster-cidr ${clusterCidr.toString()} is smaller than one /${subnetPrefixLength} node subnet; use a larger cluster CIDR or a larger --subnet-size`,
     );
   }
-  const etcdEndpoints = values["etcd-endpoints"].split(",").map((s) => s.trim()).filter(Boolean);
+  const etcdEndpoints = values["etcd-endpoints"]
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const e of etcdEndpoints) {
     if (!/^https?:\/\/[^/]+$/.test(e)) {
       throw new TrellisError("INVALID_ARGUMENT", `--etcd-endpoints: ${JSON.stringify(e)} is not a URL like http://127.0.0.1:2379`);

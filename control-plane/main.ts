@@ -22,8 +22,18 @@ async function main(): Promise<void> {
   const mirror = new AllocationMirror({ store, log });
   let ready = false;
   const server = await startControlPlaneServer({
-    leases, feed, mirror, store, pool, log, clusterCidr: config.clusterCidr, policy: config.policy, clock: Date.now,
-    host: config.listenHost, port: config.listenPort, ready: () => ready,
+    leases,
+    feed,
+    mirror,
+    store,
+    pool,
+    log,
+    clusterCidr: config.clusterCidr,
+    policy: config.policy,
+    clock: Date.now,
+    host: config.listenHost,
+    port: config.listenPort,
+    ready: () => ready,
   });
   log.info(
     { address: `${config.listenHost}:${server.port}`, subnet: config.clusterCidr.toString() },

@@ -1,9 +1,9 @@
 import { parseIpv4 } from "../proto/common/cidr.js";
+import { invalidIfNameReason } from "../proto/common/cni-names.js";
 import { TrellisError } from "../proto/common/errors.js";
 import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/common/flags.js";
 import { checkNodeName } from "../proto/common/node-name.js";
 import { defaultDaemonSocket } from "../proto/common/protocol.js";
-import { invalidIfNameReason } from "../proto/common/cni-names.js";
 
 export interface DaemonConfig {
   readonly nodeName: string;
@@ -78,19 +78,26 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
   checkNodeName(values["node-name"], "--node-name");
   if (!values["node-ip"]) throw new TrellisError("INVALID_ARGUMENT", "--node-ip is required; see --help");
   parseIpv4(values["node-ip"], "--node-ip");
-  const controlPlanes = values["control-plane"].split(",").map((s) => s.trim()).filter(Boolean);
+  const controlPlanes = values["control-plane"]
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (controlPlanes.length === 0) throw new TrellisError("INVALID_ARGUMENT", "--control-plane is empty");
   for (const a of controlPlanes) parseHostPort(a, "--control-plane");
   const bridgeReason = invalidIfNameReason(values.bridge);
   if (bridgeReason) throw new TrellisError("INVALID_ARGUMENT", `--bridge ${JSON.stringify(values.bridge)} ${bridgeReason}`);
   if (!values.socket.startsWith("/")) throw new TrellisError("INVALID_ARGUMENT", `--socket ${values.socket} must be an absolute path`);
   if (values["cni-conf-dir"] !== "" && !values["cni-conf-dir"].startsWith("/")) {
-    throw new TrellisError("INVALID_ARGUMENT", `--cni-conf-dir ${values["cni-conf-dir"]} must be an absolute path (or "" to not write a conflist)`);
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      `--cni-conf-dir ${values["cni-conf-dir"]} must be an absolute path (or "" to not write a conflist)`,
+    );
   }
   if (!/^[\w.-]+\.conflist$/.test(values["cni-conf-name"])) {
     throw new TrellisError("INVALID_ARGUMENT", `--cni-conf-name ${values["cni-conf-name"]} must be a file name ending in .conflist`);
   }
-  if (!values["state-dir"].startsWith("/")) throw new TrellisError("INVALID_ARGUMENT", `--state-dir ${values["state-dir"]} must be an absolute path`);
+  if (!values["state-dir"].startsWith("/"))
+    throw new TrellisError("INVALID_ARGUMENT", `--state-dir ${values["state-dir"]} must be an absolute path`);
   return {
     nodeName: values["node-name"],
     nodeIp: values["node-ip"],

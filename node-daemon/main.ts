@@ -3,21 +3,21 @@ import { access } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
-import { RouteSchema } from "../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { Cidr } from "../proto/common/cidr.js";
 import { TrellisError } from "../proto/common/errors.js";
 import { configOrExit } from "../proto/common/flags.js";
+import { RouteSchema } from "../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { CniService } from "./cni/cni-service.js";
+import { writeConflist } from "./cni/conflist.js";
+import { FilePendingDeletes } from "./cni/pending-deletes.js";
+import { conflistFor } from "./cni/plan.js";
 import { daemonHelp, parseDaemonArgs } from "./config.js";
 import { ControlClient } from "./control/control-client.js";
-import { writeConflist } from "./cni/conflist.js";
-import { conflistFor } from "./cni/plan.js";
-import { FilePendingDeletes } from "./cni/pending-deletes.js";
 import { FileAllocationJournal } from "./ipam/allocation-journal.js";
 import { IpRoute2Netlink } from "./net/iproute2.js";
 import { RouteSync } from "./routes/route-sync.js";
 import { createControlPlaneApi } from "./rpc/control-plane-client.js";
-import { startDaemonServer, type DaemonServer } from "./rpc/server.js";
+import { type DaemonServer, startDaemonServer } from "./rpc/server.js";
 
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
 
@@ -57,7 +57,11 @@ async function main(): Promise<void> {
     journal: new FileAllocationJournal(config.stateDir),
     log,
     clock: Date.now,
-    pathExists: (p) => access(p).then(() => true, () => false),
+    pathExists: (p) =>
+      access(p).then(
+        () => true,
+        () => false,
+      ),
     mirror: control,
     pendingDeletes: new FilePendingDeletes(config.socketPath),
   });
@@ -69,7 +73,11 @@ async function main(): Promise<void> {
     status: () => {
       const stranded = cni.strandedAllocations.length;
       if (stranded > 0) {
-        return { subnet: current.toString(), routesCurrent: false, detail: `${stranded} pods still have addresses of this node's previous subnet; recreate them` };
+        return {
+          subnet: current.toString(),
+          routesCurrent: false,
+          detail: `${stranded} pods still have addresses of this node's previous subnet; recreate them`,
+        };
       }
       return { subnet: current.toString(), routesCurrent: control.routesCurrent.current, detail: control.routesCurrent.detail };
     },

@@ -5,14 +5,14 @@ import { TrellisError } from "../../proto/common/errors.js";
 import { checkNodeName } from "../../proto/common/node-name.js";
 import {
   DisruptionRecordSchema,
+  type NodeRecord,
   NodeRecordSchema,
   SubnetLeaseRecordSchema,
-  SubnetReservationRecordSchema,
-  type NodeRecord,
   type SubnetReservationRecord,
+  SubnetReservationRecordSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { ClusterStore } from "../store/store.js";
-import { planExpiry, type ExpiryPlan, type ExpiryPolicy } from "./lease-expiry.js";
+import { type ExpiryPlan, type ExpiryPolicy, planExpiry } from "./lease-expiry.js";
 import { pickFreeSubnet, type SubnetPool } from "./subnet-pool.js";
 
 export interface LeaseManagerDeps {
@@ -60,7 +60,15 @@ export class LeaseManager {
         // Coming back is a sign of life: without this, the node would look overdue (by its old heartbeat)
         // until its first heartbeat, and an expiry round in between would withdraw it again.
         await store.putHeartbeat(reg.name, BigInt(this.deps.clock()));
-        const next = create(NodeRecordSchema, { ...current, nodeIp: reg.nodeIp, mtu: reg.mtu, router, live: true, releasedAtMs: 0n, releasedReason: "" });
+        const next = create(NodeRecordSchema, {
+          ...current,
+          nodeIp: reg.nodeIp,
+          mtu: reg.mtu,
+          router,
+          live: true,
+          releasedAtMs: 0n,
+          releasedReason: "",
+        });
         if (await store.updateNode(next, existing.modRevision, current.nodeIp)) {
           log.info({ node: reg.name, subnet: next.subnet }, "node registered again");
           return next;
@@ -73,13 +81,25 @@ export class LeaseManager {
         if (mine && leasedSubnets.includes(mine.subnet)) {
           const holder = (await store.listLeases()).find((l) => l.subnet === mine.subnet);
           if (holder) {
-            throw new TrellisError("CONFLICT", `subnet ${mine.subnet} is reserved for ${reg.name} but leased by ${holder.nodeName}; release that lease (ReleaseLease) first`);
+            throw new TrellisError(
+              "CONFLICT",
+              `subnet ${mine.subnet} is reserved for ${reg.name} but leased by ${holder.nodeName}; release that lease (ReleaseLease) first`,
+            );
           }
         }
         const othersReserved = reservations.filter((r) => r.nodeName !== reg.name).map((r) => Cidr.parse(r.subnet, "stored reservation"));
-        const subnet = mine?.subnet ?? pickFreeSubnet(pool, [...leased, ...othersReserved], attempt === 1 ? undefined : this.deps.rand).toString();
+        const subnet =
+          mine?.subnet ?? pickFreeSubnet(pool, [...leased, ...othersReserved], attempt === 1 ? undefined : this.deps.rand).toString();
         const now = BigInt(this.deps.clock());
-        const node = create(NodeRecordSchema, { name: reg.name, nodeIp: reg.nodeIp, mtu: reg.mtu, router: reg.router ?? false, subnet, live: true, registeredAtMs: now });
+        const node = create(NodeRecordSchema, {
+          name: reg.name,
+          nodeIp: reg.nodeIp,
+          mtu: reg.mtu,
+          router: reg.router ?? false,
+          subnet,
+          live: true,
+          registeredAtMs: now,
+        });
         const lease = create(SubnetLeaseRecordSchema, { subnet, nodeName: reg.name, leasedAtMs: now });
         if (await store.claimSubnet(lease, node, 0n)) {
           log.info({ node: reg.name, subnet }, "subnet leased");
@@ -99,7 +119,12 @@ export class LeaseManager {
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
       const existing = await this.getNode(name);
       if (!existing.value.live) return;
-      const next = create(NodeRecordSchema, { ...existing.value, live: false, releasedAtMs: BigInt(this.deps.clock()), releasedReason: reason });
+      const next = create(NodeRecordSchema, {
+        ...existing.value,
+        live: false,
+        releasedAtMs: BigInt(this.deps.clock()),
+        releasedReason: reason,
+      });
       if (await this.deps.store.updateNode(next, existing.modRevision)) {
         this.deps.log.info({ node: name, subnet: next.subnet, reason }, `node ${reason}`);
         return;
@@ -130,13 +155,23 @@ export class LeaseManager {
     const subnet = Cidr.parse(subnetText, "subnet");
     const { pool, store } = this.deps;
     if (subnet.prefixLength !== pool.prefixLength || !pool.cluster.covers(subnet)) {
-      throw new TrellisError("INVALID_ARGUMENT", `subnet ${subnet.toString()} is not a /${pool.prefixLength} node subnet of cluster CIDR ${pool.cluster.toString()}`);
+      throw new TrellisError(
+        "INVALID_ARGUMENT",
+        `subnet ${subnet.toString()} is not a /${pool.prefixLength} node subnet of cluster CIDR ${pool.cluster.toString()}`,
+      );
     }
     const holder = (await store.listLeases()).find((l) => Cidr.parse(l.subnet).overlaps(subnet) && l.nodeName !== node);
     if (holder) {
-      throw new TrellisError("INVALID_ARGUMENT", `subnet ${subnet.toString()} overlaps the lease of node ${holder.nodeName}; release that lease first`);
+      throw new TrellisError(
+        "INVALID_ARGUMENT",
+        `subnet ${subnet.toString()} overlaps the lease of node ${holder.nodeName}; release that lease first`,
+      );
     }
-    const reservation = create(SubnetReservationRecordSchema, { subnet: subnet.toString(), nodeName: node, createdAtMs: BigInt(this.deps.clock()) });
+    const reservation = create(SubnetReservationRecordSchema, {
+      subnet: subnet.toString(),
+      nodeName: node,
+      createdAtMs: BigInt(this.deps.clock()),
+    });
     if (!(await store.createReservation(reservation))) {
       throw new TrellisError("ALREADY_EXISTS", `subnet ${subnet.toString()} is reserved already`);
     }
@@ -166,12 +201,14 @@ export class LeaseManager {
       const found = await store.findNode(name);
       if (!found?.value.live) continue;
       const next = create(NodeRecordSchema, { ...found.value, live: false, releasedAtMs: BigInt(nowMs), releasedReason: "expired" });
-      if (await store.updateNode(next, found.modRevision)) log.warn({ node: name, subnet: next.subnet }, "node missed its heartbeats for the lease TTL; route withdrawn");
+      if (await store.updateNode(next, found.modRevision))
+        log.warn({ node: name, subnet: next.subnet }, "node missed its heartbeats for the lease TTL; route withdrawn");
     }
     for (const name of plan.free) {
       const found = await store.findNode(name);
       if (!found || found.value.live) continue;
-      if (await store.removeNode(found.value, found.modRevision)) log.info({ node: name, subnet: found.value.subnet }, "grace period over; subnet freed");
+      if (await store.removeNode(found.value, found.modRevision))
+        log.info({ node: name, subnet: found.value.subnet }, "grace period over; subnet freed");
     }
     await this.recordDisruption(plan, nowMs);
     return plan;
@@ -185,8 +222,14 @@ export class LeaseManager {
     if (!active && !before?.active) return;
     if (active && before?.active && before.overdueNodes.join() === overdue.join()) return;
     const since = active ? (before?.active ? before.sinceMs : BigInt(nowMs)) : 0n;
-    await store.putDisruption(create(DisruptionRecordSchema, { active, sinceMs: since, overdueNodes: overdue, liveNodes: BigInt(plan.liveCount) }));
-    if (active) log.warn({ reason: "disruption" }, `${overdue.length} of ${plan.liveCount} live nodes missed heartbeats at once: keeping their routes (disruption mode)`);
+    await store.putDisruption(
+      create(DisruptionRecordSchema, { active, sinceMs: since, overdueNodes: overdue, liveNodes: BigInt(plan.liveCount) }),
+    );
+    if (active)
+      log.warn(
+        { reason: "disruption" },
+        `${overdue.length} of ${plan.liveCount} live nodes missed heartbeats at once: keeping their routes (disruption mode)`,
+      );
     else log.info({ reason: "disruption" }, "disruption over: heartbeats are back");
   }
 

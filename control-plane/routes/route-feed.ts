@@ -1,9 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/common/errors.js";
-import { WatchRoutesResponseSchema, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { type WatchRoutesResponse, WatchRoutesResponseSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { ClusterStore, NodeWatchBatch } from "../store/store.js";
-import { applyNodeChanges, tableOf, type RouteTable } from "./route-table.js";
+import { applyNodeChanges, type RouteTable, tableOf } from "./route-table.js";
 
 export interface RouteFeedDeps {
   readonly store: ClusterStore;
@@ -55,7 +55,12 @@ export class RouteFeed {
     this.revision = snapshot.revision;
     this.history = [];
     this.historyFloor = snapshot.revision;
-    await this.deps.store.watchNodes(snapshot.revision + 1n, (batch) => this.onBatch(batch), signal, (err) => this.onWatchLost(err));
+    await this.deps.store.watchNodes(
+      snapshot.revision + 1n,
+      (batch) => this.onBatch(batch),
+      signal,
+      (err) => this.onWatchLost(err),
+    );
     if (reloaded) this.broadcast(this.snapshot());
     this.deps.log.info({ revision: String(this.revision) }, reloaded ? "route feed reloaded; streams resynced" : "route feed started");
   }

@@ -1,13 +1,13 @@
 import { create } from "@bufbuild/protobuf";
+import { desiredRoutes } from "../../proto/common/route-plan.js";
 import {
-  RouteEventSchema,
-  RouteEventType,
-  RouteSchema,
   type NodeRecord,
   type Route,
   type RouteEvent,
+  RouteEventSchema,
+  RouteEventType,
+  RouteSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { desiredRoutes } from "../../proto/common/route-plan.js";
 import type { NodeChange } from "../store/store.js";
 
 /** The cluster's route set, by node name. Pure. */
@@ -15,7 +15,9 @@ export type RouteTable = ReadonlyMap<string, Route>;
 
 /** The route a node record asks for: none for a node that withdrew. */
 export function routeOf(node: NodeRecord): Route | undefined {
-  return node.live ? create(RouteSchema, { nodeName: node.name, subnet: node.subnet, nodeIp: node.nodeIp, router: node.router }) : undefined;
+  return node.live
+    ? create(RouteSchema, { nodeName: node.name, subnet: node.subnet, nodeIp: node.nodeIp, router: node.router })
+    : undefined;
 }
 
 export function tableOf(nodes: readonly NodeRecord[]): RouteTable {

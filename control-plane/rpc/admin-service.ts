@@ -4,10 +4,12 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { Cidr, parseIpv4 } from "../../proto/common/cidr.js";
 import { TrellisError } from "../../proto/common/errors.js";
 import {
+  type AdminService,
+  type Allocation,
   AllocationSchema,
   DeleteReservationResponseSchema,
-  EvictNodeResponseSchema,
   EventKind,
+  EvictNodeResponseSchema,
   GetClusterConfigResponseSchema,
   GetNodeResponseSchema,
   GetRoutesResponseSchema,
@@ -17,16 +19,14 @@ import {
   ListNodesResponseSchema,
   ListReservationsResponseSchema,
   LookupAddressResponseSchema,
+  type Node,
   NodeSchema,
   ReleaseLeaseResponseSchema,
   ReservationSchema,
   ReserveSubnetResponseSchema,
   RouteSchema,
-  WatchEventsResponseSchema,
-  type AdminService,
-  type Allocation,
-  type Node,
   type WatchEventsResponse,
+  WatchEventsResponseSchema,
 } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { NodeRecord, Route, SubnetReservationRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
@@ -157,7 +157,11 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       const holder = nodes.find((n) => Cidr.parse(n.subnet).contains(address));
       const text = req.address.trim();
       const found = holder && (await store.listAllocations(holder.name)).find((a) => a.record.address === text);
-      if (!found) throw new TrellisError("NOT_FOUND", `no pod holds ${text}${holder ? ` (it lies in ${holder.name}'s subnet ${holder.subnet})` : ""}`);
+      if (!found)
+        throw new TrellisError(
+          "NOT_FOUND",
+          `no pod holds ${text}${holder ? ` (it lies in ${holder.name}'s subnet ${holder.subnet})` : ""}`,
+        );
       return create(LookupAddressResponseSchema, { allocation: allocationOf(found.node, found.record), subnet: holder.subnet });
     },
     async getRoutes(req) {

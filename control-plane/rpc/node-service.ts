@@ -1,24 +1,31 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
+import type { Cidr } from "../../proto/common/cidr.js";
+import { TrellisError } from "../../proto/common/errors.js";
 import {
   DeregisterNodeResponseSchema,
   HeartbeatResponseSchema,
   ListNodeAllocationsResponseSchema,
+  type NodeService,
   RecordAllocationResponseSchema,
+  RegisterNodeResponseSchema,
   ReleaseAllocationResponseSchema,
   ReportedRoutesRecordSchema,
   ReportRoutesResponseSchema,
-  RegisterNodeResponseSchema,
-  type NodeService,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { AllocationMirror } from "../ipam/allocation-mirror.js";
 import type { LeaseManager } from "../ipam/lease-manager.js";
 import type { RouteFeed } from "../routes/route-feed.js";
-import type { Cidr } from "../../proto/common/cidr.js";
-import { TrellisError } from "../../proto/common/errors.js";
 import type { ClusterStore } from "../store/store.js";
 
-export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed; mirror: AllocationMirror; clusterCidr: Cidr; store: ClusterStore; clock: () => number }): ServiceImpl<typeof NodeService> {
+export function createNodeService(deps: {
+  leases: LeaseManager;
+  feed: RouteFeed;
+  mirror: AllocationMirror;
+  clusterCidr: Cidr;
+  store: ClusterStore;
+  clock: () => number;
+}): ServiceImpl<typeof NodeService> {
   return {
     async registerNode(req) {
       const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500, router: req.router });
@@ -44,7 +51,8 @@ export function createNodeService(deps: { leases: LeaseManager; feed: RouteFeed;
       return create(ReleaseAllocationResponseSchema);
     },
     async reportRoutes(req) {
-      if (!(await deps.store.findNode(req.nodeName))) throw new TrellisError("NOT_FOUND", `node ${req.nodeName} is not registered; register it first`);
+      if (!(await deps.store.findNode(req.nodeName)))
+        throw new TrellisError("NOT_FOUND", `node ${req.nodeName} is not registered; register it first`);
       await deps.store.putReportedRoutes(
         req.nodeName,
         create(ReportedRoutesRecordSchema, { revision: req.revision, routes: req.routes, reportedAtMs: BigInt(deps.clock()) }),

@@ -1,24 +1,24 @@
-import { create, fromJsonString, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, fromJsonString, type MessageShape, toJsonString } from "@bufbuild/protobuf";
 import { Etcd3, type IKeyValue, type Watcher } from "etcd3";
-import { TrellisError } from "../../proto/common/errors.js";
 import { Cidr } from "../../proto/common/cidr.js";
-import { AllocationRecordSchema, type AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { TrellisError } from "../../proto/common/errors.js";
+import { type AllocationRecord, AllocationRecordSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import {
+  type DisruptionRecord,
   DisruptionRecordSchema,
   HeartbeatRecordSchema,
   NodeIpRecordSchema,
-  ReportedRoutesRecordSchema,
-  type ReportedRoutesRecord,
-  NodeRecordSchema,
-  SubnetLeaseRecordSchema,
-  SubnetReservationRecordSchema,
-  type DisruptionRecord,
   type NodeRecord,
+  NodeRecordSchema,
+  type ReportedRoutesRecord,
+  ReportedRoutesRecordSchema,
   type SubnetLeaseRecord,
+  SubnetLeaseRecordSchema,
   type SubnetReservationRecord,
+  SubnetReservationRecordSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import type { ClusterEvent, ClusterStore, NodeChange, NodeSnapshot, NodeWatchBatch, Versioned } from "./store.js";
 import { createKeys, type Keys } from "./keys.js";
+import type { ClusterEvent, ClusterStore, NodeChange, NodeSnapshot, NodeWatchBatch, Versioned } from "./store.js";
 
 export interface EtcdStoreOptions {
   readonly endpoints: readonly string[];
@@ -104,7 +104,9 @@ export class EtcdClusterStore implements ClusterStore {
   }
 
   private putNodeIp(node: NodeRecord) {
-    return this.etcd.put(this.keys.nodeIp(node.nodeIp)).value(toJsonString(NodeIpRecordSchema, create(NodeIpRecordSchema, { nodeName: node.name })));
+    return this.etcd
+      .put(this.keys.nodeIp(node.nodeIp))
+      .value(toJsonString(NodeIpRecordSchema, create(NodeIpRecordSchema, { nodeName: node.name })));
   }
 
   async removeNode(node: NodeRecord, modRevision: bigint): Promise<boolean> {
@@ -132,13 +134,21 @@ export class EtcdClusterStore implements ClusterStore {
   async createReservation(reservation: SubnetReservationRecord): Promise<boolean> {
     const key = this.keys.reservation(Cidr.parse(reservation.subnet));
     const res = await this.call(`reserve ${reservation.subnet}`, () =>
-      this.etcd.if(key, "Version", "==", 0).then(this.etcd.put(key).value(toJsonString(SubnetReservationRecordSchema, reservation))).commit(),
+      this.etcd
+        .if(key, "Version", "==", 0)
+        .then(this.etcd.put(key).value(toJsonString(SubnetReservationRecordSchema, reservation)))
+        .commit(),
     );
     return res.succeeded;
   }
 
   async deleteReservation(subnet: string): Promise<void> {
-    await this.call(`delete reservation ${subnet}`, () => this.etcd.delete().key(this.keys.reservation(Cidr.parse(subnet))).exec());
+    await this.call(`delete reservation ${subnet}`, () =>
+      this.etcd
+        .delete()
+        .key(this.keys.reservation(Cidr.parse(subnet)))
+        .exec(),
+    );
   }
 
   async putReportedRoutes(node: string, record: ReportedRoutesRecord): Promise<void> {
@@ -171,7 +181,13 @@ export class EtcdClusterStore implements ClusterStore {
         try {
           if (key.startsWith(k.nodesPrefix)) {
             const node = kv && decode(NodeRecordSchema, kv);
-            onEvent({ ...base, kind: "node", nodeName: key.slice(k.nodesPrefix.length), subnet: node?.subnet ?? "", live: type === "put" && (node?.live ?? false) });
+            onEvent({
+              ...base,
+              kind: "node",
+              nodeName: key.slice(k.nodesPrefix.length),
+              subnet: node?.subnet ?? "",
+              live: type === "put" && (node?.live ?? false),
+            });
           } else if (key.startsWith(k.subnetsPrefix)) {
             const lease = kv && decode(SubnetLeaseRecordSchema, kv);
             onEvent({ ...base, kind: "lease", nodeName: lease?.nodeName ?? "", subnet: lease?.subnet ?? "" });
@@ -199,7 +215,9 @@ export class EtcdClusterStore implements ClusterStore {
   }
 
   async putDisruption(record: DisruptionRecord): Promise<void> {
-    await this.call("write disruption status", () => this.etcd.put(this.keys.disruption).value(toJsonString(DisruptionRecordSchema, record)).exec());
+    await this.call("write disruption status", () =>
+      this.etcd.put(this.keys.disruption).value(toJsonString(DisruptionRecordSchema, record)).exec(),
+    );
   }
 
   async putHeartbeat(name: string, lastSeenMs: bigint): Promise<void> {
@@ -213,7 +231,12 @@ export class EtcdClusterStore implements ClusterStore {
     return new Map(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), decode(HeartbeatRecordSchema, kv).lastSeenMs]));
   }
 
-  async watchNodes(fromRevision: bigint, onBatch: (batch: NodeWatchBatch) => void, signal: AbortSignal, onLost?: (err: Error) => void): Promise<void> {
+  async watchNodes(
+    fromRevision: bigint,
+    onBatch: (batch: NodeWatchBatch) => void,
+    signal: AbortSignal,
+    onLost?: (err: Error) => void,
+  ): Promise<void> {
     const prefix = this.keys.nodesPrefix;
     const watcher: Watcher = await this.call("watch nodes", () =>
       this.etcd.watch().prefix(prefix).startRevision(String(fromRevision)).create(),
@@ -239,7 +262,9 @@ export class EtcdClusterStore implements ClusterStore {
 
   async putAllocation(node: string, record: AllocationRecord): Promise<void> {
     const value = toJsonString(AllocationRecordSchema, record);
-    await this.call(`record allocation ${record.address} of ${node}`, () => this.etcd.put(this.keys.allocation(node, record.address)).value(value).exec());
+    await this.call(`record allocation ${record.address} of ${node}`, () =>
+      this.etcd.put(this.keys.allocation(node, record.address)).value(value).exec(),
+    );
   }
 
   async deleteAllocation(node: string, address: string): Promise<void> {

@@ -1,8 +1,8 @@
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type {
   DisruptionRecord,
-  ReportedRoutesRecord,
   NodeRecord,
+  ReportedRoutesRecord,
   SubnetLeaseRecord,
   SubnetReservationRecord,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
@@ -85,7 +85,12 @@ export interface ClusterStore {
    * Calls `onBatch` with every change to node records from `fromRevision` on, in order, until `signal`
    * aborts; `onLost` when the watch ends for good (its revision was compacted): the caller starts over.
    */
-  watchNodes(fromRevision: bigint, onBatch: (batch: NodeWatchBatch) => void, signal: AbortSignal, onLost?: (err: Error) => void): Promise<void>;
+  watchNodes(
+    fromRevision: bigint,
+    onBatch: (batch: NodeWatchBatch) => void,
+    signal: AbortSignal,
+    onLost?: (err: Error) => void,
+  ): Promise<void>;
   putAllocation(node: string, record: AllocationRecord): Promise<void>;
   /** Succeeds when the allocation is already gone. */
   deleteAllocation(node: string, address: string): Promise<void>;

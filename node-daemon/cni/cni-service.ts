@@ -1,21 +1,21 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { type Cidr, formatIpv4, parseIpv4 } from "../../proto/common/cidr.js";
+import { containerIdPattern, invalidIfNameReason } from "../../proto/common/cni-names.js";
 import { TrellisError } from "../../proto/common/errors.js";
 import {
-  AllocationRecordSchema,
   type AddAttachmentResponse,
   type AllocationRecord,
+  AllocationRecordSchema,
   type Attachment,
   type AttachmentKey,
 } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { AllocationJournal } from "../ipam/journal.js";
-import type { PendingDeletes } from "./pending-deletes.js";
 import { pickFreeAddress } from "../ipam/pod-allocator.js";
-import type { Netlink } from "../net/netlink.js";
-import { containerIdPattern, invalidIfNameReason } from "../../proto/common/cni-names.js";
 import { hostVethName, isHostVethName } from "../net/names.js";
-import { planBridge, planVeth, resultOf, vethProblems, type BridgePlan } from "./plan.js";
+import type { Netlink } from "../net/netlink.js";
+import type { PendingDeletes } from "./pending-deletes.js";
+import { type BridgePlan, planBridge, planVeth, resultOf, vethProblems } from "./plan.js";
 
 /** The control plane's copy of the node's allocations (DESIGN.md §2); the node's journal stays authoritative. */
 export interface AllocationMirror {
@@ -79,10 +79,12 @@ export class CniService {
     const present = new Set(links.map((l) => l.name));
     const local = await journal.load();
     // A node whose state dir was lost: the control plane's copy, confirmed by the kernel, restores it.
-    const remote = mirror ? await mirror.list().catch((err: unknown) => {
-      log.warn({ err }, "could not read the control plane's copy of this node's allocations; using the local record only");
-      return [];
-    }) : [];
+    const remote = mirror
+      ? await mirror.list().catch((err: unknown) => {
+          log.warn({ err }, "could not read the control plane's copy of this node's allocations; using the local record only");
+          return [];
+        })
+      : [];
     const localAddresses = new Set(local.map((r) => r.address));
     const localAttachments = new Set(local.flatMap((r) => (r.attachment ? [attachmentKey(r.attachment)] : [])));
     for (const record of remote) {
@@ -91,14 +93,20 @@ export class CniService {
       if (!record.attachment || localAttachments.has(attachmentKey(record.attachment))) continue;
       if (await journal.reserve(record)) {
         local.push(record);
-        log.warn({ address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth }, "allocation restored from the control plane");
+        log.warn(
+          { address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth },
+          "allocation restored from the control plane",
+        );
       }
     }
     let newest: AllocationRecord | undefined;
     for (const record of local) {
       if (!present.has(record.hostVeth)) {
         await journal.release(record.address);
-        log.info({ address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth }, "released address of a pod that is gone");
+        log.info(
+          { address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth },
+          "released address of a pod that is gone",
+        );
         continue;
       }
       if (await this.interruptedAdd(record, lease.subnet, bridge)) continue;
@@ -132,7 +140,10 @@ export class CniService {
     if (state.host?.master === bridge.name && state.pod?.addresses.includes(veth.podAddress)) return false;
     await this.deps.net.deleteLink(record.hostVeth);
     await this.deps.journal.release(record.address);
-    this.deps.log.warn({ address: record.address, containerId: record.attachment.containerId, hostVeth: record.hostVeth }, "undid an ADD interrupted by a crash");
+    this.deps.log.warn(
+      { address: record.address, containerId: record.attachment.containerId, hostVeth: record.hostVeth },
+      "undid an ADD interrupted by a crash",
+    );
     return true;
   }
 
@@ -221,7 +232,14 @@ export class CniService {
         throw err;
       }
       this.deps.log.info(
-        { containerId: attachment.containerId, ifName: attachment.ifName, address: veth.podAddress, hostVeth: veth.hostName, podName: attachment.podName, podNamespace: attachment.podNamespace },
+        {
+          containerId: attachment.containerId,
+          ifName: attachment.ifName,
+          address: veth.podAddress,
+          hostVeth: veth.hostName,
+          podName: attachment.podName,
+          podNamespace: attachment.podNamespace,
+        },
         "pod attached",
       );
       this.mirrorLater(`allocation ${record.address}`, (m) => m.record(record));
@@ -238,7 +256,10 @@ export class CniService {
       const deleted = await this.deps.net.deleteLink(hostVeth);
       if (record) await this.forget(record);
       if (record || deleted) {
-        this.deps.log.info({ containerId: attachment.containerId, ifName: attachment.ifName, address: record?.address, hostVeth }, "pod detached");
+        this.deps.log.info(
+          { containerId: attachment.containerId, ifName: attachment.ifName, address: record?.address, hostVeth },
+          "pod detached",
+        );
       }
     });
   }
@@ -249,12 +270,18 @@ export class CniService {
     await this.validate(attachment, true);
     const record = this.byAttachment.get(attachmentKey(attachment));
     if (!record) {
-      throw new TrellisError("NOT_FOUND", `container ${attachment.containerId} has no interface ${attachment.ifName} in network ${attachment.networkName}`);
+      throw new TrellisError(
+        "NOT_FOUND",
+        `container ${attachment.containerId} has no interface ${attachment.ifName} in network ${attachment.networkName}`,
+      );
     }
     const veth = planVeth(attachment, lease.subnet, parseIpv4(record.address), lease.bridge);
     const problems = vethProblems(veth, await this.deps.net.inspectVeth(veth));
     if (problems.length > 0) {
-      throw new TrellisError("KERNEL", `attachment ${attachment.containerId}/${attachment.ifName} is not as ADD left it: ${problems.join("; ")}`);
+      throw new TrellisError(
+        "KERNEL",
+        `attachment ${attachment.containerId}/${attachment.ifName} is not as ADD left it: ${problems.join("; ")}`,
+      );
     }
   }
 
@@ -275,7 +302,8 @@ export class CniService {
       }
     }
     if (released.length > 0) this.deps.log.info({ command: "GC" }, `garbage collection released ${released.length} attachments`);
-    if (failures.length > 0) throw new TrellisError("KERNEL", `GC could not release ${failures.length} attachments: ${failures.join("; ")}`);
+    if (failures.length > 0)
+      throw new TrellisError("KERNEL", `GC could not release ${failures.length} attachments: ${failures.join("; ")}`);
     return released;
   }
 

@@ -1,4 +1,4 @@
-import { rename, writeFile, mkdir } from "node:fs/promises";
+import { mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 /** Writes the conflist atomically (temp file, rename): a runtime never reads half of it. */

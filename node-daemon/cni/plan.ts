@@ -1,16 +1,16 @@
 import { create } from "@bufbuild/protobuf";
 import { type Cidr, formatIpv4 } from "../../proto/common/cidr.js";
 import {
+  type AddAttachmentResponse,
   AddAttachmentResponseSchema,
+  type Attachment,
   InterfaceSchema,
   IpConfigSchema,
   RouteSchema,
-  type AddAttachmentResponse,
-  type Attachment,
 } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { gatewayOf } from "../ipam/pod-allocator.js";
-import type { VethState } from "../net/netlink.js";
 import { hostVethName, macFor } from "../net/names.js";
+import type { VethState } from "../net/netlink.js";
 
 /** The node's bridge: the pods' gateway. */
 export interface BridgePlan {
@@ -78,7 +78,8 @@ export function vethProblems(veth: VethPlan, state: VethState): string[] {
   if (!state.pod) problems.push(`interface ${veth.podIfName} is missing in ${veth.netns}`);
   else {
     if (!state.pod.up) problems.push(`interface ${veth.podIfName} in ${veth.netns} is down`);
-    if (!state.pod.addresses.includes(veth.podAddress)) problems.push(`interface ${veth.podIfName} in ${veth.netns} lacks address ${veth.podAddress}`);
+    if (!state.pod.addresses.includes(veth.podAddress))
+      problems.push(`interface ${veth.podIfName} in ${veth.netns} lacks address ${veth.podAddress}`);
     if (state.pod.defaultVia !== veth.gateway) problems.push(`${veth.netns} has no default route via ${veth.gateway} on ${veth.podIfName}`);
   }
   return problems;

@@ -1,17 +1,16 @@
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/common/errors.js";
-import type {
-  RegisterNodeResponse,
-  Route,
-  WatchRoutesResponse,
-} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { RouteEventType } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import type { RegisterNodeResponse, Route, WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { RouteEventType } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { AllocationMirror } from "../cni/cni-service.js";
 
 /** The NodeService calls the daemon makes; the generated Connect client satisfies it. */
 export interface ControlPlaneApi {
-  registerNode(req: { nodeName: string; nodeIp: string; mtu: number; router?: boolean }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<RegisterNodeResponse>;
+  registerNode(
+    req: { nodeName: string; nodeIp: string; mtu: number; router?: boolean },
+    options?: { signal?: AbortSignal; timeoutMs?: number },
+  ): Promise<RegisterNodeResponse>;
   heartbeat(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
   deregisterNode(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
   watchRoutes(req: { nodeName: string; fromRevision: bigint }, options?: { signal?: AbortSignal }): AsyncIterable<WatchRoutesResponse>;
@@ -75,7 +74,10 @@ export class ControlClient implements AllocationMirror {
     const { log, nodeName, nodeIp, mtu, router } = this.deps;
     for (let attempt = 1, delay = 250; ; attempt++, delay = Math.min(delay * 2, 10_000)) {
       try {
-        const res = await this.api.registerNode({ nodeName, nodeIp, mtu, router: router ?? false }, { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
+        const res = await this.api.registerNode(
+          { nodeName, nodeIp, mtu, router: router ?? false },
+          { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 },
+        );
         log.info({ subnet: res.subnet, attempt }, "registered with the control plane");
         return res;
       } catch (err) {
@@ -93,7 +95,11 @@ export class ControlClient implements AllocationMirror {
    * Heartbeats every `intervalMs`; when the control plane no longer holds the node live (evicted, expired
    * while partitioned) it registers again and hands the answer to `onRegistered` (the subnet may differ).
    */
-  async heartbeatLoop(intervalMs: number, signal: AbortSignal, onRegistered: (res: RegisterNodeResponse) => Promise<void> = async () => undefined): Promise<void> {
+  async heartbeatLoop(
+    intervalMs: number,
+    signal: AbortSignal,
+    onRegistered: (res: RegisterNodeResponse) => Promise<void> = async () => undefined,
+  ): Promise<void> {
     while (!signal.aborted) {
       await this.deps.sleep(intervalMs, signal);
       if (signal.aborted) return;
@@ -104,8 +110,7 @@ export class ControlClient implements AllocationMirror {
         if (err instanceof TrellisError && err.reason === "NOT_FOUND") {
           this.deps.log.warn({ err }, "the control plane no longer holds this node live; registering again");
           await onRegistered(await this.register(signal));
-        }
-        else {
+        } else {
           this.deps.log.warn({ err }, "heartbeat failed");
           this.failover();
         }
@@ -132,7 +137,10 @@ export class ControlClient implements AllocationMirror {
       } catch (err) {
         if (signal.aborted) return;
         this.deps.log.warn({ err, revision: String(this.revision) }, "route stream broken, resuming");
-        this.routeState = { current: false, detail: `the route stream from the control plane is broken (${(err as Error).message}); reconnecting` };
+        this.routeState = {
+          current: false,
+          detail: `the route stream from the control plane is broken (${(err as Error).message}); reconnecting`,
+        };
         this.failover();
       }
       await this.deps.sleep(backoffMs, signal).catch(() => undefined);
@@ -170,7 +178,8 @@ export class ControlClient implements AllocationMirror {
     try {
       return await fn();
     } catch (err) {
-      if (!(err instanceof TrellisError && (err.reason === "UNAVAILABLE" || err.reason === "TIMEOUT")) || this.deps.replicas.length < 2) throw err;
+      if (!(err instanceof TrellisError && (err.reason === "UNAVAILABLE" || err.reason === "TIMEOUT")) || this.deps.replicas.length < 2)
+        throw err;
       this.failover();
       return fn();
     }

@@ -17,7 +17,12 @@ function run(args: readonly string[], options: { netns?: string; stdin?: string 
     const child = execFile(cmd, argv, { timeout: 10_000 }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
       const failure = Object.assign(err, { stderr }) as ExecFailure;
-      const detail = stderr.trim().split("\n").filter((l) => !l.startsWith("Command failed")).join("; ") || err.message;
+      const detail =
+        stderr
+          .trim()
+          .split("\n")
+          .filter((l) => !l.startsWith("Command failed"))
+          .join("; ") || err.message;
       reject(new TrellisError("KERNEL", `${cmd} ${argv.join(" ")}: ${detail}`, { cause: failure }));
     });
     if (options.stdin !== undefined) child.stdin?.end(options.stdin);
@@ -77,18 +82,36 @@ export class IpRoute2Netlink implements Netlink {
       throw err;
     }
     await batch(
-      [`addr add ${v.podAddress} dev ${v.podIfName}`, `link set ${v.podIfName} up`, `route add default via ${v.gateway} dev ${v.podIfName}`],
+      [
+        `addr add ${v.podAddress} dev ${v.podIfName}`,
+        `link set ${v.podIfName} up`,
+        `route add default via ${v.gateway} dev ${v.podIfName}`,
+      ],
       v.netns,
     );
   }
 
   async inspectVeth(v: VethPlan): Promise<VethState> {
-    type Link = { ifname: string; master?: string; flags?: string[]; addr_info?: Array<{ family: string; local: string; prefixlen: number }> };
+    type Link = {
+      ifname: string;
+      master?: string;
+      flags?: string[];
+      addr_info?: Array<{ family: string; local: string; prefixlen: number }>;
+    };
     const isUp = (l: Link) => (l.flags ?? []).includes("UP");
     const [host, pod, routes] = await Promise.all([
-      run(["-json", "link", "show", "dev", v.hostName]).then((out) => (JSON.parse(out) as Link[])[0], (err: unknown) => (notFound(err) ? undefined : Promise.reject(err))),
-      run(["-json", "addr", "show", "dev", v.podIfName], { netns: v.netns }).then((out) => (JSON.parse(out) as Link[])[0], () => undefined),
-      run(["-json", "route", "show", "default"], { netns: v.netns }).then((out) => JSON.parse(out) as Array<{ gateway?: string; dev?: string }>, () => []),
+      run(["-json", "link", "show", "dev", v.hostName]).then(
+        (out) => (JSON.parse(out) as Link[])[0],
+        (err: unknown) => (notFound(err) ? undefined : Promise.reject(err)),
+      ),
+      run(["-json", "addr", "show", "dev", v.podIfName], { netns: v.netns }).then(
+        (out) => (JSON.parse(out) as Link[])[0],
+        () => undefined,
+      ),
+      run(["-json", "route", "show", "default"], { netns: v.netns }).then(
+        (out) => JSON.parse(out) as Array<{ gateway?: string; dev?: string }>,
+        () => [],
+      ),
     ]);
     return {
       host: host && { master: host.master, up: isUp(host) },

@@ -42,13 +42,13 @@ export class RouteSync {
     return this.running;
   }
 
-
   private async reconcileOnce(): Promise<void> {
     if (!this.known) return;
     const { net, log } = this.deps;
     const desired = this.desired;
     const diff = diffRoutes(desired, await net.listRoutes());
-    for (const r of diff.blocked) log.warn({ route: `${r.dst} via ${r.via}` }, "route destination held by a route Trellis does not own; left alone");
+    for (const r of diff.blocked)
+      log.warn({ route: `${r.dst} via ${r.via}` }, "route destination held by a route Trellis does not own; left alone");
     if (diff.replace.length + diff.remove.length > 0) {
       await net.applyRoutes(diff.replace, diff.remove);
       for (const r of diff.replace) log.info({ route: `${r.dst} via ${r.via}` }, "route set");

@@ -9,13 +9,13 @@ import { TrellisError } from "../../proto/common/errors.js";
 import { maxProtocolSkew, protocolVersion } from "../../proto/common/protocol.js";
 import { addHealthService, addReflectionService, type Http2Listener, listenHttp2, serverInterceptor } from "../../proto/common/rpc.js";
 import {
+  type Attachment,
   CheckAttachmentResponseSchema,
   CniService as CniServiceDesc,
   DeleteAttachmentResponseSchema,
   GarbageCollectResponseSchema,
   GetStatusResponseSchema,
   RouteState,
-  type Attachment,
 } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { CniService } from "../cni/cni-service.js";
 

@@ -45,10 +45,7 @@ export class Cidr {
     const network = parseIpv4(host, what);
     const cidr = Cidr.of(network, Number(prefixText));
     if (cidr.network !== network) {
-      throw new TrellisError(
-        "INVALID_ARGUMENT",
-        `${what} ${JSON.stringify(text)} has host bits set; did you mean ${cidr.toString()}?`,
-      );
+      throw new TrellisError("INVALID_ARGUMENT", `${what} ${JSON.stringify(text)} has host bits set; did you mean ${cidr.toString()}?`);
     }
     return cidr;
   }

@@ -4,16 +4,17 @@
  * the HTTP/2 listener.
  * Written once here so the two programs cannot drift apart.
  */
-import { create, fromBinary, toBinary, type DescFile, type DescMessage, type DescService, type MessageShape } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+
 import http2 from "node:http2";
+import { create, type DescFile, type DescMessage, type DescService, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { grpcCodeOf, isReason, logLevelOf, reasonMetadataKey, TrellisError } from "./errors.js";
 import { Health, HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { grpcCodeOf, isReason, logLevelOf, reasonMetadataKey, TrellisError } from "./errors.js";
 
 /** Domain error -> gRPC status with the reason in metadata; unknown errors leave as INTERNAL. */
 export function toConnectError(err: unknown): ConnectError {
@@ -54,7 +55,10 @@ export function serverInterceptor(log: Logger): Interceptor {
       const sent = ce.metadata.get(reasonMetadataKey);
       const level = sent && isReason(sent) ? logLevelOf[sent] : "error";
       const durationMs = Math.round(performance.now() - started);
-      log[level]({ rpc, code: Code[ce.code], reason: sent ?? undefined, durationMs, err }, level === "error" ? "rpc failed" : "rpc rejected");
+      log[level](
+        { rpc, code: Code[ce.code], reason: sent ?? undefined, durationMs, err },
+        level === "error" ? "rpc failed" : "rpc rejected",
+      );
       throw ce;
     };
     try {
@@ -170,7 +174,10 @@ export function reflectionAnswerer(services: readonly DescService[]): (req: Refl
   });
   const fileResponse = (file: DescFile | undefined, what: string): ReflectionResponse["messageResponse"] =>
     file
-      ? { case: "fileDescriptorResponse", value: create(reflectionV1.FileDescriptorResponseSchema, { fileDescriptorProto: withDeps(file) }) }
+      ? {
+          case: "fileDescriptorResponse",
+          value: create(reflectionV1.FileDescriptorResponseSchema, { fileDescriptorProto: withDeps(file) }),
+        }
       : error(Code.NotFound, `${what} not found`);
 
   return (req) => {
@@ -210,7 +217,10 @@ export interface Http2Listener {
 }
 
 /** Serves `handler` over cleartext HTTP/2 (gRPC) on a TCP port or a unix socket path. */
-export async function listenHttp2(handler: ReturnType<typeof connectNodeAdapter>, at: { port: number; host: string } | { path: string }): Promise<Http2Listener> {
+export async function listenHttp2(
+  handler: ReturnType<typeof connectNodeAdapter>,
+  at: { port: number; host: string } | { path: string },
+): Promise<Http2Listener> {
   const server = http2.createServer(handler);
   const sessions = new Set<http2.Http2Session>();
   server.on("session", (s) => {

@@ -23,7 +23,12 @@ async function timeOne(fn: () => Promise<{ code: number; stdout: string; stderr:
   return ms;
 }
 
-async function bench(name: string, lab: Lab, node: LabNode, exec: (cmd: "ADD" | "DEL", env: Record<string, string>) => Promise<{ code: number; stdout: string; stderr: string }>) {
+async function bench(
+  name: string,
+  lab: Lab,
+  node: LabNode,
+  exec: (cmd: "ADD" | "DEL", env: Record<string, string>) => Promise<{ code: number; stdout: string; stderr: string }>,
+) {
   const add: number[] = [];
   const del: number[] = [];
   for (let i = 0; i < rounds; i++) {
@@ -47,21 +52,35 @@ async function main(): Promise<void> {
     const results = [await bench("trellis", lab, n1, (cmd, env) => lab.shim(n1, cmd, env))];
     if (existsSync(join(referenceDir, "bridge"))) {
       const conf = JSON.stringify({
-        cniVersion: "1.0.0", name: "reference", type: "bridge", bridge: "cni0", isGateway: true,
+        cniVersion: "1.0.0",
+        name: "reference",
+        type: "bridge",
+        bridge: "cni0",
+        isGateway: true,
         ipam: { type: "host-local", subnet: "10.88.0.0/16", dataDir: join(lab.workDir, "host-local") },
       });
-      results.push(await bench("reference", lab, n2, (cmd, env) =>
-        inNetns(n2.netns, join(referenceDir, "bridge"), [], { stdin: conf, env: { PATH: process.env.PATH, CNI_COMMAND: cmd, CNI_PATH: referenceDir, ...env } })));
+      results.push(
+        await bench("reference", lab, n2, (cmd, env) =>
+          inNetns(n2.netns, join(referenceDir, "bridge"), [], {
+            stdin: conf,
+            env: { PATH: process.env.PATH, CNI_COMMAND: cmd, CNI_PATH: referenceDir, ...env },
+          }),
+        ),
+      );
     } else {
       process.stdout.write(`(no reference plugins in ${referenceDir}: apt-get install containernetworking-plugins to compare)\n`);
     }
     process.stdout.write(`ADD/DEL, one pod at a time, ${rounds} rounds each, ms:\n`);
     for (const r of results) {
-      process.stdout.write(`  ${r.name.padEnd(10)} ADD p50 ${r.add.p50.toFixed(1)} p99 ${r.add.p99.toFixed(1)}   DEL p50 ${r.del.p50.toFixed(1)} p99 ${r.del.p99.toFixed(1)}\n`);
+      process.stdout.write(
+        `  ${r.name.padEnd(10)} ADD p50 ${r.add.p50.toFixed(1)} p99 ${r.add.p99.toFixed(1)}   DEL p50 ${r.del.p50.toFixed(1)} p99 ${r.del.p99.toFixed(1)}\n`,
+      );
     }
     const [t, ref] = results;
     if (t && ref) {
-      process.stdout.write(`  ratio trellis/reference: ADD p50 ${(t.add.p50 / ref.add.p50).toFixed(2)}x, DEL p50 ${(t.del.p50 / ref.del.p50).toFixed(2)}x (below 1 is faster)\n`);
+      process.stdout.write(
+        `  ratio trellis/reference: ADD p50 ${(t.add.p50 / ref.add.p50).toFixed(2)}x, DEL p50 ${(t.del.p50 / ref.del.p50).toFixed(2)}x (below 1 is faster)\n`,
+      );
     }
   } finally {
     await lab.destroy();

@@ -4,11 +4,11 @@
 // It measures and reports; it never fails on speed.
 import { setMaxListeners } from "node:events";
 import { readFile } from "node:fs/promises";
-import { createClient, type Client } from "@connectrpc/connect";
+import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { NodeService, RouteEventType } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { startEtcd } from "../support/etcd.js";
 import { namespace, spawnControlPlane } from "../support/control-plane.js";
+import { startEtcd } from "../support/etcd.js";
 
 const watcherCount = Number(process.argv[2] ?? 1000);
 const registrations = Number(process.argv[3] ?? 1000);
@@ -46,7 +46,9 @@ async function main(): Promise<void> {
       }),
     );
     const regSeconds = (performance.now() - t0) / 1000;
-    process.stdout.write(`registrations: ${registrations} in ${regSeconds.toFixed(2)} s = ${(registrations / regSeconds).toFixed(0)}/s (32 concurrent, one etcd)\n`);
+    process.stdout.write(
+      `registrations: ${registrations} in ${regSeconds.toFixed(2)} s = ${(registrations / regSeconds).toFixed(0)}/s (32 concurrent, one etcd)\n`,
+    );
     // Those nodes leave (graceful shutdown), so that only the probes below are live.
     next = 0;
     await Promise.all(
@@ -59,7 +61,10 @@ async function main(): Promise<void> {
     const lastBeat = new Map<string, number>();
     const beats = setInterval(() => {
       for (const name of alive) {
-        void client.heartbeat({ nodeName: name }).then(() => lastBeat.set(name, performance.now()), () => undefined);
+        void client.heartbeat({ nodeName: name }).then(
+          () => lastBeat.set(name, performance.now()),
+          () => undefined,
+        );
       }
     }, 500);
 
@@ -70,7 +75,10 @@ async function main(): Promise<void> {
     for (let w = 0; w < watcherCount; w++) {
       void (async () => {
         let first = true;
-        for await (const msg of clients[w % clients.length]!.watchRoutes({ nodeName: `w-${w}`, fromRevision: 0n }, { signal: stop.signal })) {
+        for await (const msg of clients[w % clients.length]!.watchRoutes(
+          { nodeName: `w-${w}`, fromRevision: 0n },
+          { signal: stop.signal },
+        )) {
           if (first) {
             first = false;
             ready++;
@@ -98,7 +106,9 @@ async function main(): Promise<void> {
       while ((seen.get(name)?.length ?? 0) < watcherCount) await new Promise((r) => setTimeout(r, 2));
       joins.push(Math.max(...seen.get(name)!) - start);
     }
-    process.stdout.write(`join -> route on all ${watcherCount} streams: p50 ${fmt(pct(joins, 0.5))}, p99 ${fmt(pct(joins, 0.99))}, max ${fmt(Math.max(...joins))} (20 joins)\n`);
+    process.stdout.write(
+      `join -> route on all ${watcherCount} streams: p50 ${fmt(pct(joins, 0.5))}, p99 ${fmt(pct(joins, 0.99))}, max ${fmt(Math.max(...joins))} (20 joins)\n`,
+    );
 
     // 4. Death: last heartbeat -> route withdrawn on every watcher (TTL ${ttlS} s; expiry rounds every 500 ms).
     const deaths: number[] = [];
@@ -109,7 +119,9 @@ async function main(): Promise<void> {
       deaths.push(Math.max(...gone.get(name)!) - (lastBeat.get(name) ?? 0));
     }
     clearInterval(beats);
-    process.stdout.write(`death (last heartbeat) -> route gone on all streams: ${deaths.map((d) => fmt(d)).join(", ")} with TTL ${ttlS} s\n`);
+    process.stdout.write(
+      `death (last heartbeat) -> route gone on all streams: ${deaths.map((d) => fmt(d)).join(", ")} with TTL ${ttlS} s\n`,
+    );
     process.stdout.write(`control-plane RSS after: ${(await rssMiB(cp.pid)).toFixed(0)} MiB\n`);
   } finally {
     stop.abort();

@@ -37,7 +37,14 @@ process.on("uncaughtException", (err) => {
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join("  ").trimEnd()).join("\n");
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => cell.padEnd(widths[c] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
 }
 
 async function main(): Promise<number> {
@@ -68,17 +75,29 @@ async function main(): Promise<number> {
     subnets.set(pod.node.name, `${gw.replace(/\.\d+$/, ".0")}/${prefix}`);
   }
   log("Nodes");
-  log(table([["NODE", "NODE IP", "SUBNET", "GATEWAY"], ...lab.nodes.map((n) => [n.name, n.ip, subnets.get(n.name) ?? "?", (subnets.get(n.name) ?? "").replace(/\.0\/\d+$/, ".1")])]));
+  log(
+    table([
+      ["NODE", "NODE IP", "SUBNET", "GATEWAY"],
+      ...lab.nodes.map((n) => [n.name, n.ip, subnets.get(n.name) ?? "?", (subnets.get(n.name) ?? "").replace(/\.0\/\d+$/, ".1")]),
+    ]),
+  );
   log("\nPods (created by exec'ing the trellis CNI shim, CNI_COMMAND=ADD)");
-  log(table([["POD", "NODE", "ADDRESS", "INTERFACE", "HOST VETH"], ...lab.pods.map((p) => {
-    const ifs = p.result.interfaces as Array<{ name: string }>;
-    return [p.name, p.node.name, p.address, p.ifName, ifs[1]?.name ?? ""];
-  })]));
+  log(
+    table([
+      ["POD", "NODE", "ADDRESS", "INTERFACE", "HOST VETH"],
+      ...lab.pods.map((p) => {
+        const ifs = p.result.interfaces as Array<{ name: string }>;
+        return [p.name, p.node.name, p.address, p.ifName, ifs[1]?.name ?? ""];
+      }),
+    ]),
+  );
   log("\nRoutes (ip route, per node)");
   for (const node of lab.nodes) {
     log(`  ${node.name}:`);
     for (const r of await lab.routesOf(node)) {
-      log(`    ${r.dst}${r.gateway ? ` via ${r.gateway}` : ""}${r.protocol === "201" ? "  proto trellis(201)" : r.protocol ? `  proto ${r.protocol}` : ""}`);
+      log(
+        `    ${r.dst}${r.gateway ? ` via ${r.gateway}` : ""}${r.protocol === "201" ? "  proto trellis(201)" : r.protocol ? `  proto ${r.protocol}` : ""}`,
+      );
     }
   }
 
@@ -102,7 +121,9 @@ async function main(): Promise<number> {
   log(table(rows));
   const total = pods.length * (pods.length - 1);
   const sorted = [...addTimes].sort((a, b) => a - b);
-  log(`\n${total - failed} of ${total} pings succeeded. ADD through the shim: median ${sorted[Math.floor(sorted.length / 2)]?.toFixed(1)} ms over ${sorted.length} pods. Demo took ${((Date.now() - started) / 1000).toFixed(1)} s.`);
+  log(
+    `\n${total - failed} of ${total} pings succeeded. ADD through the shim: median ${sorted[Math.floor(sorted.length / 2)]?.toFixed(1)} ms over ${sorted.length} pods. Demo took ${((Date.now() - started) / 1000).toFixed(1)} s.`,
+  );
   if (keep) {
     log(`
 The cluster stays up (--keep). Work dir: ${lab.workDir}

@@ -97,7 +97,10 @@ describe.skipIf(!isRoot)("three-node cluster in network namespaces (needs root)"
     ["a missing CNI_IFNAME", { CNI_IFNAME: "" }, 4, /CNI_IFNAME is not set/],
   ])("bad input (%s) gets code %i and changes nothing", async (_what, env, code, msg) => {
     const before = (await allocationFiles(n1)).length;
-    const res = await lab.shim(n1, "ADD", { ...lab.podEnv({ containerId: "bad-input", netnsPath: lab.pods[0]!.netnsPath, ifName: "eth9", name: "bad" }), ...env });
+    const res = await lab.shim(n1, "ADD", {
+      ...lab.podEnv({ containerId: "bad-input", netnsPath: lab.pods[0]!.netnsPath, ifName: "eth9", name: "bad" }),
+      ...env,
+    });
     expect(res.code).not.toBe(0);
     expect(res.stdout.trim().split("\n")).toHaveLength(1);
     expect(res.json).toMatchObject({ code, msg: expect.stringMatching(msg) });
@@ -133,12 +136,19 @@ describe.skipIf(!isRoot)("three-node cluster in network namespaces (needs root)"
   it("a node that leaves disappears from the others' routes, and gets its subnet back when it returns", async () => {
     await n3.daemon!.stop("SIGTERM");
     for (const node of [n1, n2]) {
-      await waitFor(`node-3's route gone from ${node.name}`, async () => !(await ownedRoutes(lab, node)).some((r) => r.gateway === n3.ip), 10_000);
+      await waitFor(
+        `node-3's route gone from ${node.name}`,
+        async () => !(await ownedRoutes(lab, node)).some((r) => r.gateway === n3.ip),
+        10_000,
+      );
     }
     await lab.startDaemon(n3);
     for (const node of [n1, n2]) {
-      await waitFor(`node-3's route back on ${node.name}`, async () =>
-        (await ownedRoutes(lab, node)).some((r) => r.dst === "10.244.3.0/24" && r.gateway === n3.ip), 10_000);
+      await waitFor(
+        `node-3's route back on ${node.name}`,
+        async () => (await ownedRoutes(lab, node)).some((r) => r.dst === "10.244.3.0/24" && r.gateway === n3.ip),
+        10_000,
+      );
     }
     const onN3 = lab.pods.find((p) => p.node === n3 && p.name === "twice")!;
     const onN1 = lab.pods.find((p) => p.node === n1 && p.name === "a")!;

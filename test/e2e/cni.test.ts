@@ -1,9 +1,9 @@
-import { readFile, readdir, rm, stat } from "node:fs/promises";
+import { readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execConflist } from "../support/cni-runtime.js";
 import { inNetns, mustInNetns } from "../support/exec.js";
-import { allocationFiles, Lab, pluginConf, type LabNode, type LabPod } from "../support/lab.js";
+import { allocationFiles, Lab, type LabNode, type LabPod, pluginConf } from "../support/lab.js";
 import { waitFor } from "../support/wait.js";
 
 // CNI 1.1 end to end: every command through the real shim binary, result shapes per version,
@@ -11,7 +11,11 @@ import { waitFor } from "../support/wait.js";
 const isRoot = process.getuid?.() === 0;
 if (!isRoot && process.env.CI === "true") throw new Error("e2e tests need root in CI");
 
-const exists = (path: string) => stat(path).then(() => true, () => false);
+const exists = (path: string) =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );
 
 describe.skipIf(!isRoot)("CNI commands through the shim (needs root)", () => {
   let lab: Lab;
@@ -26,12 +30,20 @@ describe.skipIf(!isRoot)("CNI commands through the shim (needs root)", () => {
 
   const check = async (pod: LabPod, cniVersion = "1.0.0") =>
     execConflist({
-      nodeNetns: pod.node.netns, binDir: lab.binDir, command: "CHECK", attachment: lab.attachmentOf(pod), prevResult: pod.result,
+      nodeNetns: pod.node.netns,
+      binDir: lab.binDir,
+      command: "CHECK",
+      attachment: lab.attachmentOf(pod),
+      prevResult: pod.result,
       conflist: { ...(await lab.conflist(pod.node)), cniVersion },
     });
 
   it("the daemon wrote the conflist into the CNI config dir once it was serving", async () => {
-    expect(await lab.conflist(n1)).toEqual({ cniVersion: "1.0.0", name: "trellis", plugins: [{ type: "trellis", daemonSocket: n1.socket }] });
+    expect(await lab.conflist(n1)).toEqual({
+      cniVersion: "1.0.0",
+      name: "trellis",
+      plugins: [{ type: "trellis", daemonSocket: n1.socket }],
+    });
   });
 
   it("VERSION lists every supported version", async () => {
@@ -55,7 +67,12 @@ describe.skipIf(!isRoot)("CNI commands through the shim (needs root)", () => {
   });
 
   it("a version it does not support gets code 1", async () => {
-    const res = await lab.shim(n1, "ADD", lab.podEnv({ containerId: "old", netnsPath: lab.pods[0]!.netnsPath, ifName: "eth5", name: "old" }), pluginConf(n1, "0.2.0"));
+    const res = await lab.shim(
+      n1,
+      "ADD",
+      lab.podEnv({ containerId: "old", netnsPath: lab.pods[0]!.netnsPath, ifName: "eth5", name: "old" }),
+      pluginConf(n1, "0.2.0"),
+    );
     expect(res.json).toMatchObject({ code: 1, msg: expect.stringContaining("0.2.0") });
   });
 
@@ -74,7 +91,9 @@ describe.skipIf(!isRoot)("CNI commands through the shim (needs root)", () => {
 
   it("CNI_ARGS pod identity is recorded with the allocation; unknown keys need IgnoreUnknown", async () => {
     const pod = await lab.addPod(n1, "identity");
-    const record = JSON.parse(await readFile(join(n1.stateDir, "allocations", pod.address), "utf8")) as { attachment: Record<string, string> };
+    const record = JSON.parse(await readFile(join(n1.stateDir, "allocations", pod.address), "utf8")) as {
+      attachment: Record<string, string>;
+    };
     expect(record.attachment).toMatchObject({ podNamespace: "default", podName: "identity", containerId: pod.containerId, ifName: "eth0" });
     const env = { ...lab.podEnv({ ...pod, containerId: "strict-args", ifName: "eth7" }), CNI_ARGS: "K8S_POD_NAME=x;FOO=bar" };
     const res = await lab.shim(n1, "ADD", env);
@@ -85,10 +104,15 @@ describe.skipIf(!isRoot)("CNI commands through the shim (needs root)", () => {
     const keep = await lab.addPod(n2, "gc-keep");
     const drop1 = await lab.addPod(n2, "gc-drop1");
     const drop2 = await lab.addPod(n2, "gc-drop2");
-    const res = await lab.shim(n2, "GC", {}, {
-      ...pluginConf(n2, "1.1.0"),
-      "cni.dev/valid-attachments": [{ containerID: keep.containerId, ifname: "eth0" }],
-    });
+    const res = await lab.shim(
+      n2,
+      "GC",
+      {},
+      {
+        ...pluginConf(n2, "1.1.0"),
+        "cni.dev/valid-attachments": [{ containerID: keep.containerId, ifname: "eth0" }],
+      },
+    );
     expect(res.code, res.stdout).toBe(0);
     expect(res.stdout).toBe("");
     const files = await allocationFiles(n2);
@@ -104,17 +128,37 @@ describe.skipIf(!isRoot)("CNI commands through the shim (needs root)", () => {
     const conflist = { ...base, plugins: [...base.plugins, { type: "portmap", capabilities: { portMappings: true }, snat: true }] };
     const runtimeConfig = { portMappings: [{ hostPort: 18080, containerPort: 80, protocol: "tcp" }] };
     const pod = await lab.addPod(n1, "chained", { conflist, runtimeConfig });
-    expect((pod.result.interfaces as Array<{ name: string }>).map((i) => i.name)).toEqual(["trellis0", expect.stringMatching(/^tr/), "eth0"]);
+    expect((pod.result.interfaces as Array<{ name: string }>).map((i) => i.name)).toEqual([
+      "trellis0",
+      expect.stringMatching(/^tr/),
+      "eth0",
+    ]);
     expect(pod.address).toMatch(/^10\.244\.1\./);
     const nat = await mustInNetns(n1.netns, "iptables", ["-t", "nat", "-S"]);
     expect(nat).toContain("18080");
-    const checked = await execConflist({ nodeNetns: n1.netns, binDir: lab.binDir, conflist, command: "CHECK", attachment: lab.attachmentOf(pod), prevResult: pod.result, runtimeConfig });
+    const checked = await execConflist({
+      nodeNetns: n1.netns,
+      binDir: lab.binDir,
+      conflist,
+      command: "CHECK",
+      attachment: lab.attachmentOf(pod),
+      prevResult: pod.result,
+      runtimeConfig,
+    });
     expect(checked.runs[0], JSON.stringify(checked.runs)).toMatchObject({ plugin: "trellis", code: 0, stdout: "" });
     // Debian's portmap 1.1.1 fails CHECK of an IPv4-only pod looking for IPv6 rules it never made
     // (containernetworking/plugins#819, fixed upstream later); anything else from it is a failure.
     const portmap = checked.runs[1];
     if (portmap?.code !== 0) expect(portmap?.json?.msg).toMatch(/^could not check ipv6 dnat: chain CNI-DN-\w+ not found/);
-    const deleted = await execConflist({ nodeNetns: n1.netns, binDir: lab.binDir, conflist, command: "DEL", attachment: lab.attachmentOf(pod), prevResult: pod.result, runtimeConfig });
+    const deleted = await execConflist({
+      nodeNetns: n1.netns,
+      binDir: lab.binDir,
+      conflist,
+      command: "DEL",
+      attachment: lab.attachmentOf(pod),
+      prevResult: pod.result,
+      runtimeConfig,
+    });
     expect(deleted.code, JSON.stringify(deleted.runs)).toBe(0);
     expect(await allocationFiles(n1)).not.toContain(pod.address);
     expect(await mustInNetns(n1.netns, "iptables", ["-t", "nat", "-S"])).not.toContain("18080");

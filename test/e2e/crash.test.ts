@@ -82,7 +82,9 @@ describe.skipIf(!isRoot)("a daemon killed in the middle of 100 concurrent ADDs (
     // DEL of all: the subnet is entirely free again, on the node and in the control plane's copy.
     await Promise.all(pods.map(async (pod) => expect((await lab.delPod(pod)).code).toBe(0)));
     expect(await allocationFiles(n1)).toEqual([]);
-    const links = JSON.parse((await inNetns(n1.netns, "ip", ["-json", "link", "show", "type", "veth"])).stdout) as Array<{ ifname: string }>;
+    const links = JSON.parse((await inNetns(n1.netns, "ip", ["-json", "link", "show", "type", "veth"])).stdout) as Array<{
+      ifname: string;
+    }>;
     expect(links.filter((l) => /^tr[0-9a-f]{11}$/.test(l.ifname))).toEqual([]);
     await waitFor("the control plane's copy to empty", async () => (await lab.etcdKeys("/trellis/v1/allocations/node-1/")).length === 0);
   });

@@ -26,7 +26,12 @@ describe.skipIf(!isRoot)("node lifecycle in a namespaced cluster (needs root)", 
     const t0 = Date.now();
     await n3.daemon!.stop("SIGKILL");
     for (const node of [n1, n2]) {
-      await waitFor(`node-3's route gone from ${node.name}`, async () => !(await owned(lab, node)).some((r) => r.gateway === n3.ip), (ttlS + 10) * 1000, 100);
+      await waitFor(
+        `node-3's route gone from ${node.name}`,
+        async () => !(await owned(lab, node)).some((r) => r.gateway === n3.ip),
+        (ttlS + 10) * 1000,
+        100,
+      );
     }
     const tookMs = Date.now() - t0;
     expect(tookMs).toBeLessThan((ttlS + 6) * 1000);
@@ -34,7 +39,11 @@ describe.skipIf(!isRoot)("node lifecycle in a namespaced cluster (needs root)", 
     // back within the grace period: the same subnet, routes everywhere again
     await lab.startDaemon(n3);
     for (const node of [n1, n2]) {
-      await waitFor(`node-3's route back on ${node.name}`, async () => (await routeText(lab, node)).includes(`10.244.3.0/24 via ${n3.ip}`), 10_000);
+      await waitFor(
+        `node-3's route back on ${node.name}`,
+        async () => (await routeText(lab, node)).includes(`10.244.3.0/24 via ${n3.ip}`),
+        10_000,
+      );
     }
   });
 
@@ -44,10 +53,15 @@ describe.skipIf(!isRoot)("node lifecycle in a namespaced cluster (needs root)", 
     const late = await lab.addPod(n4, "late");
     expect(late.address).toMatch(/^10\.244\.4\./);
     for (const node of [n1, n2, n3]) {
-      await waitFor(`node-4's route on ${node.name}`, async () => (await routeText(lab, node)).includes(`10.244.4.0/24 via ${n4.ip}`), 10_000);
+      await waitFor(
+        `node-4's route on ${node.name}`,
+        async () => (await routeText(lab, node)).includes(`10.244.4.0/24 via ${n4.ip}`),
+        10_000,
+      );
     }
     await waitFor("node-4's routes to the others", async () => (await owned(lab, n4)).length === 3, 10_000);
-    for (const pod of pods) expect(await lab.ping(pod, late.address), `${pod.name} -> late; node-4 routes ${await routeText(lab, n4)}`).toBe(true);
+    for (const pod of pods)
+      expect(await lab.ping(pod, late.address), `${pod.name} -> late; node-4 routes ${await routeText(lab, n4)}`).toBe(true);
     expect(await lab.ping(late, pods[0]!.address)).toBe(true);
   });
 });

@@ -6,10 +6,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AdminService, EventKind, type WatchEventsResponse } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { AllocationRecordSchema, AttachmentSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { NodeService, RouteSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { startEtcd, type EtcdHandle } from "../support/etcd.js";
+import { type InProcessControlPlane, namespace, startInProcessControlPlane } from "../support/control-plane.js";
+import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 import { run } from "../support/exec.js";
 import { root } from "../support/lab.js";
-import { namespace, startInProcessControlPlane, type InProcessControlPlane } from "../support/control-plane.js";
 import { waitFor } from "../support/wait.js";
 
 // The operator's admin API against a real etcd, through the generated client and through a reflection
@@ -44,7 +44,8 @@ const allocation = (address: string, containerId: string, podName: string) =>
     attachment: create(AttachmentSchema, { networkName: "trellis", containerId, ifName: "eth0", podNamespace: "default", podName }),
   });
 
-const buf = (...args: string[]) => run(join(root, "node_modules", ".bin", "buf"), ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args]);
+const buf = (...args: string[]) =>
+  run(join(root, "node_modules", ".bin", "buf"), ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args]);
 
 describe("admin API", () => {
   it("lists allocations per node and cluster-wide, and says who holds an address", async () => {
@@ -57,11 +58,18 @@ describe("admin API", () => {
     ]);
     expect((await admin.listAllocations({ nodeName: "n2" })).allocations.map((a) => a.address)).toEqual(["10.244.2.7"]);
     const who = await admin.lookupAddress({ address: "10.244.2.7" });
-    expect(who).toMatchObject({ subnet: "10.244.2.0/24", allocation: { nodeName: "n2", containerId: "c7", podNamespace: "default", podName: "web-7" } });
-    await expect(admin.lookupAddress({ address: "10.244.2.8" })).rejects.toThrow(/no pod holds 10\.244\.2\.8 \(it lies in n2's subnet 10\.244\.2\.0\/24\)/);
+    expect(who).toMatchObject({
+      subnet: "10.244.2.0/24",
+      allocation: { nodeName: "n2", containerId: "c7", podNamespace: "default", podName: "web-7" },
+    });
+    await expect(admin.lookupAddress({ address: "10.244.2.8" })).rejects.toThrow(
+      /no pod holds 10\.244\.2\.8 \(it lies in n2's subnet 10\.244\.2\.0\/24\)/,
+    );
     expect((await admin.getNode({ name: "n2" })).node?.pods).toBe(1);
     // a node may only record addresses of its own subnet
-    await expect(node.recordAllocation({ nodeName: "n1", allocation: allocation("10.244.2.9", "c9", "x") })).rejects.toThrow(/outside n1's subnet/);
+    await expect(node.recordAllocation({ nodeName: "n1", allocation: allocation("10.244.2.9", "c9", "x") })).rejects.toThrow(
+      /outside n1's subnet/,
+    );
   });
 
   it("shows a node's routes, desired versus reported, with the difference", async () => {
@@ -75,7 +83,10 @@ describe("admin API", () => {
       ],
     });
     const routes = await admin.getRoutes({ nodeName: "n1" });
-    expect(routes.desired.map((r) => `${r.dst} via ${r.via}`)).toEqual(["10.244.2.0/24 via 192.168.1.12", "10.244.3.0/24 via 192.168.1.13"]);
+    expect(routes.desired.map((r) => `${r.dst} via ${r.via}`)).toEqual([
+      "10.244.2.0/24 via 192.168.1.12",
+      "10.244.3.0/24 via 192.168.1.13",
+    ]);
     expect(routes.reportedRevision).toBe(42n);
     expect(routes.missing.map((r) => r.dst)).toEqual(["10.244.3.0/24"]);
     expect(routes.extra.map((r) => r.dst)).toEqual(["10.244.9.0/24"]);
@@ -91,10 +102,15 @@ describe("admin API", () => {
     try {
       // the watch starts asynchronously: write until the stream shows a write
       let probe = 0;
-      await waitFor("the event stream", async () => {
-        await node.recordAllocation({ nodeName: "n1", allocation: allocation(`10.244.1.${10 + (probe++ % 200)}`, "probe", "probe") });
-        return events.some((e) => e.kind === EventKind.ALLOCATION);
-      }, 15_000, 100);
+      await waitFor(
+        "the event stream",
+        async () => {
+          await node.recordAllocation({ nodeName: "n1", allocation: allocation(`10.244.1.${10 + (probe++ % 200)}`, "probe", "probe") });
+          return events.some((e) => e.kind === EventKind.ALLOCATION);
+        },
+        15_000,
+        100,
+      );
       await admin.evictNode({ name: "n3" });
       expect((await admin.getNode({ name: "n3" })).node).toMatchObject({ live: false, releasedReason: "evicted", subnet: "10.244.3.0/24" });
       expect((await admin.releaseLease({ subnet: "10.244.3.0/24" })).nodeName).toBe("n3");
@@ -119,9 +135,21 @@ describe("admin API", () => {
   });
 
   it.each([
-    ["a malformed CIDR", () => admin.reserveSubnet({ subnet: "10.244.3/24", nodeName: "x" }), /subnet "10\.244\.3\/24" is not an IPv4 CIDR/],
-    ["a subnet outside the cluster CIDR", () => admin.reserveSubnet({ subnet: "10.9.0.0/24", nodeName: "x" }), /not a \/24 node subnet of cluster CIDR/],
-    ["a reservation overlapping a live lease", () => admin.reserveSubnet({ subnet: "10.244.2.0/24", nodeName: "x" }), /overlaps the lease of node n2/],
+    [
+      "a malformed CIDR",
+      () => admin.reserveSubnet({ subnet: "10.244.3/24", nodeName: "x" }),
+      /subnet "10\.244\.3\/24" is not an IPv4 CIDR/,
+    ],
+    [
+      "a subnet outside the cluster CIDR",
+      () => admin.reserveSubnet({ subnet: "10.9.0.0/24", nodeName: "x" }),
+      /not a \/24 node subnet of cluster CIDR/,
+    ],
+    [
+      "a reservation overlapping a live lease",
+      () => admin.reserveSubnet({ subnet: "10.244.2.0/24", nodeName: "x" }),
+      /overlaps the lease of node n2/,
+    ],
     ["a missing field", () => admin.reserveSubnet({ subnet: "10.244.8.0/24", nodeName: "" }), /node_name is required/],
     ["an address outside the cluster", () => admin.lookupAddress({ address: "8.8.8.8" }), /address 8\.8\.8\.8 is outside the cluster CIDR/],
     ["a malformed address", () => admin.lookupAddress({ address: "10.244.1" }), /address "10\.244\.1" is not an IPv4 address/],
@@ -157,7 +185,20 @@ describe("admin API", () => {
       EvictNode: '{"name":"n3"}',
       ReleaseLease: '{"subnet":"10.244.3.0/24"}',
     };
-    const order = ["ListNodes", "GetNode", "ListLeases", "ListReservations", "ListAllocations", "LookupAddress", "GetRoutes", "GetClusterConfig", "ReserveSubnet", "DeleteReservation", "EvictNode", "ReleaseLease"];
+    const order = [
+      "ListNodes",
+      "GetNode",
+      "ListLeases",
+      "ListReservations",
+      "ListAllocations",
+      "LookupAddress",
+      "GetRoutes",
+      "GetClusterConfig",
+      "ReserveSubnet",
+      "DeleteReservation",
+      "EvictNode",
+      "ReleaseLease",
+    ];
     const unary = AdminService.methods.filter((m) => m.methodKind === "unary").map((m) => m.name);
     expect([...unary].sort()).toEqual([...order].sort());
     for (const method of order) {

@@ -2,15 +2,15 @@ import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ControlClient } from "../../node-daemon/control/control-client.js";
+import { createControlPlaneApi } from "../../node-daemon/rpc/control-plane-client.js";
 import { Cidr } from "../../proto/common/cidr.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { ControlClient } from "../../node-daemon/control/control-client.js";
-import { createControlPlaneApi } from "../../node-daemon/rpc/control-plane-client.js";
-import { startEtcd, freePort, type EtcdHandle } from "../support/etcd.js";
+import { captureLog, type InProcessControlPlane, namespace, startInProcessControlPlane } from "../support/control-plane.js";
+import { type EtcdHandle, freePort, startEtcd } from "../support/etcd.js";
 import { run } from "../support/exec.js";
 import { root } from "../support/lab.js";
-import { captureLog, namespace, startInProcessControlPlane, type InProcessControlPlane } from "../support/control-plane.js";
 import { waitFor } from "../support/wait.js";
 
 let etcd: EtcdHandle;
@@ -23,7 +23,9 @@ afterAll(async () => {
 
 const nodeClient = (address: string) => createClient(NodeService, createGrpcTransport({ baseUrl: `http://${address}` }));
 
-async function twoReplicas(options: { clusterCidr?: string; subnetSize?: number } = {}): Promise<[InProcessControlPlane, InProcessControlPlane]> {
+async function twoReplicas(
+  options: { clusterCidr?: string; subnetSize?: number } = {},
+): Promise<[InProcessControlPlane, InProcessControlPlane]> {
   const prefix = namespace();
   return Promise.all([
     startInProcessControlPlane({ etcd: etcd.endpoint, root: prefix, ...options }),
@@ -77,7 +79,9 @@ describe("control plane against a real etcd", () => {
       await expect(client.registerNode({ nodeName: "n1", nodeIp: "300.1.1.1", mtu: 1500 })).rejects.toThrow(/node_ip/);
       expect(await a.store.listLeases()).toHaveLength(0);
       await client.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
-      await expect(client.registerNode({ nodeName: "n2", nodeIp: "192.168.1.11", mtu: 1500 })).rejects.toThrow(/already registered by live node n1/);
+      await expect(client.registerNode({ nodeName: "n2", nodeIp: "192.168.1.11", mtu: 1500 })).rejects.toThrow(
+        /already registered by live node n1/,
+      );
       expect(await a.store.listLeases()).toHaveLength(1);
     } finally {
       await Promise.all([a.stop(), b.stop()]);
@@ -90,7 +94,9 @@ describe("control plane against a real etcd", () => {
       const client = nodeClient(a.address);
       await client.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
       await client.registerNode({ nodeName: "n1", nodeIp: "192.168.1.21", mtu: 1500 });
-      await expect(client.registerNode({ nodeName: "n2", nodeIp: "192.168.1.21", mtu: 1500 })).rejects.toThrow(/already registered by live node n1/);
+      await expect(client.registerNode({ nodeName: "n2", nodeIp: "192.168.1.21", mtu: 1500 })).rejects.toThrow(
+        /already registered by live node n1/,
+      );
       expect((await client.registerNode({ nodeName: "n2", nodeIp: "192.168.1.11", mtu: 1500 })).subnet).toBe("10.244.2.0/24");
       // a node that left (withdrawn) no longer blocks its address
       await client.deregisterNode({ nodeName: "n2" });
@@ -119,7 +125,8 @@ describe("control plane against a real etcd", () => {
       await nodeClient(a.address).registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
       const seen: WatchRoutesResponse[] = [];
       void (async () => {
-        for await (const msg of nodeClient(a.address).watchRoutes({ nodeName: "n1", fromRevision: 0n }, { signal: stop.signal })) seen.push(msg);
+        for await (const msg of nodeClient(a.address).watchRoutes({ nodeName: "n1", fromRevision: 0n }, { signal: stop.signal }))
+          seen.push(msg);
       })().catch(() => undefined);
       await waitFor("snapshot", async () => seen.length > 0);
       expect(seen[0]?.snapshot).toBe(true);
@@ -162,7 +169,9 @@ describe("control plane against a real etcd", () => {
       expect(list.stdout).toContain("trellis.controlplane.v1.NodeService/WatchRoutes");
       const call = await run(buf, [...base, `http://${b.address}/trellis.admin.v1.AdminService/ListNodes`]);
       expect(call.code, call.stderr).toBe(0);
-      expect(JSON.parse(call.stdout)).toMatchObject({ nodes: [{ name: "n1", nodeIp: "192.168.1.11", subnet: "10.244.1.0/24", live: true }] });
+      expect(JSON.parse(call.stdout)).toMatchObject({
+        nodes: [{ name: "n1", nodeIp: "192.168.1.11", subnet: "10.244.1.0/24", live: true }],
+      });
       const health = await run(buf, [...base, "-d", "{}", `http://${b.address}/grpc.health.v1.Health/Check`]);
       expect(JSON.parse(health.stdout)).toEqual({ status: "SERVING" });
     } finally {

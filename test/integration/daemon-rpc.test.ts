@@ -3,15 +3,15 @@ import { mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient, ConnectError, Code } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { CniService } from "../../node-daemon/cni/cni-service.js";
+import { type DaemonServer, startDaemonServer } from "../../node-daemon/rpc/server.js";
 import { Cidr } from "../../proto/common/cidr.js";
 import { protocolVersion } from "../../proto/common/protocol.js";
 import { CniService as CniServiceDesc } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
-import { CniService } from "../../node-daemon/cni/cni-service.js";
-import { startDaemonServer, type DaemonServer } from "../../node-daemon/rpc/server.js";
 import { MemoryAllocationJournal, RecordingNetlink } from "../support/fakes.js";
 
 // The daemon's unix-socket server in process, on fakes for the kernel and the journal: the protocol
@@ -29,11 +29,19 @@ async function start(): Promise<DaemonServer> {
     pathExists: async () => true,
   });
   await cni.start({ subnet: Cidr.parse("10.244.1.0/24"), bridgeName: "trellis0", mtu: 1500 });
-  return startDaemonServer({ cni, log: pino({ level: "silent" }), socketPath, status: () => ({ subnet: "10.244.1.0/24", routesCurrent: true, detail: "" }) });
+  return startDaemonServer({
+    cni,
+    log: pino({ level: "silent" }),
+    socketPath,
+    status: () => ({ subnet: "10.244.1.0/24", routesCurrent: true, detail: "" }),
+  });
 }
 
 const client = () =>
-  createClient(CniServiceDesc, createGrpcTransport({ baseUrl: "http://daemon", nodeOptions: { createConnection: () => net.connect(socketPath) } }));
+  createClient(
+    CniServiceDesc,
+    createGrpcTransport({ baseUrl: "http://daemon", nodeOptions: { createConnection: () => net.connect(socketPath) } }),
+  );
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), "trellis-daemon-rpc-"));
@@ -59,7 +67,9 @@ describe("node daemon socket", () => {
 
   it.each([protocolVersion + 2, protocolVersion + 5])("refuses a shim further apart (%i) with a clear VERSION_SKEW", async (version) => {
     server = await start();
-    const err = await client().getStatus({ protocolVersion: version }).catch((e: unknown) => ConnectError.from(e));
+    const err = await client()
+      .getStatus({ protocolVersion: version })
+      .catch((e: unknown) => ConnectError.from(e));
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).code).toBe(Code.FailedPrecondition);
     expect((err as ConnectError).metadata.get("trellis-reason")).toBe("VERSION_SKEW");
@@ -68,7 +78,10 @@ describe("node daemon socket", () => {
 
   it("replaces a stale socket file left by a daemon killed with SIGKILL", async () => {
     await mkdir(join(dir, "run"));
-    const dead = spawn(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(socketPath)}, () => console.log("up"))`]);
+    const dead = spawn(process.execPath, [
+      "-e",
+      `require("net").createServer().listen(${JSON.stringify(socketPath)}, () => console.log("up"))`,
+    ]);
     await new Promise((resolve) => dead.stdout.once("data", resolve));
     dead.kill("SIGKILL");
     await new Promise((resolve) => dead.once("exit", resolve));

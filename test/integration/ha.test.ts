@@ -1,14 +1,14 @@
-import { createClient, type Client } from "@connectrpc/connect";
+import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Cidr } from "../../proto/common/cidr.js";
-import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
 import { ControlClient, type RouteSet } from "../../node-daemon/control/control-client.js";
 import { createControlPlaneApi } from "../../node-daemon/rpc/control-plane-client.js";
-import { startEtcd, startEtcdCluster, type EtcdHandle } from "../support/etcd.js";
-import { namespace, spawnControlPlane, type SpawnedControlPlane } from "../support/control-plane.js";
+import { Cidr } from "../../proto/common/cidr.js";
+import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { namespace, type SpawnedControlPlane, spawnControlPlane } from "../support/control-plane.js";
+import { type EtcdHandle, startEtcd, startEtcdCluster } from "../support/etcd.js";
 import { waitFor } from "../support/wait.js";
 
 // DESIGN.md invariant 7: any number of control-plane replicas, all authority in etcd. Replicas run as
@@ -69,7 +69,9 @@ describe("control-plane replicas over one etcd", () => {
       }, stop.signal);
 
       const register = async (name: string, i: number) => {
-        const res = await anyReplica(clients, (c) => c.registerNode({ nodeName: name, nodeIp: `10.1.${i >> 8}.${i & 255}`, mtu: 1500 }, { timeoutMs: 5_000 }));
+        const res = await anyReplica(clients, (c) =>
+          c.registerNode({ nodeName: name, nodeIp: `10.1.${i >> 8}.${i & 255}`, mtu: 1500 }, { timeoutMs: 5_000 }),
+        );
         const before = subnetOf.get(name);
         if (before) expect(res.subnet, `${name} got another subnet`).toBe(before);
         subnetOf.set(name, res.subnet);
@@ -79,11 +81,15 @@ describe("control-plane replicas over one etcd", () => {
       // replica 0 dies (SIGKILL) mid-way: the next 50 register and everyone heartbeats through the others ...
       await replicas[0]!.kill("SIGKILL");
       await inBatches(names.slice(100, 150), 25, (n) => register(n, names.indexOf(n)));
-      await inBatches(names.slice(0, 150), 25, (n) => anyReplica(clients, (c) => c.heartbeat({ nodeName: n }, { timeoutMs: 5_000 })).then(() => undefined));
+      await inBatches(names.slice(0, 150), 25, (n) =>
+        anyReplica(clients, (c) => c.heartbeat({ nodeName: n }, { timeoutMs: 5_000 })).then(() => undefined),
+      );
       // ... then it comes back and takes its share again
       await replicas[0]!.start();
       await inBatches(names.slice(150), 25, (n) => register(n, names.indexOf(n)));
-      await inBatches(names, 25, (n) => anyReplica(clients, (c) => c.heartbeat({ nodeName: n }, { timeoutMs: 5_000 })).then(() => undefined));
+      await inBatches(names, 25, (n) =>
+        anyReplica(clients, (c) => c.heartbeat({ nodeName: n }, { timeoutMs: 5_000 })).then(() => undefined),
+      );
       expect(await clients[0]!.heartbeat({ nodeName: "node-0" })).toBeDefined();
 
       // every node registering again (through any replica) keeps its subnet

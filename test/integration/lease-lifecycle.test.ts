@@ -1,12 +1,12 @@
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { ExpiryLoop } from "../../control-plane/ipam/lease-manager.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { ExpiryLoop } from "../../control-plane/ipam/lease-manager.js";
-import { pino } from "pino";
-import { startEtcd, type EtcdHandle } from "../support/etcd.js";
-import { namespace, startInProcessControlPlane, type InProcessControlPlane } from "../support/control-plane.js";
+import { type InProcessControlPlane, namespace, startInProcessControlPlane } from "../support/control-plane.js";
+import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 import { waitFor } from "../support/wait.js";
 
 // Lease lifecycle against a real etcd, with the control plane's clock in the test's hand.
@@ -29,14 +29,20 @@ afterEach(async () => {
 
 async function start() {
   now = 1_000_000;
-  cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root: namespace(), clock: () => now, policy: { ttlMs, graceMs, disruptionShare: 0.33 } });
+  cp = await startInProcessControlPlane({
+    etcd: etcd.endpoint,
+    root: namespace(),
+    clock: () => now,
+    policy: { ttlMs, graceMs, disruptionShare: 0.33 },
+  });
   const transport = createGrpcTransport({ baseUrl: `http://${cp.address}` });
   return { cp, node: createClient(NodeService, transport), admin: createClient(AdminService, transport) };
 }
 
 async function registerAll(node: ReturnType<typeof createClient<typeof NodeService>>, count: number): Promise<string[]> {
   const subnets: string[] = [];
-  for (let i = 1; i <= count; i++) subnets.push((await node.registerNode({ nodeName: `n${i}`, nodeIp: `192.168.1.${10 + i}`, mtu: 1500 })).subnet);
+  for (let i = 1; i <= count; i++)
+    subnets.push((await node.registerNode({ nodeName: `n${i}`, nodeIp: `192.168.1.${10 + i}`, mtu: 1500 })).subnet);
   return subnets;
 }
 
@@ -57,7 +63,8 @@ describe("subnet leases follow their node", () => {
       const plan = await cp.leases.sweep(0);
       expect(plan.expire).toEqual(["n3"]);
       await waitFor("n3's route withdrawn", async () =>
-        seen.flatMap((m) => m.events).some((e) => e.type === RouteEventType.DELETE && e.route?.nodeName === "n3"));
+        seen.flatMap((m) => m.events).some((e) => e.type === RouteEventType.DELETE && e.route?.nodeName === "n3"),
+      );
       const n3 = (await admin.getNode({ name: "n3" })).node;
       expect(n3).toMatchObject({ live: false, releasedReason: "expired", subnet: subnets[2] });
       expect(n3?.graceLeftSeconds).toBe(600n);

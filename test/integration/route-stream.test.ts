@@ -3,13 +3,13 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Etcd3 } from "etcd3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
 import type { ClusterStore } from "../../control-plane/store/store.js";
-import { startEtcd, type EtcdHandle } from "../support/etcd.js";
-import { run } from "../support/exec.js";
+import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { namespace, startInProcessControlPlane } from "../support/control-plane.js";
+import { type EtcdHandle, startEtcd } from "../support/etcd.js";
+import { run } from "../support/exec.js";
 import { waitFor } from "../support/wait.js";
 
 // The route stream's revisions: resume where a daemon left off, a snapshot when that is not possible,
@@ -50,7 +50,10 @@ describe("route stream revisions", () => {
       const resumed = collect(node, applied); // ... and comes back with the revision it applied
       await waitFor("the missed changes", async () => resumed.seen.flatMap((m) => m.events).length >= 2);
       expect(resumed.seen.every((m) => !m.snapshot)).toBe(true);
-      expect(resumed.seen.flatMap((m) => m.events).map((e) => `${RouteEventType[e.type]} ${e.route?.nodeName}`)).toEqual(["UPSERT n3", "DELETE n1"]);
+      expect(resumed.seen.flatMap((m) => m.events).map((e) => `${RouteEventType[e.type]} ${e.route?.nodeName}`)).toEqual([
+        "UPSERT n3",
+        "DELETE n1",
+      ]);
       resumed.stop();
 
       // A replica that started after that revision holds no changes that old: it answers with a snapshot.
@@ -80,10 +83,17 @@ describe("route stream revisions", () => {
       const start = (await raw.get("x").exec()).header.revision;
       await node.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
       const compactTo = (await raw.put(`${root}/compaction-marker`).value("x").exec()).header.revision;
-      const compacted = await run("etcdctl", ["--endpoints", etcd.endpoint, "compact", compactTo, "--physical"], { env: { ...process.env, ETCDCTL_API: "3" } });
+      const compacted = await run("etcdctl", ["--endpoints", etcd.endpoint, "compact", compactTo, "--physical"], {
+        env: { ...process.env, ETCDCTL_API: "3" },
+      });
       expect(compacted.code, compacted.stderr).toBe(0);
       const lost: Error[] = [];
-      await store.watchNodes(BigInt(start), () => undefined, stop.signal, (err) => lost.push(err));
+      await store.watchNodes(
+        BigInt(start),
+        () => undefined,
+        stop.signal,
+        (err) => lost.push(err),
+      );
       await waitFor("the lost watch reported", async () => lost.length > 0);
       expect(String(lost[0])).toMatch(/Watcher canceled/); // etcd 3.4 sets compact_revision and no reason text
     } finally {
@@ -99,7 +109,12 @@ describe("route stream revisions", () => {
     const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root });
     let loseWatch: ((err: Error) => void) | undefined;
     const watched: ClusterStore = Object.assign(Object.create(store) as ClusterStore, {
-      watchNodes: (from: bigint, onBatch: Parameters<ClusterStore["watchNodes"]>[1], signal: AbortSignal, onLost?: (err: Error) => void) => {
+      watchNodes: (
+        from: bigint,
+        onBatch: Parameters<ClusterStore["watchNodes"]>[1],
+        signal: AbortSignal,
+        onLost?: (err: Error) => void,
+      ) => {
         loseWatch = onLost;
         return store.watchNodes(from, onBatch, signal, onLost);
       },

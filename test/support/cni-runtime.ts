@@ -70,10 +70,19 @@ export async function execConflist(options: {
       CNI_COMMAND: command,
       CNI_PATH: options.binDir,
       ...(attachment
-        ? { CNI_CONTAINERID: attachment.containerId, CNI_NETNS: attachment.netnsPath, CNI_IFNAME: attachment.ifName, CNI_ARGS: attachment.args ?? "" }
+        ? {
+            CNI_CONTAINERID: attachment.containerId,
+            CNI_NETNS: attachment.netnsPath,
+            CNI_IFNAME: attachment.ifName,
+            CNI_ARGS: attachment.args ?? "",
+          }
         : {}),
     };
-    const res = await inNetns(options.nodeNetns, join(options.binDir, plugin.type), [], { stdin: JSON.stringify(conf), env, timeoutMs: 30_000 });
+    const res = await inNetns(options.nodeNetns, join(options.binDir, plugin.type), [], {
+      stdin: JSON.stringify(conf),
+      env,
+      timeoutMs: 30_000,
+    });
     let json: Record<string, unknown> | undefined;
     try {
       json = res.stdout.trim() ? (JSON.parse(res.stdout) as Record<string, unknown>) : undefined;

@@ -1,19 +1,19 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { pino, type Logger } from "pino";
-import { Cidr } from "../../proto/common/cidr.js";
-import type { ExpiryPolicy } from "../../control-plane/ipam/lease-expiry.js";
+import { type Logger, pino } from "pino";
 import { AllocationMirror } from "../../control-plane/ipam/allocation-mirror.js";
+import type { ExpiryPolicy } from "../../control-plane/ipam/lease-expiry.js";
 import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
 import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
-import { startControlPlaneServer, type ControlPlaneServer } from "../../control-plane/rpc/server.js";
+import { type ControlPlaneServer, startControlPlaneServer } from "../../control-plane/rpc/server.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
+import { Cidr } from "../../proto/common/cidr.js";
 import { freePort } from "./etcd.js";
 import { dist } from "./lab.js";
 import { waitForLog } from "./wait.js";
@@ -66,7 +66,18 @@ export async function startInProcessControlPlane(options: {
   const mirror = new AllocationMirror({ store, log });
   await feed.start(stop.signal);
   const server: ControlPlaneServer = await startControlPlaneServer({
-    leases, feed, mirror, store, pool, log, clusterCidr, clock, policy: options.policy ?? defaultPolicy, host: "127.0.0.1", port: options.port ?? 0, ready: () => true,
+    leases,
+    feed,
+    mirror,
+    store,
+    pool,
+    log,
+    clusterCidr,
+    clock,
+    policy: options.policy ?? defaultPolicy,
+    host: "127.0.0.1",
+    port: options.port ?? 0,
+    ready: () => true,
   });
   return {
     address: `127.0.0.1:${server.port}`,
@@ -93,7 +104,12 @@ export interface SpawnedControlPlane {
 }
 
 /** A control-plane replica as its own process (the built dist/), so a test can SIGKILL it. */
-export async function spawnControlPlane(options: { etcd: readonly string[]; root: string; port?: number; args?: readonly string[] }): Promise<SpawnedControlPlane> {
+export async function spawnControlPlane(options: {
+  etcd: readonly string[];
+  root: string;
+  port?: number;
+  args?: readonly string[];
+}): Promise<SpawnedControlPlane> {
   const port = options.port ?? (await freePort());
   const dir = await mkdtemp(join(tmpdir(), "trellis-cp-"));
   const logFile = join(dir, "control-plane.log");
@@ -118,13 +134,20 @@ export async function spawnControlPlane(options: { etcd: readonly string[]; root
     async start() {
       await writeFile(logFile, "");
       const fd = openSync(logFile, "a");
-      child = spawn(process.execPath, [
-        join(dist, "control-plane", "main.js"),
-        "--etcd-endpoints", options.etcd.join(","),
-        "--etcd-prefix", options.root,
-        "--listen", `127.0.0.1:${port}`,
-        ...(options.args ?? []),
-      ], { stdio: ["ignore", fd, fd] });
+      child = spawn(
+        process.execPath,
+        [
+          join(dist, "control-plane", "main.js"),
+          "--etcd-endpoints",
+          options.etcd.join(","),
+          "--etcd-prefix",
+          options.root,
+          "--listen",
+          `127.0.0.1:${port}`,
+          ...(options.args ?? []),
+        ],
+        { stdio: ["ignore", fd, fd] },
+      );
       closeSync(fd);
       await waitForLog(logFile, "route feed started", 20_000);
     },

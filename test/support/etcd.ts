@@ -1,10 +1,10 @@
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
-import { waitFor } from "./wait.js";
 import { run } from "./exec.js";
+import { waitFor } from "./wait.js";
 
 export interface EtcdHandle {
   readonly endpoint: string;
@@ -33,10 +33,24 @@ export async function startEtcd(options: { netns?: string; clientPort?: number; 
   const client = `http://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   const args = [
-    "--name", "lab", "--data-dir", dataDir,
-    "--listen-client-urls", client, "--advertise-client-urls", client,
-    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-    "--initial-cluster", `lab=${peer}`, "--log-level", "error", "--logger", "zap",
+    "--name",
+    "lab",
+    "--data-dir",
+    dataDir,
+    "--listen-client-urls",
+    client,
+    "--advertise-client-urls",
+    client,
+    "--listen-peer-urls",
+    peer,
+    "--initial-advertise-peer-urls",
+    peer,
+    "--initial-cluster",
+    `lab=${peer}`,
+    "--log-level",
+    "error",
+    "--logger",
+    "zap",
   ];
   const child = options.netns
     ? spawn("nsenter", [`--net=/run/netns/${options.netns}`, "etcd", ...args], { stdio: "ignore" })
@@ -52,13 +66,20 @@ export async function startEtcd(options: { netns?: string; clientPort?: number; 
     await rm(dataDir, { recursive: true, force: true });
   };
   try {
-    await waitFor("etcd to serve", async () => {
-      if (child.exitCode !== null) throw new Error(`etcd exited with ${child.exitCode}`);
-      const probe = options.netns
-        ? await run("nsenter", [`--net=/run/netns/${options.netns}`, "etcdctl", "--endpoints", client, "endpoint", "health"], { env: { ...process.env, ETCDCTL_API: "3" } })
-        : await run("etcdctl", ["--endpoints", client, "endpoint", "health"], { env: { ...process.env, ETCDCTL_API: "3" } });
-      return probe.code === 0;
-    }, 20_000, 100);
+    await waitFor(
+      "etcd to serve",
+      async () => {
+        if (child.exitCode !== null) throw new Error(`etcd exited with ${child.exitCode}`);
+        const probe = options.netns
+          ? await run("nsenter", [`--net=/run/netns/${options.netns}`, "etcdctl", "--endpoints", client, "endpoint", "health"], {
+              env: { ...process.env, ETCDCTL_API: "3" },
+            })
+          : await run("etcdctl", ["--endpoints", client, "endpoint", "health"], { env: { ...process.env, ETCDCTL_API: "3" } });
+        return probe.code === 0;
+      },
+      20_000,
+      100,
+    );
   } catch (err) {
     await stop();
     throw err;
@@ -94,17 +115,44 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
   const initialCluster = specs.map((s) => `${s.name}=${s.peer}`).join(",");
   const children = new Map<string, ReturnType<typeof spawn>>();
   const launch = (s: (typeof specs)[number]) => {
-    const child = spawn("etcd", [
-      "--name", s.name, "--data-dir", s.dataDir,
-      "--listen-client-urls", s.client, "--advertise-client-urls", s.client,
-      "--listen-peer-urls", s.peer, "--initial-advertise-peer-urls", s.peer,
-      "--initial-cluster", initialCluster, "--initial-cluster-state", "new", "--initial-cluster-token", base,
-      "--log-level", "error", "--logger", "zap",
-    ], { stdio: "ignore" });
+    const child = spawn(
+      "etcd",
+      [
+        "--name",
+        s.name,
+        "--data-dir",
+        s.dataDir,
+        "--listen-client-urls",
+        s.client,
+        "--advertise-client-urls",
+        s.client,
+        "--listen-peer-urls",
+        s.peer,
+        "--initial-advertise-peer-urls",
+        s.peer,
+        "--initial-cluster",
+        initialCluster,
+        "--initial-cluster-state",
+        "new",
+        "--initial-cluster-token",
+        base,
+        "--log-level",
+        "error",
+        "--logger",
+        "zap",
+      ],
+      { stdio: "ignore" },
+    );
     children.set(s.name, child);
   };
   const healthy = (s: (typeof specs)[number]) =>
-    waitFor(`etcd member ${s.name}`, async () => (await run("etcdctl", ["--endpoints", s.client, "endpoint", "health"], { env: { ...process.env, ETCDCTL_API: "3" } })).code === 0, 30_000, 100);
+    waitFor(
+      `etcd member ${s.name}`,
+      async () =>
+        (await run("etcdctl", ["--endpoints", s.client, "endpoint", "health"], { env: { ...process.env, ETCDCTL_API: "3" } })).code === 0,
+      30_000,
+      100,
+    );
   const kill = async (name: string) => {
     const child = children.get(name);
     if (!child || child.exitCode !== null || child.signalCode !== null) return;

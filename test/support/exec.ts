@@ -1,5 +1,5 @@
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { openSync, closeSync } from "node:fs";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
 
 export interface RunResult {
   readonly code: number;
@@ -8,12 +8,21 @@ export interface RunResult {
 }
 
 /** Runs a command to completion; never throws for a non-zero exit (the caller decides). */
-export function run(cmd: string, args: readonly string[], options: { stdin?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  options: { stdin?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = execFile(cmd, [...args], { env: options.env ?? process.env, timeout: options.timeoutMs ?? 30_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === "number" ? ((err as { code: number }).code) : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    const child = execFile(
+      cmd,
+      [...args],
+      { env: options.env ?? process.env, timeout: options.timeoutMs ?? 30_000, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
     child.stdin?.on("error", () => undefined); // a command that never reads stdin (ping) closes it early
     child.stdin?.end(options.stdin);
   });
@@ -27,7 +36,12 @@ export async function must(cmd: string, args: readonly string[], options: { stdi
 }
 
 /** Runs `args` inside the network namespace at /run/netns/<ns> (nsenter, not `ip netns exec`: DESIGN.md §7). */
-export function inNetns(ns: string, cmd: string, args: readonly string[], options: { stdin?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+export function inNetns(
+  ns: string,
+  cmd: string,
+  args: readonly string[],
+  options: { stdin?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<RunResult> {
   return run("nsenter", [`--net=/run/netns/${ns}`, cmd, ...args], options);
 }
 

@@ -1,23 +1,23 @@
 // In-memory fakes of the node daemon's seams and the shim's IO (STYLE.md §8: fakes, not call-order mocks).
 // They keep state like the real thing, so tests assert outcomes; `calls` is there for "was X touched".
 import { clone, create } from "@bufbuild/protobuf";
-import { TrellisError } from "../../proto/common/errors.js";
-import {
-  AllocationRecordSchema,
-  GetStatusResponseSchema,
-  RouteState,
-  type AddAttachmentResponse,
-  type AllocationRecord,
-  type Attachment,
-  type AttachmentKey,
-  type GetStatusResponse,
-} from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { DaemonClient, ShimIo } from "../../cni-shim/skel.js";
 import type { AllocationMirror } from "../../node-daemon/cni/cni-service.js";
 import type { PendingDelete, PendingDeletes } from "../../node-daemon/cni/pending-deletes.js";
 import type { BridgePlan, VethPlan } from "../../node-daemon/cni/plan.js";
 import type { AllocationJournal } from "../../node-daemon/ipam/journal.js";
 import type { KernelRoute, LinkInfo, Netlink, OwnedRoute, VethState } from "../../node-daemon/net/netlink.js";
+import { TrellisError } from "../../proto/common/errors.js";
+import {
+  type AddAttachmentResponse,
+  type AllocationRecord,
+  AllocationRecordSchema,
+  type Attachment,
+  type AttachmentKey,
+  type GetStatusResponse,
+  GetStatusResponseSchema,
+  RouteState,
+} from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 
 /** Lets other pending promises run, so concurrent callers really interleave (no timers involved). */
 const yieldTurn = () => new Promise<void>((resolve) => setImmediate(resolve));

@@ -4,9 +4,9 @@ import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { inNetns, must, mustInNetns, run, startInNetns, type Started } from "./exec.js";
-import { execConflist, readConflist, type RuntimeAttachment } from "./cni-runtime.js";
-import { startEtcd, type EtcdHandle } from "./etcd.js";
+import { execConflist, type RuntimeAttachment, readConflist } from "./cni-runtime.js";
+import { type EtcdHandle, startEtcd } from "./etcd.js";
+import { inNetns, must, mustInNetns, run, type Started, startInNetns } from "./exec.js";
 import { waitForLog } from "./wait.js";
 
 /** Repository root, found from this file whether it runs from source (vitest) or from dist/. */
@@ -145,14 +145,24 @@ export class Lab {
 
   async startControlPlane(): Promise<void> {
     const logFile = join(this.workDir, "control-plane.log");
-    this.controlPlane = startInNetns("control-plane", this.underlay, process.execPath, [
-      join(dist, "control-plane", "main.js"),
-      "--etcd-endpoints", this.etcd?.endpoint ?? "http://127.0.0.1:2379",
-      "--listen", this.controlPlaneAddress,
-      "--cluster-cidr", this.options.clusterCidr ?? "10.244.0.0/16",
-      "--subnet-size", String(this.options.subnetSize ?? 24),
-      ...(this.options.controlPlaneArgs ?? []),
-    ], logFile);
+    this.controlPlane = startInNetns(
+      "control-plane",
+      this.underlay,
+      process.execPath,
+      [
+        join(dist, "control-plane", "main.js"),
+        "--etcd-endpoints",
+        this.etcd?.endpoint ?? "http://127.0.0.1:2379",
+        "--listen",
+        this.controlPlaneAddress,
+        "--cluster-cidr",
+        this.options.clusterCidr ?? "10.244.0.0/16",
+        "--subnet-size",
+        String(this.options.subnetSize ?? 24),
+        ...(this.options.controlPlaneArgs ?? []),
+      ],
+      logFile,
+    );
     await waitForLog(logFile, "route feed started");
   }
 
@@ -168,8 +178,12 @@ export class Lab {
     const netns = `${this.prefix}-n${i}`;
     const dir = join(this.workDir, name);
     const node: LabNode = {
-      name, netns, ip: `192.168.1.${10 + i}`,
-      socket: join(dir, "cni.sock"), stateDir: join(dir, "state"), confDir: join(dir, "net.d"),
+      name,
+      netns,
+      ip: `192.168.1.${10 + i}`,
+      socket: join(dir, "cni.sock"),
+      stateDir: join(dir, "state"),
+      confDir: join(dir, "net.d"),
       logFile: join(dir, "daemon.log"),
     };
     await mkdir(node.confDir, { recursive: true });
@@ -187,24 +201,42 @@ export class Lab {
   async startDaemon(node: LabNode): Promise<void> {
     const logFile = node.logFile;
     await writeFile(logFile, "");
-    node.daemon = startInNetns(`daemon ${node.name}`, node.netns, process.execPath, [
-      join(dist, "node-daemon", "main.js"),
-      "--node-name", node.name,
-      "--node-ip", node.ip,
-      "--control-plane", this.controlPlaneAddress,
-      "--socket", node.socket,
-      "--state-dir", node.stateDir,
-      "--heartbeat-interval", String(this.options.heartbeatIntervalS ?? 5),
-      "--cni-conf-dir", node.confDir,
-      ...(this.options.daemonArgs ?? []),
-      ...(this.options.nodeArgs?.[node.name] ?? []),
-    ], logFile);
+    node.daemon = startInNetns(
+      `daemon ${node.name}`,
+      node.netns,
+      process.execPath,
+      [
+        join(dist, "node-daemon", "main.js"),
+        "--node-name",
+        node.name,
+        "--node-ip",
+        node.ip,
+        "--control-plane",
+        this.controlPlaneAddress,
+        "--socket",
+        node.socket,
+        "--state-dir",
+        node.stateDir,
+        "--heartbeat-interval",
+        String(this.options.heartbeatIntervalS ?? 5),
+        "--cni-conf-dir",
+        node.confDir,
+        ...(this.options.daemonArgs ?? []),
+        ...(this.options.nodeArgs?.[node.name] ?? []),
+      ],
+      logFile,
+    );
     const ready = await waitForLog(logFile, "serving the CNI shim");
     this.say(`daemon ${node.name} serving (pid ${node.daemon.child.pid})${ready ? "" : ""}`);
   }
 
   /** Execs the shim exactly as a runtime does: CNI env, the conflist's plugin config on stdin, in the node's namespace. */
-  async shim(node: LabNode, command: string, env: Record<string, string>, conf: Record<string, unknown> | string = pluginConf(node)): Promise<ShimRun> {
+  async shim(
+    node: LabNode,
+    command: string,
+    env: Record<string, string>,
+    conf: Record<string, unknown> | string = pluginConf(node),
+  ): Promise<ShimRun> {
     const res = await inNetns(node.netns, join(this.binDir, "trellis"), [], {
       stdin: typeof conf === "string" ? conf : JSON.stringify(conf),
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CNI_COMMAND: command, CNI_PATH: this.binDir, ...env },
@@ -228,10 +260,21 @@ export class Lab {
    * Makes a pod namespace like a runtime does (`ip netns add`) and ADDs it by executing the node's
    * conflist (libcni's order and prevResult), which the daemon wrote once it was ready.
    */
-  async addPod(node: LabNode, name: string, options: { ifName?: string; conflist?: Awaited<ReturnType<Lab["conflist"]>>; runtimeConfig?: Record<string, unknown> } = {}): Promise<LabPod> {
+  async addPod(
+    node: LabNode,
+    name: string,
+    options: { ifName?: string; conflist?: Awaited<ReturnType<Lab["conflist"]>>; runtimeConfig?: Record<string, unknown> } = {},
+  ): Promise<LabPod> {
     const pod = await this.newPod(node, name, options.ifName);
     const conflist = options.conflist ?? (await this.conflist(node));
-    const res = await execConflist({ nodeNetns: node.netns, binDir: this.binDir, conflist, command: "ADD", attachment: this.attachmentOf(pod), runtimeConfig: options.runtimeConfig });
+    const res = await execConflist({
+      nodeNetns: node.netns,
+      binDir: this.binDir,
+      conflist,
+      command: "ADD",
+      attachment: this.attachmentOf(pod),
+      runtimeConfig: options.runtimeConfig,
+    });
     if (res.code !== 0 || !res.result) {
       const last = res.runs[res.runs.length - 1];
       throw new Error(`ADD of ${name} on ${node.name} failed (${res.code}): ${last?.stdout ?? ""}${last?.stderr ?? ""}`);
@@ -251,7 +294,12 @@ export class Lab {
   }
 
   attachmentOf(pod: Pick<LabPod, "containerId" | "netnsPath" | "ifName" | "name">): RuntimeAttachment {
-    return { containerId: pod.containerId, netnsPath: pod.netnsPath, ifName: pod.ifName, args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name}` };
+    return {
+      containerId: pod.containerId,
+      netnsPath: pod.netnsPath,
+      ifName: pod.ifName,
+      args: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name}`,
+    };
   }
 
   podEnv(pod: Pick<LabPod, "containerId" | "netnsPath" | "ifName" | "name">): Record<string, string> {
@@ -273,15 +321,24 @@ export class Lab {
 
   /** Keys under `prefix` in the lab's etcd (etcdctl inside the underlay namespace). */
   async etcdKeys(prefix: string): Promise<string[]> {
-    const out = await inNetns(this.underlay, "etcdctl", ["--endpoints", this.etcd?.endpoint ?? "", "get", "--prefix", "--keys-only", prefix], {
-      env: { ...process.env, ETCDCTL_API: "3" },
-    });
+    const out = await inNetns(
+      this.underlay,
+      "etcdctl",
+      ["--endpoints", this.etcd?.endpoint ?? "", "get", "--prefix", "--keys-only", prefix],
+      {
+        env: { ...process.env, ETCDCTL_API: "3" },
+      },
+    );
     if (out.code !== 0) throw new Error(`etcdctl failed: ${out.stderr}`);
     return out.stdout.split("\n").filter(Boolean);
   }
 
   async routesOf(node: LabNode): Promise<Array<{ dst: string; gateway?: string; protocol?: string }>> {
-    return JSON.parse(await mustInNetns(node.netns, "ip", ["-json", "route", "show"])) as Array<{ dst: string; gateway?: string; protocol?: string }>;
+    return JSON.parse(await mustInNetns(node.netns, "ip", ["-json", "route", "show"])) as Array<{
+      dst: string;
+      gateway?: string;
+      protocol?: string;
+    }>;
   }
 
   /** Removes a namespace this lab made (a pod "deleted by the runtime"). */
@@ -311,4 +368,3 @@ export async function allocationFiles(node: LabNode): Promise<string[]> {
 export function pluginConf(node: LabNode, cniVersion = "1.0.0"): Record<string, unknown> {
   return { cniVersion, name: "trellis", type: "trellis", daemonSocket: node.socket };
 }
-

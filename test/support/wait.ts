@@ -12,20 +12,26 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
     } catch (err) {
       lastErr = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${String(lastErr)}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${String(lastErr)}` : ""}`);
     await sleep(everyMs);
   }
 }
 
 /** Waits until a JSON log file has a line whose msg is `msg`; returns that line. */
 export function waitForLog(file: string, msg: string, timeoutMs = 15_000): Promise<Record<string, unknown>> {
-  return waitFor(`"${msg}" in ${file}`, async () => {
-    const text = await readFile(file, "utf8").catch(() => "");
-    for (const line of text.split("\n")) {
-      if (!line.startsWith("{")) continue;
-      const obj = JSON.parse(line) as Record<string, unknown>;
-      if (obj.msg === msg) return obj;
-    }
-    return undefined;
-  }, timeoutMs, 50);
+  return waitFor(
+    `"${msg}" in ${file}`,
+    async () => {
+      const text = await readFile(file, "utf8").catch(() => "");
+      for (const line of text.split("\n")) {
+        if (!line.startsWith("{")) continue;
+        const obj = JSON.parse(line) as Record<string, unknown>;
+        if (obj.msg === msg) return obj;
+      }
+      return undefined;
+    },
+    timeoutMs,
+    50,
+  );
 }

@@ -31,7 +31,10 @@ function importsOf(text: string): { specifier: string; typeOnly: boolean }[] {
 
 function resolved(file: string, specifier: string, typeOnly = false): Import {
   if (!specifier.startsWith(".")) return { file, specifier, typeOnly };
-  const target = relative(root, resolve(root, dirname(file), specifier)).split("\\").join("/").replace(/\.js$/, ".ts");
+  const target = relative(root, resolve(root, dirname(file), specifier))
+    .split("\\")
+    .join("/")
+    .replace(/\.js$/, ".ts");
   return { file, specifier, typeOnly, target };
 }
 
@@ -87,9 +90,15 @@ const rules: Record<string, (i: Import) => boolean> = {
   "pure modules import no node:fs/net/child_process/http2, etcd3, RPC library or pino (import type allowed)": (i) =>
     pureModules.includes(i.file) && !i.typeOnly && forbiddenInPure(i.specifier),
   "pure modules import only proto/ and other pure modules (import type allowed)": (i) =>
-    pureModules.includes(i.file) && !i.typeOnly && i.target !== undefined && !i.target.startsWith("proto/") && !pureModules.includes(i.target),
-  "etcd3 is imported only by control-plane/store/etcd-store.ts": (i) => isPackage(i.specifier, "etcd3") && i.file !== "control-plane/store/etcd-store.ts",
-  "node:child_process is imported only under node-daemon/net/": (i) => nodeBuiltin(i.specifier, "child_process") && !i.file.startsWith("node-daemon/net/"),
+    pureModules.includes(i.file) &&
+    !i.typeOnly &&
+    i.target !== undefined &&
+    !i.target.startsWith("proto/") &&
+    !pureModules.includes(i.target),
+  "etcd3 is imported only by control-plane/store/etcd-store.ts": (i) =>
+    isPackage(i.specifier, "etcd3") && i.file !== "control-plane/store/etcd-store.ts",
+  "node:child_process is imported only under node-daemon/net/": (i) =>
+    nodeBuiltin(i.specifier, "child_process") && !i.file.startsWith("node-daemon/net/"),
   "@connectrpc/* is imported only by */rpc/, proto/common/rpc.ts and cni-shim/daemon-client.ts": (i) =>
     i.specifier.startsWith("@connectrpc/") && !connectAllowed(i.file),
   "proto/gen imports only @bufbuild/protobuf": (i) =>
@@ -164,13 +173,28 @@ describe("the scanner", () => {
     ["programs never import each other", resolved("control-plane/main.ts", "../node-daemon/config.js")],
     ["proto/ imports no program", resolved("proto/common/cidr.ts", "../../control-plane/config.js")],
     ["proto/common imports no node: I/O module", resolved("proto/common/cidr.ts", "node:fs/promises")],
-    ["pure modules import no node:fs/net/child_process/http2, etcd3, RPC library or pino (import type allowed)", resolved("node-daemon/cni/plan.ts", "node:fs")],
-    ["pure modules import no node:fs/net/child_process/http2, etcd3, RPC library or pino (import type allowed)", resolved("cni-shim/skel.ts", "@connectrpc/connect")],
-    ["pure modules import no node:fs/net/child_process/http2, etcd3, RPC library or pino (import type allowed)", resolved("control-plane/config.ts", "pino")],
-    ["pure modules import only proto/ and other pure modules (import type allowed)", resolved("node-daemon/cni/plan.ts", "../net/iproute2.js")],
+    [
+      "pure modules import no node:fs/net/child_process/http2, etcd3, RPC library or pino (import type allowed)",
+      resolved("node-daemon/cni/plan.ts", "node:fs"),
+    ],
+    [
+      "pure modules import no node:fs/net/child_process/http2, etcd3, RPC library or pino (import type allowed)",
+      resolved("cni-shim/skel.ts", "@connectrpc/connect"),
+    ],
+    [
+      "pure modules import no node:fs/net/child_process/http2, etcd3, RPC library or pino (import type allowed)",
+      resolved("control-plane/config.ts", "pino"),
+    ],
+    [
+      "pure modules import only proto/ and other pure modules (import type allowed)",
+      resolved("node-daemon/cni/plan.ts", "../net/iproute2.js"),
+    ],
     ["etcd3 is imported only by control-plane/store/etcd-store.ts", resolved("control-plane/ipam/lease-manager.ts", "etcd3")],
     ["node:child_process is imported only under node-daemon/net/", resolved("node-daemon/main.ts", "node:child_process")],
-    ["@connectrpc/* is imported only by */rpc/, proto/common/rpc.ts and cni-shim/daemon-client.ts", resolved("node-daemon/cni/cni-service.ts", "@connectrpc/connect")],
+    [
+      "@connectrpc/* is imported only by */rpc/, proto/common/rpc.ts and cni-shim/daemon-client.ts",
+      resolved("node-daemon/cni/cni-service.ts", "@connectrpc/connect"),
+    ],
     ["proto/gen imports only @bufbuild/protobuf", resolved("proto/gen/trellis/cni/v1/cni_pb.ts", "../../../../common/errors.js")],
     ["source never imports test/", resolved("node-daemon/main.ts", "../test/support/fakes.js")],
   ])("%s catches %j", (rule, planted) => {
@@ -193,6 +217,12 @@ describe("STYLE.md §3 boundaries", () => {
   });
 
   it.each(known)("the documented deviation $file -> $specifier is still in use (else remove it from the list)", (k) => {
-    expect(violations(k.rule, imports.filter((i) => i.file === k.file && i.specifier === k.specifier), false)).not.toEqual([]);
+    expect(
+      violations(
+        k.rule,
+        imports.filter((i) => i.file === k.file && i.specifier === k.specifier),
+        false,
+      ),
+    ).not.toEqual([]);
   });
 });

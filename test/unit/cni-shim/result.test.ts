@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionAtLeast, versionResult } from "../../../cni-shim/result.js";
-import { reasons, TrellisError, type Reason } from "../../../proto/common/errors.js";
+import { type Reason, reasons, TrellisError } from "../../../proto/common/errors.js";
 import { AddAttachmentResponseSchema, InterfaceSchema, IpConfigSchema, RouteSchema } from "../../../proto/gen/trellis/cni/v1/cni_pb.js";
 
 describe("toCniError", () => {
@@ -30,8 +30,17 @@ describe("toCniError", () => {
   });
 
   it("a CniError keeps its own code, and details only when it has some", () => {
-    expect(toCniError(new CniError(cniCodes.invalidEnv, "CNI_PATH is not set"), "1.1.0")).toEqual({ cniVersion: "1.1.0", code: 4, msg: "CNI_PATH is not set" });
-    expect(toCniError(new CniError(cniCodes.decode, "bad", "at line 1"))).toEqual({ cniVersion: latestCniVersion, code: 6, msg: "bad", details: "at line 1" });
+    expect(toCniError(new CniError(cniCodes.invalidEnv, "CNI_PATH is not set"), "1.1.0")).toEqual({
+      cniVersion: "1.1.0",
+      code: 4,
+      msg: "CNI_PATH is not set",
+    });
+    expect(toCniError(new CniError(cniCodes.decode, "bad", "at line 1"))).toEqual({
+      cniVersion: latestCniVersion,
+      code: 6,
+      msg: "bad",
+      details: "at line 1",
+    });
   });
 
   it.each([new Error("kaboom"), "a string", undefined])("anything else (%s) is 999 internal error", (err) => {
@@ -48,7 +57,11 @@ describe("toCniError", () => {
   it("STATUS codes are the CNI spec's 50 (plugin not available) and 51 (limited connectivity)", () => {
     expect(cniCodes.notAvailable).toBe(50);
     expect(cniCodes.limitedConnectivity).toBe(51);
-    expect(toCniError(new CniError(cniCodes.limitedConnectivity, "routes are stale"), "1.1.0")).toEqual({ cniVersion: "1.1.0", code: 51, msg: "routes are stale" });
+    expect(toCniError(new CniError(cniCodes.limitedConnectivity, "routes are stale"), "1.1.0")).toEqual({
+      cniVersion: "1.1.0",
+      code: 51,
+      msg: "routes are stale",
+    });
   });
 });
 
@@ -126,7 +139,10 @@ describe("toCniResult by version", () => {
   });
 
   it("a zero mtu is left out of a 1.1.0 result", () => {
-    const out = toCniResult(create(AddAttachmentResponseSchema, { interfaces: [create(InterfaceSchema, { name: "eth0", mtu: 0 })] }), "1.1.0");
+    const out = toCniResult(
+      create(AddAttachmentResponseSchema, { interfaces: [create(InterfaceSchema, { name: "eth0", mtu: 0 })] }),
+      "1.1.0",
+    );
     expect(out.interfaces).toEqual([{ name: "eth0" }]);
   });
 });

@@ -1,15 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { runShim } from "../../../cni-shim/skel.js";
-import { TrellisError, type Reason } from "../../../proto/common/errors.js";
+import { type Reason, TrellisError } from "../../../proto/common/errors.js";
 import {
   AddAttachmentResponseSchema,
+  type GetStatusResponse,
   GetStatusResponseSchema,
   InterfaceSchema,
   IpConfigSchema,
   RouteSchema,
   RouteState,
-  type GetStatusResponse,
 } from "../../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { FakeDaemonClient, FakeShimIo } from "../../support/fakes.js";
 
@@ -216,21 +216,24 @@ describe("runShim: ADD", () => {
     expect(run.io.errors).toEqual([]);
   });
 
-  it.each(["0.3.0", "0.3.1", "0.4.0"])("a %s request gets a result in its version whose ips say version 4, without mtu", async (version) => {
-    const run = await shim(addEnv, conf({ cniVersion: version }));
-    expect(run.code).toBe(0);
-    expect(JSON.parse(run.io.stdout[0] ?? "")).toEqual({
-      cniVersion: version,
-      interfaces: [
-        { name: "trellis0", mac: "0a:5a:0a:f4:03:01" },
-        { name: "tr0123456789a", mac: "0a:59:0a:f4:03:07" },
-        { name: "eth0", mac: "0a:58:0a:f4:03:07", sandbox: netns },
-      ],
-      ips: [{ version: "4", interface: 2, address: "10.244.3.7/24", gateway: "10.244.3.1" }],
-      routes: [{ dst: "0.0.0.0/0", gw: "10.244.3.1" }],
-      dns: {},
-    });
-  });
+  it.each(["0.3.0", "0.3.1", "0.4.0"])(
+    "a %s request gets a result in its version whose ips say version 4, without mtu",
+    async (version) => {
+      const run = await shim(addEnv, conf({ cniVersion: version }));
+      expect(run.code).toBe(0);
+      expect(JSON.parse(run.io.stdout[0] ?? "")).toEqual({
+        cniVersion: version,
+        interfaces: [
+          { name: "trellis0", mac: "0a:5a:0a:f4:03:01" },
+          { name: "tr0123456789a", mac: "0a:59:0a:f4:03:07" },
+          { name: "eth0", mac: "0a:58:0a:f4:03:07", sandbox: netns },
+        ],
+        ips: [{ version: "4", interface: 2, address: "10.244.3.7/24", gateway: "10.244.3.1" }],
+        routes: [{ dst: "0.0.0.0/0", gw: "10.244.3.1" }],
+        dns: {},
+      });
+    },
+  );
 
   it("a 1.1.0 request gets a 1.1.0 result whose interfaces carry their mtu", async () => {
     const run = await shim(addEnv, conf({ cniVersion: "1.1.0" }));
@@ -283,7 +286,12 @@ describe("runShim: DEL", () => {
     expect(run.io.errors).toEqual([]);
     expect(run.io.pendingDeletes).toHaveLength(1);
     expect(run.io.pendingDeletes[0]?.socket).toBe("/run/trellis/cni.sock");
-    expect(run.io.pendingDeletes[0]?.attachment).toMatchObject({ networkName: "trellis", containerId: "c0ffee01", ifName: "eth0", podName: "web-1" });
+    expect(run.io.pendingDeletes[0]?.attachment).toMatchObject({
+      networkName: "trellis",
+      containerId: "c0ffee01",
+      ifName: "eth0",
+      podName: "web-1",
+    });
   });
 
   it("the pending delete goes next to the daemonSocket of the config", async () => {
@@ -324,7 +332,13 @@ describe("runShim: CHECK", () => {
     expect(run.io.stdout).toEqual([]);
     expect(run.sockets).toEqual(["/run/trellis/cni.sock"]);
     expect(run.daemon.checked).toHaveLength(1);
-    expect(run.daemon.checked[0]).toMatchObject({ networkName: "trellis", containerId: "c0ffee01", ifName: "eth0", netns, podName: "web-1" });
+    expect(run.daemon.checked[0]).toMatchObject({
+      networkName: "trellis",
+      containerId: "c0ffee01",
+      ifName: "eth0",
+      netns,
+      podName: "web-1",
+    });
     expect(run.daemon.added).toEqual([]);
   });
 
@@ -385,12 +399,17 @@ describe("runShim: STATUS", () => {
     expect(run.sockets).toEqual([]);
   });
 
-  it.each<[Reason]>([["UNAVAILABLE"], ["TIMEOUT"]])("a daemon that answers %s -> code 50 (cannot serve ADD) with its message", async (reason) => {
-    const run = await shim(statusEnv, conf({ cniVersion: "1.1.0" }), { fail: new TrellisError(reason, "node daemon at /run/trellis/cni.sock: connect ENOENT") });
-    const err = cniError(run);
-    expect(err.code).toBe(50);
-    expect(err.msg).toContain("connect ENOENT");
-  });
+  it.each<[Reason]>([["UNAVAILABLE"], ["TIMEOUT"]])(
+    "a daemon that answers %s -> code 50 (cannot serve ADD) with its message",
+    async (reason) => {
+      const run = await shim(statusEnv, conf({ cniVersion: "1.1.0" }), {
+        fail: new TrellisError(reason, "node daemon at /run/trellis/cni.sock: connect ENOENT"),
+      });
+      const err = cniError(run);
+      expect(err.code).toBe(50);
+      expect(err.msg).toContain("connect ENOENT");
+    },
+  );
 
   it.each<[Reason, number]>([
     ["VERSION_SKEW", 102],
@@ -413,20 +432,35 @@ describe("runShim: STATUS", () => {
 describe("runShim: GC", () => {
   const gcEnv = { CNI_COMMAND: "GC" };
   const gcConf = (fields: Record<string, unknown>) => conf({ cniVersion: "1.1.0", ...fields });
-  const keys = (run: Run) => run.daemon.collected.map((c) => ({ networkName: c.networkName, valid: c.valid.map((k) => `${k.containerId}/${k.ifName}`) }));
+  const keys = (run: Run) =>
+    run.daemon.collected.map((c) => ({ networkName: c.networkName, valid: c.valid.map((k) => `${k.containerId}/${k.ifName}`) }));
 
-  it.each(["cni.dev/valid-attachments", "cni.dev/attachments"])("passes the attachments of %s to the daemon, prints nothing", async (key) => {
-    const run = await shim(gcEnv, gcConf({ [key]: [{ containerID: "c1", ifname: "eth0" }, { containerID: "c2", ifname: "net1" }] }));
-    expect(run.code).toBe(0);
-    expect(run.io.stdout).toEqual([]);
-    expect(run.sockets).toEqual(["/run/trellis/cni.sock"]);
-    expect(keys(run)).toEqual([{ networkName: "trellis", valid: ["c1/eth0", "c2/net1"] }]);
-  });
+  it.each(["cni.dev/valid-attachments", "cni.dev/attachments"])(
+    "passes the attachments of %s to the daemon, prints nothing",
+    async (key) => {
+      const run = await shim(
+        gcEnv,
+        gcConf({
+          [key]: [
+            { containerID: "c1", ifname: "eth0" },
+            { containerID: "c2", ifname: "net1" },
+          ],
+        }),
+      );
+      expect(run.code).toBe(0);
+      expect(run.io.stdout).toEqual([]);
+      expect(run.sockets).toEqual(["/run/trellis/cni.sock"]);
+      expect(keys(run)).toEqual([{ networkName: "trellis", valid: ["c1/eth0", "c2/net1"] }]);
+    },
+  );
 
   it("cni.dev/valid-attachments wins over the older cni.dev/attachments", async () => {
     const run = await shim(
       gcEnv,
-      gcConf({ "cni.dev/valid-attachments": [{ containerID: "new", ifname: "eth0" }], "cni.dev/attachments": [{ containerID: "old", ifname: "eth0" }] }),
+      gcConf({
+        "cni.dev/valid-attachments": [{ containerID: "new", ifname: "eth0" }],
+        "cni.dev/attachments": [{ containerID: "old", ifname: "eth0" }],
+      }),
     );
     expect(keys(run)).toEqual([{ networkName: "trellis", valid: ["new/eth0"] }]);
   });
@@ -478,7 +512,9 @@ describe("runShim: GC", () => {
     ["UNAVAILABLE", 11],
     ["KERNEL", 999],
   ])("the daemon failing with %s -> code %s", async (reason, code) => {
-    const run = await shim(gcEnv, gcConf({ "cni.dev/valid-attachments": [] }), { fail: new TrellisError(reason, `gc failed with ${reason}`) });
+    const run = await shim(gcEnv, gcConf({ "cni.dev/valid-attachments": [] }), {
+      fail: new TrellisError(reason, `gc failed with ${reason}`),
+    });
     expect(cniError(run)).toEqual({ cniVersion: "1.1.0", code, msg: `gc failed with ${reason}`, details: `reason ${reason}` });
   });
 });

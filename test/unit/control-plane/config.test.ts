@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseControlPlaneArgs, type ControlPlaneConfig } from "../../../control-plane/config.js";
+import { type ControlPlaneConfig, parseControlPlaneArgs } from "../../../control-plane/config.js";
 import { trellisErrorOf } from "../expect-error.js";
 
 function config(argv: string[]): ControlPlaneConfig {
@@ -45,12 +45,18 @@ describe("parseControlPlaneArgs", () => {
 
   it("takes every flag", () => {
     const c = config([
-      "--etcd-endpoints", " http://10.0.0.1:2379, https://etcd.example:2379 ,",
-      "--etcd-prefix", "/test/abc",
-      "--listen", "0.0.0.0:0",
-      "--cluster-cidr", "10.100.0.0/14",
-      "--subnet-size", "26",
-      "--log-level", "debug",
+      "--etcd-endpoints",
+      " http://10.0.0.1:2379, https://etcd.example:2379 ,",
+      "--etcd-prefix",
+      "/test/abc",
+      "--listen",
+      "0.0.0.0:0",
+      "--cluster-cidr",
+      "10.100.0.0/14",
+      "--subnet-size",
+      "26",
+      "--log-level",
+      "debug",
     ]);
     expect(c.etcdEndpoints).toEqual(["http://10.0.0.1:2379", "https://etcd.example:2379"]);
     expect(c.etcdPrefix).toBe("/test/abc");

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseDaemonArgs, type DaemonConfig } from "../../../node-daemon/config.js";
+import { type DaemonConfig, parseDaemonArgs } from "../../../node-daemon/config.js";
 import { trellisErrorOf } from "../expect-error.js";
 
 const required = ["--node-name", "node-1", "--node-ip", "192.168.56.11"];
@@ -36,16 +36,26 @@ describe("parseDaemonArgs", () => {
   it("takes every flag", () => {
     const c = config([
       ...required,
-      "--control-plane", "10.0.0.1:6443, cp2.example:7443,",
-      "--socket", "/tmp/t/cni.sock",
-      "--bridge", "br-pods",
-      "--state-dir", "/tmp/t/state",
-      "--mtu", "9000",
-      "--heartbeat-interval", "2",
-      "--route-resync", "3600",
-      "--cni-conf-dir", "/tmp/t/net.d",
-      "--cni-conf-name", "05-pods.conflist",
-      "--log-level", "warn",
+      "--control-plane",
+      "10.0.0.1:6443, cp2.example:7443,",
+      "--socket",
+      "/tmp/t/cni.sock",
+      "--bridge",
+      "br-pods",
+      "--state-dir",
+      "/tmp/t/state",
+      "--mtu",
+      "9000",
+      "--heartbeat-interval",
+      "2",
+      "--route-resync",
+      "3600",
+      "--cni-conf-dir",
+      "/tmp/t/net.d",
+      "--cni-conf-name",
+      "05-pods.conflist",
+      "--log-level",
+      "warn",
     ]);
     expect(c).toMatchObject({
       controlPlanes: ["10.0.0.1:6443", "cp2.example:7443"],

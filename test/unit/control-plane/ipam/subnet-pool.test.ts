@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { Cidr } from "../../../../proto/common/cidr.js";
 import { createSubnetPool, pickFreeSubnet, type SubnetPool } from "../../../../control-plane/ipam/subnet-pool.js";
+import { Cidr } from "../../../../proto/common/cidr.js";
 import { rejectsWith, trellisErrorOf } from "../../expect-error.js";
 
 const cidr = (text: string) => Cidr.parse(text);
@@ -102,7 +102,9 @@ describe("pickFreeSubnet with rand", () => {
   });
 
   it("returns the only free subnet whatever rand says", () => {
-    const leased = Array.from({ length: 15 }, (_, i) => p.cluster.subnet(24, BigInt(i + 1))).filter((c) => c.toString() !== "10.244.6.0/24");
+    const leased = Array.from({ length: 15 }, (_, i) => p.cluster.subnet(24, BigInt(i + 1))).filter(
+      (c) => c.toString() !== "10.244.6.0/24",
+    );
     for (const r of [0, 0.1, 0.37, 0.5, 0.77, 0.9999]) {
       expect(pickFreeSubnet(p, leased, () => r).toString()).toBe("10.244.6.0/24");
     }
@@ -113,7 +115,10 @@ describe("pickFreeSubnet exhaustion", () => {
   it.each([undefined, () => 0.42])("throws EXHAUSTED when every usable subnet is leased (rand %s)", async (rand) => {
     const p = pool("10.244.0.0/22", 24);
     const leased = [1n, 2n, 3n].map((i) => p.cluster.subnet(24, i));
-    const err = await rejectsWith(Promise.resolve().then(() => pickFreeSubnet(p, leased, rand)), "EXHAUSTED");
+    const err = await rejectsWith(
+      Promise.resolve().then(() => pickFreeSubnet(p, leased, rand)),
+      "EXHAUSTED",
+    );
     expect(err.message).toContain("10.244.0.0/22");
     expect(err.message).toContain("/24");
   });

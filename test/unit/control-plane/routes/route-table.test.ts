@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { applyNodeChanges, routeOf, tableOf, type RouteTable } from "../../../../control-plane/routes/route-table.js";
+import { applyNodeChanges, type RouteTable, routeOf, tableOf } from "../../../../control-plane/routes/route-table.js";
 import type { NodeChange } from "../../../../control-plane/store/store.js";
-import { NodeRecordSchema, RouteEventType, type NodeRecord } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { type NodeRecord, NodeRecordSchema, RouteEventType } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 
 const node = (name: string, subnet: string, nodeIp: string, live = true): NodeRecord =>
   create(NodeRecordSchema, { name, subnet, nodeIp, live, mtu: 1500, registeredAtMs: 1n });
@@ -89,7 +89,13 @@ describe("applyNodeChanges", () => {
 
   it("applies a batch in order and reports only the net events per step", () => {
     const c = node("c", "10.244.3.0/24", "192.168.0.3");
-    const { next, events: evs } = applyNodeChanges(base, [put(c), put(c), del("a"), del("a"), put(node("c", "10.244.3.0/24", "192.168.0.33"))]);
+    const { next, events: evs } = applyNodeChanges(base, [
+      put(c),
+      put(c),
+      del("a"),
+      del("a"),
+      put(node("c", "10.244.3.0/24", "192.168.0.33")),
+    ]);
     expect(events(evs)).toEqual([
       "UPSERT c 10.244.3.0/24 192.168.0.3",
       "DELETE a 10.244.1.0/24 192.168.0.1",

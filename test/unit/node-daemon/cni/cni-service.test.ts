@@ -7,11 +7,11 @@ import type { LinkInfo } from "../../../../node-daemon/net/netlink.js";
 import { Cidr, parseIpv4 } from "../../../../proto/common/cidr.js";
 import { TrellisError } from "../../../../proto/common/errors.js";
 import {
+  type AllocationRecord,
   AllocationRecordSchema,
+  type Attachment,
   AttachmentKeySchema,
   AttachmentSchema,
-  type AllocationRecord,
-  type Attachment,
 } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { MemoryAllocationJournal, MemoryAllocationMirror, MemoryPendingDeletes, RecordingNetlink } from "../../../support/fakes.js";
 import { rejectsWith } from "../../expect-error.js";
@@ -20,7 +20,14 @@ const lease: NodeLease = { subnet: Cidr.parse("10.244.3.0/24"), bridgeName: "tre
 const smallLease: NodeLease = { subnet: Cidr.parse("10.244.3.8/29"), bridgeName: "trellis0", mtu: 1450 };
 
 const attachment = (containerId: string, ifName = "eth0"): Attachment =>
-  create(AttachmentSchema, { networkName: "trellis", containerId, ifName, netns: `/var/run/netns/${containerId}`, podNamespace: "default", podName: `pod-${containerId}` });
+  create(AttachmentSchema, {
+    networkName: "trellis",
+    containerId,
+    ifName,
+    netns: `/var/run/netns/${containerId}`,
+    podNamespace: "default",
+    podName: `pod-${containerId}`,
+  });
 
 const record = (address: string, a: Attachment, createdAtMs: bigint): AllocationRecord =>
   create(AllocationRecordSchema, { address, attachment: a, hostVeth: hostVethName(a.containerId, a.ifName), createdAtMs });
@@ -63,7 +70,11 @@ async function started(opts: SetupOptions = {}): Promise<Setup> {
   return setup;
 }
 
-const vethOf = (containerId: string, ifName = "eth0"): LinkInfo => ({ name: hostVethName(containerId, ifName), kind: "veth", master: "trellis0" });
+const vethOf = (containerId: string, ifName = "eth0"): LinkInfo => ({
+  name: hostVethName(containerId, ifName),
+  kind: "veth",
+  master: "trellis0",
+});
 
 const podAddressOf = async (p: Promise<{ ips: Array<{ address: string }> }>) => (await p).ips[0]?.address;
 const memoryAddresses = (s: CniService) => s.allocations.map((r) => r.address).sort((a, b) => Number(parseIpv4(a) - parseIpv4(b)));
@@ -84,7 +95,9 @@ describe("CniService.start", () => {
   it("ensures the bridge with the gateway address and turns on forwarding", async () => {
     const { service, net } = await started();
     expect(service.ready).toBe(true);
-    expect(net.callsOf("ensureBridge").map((c) => c.bridge)).toEqual([{ name: "trellis0", mac: "0a:5a:0a:f4:03:01", address: "10.244.3.1/24", mtu: 1450 }]);
+    expect(net.callsOf("ensureBridge").map((c) => c.bridge)).toEqual([
+      { name: "trellis0", mac: "0a:5a:0a:f4:03:01", address: "10.244.3.1/24", mtu: 1450 },
+    ]);
     expect(net.forwarding).toBe(true);
     expect(net.links.get("trellis0")?.kind).toBe("bridge");
   });
@@ -98,7 +111,10 @@ describe("CniService.add", () => {
     expect(first.ips[0]).toMatchObject({ address: "10.244.3.2/24", gateway: "10.244.3.1", interface: 2 });
     expect(second.ips[0]?.address).toBe("10.244.3.3/24");
     expect(journal.addresses).toEqual(["10.244.3.2", "10.244.3.3"]);
-    expect(journal.find("10.244.3.2")).toMatchObject({ hostVeth: hostVethName("a1", "eth0"), attachment: { containerId: "a1", ifName: "eth0" } });
+    expect(journal.find("10.244.3.2")).toMatchObject({
+      hostVeth: hostVethName("a1", "eth0"),
+      attachment: { containerId: "a1", ifName: "eth0" },
+    });
     expect(memoryAddresses(service)).toEqual(["10.244.3.2", "10.244.3.3"]);
     expect(net.callsOf("addVeth").map((c) => [c.veth.hostName, c.veth.podAddress, c.veth.netns, c.veth.bridge])).toEqual([
       [hostVethName("a1", "eth0"), "10.244.3.2/24", "/var/run/netns/a1", "trellis0"],
@@ -279,7 +295,12 @@ describe("CniService.start reconciles the journal with the kernel", () => {
 
   it("deletes veths no record explains and leaves every other link alone", async () => {
     const { net } = await reconciled();
-    expect(net.callsOf("deleteLink").map((c) => c.name).sort()).toEqual([orphanOnBridge.name, orphanLoose.name].sort());
+    expect(
+      net
+        .callsOf("deleteLink")
+        .map((c) => c.name)
+        .sort(),
+    ).toEqual([orphanOnBridge.name, orphanLoose.name].sort());
     expect([...net.links.keys()].sort()).toEqual([keptVeth.name, ...others.map((l) => l.name)].sort());
   });
 
@@ -363,12 +384,28 @@ describe("CniService.check", () => {
 
   const a1Veth = hostVethName("a1", "eth0");
   it.each<[string, (net: RecordingNetlink) => void, string]>([
-    ["the pod interface is down", (net) => Object.assign(net.podConfig.get(a1Veth) ?? {}, { up: false }), "interface eth0 in /var/run/netns/a1 is down"],
+    [
+      "the pod interface is down",
+      (net) => Object.assign(net.podConfig.get(a1Veth) ?? {}, { up: false }),
+      "interface eth0 in /var/run/netns/a1 is down",
+    ],
     ["the pod address is gone", (net) => Object.assign(net.podConfig.get(a1Veth) ?? {}, { addresses: [] }), "lacks address 10.244.3.2/24"],
-    ["the default route is gone", (net) => Object.assign(net.podConfig.get(a1Veth) ?? {}, { defaultVia: undefined }), "no default route via 10.244.3.1 on eth0"],
-    ["the pod interface is gone", (net) => net.podInterfaces.get("/var/run/netns/a1")?.delete("eth0"), "interface eth0 is missing in /var/run/netns/a1"],
+    [
+      "the default route is gone",
+      (net) => Object.assign(net.podConfig.get(a1Veth) ?? {}, { defaultVia: undefined }),
+      "no default route via 10.244.3.1 on eth0",
+    ],
+    [
+      "the pod interface is gone",
+      (net) => net.podInterfaces.get("/var/run/netns/a1")?.delete("eth0"),
+      "interface eth0 is missing in /var/run/netns/a1",
+    ],
     ["the host veth is gone", (net) => net.links.delete(a1Veth), `host interface ${a1Veth} is missing`],
-    ["the host veth left the bridge", (net) => net.links.set(a1Veth, { name: a1Veth, kind: "veth", master: "docker0" }), `host interface ${a1Veth} is not a port of trellis0`],
+    [
+      "the host veth left the bridge",
+      (net) => net.links.set(a1Veth, { name: a1Veth, kind: "veth", master: "docker0" }),
+      `host interface ${a1Veth} is not a port of trellis0`,
+    ],
   ])("%s: KERNEL naming it", async (_what, breakIt, problem) => {
     const { service, net } = await started();
     await service.add(attachment("a1"));
@@ -445,7 +482,12 @@ describe("CniService.gc", () => {
   ])("%s: releases nothing and touches no link", async (_what, valid) => {
     const { service, net, journal } = await withPods();
     const deletesBefore = net.callsOf("deleteLink").length;
-    expect(await service.gc("trellis", valid.map((id) => key(id)))).toEqual([]);
+    expect(
+      await service.gc(
+        "trellis",
+        valid.map((id) => key(id)),
+      ),
+    ).toEqual([]);
     expect(net.callsOf("deleteLink").length).toBe(deletesBefore);
     expect(journal.addresses).toHaveLength(4);
   });
@@ -482,7 +524,10 @@ describe("CniService.gc", () => {
     const { service } = await started({ lease: smallLease });
     for (const id of ["p1", "p2", "p3", "p4", "p5"]) await service.add(attachment(id));
     await rejectsWith(service.add(attachment("p6")), "EXHAUSTED");
-    await service.gc("trellis", ["p1", "p2", "p4", "p5"].map((id) => key(id)));
+    await service.gc(
+      "trellis",
+      ["p1", "p2", "p4", "p5"].map((id) => key(id)),
+    );
     expect(await podAddressOf(service.add(attachment("p6")))).toBe("10.244.3.12/29");
   });
 });
@@ -514,7 +559,13 @@ describe("CniService.completePendingDeletes", () => {
   it.each<[string, MemoryPendingDeletes]>([
     ["an attachment already gone", new MemoryPendingDeletes([{ id: "gone.json", attachment: attachment("gone") }])],
     ["an undecodable entry", new MemoryPendingDeletes([{ id: "garbage.json" }])],
-    ["the same DEL twice", new MemoryPendingDeletes([{ id: "one.json", attachment: a1 }, { id: "two.json", attachment: a1 }])],
+    [
+      "the same DEL twice",
+      new MemoryPendingDeletes([
+        { id: "one.json", attachment: a1 },
+        { id: "two.json", attachment: a1 },
+      ]),
+    ],
   ])("%s: removed, and start succeeds", async (_what, pendingDeletes) => {
     const { service } = await started({ pendingDeletes });
     expect(service.ready).toBe(true);
@@ -609,7 +660,10 @@ describe("CniService with an allocation mirror", () => {
     await service.add(attachment("a2"));
     await mirror.settled();
     expect(mirror.addresses).toEqual(["10.244.3.2", "10.244.3.3"]);
-    expect(mirror.find("10.244.3.2")).toMatchObject({ hostVeth: hostVethName("a1", "eth0"), attachment: { containerId: "a1", ifName: "eth0" } });
+    expect(mirror.find("10.244.3.2")).toMatchObject({
+      hostVeth: hostVethName("a1", "eth0"),
+      attachment: { containerId: "a1", ifName: "eth0" },
+    });
 
     await service.delete(attachment("a1"));
     await mirror.settled();
@@ -736,7 +790,11 @@ describe("CniService.start restores allocations from the mirror (a node whose st
 
   it("the local journal wins over the mirror for the same address", async () => {
     const mirror = new MemoryAllocationMirror([record("10.244.3.30", a2, 9n)]);
-    const { service, net, journal } = await started({ mirror, links: [vethOf("a1"), vethOf("a2")], records: [record("10.244.3.30", a1, 1n)] });
+    const { service, net, journal } = await started({
+      mirror,
+      links: [vethOf("a1"), vethOf("a2")],
+      records: [record("10.244.3.30", a1, 1n)],
+    });
     expect(journal.find("10.244.3.30")?.attachment?.containerId).toBe("a1");
     expect(service.allocations.map((r) => r.attachment?.containerId)).toEqual(["a1"]);
     expect(net.links.has(hostVethName("a2", "eth0"))).toBe(false); // nothing local explains it
@@ -757,7 +815,11 @@ describe("CniService.start restores allocations from the mirror (a node whose st
   it("an unreachable mirror: start uses the local journal only", async () => {
     const mirror = new MemoryAllocationMirror([record("10.244.3.30", a1, 7n)]);
     mirror.failList = new TrellisError("UNAVAILABLE", "control plane unreachable");
-    const { service, journal, net } = await started({ mirror, links: [vethOf("a1"), vethOf("a2")], records: [record("10.244.3.31", a2, 1n)] });
+    const { service, journal, net } = await started({
+      mirror,
+      links: [vethOf("a1"), vethOf("a2")],
+      records: [record("10.244.3.31", a2, 1n)],
+    });
     expect(service.ready).toBe(true);
     expect(journal.addresses).toEqual(["10.244.3.31"]);
     expect(net.links.has(hostVethName("a1", "eth0"))).toBe(false); // unexplained without the mirror

@@ -1,10 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
+import { planBridge, planVeth, resultOf, vethProblems } from "../../../../node-daemon/cni/plan.js";
+import { hostVethName } from "../../../../node-daemon/net/names.js";
+import type { VethState } from "../../../../node-daemon/net/netlink.js";
 import { Cidr, parseIpv4 } from "../../../../proto/common/cidr.js";
 import { AttachmentSchema } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
-import { planBridge, planVeth, resultOf, vethProblems } from "../../../../node-daemon/cni/plan.js";
-import type { VethState } from "../../../../node-daemon/net/netlink.js";
-import { hostVethName } from "../../../../node-daemon/net/names.js";
 
 const subnet = Cidr.parse("10.244.3.0/24");
 const attachment = create(AttachmentSchema, {
@@ -18,7 +18,12 @@ const attachment = create(AttachmentSchema, {
 
 describe("planBridge", () => {
   it("puts the gateway (.1) with the subnet's prefix on the bridge, with a bridge MAC", () => {
-    expect(planBridge("trellis0", subnet, 1450)).toEqual({ name: "trellis0", mac: "0a:5a:0a:f4:03:01", address: "10.244.3.1/24", mtu: 1450 });
+    expect(planBridge("trellis0", subnet, 1450)).toEqual({
+      name: "trellis0",
+      mac: "0a:5a:0a:f4:03:01",
+      address: "10.244.3.1/24",
+      mtu: 1450,
+    });
   });
 
   it("works for a non-octet prefix", () => {
@@ -88,15 +93,39 @@ describe("vethProblems", () => {
   it.each<[string, VethState, string[]]>([
     ["host veth missing", { pod }, [`host interface ${host} is missing`]],
     ["host veth on no bridge", { ...healthy, host: { up: true } }, [`host interface ${host} is not a port of trellis0`]],
-    ["host veth on another bridge", { ...healthy, host: { master: "docker0", up: true } }, [`host interface ${host} is not a port of trellis0`]],
+    [
+      "host veth on another bridge",
+      { ...healthy, host: { master: "docker0", up: true } },
+      [`host interface ${host} is not a port of trellis0`],
+    ],
     ["host veth down", { ...healthy, host: { master: "trellis0", up: false } }, [`host interface ${host} is down`]],
     ["pod interface missing", { host: healthy.host }, ["interface eth0 is missing in /var/run/netns/pod1"]],
     ["pod interface down", { ...healthy, pod: { ...pod, up: false } }, ["interface eth0 in /var/run/netns/pod1 is down"]],
-    ["pod address missing", { ...healthy, pod: { ...pod, addresses: [] } }, ["interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24"]],
-    ["pod address with another prefix", { ...healthy, pod: { ...pod, addresses: ["10.244.3.7/16"] } }, ["interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24"]],
-    ["another pod address", { ...healthy, pod: { ...pod, addresses: ["10.244.3.8/24"] } }, ["interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24"]],
-    ["no default route", { ...healthy, pod: { up: true, addresses: ["10.244.3.7/24"] } }, ["/var/run/netns/pod1 has no default route via 10.244.3.1 on eth0"]],
-    ["default route via another gateway", { ...healthy, pod: { ...pod, defaultVia: "10.244.3.254" } }, ["/var/run/netns/pod1 has no default route via 10.244.3.1 on eth0"]],
+    [
+      "pod address missing",
+      { ...healthy, pod: { ...pod, addresses: [] } },
+      ["interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24"],
+    ],
+    [
+      "pod address with another prefix",
+      { ...healthy, pod: { ...pod, addresses: ["10.244.3.7/16"] } },
+      ["interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24"],
+    ],
+    [
+      "another pod address",
+      { ...healthy, pod: { ...pod, addresses: ["10.244.3.8/24"] } },
+      ["interface eth0 in /var/run/netns/pod1 lacks address 10.244.3.7/24"],
+    ],
+    [
+      "no default route",
+      { ...healthy, pod: { up: true, addresses: ["10.244.3.7/24"] } },
+      ["/var/run/netns/pod1 has no default route via 10.244.3.1 on eth0"],
+    ],
+    [
+      "default route via another gateway",
+      { ...healthy, pod: { ...pod, defaultVia: "10.244.3.254" } },
+      ["/var/run/netns/pod1 has no default route via 10.244.3.1 on eth0"],
+    ],
   ])("%s: names it", (_what, state, problems) => {
     expect(vethProblems(veth, state)).toEqual(problems);
   });

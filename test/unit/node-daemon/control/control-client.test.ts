@@ -4,24 +4,25 @@ import { describe, expect, it } from "vitest";
 import type { AllocationMirror } from "../../../../node-daemon/cni/cni-service.js";
 import { applyRouteMessage, ControlClient, type ControlPlaneApi, type RouteSet } from "../../../../node-daemon/control/control-client.js";
 import { hostVethName } from "../../../../node-daemon/net/names.js";
-import { TrellisError, type Reason } from "../../../../proto/common/errors.js";
-import { AllocationRecordSchema, AttachmentSchema, type AllocationRecord } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { type Reason, TrellisError } from "../../../../proto/common/errors.js";
+import { type AllocationRecord, AllocationRecordSchema, AttachmentSchema } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
 import {
-  RouteEventSchema,
-  RouteEventType,
-  RouteSchema,
-  WatchRoutesResponseSchema,
   type RegisterNodeResponse,
   type Route,
   type RouteEvent,
+  RouteEventSchema,
+  RouteEventType,
+  RouteSchema,
   type WatchRoutesResponse,
+  WatchRoutesResponseSchema,
 } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { rejectsWith } from "../../expect-error.js";
 
 const route = (nodeName: string, subnet: string, nodeIp: string) => create(RouteSchema, { nodeName, subnet, nodeIp });
 const upsert = (r: ReturnType<typeof route>) => create(RouteEventSchema, { type: RouteEventType.UPSERT, route: r });
 const remove = (r: ReturnType<typeof route>) => create(RouteEventSchema, { type: RouteEventType.DELETE, route: r });
-const snapshot = (routes: ReturnType<typeof route>[], revision = 10n) => create(WatchRoutesResponseSchema, { snapshot: true, routes, revision });
+const snapshot = (routes: ReturnType<typeof route>[], revision = 10n) =>
+  create(WatchRoutesResponseSchema, { snapshot: true, routes, revision });
 const events = (evs: RouteEvent[], revision = 11n) => create(WatchRoutesResponseSchema, { snapshot: false, events: evs, revision });
 const plain = (set: RouteSet) => Object.fromEntries([...set].map(([k, r]) => [k, `${r.subnet} via ${r.nodeIp}`]));
 
@@ -259,21 +260,24 @@ describe("ControlClient as the allocation mirror", () => {
     expect(replicas[0]?.calls.map((c) => c.timeoutMs)).toEqual([expected, expected, expected]);
   });
 
-  it.each<[Reason]>([["UNAVAILABLE"], ["TIMEOUT"]])("a replica failing with %s: the call is retried once on the next, which then stays current", async (reason) => {
-    const { client, replicas, store } = cluster(2);
-    const [first, second] = replicas;
-    if (!first || !second) throw new Error("two replicas expected");
-    first.down = new TrellisError(reason, "replica 1 unreachable");
-    await client.record(allocation("10.244.3.2", "a1"));
-    expect([...store.of("node-1").keys()]).toEqual(["10.244.3.2"]);
-    expect(methods(first)).toEqual(["recordAllocation"]);
-    expect(methods(second)).toEqual(["recordAllocation"]);
+  it.each<[Reason]>([["UNAVAILABLE"], ["TIMEOUT"]])(
+    "a replica failing with %s: the call is retried once on the next, which then stays current",
+    async (reason) => {
+      const { client, replicas, store } = cluster(2);
+      const [first, second] = replicas;
+      if (!first || !second) throw new Error("two replicas expected");
+      first.down = new TrellisError(reason, "replica 1 unreachable");
+      await client.record(allocation("10.244.3.2", "a1"));
+      expect([...store.of("node-1").keys()]).toEqual(["10.244.3.2"]);
+      expect(methods(first)).toEqual(["recordAllocation"]);
+      expect(methods(second)).toEqual(["recordAllocation"]);
 
-    expect((await client.list()).map((r) => r.address)).toEqual(["10.244.3.2"]);
-    await client.release("10.244.3.2");
-    expect(methods(first)).toEqual(["recordAllocation"]); // not asked again
-    expect(methods(second)).toEqual(["recordAllocation", "listNodeAllocations", "releaseAllocation"]);
-  });
+      expect((await client.list()).map((r) => r.address)).toEqual(["10.244.3.2"]);
+      await client.release("10.244.3.2");
+      expect(methods(first)).toEqual(["recordAllocation"]); // not asked again
+      expect(methods(second)).toEqual(["recordAllocation", "listNodeAllocations", "releaseAllocation"]);
+    },
+  );
 
   it.each<[string, "record" | "release" | "list"]>([
     ["record", "record"],
@@ -282,7 +286,8 @@ describe("ControlClient as the allocation mirror", () => {
   ])("%s with every replica down fails UNAVAILABLE after exactly one retry", async (_what, op) => {
     const { client, replicas } = cluster(3);
     for (const r of replicas) r.down = new TrellisError("UNAVAILABLE", "unreachable");
-    const call = op === "record" ? client.record(allocation("10.244.3.2", "a1")) : op === "release" ? client.release("10.244.3.2") : client.list();
+    const call =
+      op === "record" ? client.record(allocation("10.244.3.2", "a1")) : op === "release" ? client.release("10.244.3.2") : client.list();
     await rejectsWith(call, "UNAVAILABLE");
     expect(replicas.map((r) => r.calls.length)).toEqual([1, 1, 0]);
   });
@@ -320,7 +325,11 @@ describe("ControlClient.routesCurrent", () => {
   const snap = (revision: bigint) => snapshot([a, b], revision);
 
   /** Starts watchRoutes on a cluster whose replicas hand out the given streams; returns how to stop it. */
-  function watching(replicaCount: number, streams: RouteStream[][], onRoutes: (routes: RouteSet, revision: bigint) => Promise<void> = async () => undefined) {
+  function watching(
+    replicaCount: number,
+    streams: RouteStream[][],
+    onRoutes: (routes: RouteSet, revision: bigint) => Promise<void> = async () => undefined,
+  ) {
     const c = cluster(replicaCount);
     for (const [i, r] of c.replicas.entries()) r.streams.push(...(streams[i] ?? []));
     const stop = new AbortController();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { Cidr, formatIpv4, parseIpv4 } from "../../../../proto/common/cidr.js";
 import { gatewayOf, pickFreeAddress, podAddressCount } from "../../../../node-daemon/ipam/pod-allocator.js";
+import { Cidr, formatIpv4, parseIpv4 } from "../../../../proto/common/cidr.js";
 import { rejectsWith } from "../../expect-error.js";
 
 const ip = (text: string) => parseIpv4(text);
@@ -92,13 +92,19 @@ describe("pickFreeAddress", () => {
   it("EXHAUSTED when full, and the message says the subnet is full", async () => {
     const subnet = Cidr.parse("10.244.3.8/29");
     const used = taken("10.244.3.10", "10.244.3.11", "10.244.3.12", "10.244.3.13", "10.244.3.14");
-    const err = await rejectsWith(Promise.resolve().then(() => pickFreeAddress(subnet, used, ip("10.244.3.12"))), "EXHAUSTED");
+    const err = await rejectsWith(
+      Promise.resolve().then(() => pickFreeAddress(subnet, used, ip("10.244.3.12"))),
+      "EXHAUSTED",
+    );
     expect(err.message).toContain("10.244.3.8/29 is full");
     expect(err.message).toContain("5 pod addresses");
   });
 
   it.each(["10.244.3.0/31", "10.244.3.7/32"])("EXHAUSTED for %s, which has no room for pods", async (subnet) => {
-    const err = await rejectsWith(Promise.resolve().then(() => pickFreeAddress(Cidr.parse(subnet), new Set())), "EXHAUSTED");
+    const err = await rejectsWith(
+      Promise.resolve().then(() => pickFreeAddress(Cidr.parse(subnet), new Set())),
+      "EXHAUSTED",
+    );
     expect(err.message).toContain(subnet);
   });
 });

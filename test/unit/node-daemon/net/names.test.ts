@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { parseIpv4 } from "../../../../proto/common/cidr.js";
 import { hostVethName, isHostVethName, macFor } from "../../../../node-daemon/net/names.js";
+import { parseIpv4 } from "../../../../proto/common/cidr.js";
 import { invalidIfNameReason } from "../../../../proto/common/cni-names.js";
 
 describe("hostVethName", () => {

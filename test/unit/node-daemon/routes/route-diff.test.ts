@@ -18,12 +18,19 @@ describe("diffRoutes", () => {
   });
 
   it("removes owned routes no longer wanted", () => {
-    const d = diffRoutes(want({ "10.244.2.0/24": "192.168.0.2" }), [owned("10.244.2.0/24", "192.168.0.2"), owned("10.244.9.0/24", "192.168.0.9")]);
+    const d = diffRoutes(want({ "10.244.2.0/24": "192.168.0.2" }), [
+      owned("10.244.2.0/24", "192.168.0.2"),
+      owned("10.244.9.0/24", "192.168.0.9"),
+    ]);
     expect(d).toEqual({ replace: [], remove: [{ dst: "10.244.9.0/24", via: "192.168.0.9" }], blocked: [] });
   });
 
   it("never removes routes it does not own", () => {
-    const d = diffRoutes(want({}), [foreign("0.0.0.0/0", "192.168.0.254"), foreign("10.244.9.0/24", "192.168.0.9"), foreign("172.17.0.0/16", "")]);
+    const d = diffRoutes(want({}), [
+      foreign("0.0.0.0/0", "192.168.0.254"),
+      foreign("10.244.9.0/24", "192.168.0.9"),
+      foreign("172.17.0.0/16", ""),
+    ]);
     expect(d).toEqual({ replace: [], remove: [], blocked: [] });
   });
 
@@ -50,7 +57,12 @@ describe("diffRoutes", () => {
       foreign("10.244.6.0/24", "10.0.0.1"), // not ours, not wanted
     ];
     const d = diffRoutes(
-      want({ "10.244.2.0/24": "192.168.0.2", "10.244.3.0/24": "192.168.0.3", "10.244.5.0/24": "192.168.0.5", "10.244.7.0/24": "192.168.0.7" }),
+      want({
+        "10.244.2.0/24": "192.168.0.2",
+        "10.244.3.0/24": "192.168.0.3",
+        "10.244.5.0/24": "192.168.0.5",
+        "10.244.7.0/24": "192.168.0.7",
+      }),
       kernel,
     );
     expect(d.replace).toEqual([

@@ -29,8 +29,12 @@ describe("desiredRoutes", () => {
   });
 
   it("two nodes marked router: the first by name is the router, for everyone alike", () => {
-    expect(text(desiredRoutes([route(3, true), route(2, true), route(1)], "node-1", "10.244.0.0/16"))).toEqual(["10.244.0.0/16 via 192.168.1.12"]);
-    expect(text(desiredRoutes([route(3, true), route(2, true), route(1)], "node-3", "10.244.0.0/16"))).toEqual(["10.244.0.0/16 via 192.168.1.12"]);
+    expect(text(desiredRoutes([route(3, true), route(2, true), route(1)], "node-1", "10.244.0.0/16"))).toEqual([
+      "10.244.0.0/16 via 192.168.1.12",
+    ]);
+    expect(text(desiredRoutes([route(3, true), route(2, true), route(1)], "node-3", "10.244.0.0/16"))).toEqual([
+      "10.244.0.0/16 via 192.168.1.12",
+    ]);
   });
 
   it("no other node: no route", () => {

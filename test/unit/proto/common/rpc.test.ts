@@ -2,13 +2,14 @@ import { create, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { reflectionAnswerer } from "../../../../proto/common/rpc.js";
-import { ServerReflectionRequestSchema, type ServerReflectionRequest } from "../../../../proto/gen/grpc/reflection/v1/reflection_pb.js";
+import { type ServerReflectionRequest, ServerReflectionRequestSchema } from "../../../../proto/gen/grpc/reflection/v1/reflection_pb.js";
 import { AdminService } from "../../../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { AllocationRecordSchema, CniService } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { NodeService } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 
 const answer = reflectionAnswerer([AdminService, NodeService]);
-const ask = (messageRequest: ServerReflectionRequest["messageRequest"]) => answer(create(ServerReflectionRequestSchema, { host: "localhost", messageRequest }));
+const ask = (messageRequest: ServerReflectionRequest["messageRequest"]) =>
+  answer(create(ServerReflectionRequestSchema, { host: "localhost", messageRequest }));
 
 /** The decoded files of a fileDescriptorResponse, in order; fails the test for any other answer. */
 function filesOf(res: ReturnType<typeof answer>) {
@@ -31,18 +32,20 @@ describe("reflectionAnswerer", () => {
     expect(res.originalRequest?.messageRequest.case).toBe("listServices");
   });
 
-  it.each(["trellis.admin.v1.AdminService", ".trellis.admin.v1.AdminService", "trellis.admin.v1.AdminService.ListNodes", "trellis.admin.v1.ListNodesResponse"])(
-    "fileContainingSymbol %s: admin.proto first, then its dependencies",
-    (symbol) => {
-      const files = filesOf(ask({ case: "fileContainingSymbol", value: symbol }));
-      expect(files[0]?.name).toBe("trellis/admin/v1/admin.proto");
-      expect(files[0]?.package).toBe("trellis.admin.v1");
-      expect(files[0]?.dependency).toContain("google/protobuf/timestamp.proto");
-      expect(files[0]?.service.map((s) => s.name)).toEqual(["AdminService"]);
-      expect(files.map((f) => f.name)).toContain("google/protobuf/timestamp.proto");
-      expect(new Set(files.map((f) => f.name)).size).toBe(files.length);
-    },
-  );
+  it.each([
+    "trellis.admin.v1.AdminService",
+    ".trellis.admin.v1.AdminService",
+    "trellis.admin.v1.AdminService.ListNodes",
+    "trellis.admin.v1.ListNodesResponse",
+  ])("fileContainingSymbol %s: admin.proto first, then its dependencies", (symbol) => {
+    const files = filesOf(ask({ case: "fileContainingSymbol", value: symbol }));
+    expect(files[0]?.name).toBe("trellis/admin/v1/admin.proto");
+    expect(files[0]?.package).toBe("trellis.admin.v1");
+    expect(files[0]?.dependency).toContain("google/protobuf/timestamp.proto");
+    expect(files[0]?.service.map((s) => s.name)).toEqual(["AdminService"]);
+    expect(files.map((f) => f.name)).toContain("google/protobuf/timestamp.proto");
+    expect(new Set(files.map((f) => f.name)).size).toBe(files.length);
+  });
 
   it("fileByFilename returns the file", () => {
     const files = filesOf(ask({ case: "fileByFilename", value: "trellis/controlplane/v1/node.proto" }));
@@ -81,7 +84,10 @@ describe("reflectionAnswerer", () => {
 
   it("a symbol of a file that is neither served nor a dependency is NOT_FOUND", () => {
     const r = reflectionAnswerer([AdminService])(
-      create(ServerReflectionRequestSchema, { host: "localhost", messageRequest: { case: "fileContainingSymbol", value: AllocationRecordSchema.typeName } }),
+      create(ServerReflectionRequestSchema, {
+        host: "localhost",
+        messageRequest: { case: "fileContainingSymbol", value: AllocationRecordSchema.typeName },
+      }),
     ).messageResponse;
     expect(r.case).toBe("errorResponse");
     if (r.case !== "errorResponse") return;
