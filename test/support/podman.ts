@@ -1,9 +1,9 @@
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, rmdir, symlink, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, rmdir, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
-import { inNetns, run, type RunResult } from "./exec.js";
+import { inNetns, type RunResult, run } from "./exec.js";
 import type { LabNode } from "./lab.js";
 import { waitFor } from "./wait.js";
 
@@ -141,34 +141,40 @@ export class Podman {
     // needs CAP_SYS_RESOURCE, so ask for no more than we have. A --ulimit flag would replace the list.
     const nofile = await hardLimit("Max open files", 1_048_576);
     const nproc = await hardLimit("Max processes", 32_768);
-    await writeFile(join(dir, "containers.conf"), [
-      "[containers]",
-      `default_ulimits = [${q(`nofile=${nofile}:${nofile}`)}, ${q(`nproc=${nproc}:${nproc}`)}]`,
-      `log_driver = "k8s-file"`,
-      "[network]",
-      `network_backend = "cni"`,
-      `cni_plugin_dirs = [${q(binDir)}]`,
-      `network_config_dir = ${q(this.node.confDir)}`,
-      "[engine]",
-      `cgroup_manager = "cgroupfs"`,
-      `events_logger = "file"`,
-      `events_logfile_path = ${q(join(dir, "events.log"))}`,
-      `lock_type = "file"`,
-      `tmp_dir = ${q(join(dir, "tmp"))}`,
-      `image_copy_tmp_dir = ${q(join(dir, "tmp"))}`,
-      `runtime = "runc"`,
-      "[engine.runtimes]",
-      `runc = [${q(runc)}]`,
-      "",
-    ].join("\n"));
-    await writeFile(join(dir, "storage.conf"), [
-      "[storage]",
-      // vfs: no mounts at all (the containers run from --rootfs, nothing is layered)
-      `driver = "vfs"`,
-      `graphroot = ${q(join(dir, "storage"))}`,
-      `runroot = ${q(join(dir, "run"))}`,
-      "",
-    ].join("\n"));
+    await writeFile(
+      join(dir, "containers.conf"),
+      [
+        "[containers]",
+        `default_ulimits = [${q(`nofile=${nofile}:${nofile}`)}, ${q(`nproc=${nproc}:${nproc}`)}]`,
+        `log_driver = "k8s-file"`,
+        "[network]",
+        `network_backend = "cni"`,
+        `cni_plugin_dirs = [${q(binDir)}]`,
+        `network_config_dir = ${q(this.node.confDir)}`,
+        "[engine]",
+        `cgroup_manager = "cgroupfs"`,
+        `events_logger = "file"`,
+        `events_logfile_path = ${q(join(dir, "events.log"))}`,
+        `lock_type = "file"`,
+        `tmp_dir = ${q(join(dir, "tmp"))}`,
+        `image_copy_tmp_dir = ${q(join(dir, "tmp"))}`,
+        `runtime = "runc"`,
+        "[engine.runtimes]",
+        `runc = [${q(runc)}]`,
+        "",
+      ].join("\n"),
+    );
+    await writeFile(
+      join(dir, "storage.conf"),
+      [
+        "[storage]",
+        // vfs: no mounts at all (the containers run from --rootfs, nothing is layered)
+        `driver = "vfs"`,
+        `graphroot = ${q(join(dir, "storage"))}`,
+        `runroot = ${q(join(dir, "run"))}`,
+        "",
+      ].join("\n"),
+    );
     await writeFile(join(dir, "registries.conf"), "unqualified-search-registries = []\n");
     // The containers' root: a static busybox and the applets the tests use.
     await copyFile("/bin/busybox", join(this.rootfs, "bin", "busybox"));
@@ -189,7 +195,18 @@ export class Podman {
 
   /** `podman run -d --network <network>` of the busybox rootfs running `command`. */
   async run(name: string, command: readonly string[] = ["sleep", "600"]): Promise<PodmanContainer> {
-    const res = await this.podman(["run", "-d", "--name", name, "--network", this.network, `--cgroup-parent=${this.cgroupParent}`, "--rootfs", this.rootfs, ...command]);
+    const res = await this.podman([
+      "run",
+      "-d",
+      "--name",
+      name,
+      "--network",
+      this.network,
+      `--cgroup-parent=${this.cgroupParent}`,
+      "--rootfs",
+      this.rootfs,
+      ...command,
+    ]);
     const id = res.stdout.trim();
     if (/^[0-9a-f]{64}$/.test(id)) this.ids.add(id);
     if (res.code !== 0) throw new Error(`podman run ${name} failed (${res.code}): ${res.stderr.trim()}`);
@@ -206,7 +223,11 @@ export class Podman {
     if (info.NetworkSettings.SandboxKey) this.sandboxes.add(info.NetworkSettings.SandboxKey);
     const net = info.NetworkSettings.Networks?.[this.network];
     return {
-      name, id: info.Id, ip: net?.IPAddress ?? "", gateway: net?.Gateway ?? "", prefixLength: net?.IPPrefixLen ?? 0,
+      name,
+      id: info.Id,
+      ip: net?.IPAddress ?? "",
+      gateway: net?.Gateway ?? "",
+      prefixLength: net?.IPPrefixLen ?? 0,
       sandbox: info.NetworkSettings.SandboxKey,
     };
   }
@@ -262,17 +283,25 @@ export class Podman {
       }
     }
     // After a good rm, conmon exits and runs `podman container cleanup`: let them finish, not kill them.
-    if (removed) await waitFor("conmon and podman cleanup to exit", async () => (await pidsMentioning(this.dir)).length === 0, 5_000).catch(() => undefined);
+    if (removed)
+      await waitFor("conmon and podman cleanup to exit", async () => (await pidsMentioning(this.dir)).length === 0, 5_000).catch(
+        () => undefined,
+      );
     // Whatever is left: kill by pid what runs in its cgroups or names its dir, remove the cgroups.
     let left = "";
-    await waitFor("podman's processes and cgroups to be gone", async () => {
-      const cgroups = await Promise.all((await this.cgroupDirs()).map((d) => Podman.walkCgroup(d)));
-      const pids = [...cgroups.flatMap((c) => c.pids), ...(await pidsMentioning(this.dir))];
-      pids.forEach(kill);
-      for (const dir of cgroups.flatMap((c) => c.dirs)) await rmdir(dir).catch(() => undefined);
-      left = `pids ${pids.join(" ")}, cgroups ${(await this.cgroupDirs()).join(" ")}`;
-      return pids.length === 0 && (await this.cgroupDirs()).length === 0;
-    }, 5_000, 100).catch(() => problems.push(`left: ${left}`));
+    await waitFor(
+      "podman's processes and cgroups to be gone",
+      async () => {
+        const cgroups = await Promise.all((await this.cgroupDirs()).map((d) => Podman.walkCgroup(d)));
+        const pids = [...cgroups.flatMap((c) => c.pids), ...(await pidsMentioning(this.dir))];
+        pids.forEach(kill);
+        for (const dir of cgroups.flatMap((c) => c.dirs)) await rmdir(dir).catch(() => undefined);
+        left = `pids ${pids.join(" ")}, cgroups ${(await this.cgroupDirs()).join(" ")}`;
+        return pids.length === 0 && (await this.cgroupDirs()).length === 0;
+      },
+      5_000,
+      100,
+    ).catch(() => problems.push(`left: ${left}`));
     for (const sandbox of this.sandboxes) {
       if (!sandbox.startsWith("/run/netns/netns-") || !existsSync(sandbox)) continue;
       const del = await run("ip", ["netns", "del", basename(sandbox)]);
