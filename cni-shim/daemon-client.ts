@@ -1,35 +1,50 @@
-import net from "node:net";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+// The shim's side of CniService: the generated wire codec over one unary gRPC call per command.
+import type { BinaryWriter } from "@bufbuild/protobuf/wire";
+import { reasonMetadataKey, reasonOfStatus, TrellisError } from "../proto/common/errors.js";
 import { protocolVersion } from "../proto/common/protocol.js";
-import { fromConnectError } from "../proto/common/rpc.js";
-import { CniService } from "../proto/gen/trellis/cni/v1/cni_pb.js";
+import { CniService } from "../proto/gen/trellis/cni/v1/cni_wire.js";
+import { type Dial, unaryCall } from "./grpc-unary.js";
 import type { DaemonClient } from "./skel.js";
 
-/** gRPC over the daemon's unix socket; every call has a deadline so a stuck daemon never hangs the runtime. */
-export function createDaemonClient(socketPath: string, timeoutMs = 10_000): DaemonClient {
-  const transport = createGrpcTransport({
-    baseUrl: "http://trellis-daemon",
-    nodeOptions: { createConnection: () => net.connect(socketPath) },
-  });
-  const client = createClient(CniService, transport);
+/**
+ * How long each command waits for the daemon once it is connected. A busy daemon is worth waiting for:
+ * the runtime's own bound is kubelet's 2-minute runtime request timeout, and a killed shim helps nobody.
+ * A daemon that is down is found at connect, at once (code 11), whatever these say.
+ */
+export const deadlinesMs = { add: 90_000, delete: 60_000, check: 30_000, gc: 90_000, status: 10_000 } as const;
+
+interface Method<Req, Res> {
+  readonly path: string;
+  encode(m: Req): BinaryWriter;
+  decode(bytes: Uint8Array): Res;
+}
+
+export function createDaemonClient(
+  socketPath: string,
+  dial: Dial,
+  deadlines: Record<keyof typeof deadlinesMs, number> = deadlinesMs,
+): DaemonClient {
   const what = `node daemon at ${socketPath}`;
-  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      throw fromConnectError(err, what);
+  async function call<Req, Res>(method: Method<Req, Res>, request: Req, timeoutMs: number): Promise<Res> {
+    const reply = await unaryCall(dial, socketPath, method.path, method.encode(request).finish(), { timeoutMs });
+    if (reply.status !== 0 || !reply.body) {
+      const sent = reply.metadata.get(reasonMetadataKey);
+      const reason = reasonOfStatus(reply.status, sent);
+      // A reason the daemon chose comes with its own message; a transport failure says where it happened.
+      throw new TrellisError(reason, sent === reason ? reply.message : `${what}: ${reply.message}`);
     }
-  };
+    try {
+      return method.decode(reply.body);
+    } catch (err) {
+      throw new TrellisError("INTERNAL", `${what} sent a reply the shim cannot decode: ${(err as Error).message}`);
+    }
+  }
   return {
-    add: (attachment) => call(() => client.addAttachment({ protocolVersion, attachment }, { timeoutMs })),
-    delete: (attachment) => call(async () => void (await client.deleteAttachment({ protocolVersion, attachment }, { timeoutMs }))),
-    check: (attachment) => call(async () => void (await client.checkAttachment({ protocolVersion, attachment }, { timeoutMs }))),
-    gc: (networkName, validAttachments) =>
-      call(
-        async () =>
-          void (await client.garbageCollect({ protocolVersion, networkName, validAttachments: [...validAttachments] }, { timeoutMs })),
-      ),
-    status: () => call(() => client.getStatus({ protocolVersion }, { timeoutMs })),
+    add: (attachment) => call(CniService.addAttachment, { protocolVersion, attachment }, deadlines.add),
+    delete: async (attachment) => void (await call(CniService.deleteAttachment, { protocolVersion, attachment }, deadlines.delete)),
+    check: async (attachment) => void (await call(CniService.checkAttachment, { protocolVersion, attachment }, deadlines.check)),
+    gc: async (networkName, valid) =>
+      void (await call(CniService.garbageCollect, { protocolVersion, networkName, validAttachments: [...valid] }, deadlines.gc)),
+    status: () => call(CniService.getStatus, { protocolVersion }, deadlines.status),
   };
 }

@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import { containerIdPattern, invalidIfNameReason } from "../proto/common/cni-names.js";
 import { TrellisError } from "../proto/common/errors.js";
 import { defaultDaemonSocket, supportedCniVersions } from "../proto/common/protocol.js";
@@ -6,11 +5,9 @@ import {
   type AddAttachmentResponse,
   type Attachment,
   type AttachmentKey,
-  AttachmentKeySchema,
-  AttachmentSchema,
   type GetStatusResponse,
   RouteState,
-} from "../proto/gen/trellis/cni/v1/cni_pb.js";
+} from "../proto/gen/trellis/cni/v1/cni_wire.js";
 import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionAtLeast, versionResult } from "./result.js";
 
 /** Process I/O of one shim run, injected so the dispatcher stays pure. */
@@ -102,7 +99,7 @@ function parseValidAttachments(conf: Record<string, unknown>): AttachmentKey[] |
     if (typeof e !== "object" || e === null || typeof e.containerID !== "string" || typeof e.ifname !== "string") {
       throw configError(`network config key "${key}"[${i}] must be an object with string "containerID" and "ifname"`);
     }
-    return create(AttachmentKeySchema, { containerId: e.containerID, ifName: e.ifname });
+    return { containerId: e.containerID, ifName: e.ifname };
   });
 }
 
@@ -167,7 +164,7 @@ export async function parseCniRequest(command: "ADD" | "DEL" | "CHECK", io: Shim
   }
   if (!env.CNI_PATH) throw envError("CNI_PATH is not set");
   const args = parseCniArgs(env.CNI_ARGS);
-  const attachment = create(AttachmentSchema, {
+  const attachment: Attachment = {
     networkName: conf.name,
     containerId,
     ifName,
@@ -175,7 +172,7 @@ export async function parseCniRequest(command: "ADD" | "DEL" | "CHECK", io: Shim
     podNamespace: args.K8S_POD_NAMESPACE ?? "",
     podName: args.K8S_POD_NAME ?? "",
     podUid: args.K8S_POD_UID ?? "",
-  });
+  };
   return { command, conf, attachment };
 }
 

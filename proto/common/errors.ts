@@ -62,3 +62,20 @@ export const logLevelOf: Record<Reason, "info" | "warn" | "error"> = {
 
 /** Metadata key that carries the reason next to a gRPC status. */
 export const reasonMetadataKey = "trellis-reason";
+
+/**
+ * The reason a client gives a failed call: the one the server sent in `trellis-reason` when it is one,
+ * else one by gRPC status code (a server that did not send one, or a failure of the transport itself).
+ */
+export function reasonOfStatus(code: number, sentReason: string | undefined): Reason {
+  if (sentReason && isReason(sentReason)) return sentReason;
+  const byCode: Record<number, Reason> = {
+    1: "UNAVAILABLE", // cancelled: the peer went away
+    3: "INVALID_ARGUMENT",
+    4: "TIMEOUT",
+    5: "NOT_FOUND",
+    12: "VERSION_SKEW", // unimplemented: a peer of another version
+    14: "UNAVAILABLE",
+  };
+  return byCode[code] ?? "INTERNAL";
+}

@@ -14,7 +14,7 @@ import type { Logger } from "pino";
 import { Health, HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { grpcCodeOf, isReason, logLevelOf, reasonMetadataKey, TrellisError } from "./errors.js";
+import { grpcCodeOf, isReason, logLevelOf, reasonMetadataKey, reasonOfStatus, TrellisError } from "./errors.js";
 
 /** Domain error -> gRPC status with the reason in metadata; unknown errors leave as INTERNAL. */
 export function toConnectError(err: unknown): ConnectError {
@@ -27,21 +27,14 @@ export function toConnectError(err: unknown): ConnectError {
 export function fromConnectError(err: unknown, what: string): TrellisError {
   if (err instanceof TrellisError) return err;
   const ce = ConnectError.from(err);
-  const sent = ce.metadata.get(reasonMetadataKey);
+  const sent = ce.metadata.get(reasonMetadataKey) ?? undefined;
   if (sent && isReason(sent)) return new TrellisError(sent, ce.rawMessage, { cause: err });
-  const byCode: Partial<Record<Code, TrellisError["reason"]>> = {
-    [Code.Unavailable]: "UNAVAILABLE",
-    [Code.DeadlineExceeded]: "TIMEOUT",
-    [Code.Canceled]: "UNAVAILABLE",
-    [Code.NotFound]: "NOT_FOUND",
-    [Code.InvalidArgument]: "INVALID_ARGUMENT",
-    [Code.Unimplemented]: "VERSION_SKEW",
-  };
   // A peer that died mid-call (reset, refused, socket gone) is unreachable, not a bug: try again later.
   const lostPeer = /ECONNRESET|ECONNREFUSED|ENOENT|EPIPE|ECONNABORTED|socket hang up|GOAWAY|stream closed|session closed/i.test(
     `${ce.rawMessage} ${String((ce.cause as { code?: unknown } | undefined)?.code ?? "")}`,
   );
-  const reason = byCode[ce.code] ?? (lostPeer ? "UNAVAILABLE" : "INTERNAL");
+  const byStatus = reasonOfStatus(ce.code, undefined);
+  const reason = byStatus === "INTERNAL" && lostPeer ? "UNAVAILABLE" : byStatus;
   return new TrellisError(reason, `${what}: ${ce.rawMessage}`, { cause: err });
 }
 

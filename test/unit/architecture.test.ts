@@ -79,7 +79,27 @@ const forbiddenInPure = (s: string) =>
   isPackage(s, "pino");
 const connectAllowed = (file: string) =>
   // proto/common/rpc.ts is a documented deviation: the health/reflection/error mapping both servers share.
-  programs.some((p) => file.startsWith(`${p}/rpc/`)) || file === "proto/common/rpc.ts" || file === "cni-shim/daemon-client.ts";
+  programs.some((p) => file.startsWith(`${p}/rpc/`)) || file === "proto/common/rpc.ts";
+
+/**
+ * What the CNI shim may load (notes/pod-path-cost.md: every module is paid for on every exec): its own
+ * files, pure proto/common, the generated wire codecs (descriptor-based *_pb.ts only as types), and these.
+ */
+const shimPackages = [
+  "@bufbuild/protobuf/wire",
+  "hpack.js/lib/hpack/huffman.js",
+  "hpack.js/lib/hpack/static-table.js",
+  "node:fs",
+  "node:path",
+  "node:crypto",
+];
+const shimMayImport = (i: Import) =>
+  i.target === undefined
+    ? shimPackages.includes(i.specifier)
+    : i.target.startsWith("cni-shim/") ||
+      (i.target.startsWith("proto/common/") && i.target !== "proto/common/rpc.ts") ||
+      /^proto\/gen\/.*_wire\.ts$/.test(i.target) ||
+      (i.typeOnly && i.target.startsWith("proto/gen/"));
 
 /** Each rule flags the imports that break it. */
 const rules: Record<string, (i: Import) => boolean> = {
@@ -99,8 +119,10 @@ const rules: Record<string, (i: Import) => boolean> = {
     isPackage(i.specifier, "etcd3") && i.file !== "control-plane/store/etcd-store.ts",
   "node:child_process is imported only under node-daemon/net/": (i) =>
     nodeBuiltin(i.specifier, "child_process") && !i.file.startsWith("node-daemon/net/"),
-  "@connectrpc/* is imported only by */rpc/, proto/common/rpc.ts and cni-shim/daemon-client.ts": (i) =>
+  "@connectrpc/* is imported only by */rpc/ and proto/common/rpc.ts": (i) =>
     i.specifier.startsWith("@connectrpc/") && !connectAllowed(i.file),
+  "the cni-shim loads only its own files, pure proto/common, wire codecs and a few small modules": (i) =>
+    i.file.startsWith("cni-shim/") && !i.file.endsWith(".d.ts") && !shimMayImport(i),
   "proto/gen imports only @bufbuild/protobuf": (i) =>
     i.file.startsWith("proto/gen/") && !isPackage(i.specifier, "@bufbuild/protobuf") && !(i.target?.startsWith("proto/gen/") ?? false),
   "source never imports test/": (i) => (i.target !== undefined && topOf(i.target) === "test") || /(^|\/)test\//.test(i.specifier),
@@ -191,11 +213,14 @@ describe("the scanner", () => {
     ],
     ["etcd3 is imported only by control-plane/store/etcd-store.ts", resolved("control-plane/ipam/lease-manager.ts", "etcd3")],
     ["node:child_process is imported only under node-daemon/net/", resolved("node-daemon/main.ts", "node:child_process")],
-    [
-      "@connectrpc/* is imported only by */rpc/, proto/common/rpc.ts and cni-shim/daemon-client.ts",
-      resolved("node-daemon/cni/cni-service.ts", "@connectrpc/connect"),
-    ],
+    ["@connectrpc/* is imported only by */rpc/ and proto/common/rpc.ts", resolved("node-daemon/cni/cni-service.ts", "@connectrpc/connect")],
     ["proto/gen imports only @bufbuild/protobuf", resolved("proto/gen/trellis/cni/v1/cni_pb.ts", "../../../../common/errors.js")],
+    ...["node:http2", "node:net", "@bufbuild/protobuf", "pino", "../proto/gen/trellis/cni/v1/cni_pb.js", "../proto/common/rpc.js"].map(
+      (specifier): [string, Import] => [
+        "the cni-shim loads only its own files, pure proto/common, wire codecs and a few small modules",
+        resolved("cni-shim/daemon-client.ts", specifier),
+      ],
+    ),
     ["source never imports test/", resolved("node-daemon/main.ts", "../test/support/fakes.js")],
   ])("%s catches %j", (rule, planted) => {
     expect(violations(rule, [planted])).toEqual([`${planted.file}: "${planted.specifier}" (${rule})`]);
@@ -206,6 +231,8 @@ describe("the scanner", () => {
     ["a type-only interface import in a pure module", resolved("node-daemon/routes/route-diff.ts", "../net/netlink.js", true)],
     ["connect in an rpc/ file", resolved("node-daemon/rpc/server.ts", "@connectrpc/connect-node")],
     ["a program importing proto/", resolved("cni-shim/skel.ts", "../proto/common/errors.js")],
+    ["the shim importing a wire codec", resolved("cni-shim/skel.ts", "../proto/gen/trellis/cni/v1/cni_wire.js")],
+    ["the shim importing a descriptor-based type", resolved("cni-shim/skel.ts", "../proto/gen/trellis/cni/v1/cni_pb.js", true)],
   ])("allows %s", (_what, ok) => {
     expect(Object.keys(rules).flatMap((rule) => violations(rule, [ok]))).toEqual([]);
   });
