@@ -14,7 +14,8 @@ import { conflistFor } from "./cni/plan.js";
 import { daemonHelp, parseDaemonArgs } from "./config.js";
 import { ControlClient } from "./control/control-client.js";
 import { FileAllocationJournal } from "./ipam/allocation-journal.js";
-import { IpRoute2Netlink } from "./net/iproute2.js";
+import { NetlinkPool } from "./net/netlink-pool.js";
+import { RtNetlink } from "./net/rtnetlink.js";
 import { RouteSync } from "./routes/route-sync.js";
 import { createControlPlaneApi } from "./rpc/control-plane-client.js";
 import { type DaemonServer, startDaemonServer } from "./rpc/server.js";
@@ -26,7 +27,7 @@ async function main(): Promise<void> {
   if (!config) return;
   const log = pino({ name: "node-daemon", level: config.logLevel }).child({ node: config.nodeName });
   const stop = new AbortController();
-  const net = new IpRoute2Netlink();
+  const net = new RtNetlink(new NetlinkPool());
   const control = new ControlClient({
     replicas: config.controlPlanes.map(createControlPlaneApi),
     log,

@@ -1,0 +1,74 @@
+// A small pool of netlink worker threads (netlink-worker.ts). Jobs go to the least busy worker, so slow
+// kernel work (veth deletes) overlaps instead of queueing, and the event loop only encodes and parses.
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import { TrellisError } from "../../proto/common/errors.js";
+import type { NetlinkJob, NetlinkJobResult } from "./netlink-worker.js";
+import type { NlMessage, NlRequest } from "./rtnetlink-codec.js";
+
+interface Slot {
+  worker: Worker;
+  readonly jobs: Map<number, { resolve: (r: NlMessage[][]) => void; reject: (e: Error) => void; job: NetlinkJob }>;
+}
+
+/** The worker next to this file when running from dist/; tests running sources pass the built one. */
+export const defaultWorkerFile = fileURLToPath(new URL("./netlink-worker.js", import.meta.url));
+
+export class NetlinkPool {
+  private readonly slots: Slot[] = [];
+  private nextId = 1;
+  private closed = false;
+
+  constructor(
+    size = 4,
+    private readonly workerFile = defaultWorkerFile,
+  ) {
+    for (let i = 0; i < size; i++) this.slots.push(this.spawn());
+  }
+
+  private spawn(): Slot {
+    const slot: Slot = { worker: new Worker(this.workerFile), jobs: new Map() };
+    slot.worker.unref();
+    slot.worker.on("message", (result: NetlinkJobResult) => {
+      const pending = slot.jobs.get(result.id);
+      if (!pending) return;
+      slot.jobs.delete(result.id);
+      if ("error" in result) {
+        const where = pending.job.netns ? ` in ${pending.job.netns}` : "";
+        const reason = result.error.code === "ENOENT" && pending.job.netns ? "NOT_FOUND" : "KERNEL";
+        pending.reject(new TrellisError(reason, `netlink${where}: ${result.error.message}`));
+      } else pending.resolve(result.replies);
+    });
+    slot.worker.on("error", (err) => this.replace(slot, err));
+    slot.worker.on("exit", (code) => {
+      if (!this.closed) this.replace(slot, new Error(`netlink worker exited with code ${code}`));
+    });
+    return slot;
+  }
+
+  /** A worker that died fails its jobs (their outcome is unknown) and is replaced. */
+  private replace(slot: Slot, err: Error): void {
+    const index = this.slots.indexOf(slot);
+    if (index < 0) return;
+    for (const { reject } of slot.jobs.values())
+      reject(new TrellisError("KERNEL", `netlink worker failed: ${err.message}`, { cause: err }));
+    slot.jobs.clear();
+    if (!this.closed) this.slots[index] = this.spawn();
+  }
+
+  /** Sends `requests` in one write on a socket in `netns` (undefined: the daemon's own) and returns each one's replies. */
+  transact(netns: string | undefined, requests: readonly NlRequest[]): Promise<NlMessage[][]> {
+    if (this.closed) return Promise.reject(new TrellisError("UNAVAILABLE", "the netlink pool is closed"));
+    const slot = this.slots.reduce((best, s) => (s.jobs.size < best.jobs.size ? s : best));
+    const job: NetlinkJob = { id: this.nextId++, netns, requests };
+    return new Promise((resolve, reject) => {
+      slot.jobs.set(job.id, { resolve, reject, job });
+      slot.worker.postMessage(job);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}

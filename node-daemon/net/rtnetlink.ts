@@ -1,0 +1,273 @@
+// The node's kernel work over rtnetlink from the daemon itself: no process is spawned per pod. Requests are
+// built and replies parsed here (rtnetlink-codec.ts); the syscalls run on the pool's worker threads.
+import { open, writeFile } from "node:fs/promises";
+import { TrellisError } from "../../proto/common/errors.js";
+import { trellisRouteProtocol } from "../../proto/common/protocol.js";
+import type { BridgePlan, VethPlan } from "../cni/plan.js";
+import type { KernelRoute, LinkInfo, Netlink, OwnedRoute, VethState } from "./netlink.js";
+import type { NetlinkPool } from "./netlink-pool.js";
+import {
+  type NlLink,
+  type NlMessage,
+  type NlRequest,
+  nlmsg,
+  parseAddress,
+  parseError,
+  parseLink,
+  parseRoute,
+  requests,
+  rtm,
+  rtTableMain,
+} from "./rtnetlink-codec.js";
+
+const errnoNames: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  16: "EBUSY",
+  17: "EEXIST",
+  19: "ENODEV",
+  22: "EINVAL",
+  95: "EOPNOTSUPP",
+  99: "EADDRNOTAVAIL",
+  101: "ENETUNREACH",
+  105: "ENOBUFS",
+};
+const eexist = 17;
+const enodev = 19;
+const esrch = 3;
+
+/** A kernel refusal of one request, with its errno and the kernel's own words when it gave them. */
+export class NetlinkError extends TrellisError {
+  constructor(
+    what: string,
+    readonly errno: number,
+    kernelMessage?: string,
+  ) {
+    super("KERNEL", `${what}: ${errnoNames[errno] ?? `errno ${errno}`}${kernelMessage ? ` (${kernelMessage})` : ""}`);
+  }
+}
+
+/** The data messages of a reply; throws when it ends in an error. */
+function check(replies: readonly NlMessage[] | undefined, what: string): NlMessage[] {
+  const data: NlMessage[] = [];
+  for (const m of replies ?? []) {
+    if (m.type !== nlmsg.error) data.push(m);
+    else {
+      const { errno, message } = parseError(m.payload, m.flags);
+      if (errno !== 0) throw new NetlinkError(what, errno, message);
+    }
+  }
+  return data;
+}
+
+const isErrno = (err: unknown, errno: number) => err instanceof NetlinkError && err.errno === errno;
+
+export class RtNetlink implements Netlink {
+  constructor(private readonly pool: NetlinkPool) {}
+
+  private async one(netns: string | undefined, req: NlRequest, what: string): Promise<NlMessage[]> {
+    const [replies] = await this.pool.transact(netns, [req]);
+    return check(replies, what);
+  }
+
+  private async findLink(name: string, netns?: string): Promise<NlLink | undefined> {
+    try {
+      const [m] = await this.one(netns, requests.getLinkByName(name), `could not read link ${name}`);
+      return m ? parseLink(m.payload) : undefined;
+    } catch (err) {
+      if (isErrno(err, enodev)) return undefined;
+      throw err;
+    }
+  }
+
+  async ensureBridge(bridge: BridgePlan): Promise<void> {
+    let link = await this.findLink(bridge.name);
+    if (!link) {
+      await this.one(undefined, requests.newBridge(bridge.name), `could not create bridge ${bridge.name}`).catch((err: unknown) => {
+        if (!isErrno(err, eexist)) throw err; // another start made it meanwhile
+      });
+      link = await this.findLink(bridge.name);
+    }
+    if (!link) throw new TrellisError("KERNEL", `bridge ${bridge.name} vanished right after it was created`);
+    if (link.kind !== "bridge") {
+      throw new TrellisError(
+        "KERNEL",
+        `${bridge.name} exists and is a ${link.kind ?? "plain"} link, not a bridge; choose another --bridge`,
+      );
+    }
+    const index = link.index;
+    await this.one(
+      undefined,
+      requests.setLink(index, { mac: bridge.mac, mtu: bridge.mtu, up: true }),
+      `could not set up bridge ${bridge.name}`,
+    );
+    const [dump] = await this.pool.transact(undefined, [requests.dumpAddresses()]);
+    const has = check(dump, "could not list addresses").some((m) => {
+      const a = parseAddress(m.payload);
+      return a?.index === index && a.cidr === bridge.address;
+    });
+    if (!has) {
+      await this.one(undefined, requests.newAddress(index, bridge.address), `could not add ${bridge.address} to ${bridge.name}`).catch(
+        (err: unknown) => {
+          if (!isErrno(err, eexist)) throw err;
+        },
+      );
+    }
+  }
+
+  async enableIpv4Forwarding(): Promise<void> {
+    try {
+      await writeFile("/proc/sys/net/ipv4/ip_forward", "1\n");
+    } catch (err) {
+      throw new TrellisError("KERNEL", "could not enable IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)", { cause: err });
+    }
+  }
+
+  async addVeth(v: VethPlan): Promise<void> {
+    const bridge = await this.findLink(v.bridge);
+    if (!bridge) throw new TrellisError("UNAVAILABLE", `bridge ${v.bridge} is missing; the daemon recreates it when it restarts`);
+    const netns = await open(v.netns, "r").catch((err: unknown) => {
+      throw new TrellisError("NOT_FOUND", `network namespace ${v.netns} does not exist`, { cause: err });
+    });
+    try {
+      await this.one(
+        undefined,
+        requests.newVeth({
+          host: v.hostName,
+          hostMac: v.hostMac,
+          peer: v.podIfName,
+          peerMac: v.podMac,
+          mtu: v.mtu,
+          master: bridge.index,
+          peerNetnsFd: netns.fd,
+        }),
+        `could not create veth ${v.hostName} with ${v.podIfName} in ${v.netns}`,
+      );
+    } catch (err) {
+      if (!isErrno(err, eexist)) throw err; // one message: the kernel made nothing
+      const hostExists = (await this.findLink(v.hostName)) !== undefined;
+      throw new TrellisError(
+        "ALREADY_EXISTS",
+        hostExists
+          ? `host interface ${v.hostName} already exists: the attachment is being set up by another call`
+          : `interface ${v.podIfName} already exists in ${v.netns}; choose another CNI_IFNAME or delete it first`,
+        { cause: err },
+      );
+    } finally {
+      await netns.close();
+    }
+    try {
+      const pod = await this.findLink(v.podIfName, v.netns);
+      if (!pod) throw new TrellisError("KERNEL", `${v.podIfName} is missing in ${v.netns} right after it was created`);
+      const replies = await this.pool.transact(v.netns, [
+        requests.newAddress(pod.index, v.podAddress),
+        requests.setLink(pod.index, { up: true }),
+        requests.newDefaultRoute(v.gateway, pod.index),
+      ]);
+      check(replies[0], `could not add ${v.podAddress} to ${v.podIfName} in ${v.netns}`);
+      check(replies[1], `could not bring ${v.podIfName} up in ${v.netns}`);
+      check(replies[2], `could not add the default route via ${v.gateway} in ${v.netns}`);
+    } catch (err) {
+      // Never leave a half-made pair behind: deleting the host end deletes its peer.
+      await this.deleteLink(v.hostName).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async inspectVeth(v: VethPlan): Promise<VethState> {
+    const [host, pod] = await Promise.all([this.findLink(v.hostName), this.inspectPod(v)]);
+    const master = host?.master ? (await this.linkByIndex(host.master))?.name : undefined;
+    return { host: host && { master, up: host.up }, pod };
+  }
+
+  private async linkByIndex(index: number): Promise<NlLink | undefined> {
+    const [m] = await this.one(undefined, requests.getLinkByIndex(index), `could not read link ${index}`).catch((err: unknown) => {
+      if (isErrno(err, enodev)) return [];
+      throw err;
+    });
+    return m ? parseLink(m.payload) : undefined;
+  }
+
+  private async inspectPod(v: VethPlan): Promise<VethState["pod"]> {
+    let replies: NlMessage[][];
+    try {
+      replies = await this.pool.transact(v.netns, [requests.getLinkByName(v.podIfName), requests.dumpAddresses(), requests.dumpRoutes()]);
+    } catch (err) {
+      if (err instanceof TrellisError && err.reason === "NOT_FOUND") return undefined; // the namespace is gone
+      throw err;
+    }
+    let link: NlLink | undefined;
+    try {
+      const [m] = check(replies[0], `could not read ${v.podIfName} in ${v.netns}`);
+      link = m ? parseLink(m.payload) : undefined;
+    } catch (err) {
+      if (!isErrno(err, enodev)) throw err;
+    }
+    if (!link) return undefined;
+    const index = link.index;
+    const addresses = check(replies[1], `could not list addresses in ${v.netns}`)
+      .map((m) => parseAddress(m.payload))
+      .filter((a) => a?.index === index)
+      .map((a) => a?.cidr ?? "");
+    const defaultRoute = check(replies[2], `could not list routes in ${v.netns}`)
+      .map((m) => parseRoute(m.payload))
+      .find((r) => r?.table === rtTableMain && r.dst === "0.0.0.0/0" && r.oif === index);
+    return { up: link.up, addresses, defaultVia: defaultRoute?.via };
+  }
+
+  async deleteLink(name: string): Promise<boolean> {
+    try {
+      await this.one(undefined, requests.delLinkByName(name), `could not delete ${name}`);
+      return true;
+    } catch (err) {
+      if (isErrno(err, enodev)) return false;
+      throw err;
+    }
+  }
+
+  async listLinks(): Promise<LinkInfo[]> {
+    const [dump] = await this.pool.transact(undefined, [requests.dumpLinks()]);
+    const links = check(dump, "could not list links")
+      .filter((m) => m.type === rtm.newLink)
+      .map((m) => parseLink(m.payload));
+    const names = new Map(links.map((l) => [l.index, l.name]));
+    return links.map((l) => ({ name: l.name, master: l.master ? names.get(l.master) : undefined, kind: l.kind }));
+  }
+
+  async listRoutes(): Promise<KernelRoute[]> {
+    const [dump] = await this.pool.transact(undefined, [requests.dumpRoutes()]);
+    return check(dump, "could not list routes")
+      .map((m) => parseRoute(m.payload))
+      .filter((r) => r !== undefined && r.table === rtTableMain)
+      .map((r) => ({ dst: r?.dst ?? "", via: r?.via ?? "", owned: r?.protocol === trellisRouteProtocol }));
+  }
+
+  /** Applies every change, even after one fails; then names each route the kernel refused. */
+  async applyRoutes(replace: readonly OwnedRoute[], remove: readonly OwnedRoute[]): Promise<void> {
+    const changes = [
+      ...remove.map((r) => ({ req: requests.delRoute(r.dst, trellisRouteProtocol), what: `delete ${r.dst}`, gone: true })),
+      ...replace.map((r) => ({
+        req: requests.replaceRoute(r.dst, r.via, trellisRouteProtocol),
+        what: `${r.dst} via ${r.via}`,
+        gone: false,
+      })),
+    ];
+    const failures: string[] = [];
+    for (let at = 0; at < changes.length; at += 256) {
+      const batch = changes.slice(at, at + 256);
+      const replies = await this.pool.transact(
+        undefined,
+        batch.map((c) => c.req),
+      );
+      batch.forEach((c, i) => {
+        try {
+          check(replies[i], c.what);
+        } catch (err) {
+          if (!(c.gone && isErrno(err, esrch))) failures.push((err as Error).message); // deleting a route already gone is done
+        }
+      });
+    }
+    if (failures.length > 0) throw new TrellisError("KERNEL", `could not apply ${failures.length} route(s): ${failures.join("; ")}`);
+  }
+}
