@@ -21,7 +21,7 @@ const burstConcurrency = [8, 32] as const;
 const parallelPods = 100;
 /** GNU time prints CPU seconds with two decimals: time batches of execs, take the median batch. */
 const cpuBatches = 5;
-const cpuBatchExecs = 6;
+const cpuBatchExecs = 10;
 const podsPerNode = 110;
 const restarts = 3;
 const gnuTime = "/usr/bin/time";
