@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inNetns } from "../support/exec.js";
-import { allocationFiles, Lab, type LabNode, type LabPod } from "../support/lab.js";
+import { allocationFiles, hostVeths, Lab, type LabNode, type LabPod } from "../support/lab.js";
 import { waitFor } from "../support/wait.js";
 
 // DESIGN.md invariants 2 and 6: 100 concurrent ADDs through the shim binary, the daemon killed with
@@ -82,10 +82,7 @@ describe.skipIf(!isRoot)("a daemon killed in the middle of 100 concurrent ADDs (
     // DEL of all: the subnet is entirely free again, on the node and in the control plane's copy.
     await Promise.all(pods.map(async (pod) => expect((await lab.delPod(pod)).code).toBe(0)));
     expect(await allocationFiles(n1)).toEqual([]);
-    const links = JSON.parse((await inNetns(n1.netns, "ip", ["-json", "link", "show", "type", "veth"])).stdout) as Array<{
-      ifname: string;
-    }>;
-    expect(links.filter((l) => /^tr[0-9a-f]{11}$/.test(l.ifname))).toEqual([]);
+    expect(await hostVeths(n1)).toEqual([]);
     await waitFor("the control plane's copy to empty", async () => (await lab.etcdKeys("/trellis/v1/allocations/node-1/")).length === 0);
   });
 });

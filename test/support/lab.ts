@@ -236,11 +236,12 @@ export class Lab {
     command: string,
     env: Record<string, string>,
     conf: Record<string, unknown> | string = pluginConf(node),
+    timeoutMs = 30_000,
   ): Promise<ShimRun> {
     const res = await inNetns(node.netns, join(this.binDir, "trellis"), [], {
       stdin: typeof conf === "string" ? conf : JSON.stringify(conf),
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CNI_COMMAND: command, CNI_PATH: this.binDir, ...env },
-      timeoutMs: 30_000,
+      timeoutMs,
     });
     let json: Record<string, unknown> | undefined;
     try {
@@ -357,6 +358,12 @@ export class Lab {
     for (const ns of [...this.namespaces].reverse()) await run("ip", ["netns", "del", ns]);
     await rm(this.workDir, { recursive: true, force: true });
   }
+}
+
+/** Host ends of Trellis veths (`tr` + 11 hex) in a node's namespace. */
+export async function hostVeths(node: LabNode): Promise<string[]> {
+  const out = await inNetns(node.netns, "ip", ["-json", "link", "show", "type", "veth"]);
+  return (JSON.parse(out.stdout || "[]") as Array<{ ifname: string }>).map((l) => l.ifname).filter((n) => /^tr[0-9a-f]{11}$/.test(n));
 }
 
 /** The pod addresses a node's daemon has recorded on disk (one file per address in its state dir). */
