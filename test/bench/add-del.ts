@@ -143,6 +143,7 @@ async function makePods(lab: Lab, tag: string, count: number): Promise<Pod[]> {
     const res = await run("ip", ["netns", "add", pod.name]);
     if (res.code !== 0) throw new Error(`ip netns add ${pod.name} failed: ${res.stderr.trim()}`);
     namespaces.add(pod.name);
+    if (tearingDown) await removePods([pod]); // made while the teardown ran: it may have missed this one
   });
   return pods;
 }
