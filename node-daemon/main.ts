@@ -7,7 +7,7 @@ import { Cidr } from "../proto/common/cidr.js";
 import { TrellisError } from "../proto/common/errors.js";
 import { configOrExit } from "../proto/common/flags.js";
 import { RouteSchema } from "../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { CniService } from "./cni/cni-service.js";
+import { AttachmentService } from "./cni/attachment-service.js";
 import { writeConflist } from "./cni/conflist.js";
 import { FilePendingDeletes } from "./cni/pending-deletes.js";
 import { conflistFor } from "./cni/plan.js";
@@ -53,7 +53,7 @@ async function main(): Promise<void> {
 
   const registration = await control.register(stop.signal);
   let current = Cidr.parse(registration.subnet, "leased subnet"); // changes if the node re-registers after losing its lease
-  const cni = new CniService({
+  const cni = new AttachmentService({
     net,
     journal: new FileAllocationJournal(config.stateDir),
     log,

@@ -10,37 +10,14 @@ import {
 } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { gatewayOf } from "../ipam/pod-allocator.js";
 import { hostVethName, macFor } from "../net/names.js";
-import type { VethState } from "../net/netlink.js";
+import type { BridgeSpec, VethSpec, VethState } from "../net/netlink.js";
 
-/** The node's bridge: the pods' gateway. */
-export interface BridgePlan {
-  readonly name: string;
-  readonly mac: string;
-  /** Gateway address with the subnet's prefix, e.g. "10.244.1.1/24". */
-  readonly address: string;
-  readonly mtu: number;
-}
-
-/** Everything the kernel must hold for one attachment. */
-export interface VethPlan {
-  readonly bridge: string;
-  readonly hostName: string;
-  readonly hostMac: string;
-  readonly podIfName: string;
-  readonly podMac: string;
-  readonly netns: string;
-  readonly mtu: number;
-  /** Pod address with the subnet's prefix, e.g. "10.244.1.5/24". */
-  readonly podAddress: string;
-  readonly gateway: string;
-}
-
-export function planBridge(name: string, subnet: Cidr, mtu: number): BridgePlan {
+export function planBridge(name: string, subnet: Cidr, mtu: number): BridgeSpec {
   const gateway = gatewayOf(subnet);
   return { name, mac: macFor(gateway, "bridge"), address: `${formatIpv4(gateway)}/${subnet.prefixLength}`, mtu };
 }
 
-export function planVeth(attachment: Attachment, subnet: Cidr, address: bigint, bridge: BridgePlan): VethPlan {
+export function planVeth(attachment: Attachment, subnet: Cidr, address: bigint, bridge: BridgeSpec): VethSpec {
   return {
     bridge: bridge.name,
     hostName: hostVethName(attachment.containerId, attachment.ifName),
@@ -55,7 +32,7 @@ export function planVeth(attachment: Attachment, subnet: Cidr, address: bigint, 
 }
 
 /** The CNI result of a finished ADD: bridge, host veth, pod interface (index 2) and its address. */
-export function resultOf(veth: VethPlan, bridge: BridgePlan): AddAttachmentResponse {
+export function resultOf(veth: VethSpec, bridge: BridgeSpec): AddAttachmentResponse {
   return create(AddAttachmentResponseSchema, {
     interfaces: [
       create(InterfaceSchema, { name: bridge.name, mac: bridge.mac, mtu: bridge.mtu }),
@@ -68,7 +45,7 @@ export function resultOf(veth: VethPlan, bridge: BridgePlan): AddAttachmentRespo
 }
 
 /** What differs between the kernel and what ADD made, one phrase per difference; empty when all is well. Pure. */
-export function vethProblems(veth: VethPlan, state: VethState): string[] {
+export function vethProblems(veth: VethSpec, state: VethState): string[] {
   const problems: string[] = [];
   if (!state.host) problems.push(`host interface ${veth.hostName} is missing`);
   else {

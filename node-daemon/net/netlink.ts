@@ -1,4 +1,25 @@
-import type { BridgePlan, VethPlan } from "../cni/plan.js";
+/** The node's bridge: the pods' gateway. */
+export interface BridgeSpec {
+  readonly name: string;
+  readonly mac: string;
+  /** Gateway address with the subnet's prefix, e.g. "10.244.1.1/24". */
+  readonly address: string;
+  readonly mtu: number;
+}
+
+/** Everything the kernel must hold for one attachment. */
+export interface VethSpec {
+  readonly bridge: string;
+  readonly hostName: string;
+  readonly hostMac: string;
+  readonly podIfName: string;
+  readonly podMac: string;
+  readonly netns: string;
+  readonly mtu: number;
+  /** Pod address with the subnet's prefix, e.g. "10.244.1.5/24". */
+  readonly podAddress: string;
+  readonly gateway: string;
+}
 
 /** A route Trellis owns in the node's main table (stamped with its route protocol). */
 export interface OwnedRoute {
@@ -31,15 +52,15 @@ export interface VethState {
 /** The kernel work of a node, behind one seam (STYLE.md P4). Every method is idempotent. */
 export interface Netlink {
   /** Bridge up with its gateway address, MAC and MTU; leaves other addresses on it alone. */
-  ensureBridge(bridge: BridgePlan): Promise<void>;
+  ensureBridge(bridge: BridgeSpec): Promise<void>;
   enableIpv4Forwarding(): Promise<void>;
   /**
    * Creates the veth pair with the peer directly inside `netns` as the pod interface, attaches the host
    * end to the bridge and configures the pod side (address, up, default route).
    * Throws ALREADY_EXISTS when the pod interface name is taken in the netns.
    */
-  addVeth(veth: VethPlan): Promise<void>;
-  inspectVeth(veth: VethPlan): Promise<VethState>;
+  addVeth(veth: VethSpec): Promise<void>;
+  inspectVeth(veth: VethSpec): Promise<VethState>;
   /** Deletes a link in the node's namespace; false when it did not exist. */
   deleteLink(name: string): Promise<boolean>;
   listLinks(): Promise<LinkInfo[]>;

@@ -3,8 +3,7 @@
 import { open, writeFile } from "node:fs/promises";
 import { TrellisError } from "../../proto/common/errors.js";
 import { trellisRouteProtocol } from "../../proto/common/protocol.js";
-import type { BridgePlan, VethPlan } from "../cni/plan.js";
-import type { KernelRoute, LinkInfo, Netlink, OwnedRoute, VethState } from "./netlink.js";
+import type { BridgeSpec, KernelRoute, LinkInfo, Netlink, OwnedRoute, VethSpec, VethState } from "./netlink.js";
 import type { NetlinkPool } from "./netlink-pool.js";
 import {
   type NlLink,
@@ -81,7 +80,7 @@ export class RtNetlink implements Netlink {
     }
   }
 
-  async ensureBridge(bridge: BridgePlan): Promise<void> {
+  async ensureBridge(bridge: BridgeSpec): Promise<void> {
     let link = await this.findLink(bridge.name);
     if (!link) {
       await this.one(undefined, requests.newBridge(bridge.name), `could not create bridge ${bridge.name}`).catch((err: unknown) => {
@@ -124,7 +123,7 @@ export class RtNetlink implements Netlink {
     }
   }
 
-  async addVeth(v: VethPlan): Promise<void> {
+  async addVeth(v: VethSpec): Promise<void> {
     const bridge = await this.findLink(v.bridge);
     if (!bridge) throw new TrellisError("UNAVAILABLE", `bridge ${v.bridge} is missing; the daemon recreates it when it restarts`);
     const netns = await open(v.netns, "r").catch((err: unknown) => {
@@ -175,7 +174,7 @@ export class RtNetlink implements Netlink {
     }
   }
 
-  async inspectVeth(v: VethPlan): Promise<VethState> {
+  async inspectVeth(v: VethSpec): Promise<VethState> {
     const [host, pod] = await Promise.all([this.findLink(v.hostName), this.inspectPod(v)]);
     const master = host?.master ? (await this.linkByIndex(host.master))?.name : undefined;
     return { host: host && { master, up: host.up }, pod };
@@ -189,7 +188,7 @@ export class RtNetlink implements Netlink {
     return m ? parseLink(m.payload) : undefined;
   }
 
-  private async inspectPod(v: VethPlan): Promise<VethState["pod"]> {
+  private async inspectPod(v: VethSpec): Promise<VethState["pod"]> {
     let replies: NlMessage[][];
     try {
       replies = await this.pool.transact(v.netns, [requests.getLinkByName(v.podIfName), requests.dumpAddresses(), requests.dumpRoutes()]);

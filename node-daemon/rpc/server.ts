@@ -17,7 +17,7 @@ import {
   GetStatusResponseSchema,
   RouteState,
 } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
-import type { CniService } from "../cni/cni-service.js";
+import type { AttachmentService } from "../cni/attachment-service.js";
 
 export interface DaemonServer {
   close(): Promise<void>;
@@ -39,7 +39,7 @@ function attachmentOf(a: Attachment | undefined): Attachment {
 
 /** Serves the shim on a root-only unix socket (mode 0600): CniService, health, reflection. */
 export interface DaemonServerDeps {
-  readonly cni: CniService;
+  readonly cni: AttachmentService;
   readonly log: Logger;
   readonly socketPath: string;
   /** The node's subnet and whether its routes are current, for STATUS. */

@@ -7,7 +7,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { CniService } from "../../node-daemon/cni/cni-service.js";
+import { AttachmentService } from "../../node-daemon/cni/attachment-service.js";
 import { type DaemonServer, startDaemonServer } from "../../node-daemon/rpc/server.js";
 import { Cidr } from "../../proto/common/cidr.js";
 import { protocolVersion } from "../../proto/common/protocol.js";
@@ -21,7 +21,7 @@ let socketPath: string;
 let server: DaemonServer | undefined;
 
 async function start(): Promise<DaemonServer> {
-  const cni = new CniService({
+  const cni = new AttachmentService({
     net: new RecordingNetlink(),
     journal: new MemoryAllocationJournal(),
     log: pino({ level: "silent" }),

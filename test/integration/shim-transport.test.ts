@@ -11,7 +11,7 @@ import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createDaemonClient, deadlinesMs } from "../../cni-shim/daemon-client.js";
 import { grpcStatus, unaryCall } from "../../cni-shim/grpc-unary.js";
-import type { CniService } from "../../node-daemon/cni/cni-service.js";
+import type { AttachmentService } from "../../node-daemon/cni/attachment-service.js";
 import { type DaemonServer, startDaemonServer } from "../../node-daemon/rpc/server.js";
 import { reasons, TrellisError } from "../../proto/common/errors.js";
 import { protocolVersion } from "../../proto/common/protocol.js";
@@ -42,9 +42,9 @@ const attachment = {
 };
 
 /** The daemon's real server with a stub in place of the attachment service. */
-async function daemon(stub: Partial<CniService>): Promise<DaemonServer> {
+async function daemon(stub: Partial<AttachmentService>): Promise<DaemonServer> {
   const server = await startDaemonServer({
-    cni: { ready: true, ...stub } as CniService,
+    cni: { ready: true, ...stub } as AttachmentService,
     log: pino({ level: "silent" }),
     socketPath,
     status: () => ({ subnet: "10.244.1.0/24", routesCurrent: true, detail: "" }),

@@ -2,11 +2,10 @@
 // They keep state like the real thing, so tests assert outcomes; `calls` is there for "was X touched".
 import { clone, create } from "@bufbuild/protobuf";
 import type { DaemonClient, ShimIo } from "../../cni-shim/skel.js";
-import type { AllocationMirror } from "../../node-daemon/cni/cni-service.js";
+import type { AllocationMirror } from "../../node-daemon/cni/attachment-service.js";
 import type { PendingDelete, PendingDeletes } from "../../node-daemon/cni/pending-deletes.js";
-import type { BridgePlan, VethPlan } from "../../node-daemon/cni/plan.js";
 import type { AllocationJournal } from "../../node-daemon/ipam/journal.js";
-import type { KernelRoute, LinkInfo, Netlink, OwnedRoute, VethState } from "../../node-daemon/net/netlink.js";
+import type { BridgeSpec, KernelRoute, LinkInfo, Netlink, OwnedRoute, VethSpec, VethState } from "../../node-daemon/net/netlink.js";
 import { TrellisError } from "../../proto/common/errors.js";
 import {
   type AddAttachmentResponse,
@@ -23,9 +22,9 @@ import {
 const yieldTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export type NetlinkCall =
-  | { readonly method: "ensureBridge"; readonly bridge: BridgePlan }
+  | { readonly method: "ensureBridge"; readonly bridge: BridgeSpec }
   | { readonly method: "enableIpv4Forwarding" }
-  | { readonly method: "addVeth"; readonly veth: VethPlan }
+  | { readonly method: "addVeth"; readonly veth: VethSpec }
   | { readonly method: "deleteLink"; readonly name: string }
   | { readonly method: "applyRoutes"; readonly replace: readonly OwnedRoute[]; readonly remove: readonly OwnedRoute[] };
 
@@ -56,7 +55,7 @@ export class RecordingNetlink implements Netlink {
     return this.calls.filter((c): c is Extract<NetlinkCall, { method: M }> => c.method === method);
   }
 
-  async ensureBridge(bridge: BridgePlan): Promise<void> {
+  async ensureBridge(bridge: BridgeSpec): Promise<void> {
     this.calls.push({ method: "ensureBridge", bridge });
     await yieldTurn();
     this.links.set(bridge.name, { name: bridge.name, kind: "bridge" });
@@ -67,7 +66,7 @@ export class RecordingNetlink implements Netlink {
     this.forwarding = true;
   }
 
-  async addVeth(veth: VethPlan): Promise<void> {
+  async addVeth(veth: VethSpec): Promise<void> {
     this.calls.push({ method: "addVeth", veth });
     await yieldTurn();
     if (this.failAddVeth) throw this.failAddVeth;
@@ -85,7 +84,7 @@ export class RecordingNetlink implements Netlink {
   /** Pod-side configuration by host veth name; tests may edit it to break a pod. */
   readonly podConfig = new Map<string, { up: boolean; addresses: string[]; defaultVia?: string }>();
 
-  async inspectVeth(veth: VethPlan): Promise<VethState> {
+  async inspectVeth(veth: VethSpec): Promise<VethState> {
     const host = this.links.get(veth.hostName);
     const paired = this.podInterfaces.get(veth.netns)?.get(veth.podIfName);
     const complete = { up: true, addresses: [veth.podAddress], defaultVia: veth.gateway };

@@ -64,12 +64,17 @@ const pureModules = [
   "control-plane/ipam/subnet-pool.ts",
   "control-plane/routes/route-table.ts",
   "node-daemon/cni/plan.ts",
+  "node-daemon/cni/start-plan.ts",
+  "node-daemon/cni/allocation-index.ts",
   "node-daemon/net/names.ts",
+  "node-daemon/net/rtnetlink-codec.ts",
   "node-daemon/ipam/pod-allocator.ts",
   "node-daemon/routes/route-diff.ts",
   ...programs.map((p) => `${p}/config.ts`).filter((f) => existsSync(join(root, f))),
   "cni-shim/skel.ts",
   "cni-shim/result.ts",
+  "cni-shim/hpack.ts",
+  "cni-shim/grpc-unary.ts",
 ];
 const forbiddenInPure = (s: string) =>
   ["fs", "net", "child_process", "http2"].some((m) => nodeBuiltin(s, m)) ||
@@ -218,7 +223,10 @@ describe("the scanner", () => {
       resolved("node-daemon/net/rtnetlink.ts", "node:child_process"),
     ],
     ["koffi (FFI) is imported only by node-daemon/net/netlink-worker.ts", resolved("node-daemon/net/rtnetlink.ts", "koffi")],
-    ["@connectrpc/* is imported only by */rpc/ and proto/common/rpc.ts", resolved("node-daemon/cni/cni-service.ts", "@connectrpc/connect")],
+    [
+      "@connectrpc/* is imported only by */rpc/ and proto/common/rpc.ts",
+      resolved("node-daemon/cni/attachment-service.ts", "@connectrpc/connect"),
+    ],
     ["proto/gen imports only @bufbuild/protobuf", resolved("proto/gen/trellis/cni/v1/cni_pb.ts", "../../../../common/errors.js")],
     ...["node:http2", "node:net", "@bufbuild/protobuf", "pino", "../proto/gen/trellis/cni/v1/cni_pb.js", "../proto/common/rpc.js"].map(
       (specifier): [string, Import] => [
@@ -240,6 +248,39 @@ describe("the scanner", () => {
     ["the shim importing a descriptor-based type", resolved("cni-shim/skel.ts", "../proto/gen/trellis/cni/v1/cni_pb.js", true)],
   ])("allows %s", (_what, ok) => {
     expect(Object.keys(rules).flatMap((rule) => violations(rule, [ok]))).toEqual([]);
+  });
+});
+
+/** Import cycles among the source files (type-only imports count: a cycle of types is a tangle too). */
+function cycles(from: readonly Import[]): string[][] {
+  const edges = new Map<string, string[]>();
+  for (const i of from) if (i.target && files.includes(i.target)) edges.set(i.file, [...(edges.get(i.file) ?? []), i.target]);
+  const found: string[][] = [];
+  const state = new Map<string, "open" | "done">();
+  const stack: string[] = [];
+  const visit = (file: string) => {
+    state.set(file, "open");
+    stack.push(file);
+    for (const next of edges.get(file) ?? []) {
+      if (state.get(next) === "open") found.push([...stack.slice(stack.indexOf(next)), next]);
+      else if (!state.has(next)) visit(next);
+    }
+    stack.pop();
+    state.set(file, "done");
+  };
+  for (const file of files) if (!state.has(file)) visit(file);
+  return found;
+}
+
+describe("no import cycles (STYLE.md §3)", () => {
+  it("the source tree has none", () => {
+    expect(cycles(imports).map((c) => c.join(" -> "))).toEqual([]);
+  });
+  it("a planted cycle is found", () => {
+    const planted = [resolved("node-daemon/net/netlink.ts", "../cni/plan.js", true), ...imports];
+    expect(cycles(planted).map((c) => c.join(" -> "))).toContain(
+      "node-daemon/net/netlink.ts -> node-daemon/cni/plan.ts -> node-daemon/net/netlink.ts",
+    );
   });
 });
 

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { CniService, type NodeLease } from "../../../../node-daemon/cni/cni-service.js";
+import { AttachmentService, type NodeLease } from "../../../../node-daemon/cni/attachment-service.js";
 import { hostVethName } from "../../../../node-daemon/net/names.js";
 import type { LinkInfo } from "../../../../node-daemon/net/netlink.js";
 import { Cidr, parseIpv4 } from "../../../../proto/common/cidr.js";
@@ -33,7 +33,7 @@ const record = (address: string, a: Attachment, createdAtMs: bigint): Allocation
   create(AllocationRecordSchema, { address, attachment: a, hostVeth: hostVethName(a.containerId, a.ifName), createdAtMs });
 
 interface Setup {
-  service: CniService;
+  service: AttachmentService;
   net: RecordingNetlink;
   journal: MemoryAllocationJournal;
 }
@@ -52,7 +52,7 @@ function unstarted(opts: SetupOptions = {}): Setup {
   const journal = new MemoryAllocationJournal(opts.records ?? []);
   let now = 1_000;
   const missing = new Set(opts.missingNetns ?? []);
-  const service = new CniService({
+  const service = new AttachmentService({
     net,
     journal,
     log: pino({ level: "silent" }),
@@ -77,11 +77,11 @@ const vethOf = (containerId: string, ifName = "eth0"): LinkInfo => ({
 });
 
 const podAddressOf = async (p: Promise<{ ips: Array<{ address: string }> }>) => (await p).ips[0]?.address;
-const memoryAddresses = (s: CniService) => s.allocations.map((r) => r.address).sort((a, b) => Number(parseIpv4(a) - parseIpv4(b)));
+const memoryAddresses = (s: AttachmentService) => s.allocations.map((r) => r.address).sort((a, b) => Number(parseIpv4(a) - parseIpv4(b)));
 
-describe("CniService.start", () => {
+describe("AttachmentService.start", () => {
   it("is not ready before start and refuses ADD with UNAVAILABLE", async () => {
-    const service = new CniService({
+    const service = new AttachmentService({
       net: new RecordingNetlink(),
       journal: new MemoryAllocationJournal(),
       log: pino({ level: "silent" }),
@@ -103,7 +103,7 @@ describe("CniService.start", () => {
   });
 });
 
-describe("CniService.add", () => {
+describe("AttachmentService.add", () => {
   it("allocates .2, then .3, records them durably and creates the veths", async () => {
     const { service, net, journal } = await started();
     const first = await service.add(attachment("a1"));
@@ -217,7 +217,7 @@ describe("CniService.add", () => {
   });
 });
 
-describe("CniService.delete", () => {
+describe("AttachmentService.delete", () => {
   it("frees the address and deletes the veth; a later add does not reuse it at once", async () => {
     const { service, net, journal } = await started();
     await service.add(attachment("a1"));
@@ -265,7 +265,7 @@ describe("CniService.delete", () => {
   });
 });
 
-describe("CniService.start reconciles the journal with the kernel", () => {
+describe("AttachmentService.start reconciles the journal with the kernel", () => {
   const kept = attachment("kept");
   const gone = attachment("gone");
   const keptVeth: LinkInfo = { name: hostVethName("kept", "eth0"), kind: "veth", master: "trellis0" };
@@ -324,7 +324,7 @@ describe("CniService.start reconciles the journal with the kernel", () => {
   });
 });
 
-describe("CniService when the subnet is full", () => {
+describe("AttachmentService when the subnet is full", () => {
   it("answers EXHAUSTED and keeps serving: a delete then an add works", async () => {
     const { service, journal } = await started({ lease: smallLease });
     for (const id of ["p1", "p2", "p3", "p4", "p5"]) await service.add(attachment(id));
@@ -340,7 +340,7 @@ describe("CniService when the subnet is full", () => {
   });
 });
 
-describe("CniService.check", () => {
+describe("AttachmentService.check", () => {
   it("refuses with UNAVAILABLE before start", async () => {
     await rejectsWith(unstarted().service.check(attachment("a1")), "UNAVAILABLE");
   });
@@ -435,7 +435,7 @@ describe("CniService.check", () => {
   });
 });
 
-describe("CniService.gc", () => {
+describe("AttachmentService.gc", () => {
   const key = (containerId: string, ifName = "eth0") => create(AttachmentKeySchema, { containerId, ifName });
   const other = (containerId: string) => create(AttachmentSchema, { ...attachment(containerId), networkName: "other" });
   const ids = (as: readonly Attachment[]) => as.map((a) => `${a.networkName}/${a.containerId}/${a.ifName}`);
@@ -532,7 +532,7 @@ describe("CniService.gc", () => {
   });
 });
 
-describe("CniService.completePendingDeletes", () => {
+describe("AttachmentService.completePendingDeletes", () => {
   const a1 = attachment("a1");
 
   it("does nothing without a pending-deletes store", async () => {
@@ -608,7 +608,7 @@ describe("CniService.completePendingDeletes", () => {
   });
 });
 
-describe("CniService.start undoes an ADD interrupted by a crash", () => {
+describe("AttachmentService.start undoes an ADD interrupted by a crash", () => {
   it.each<[string, (net: RecordingNetlink, hostVeth: string) => void]>([
     ["the pod interface never got its address", (net, v) => net.podConfig.set(v, { up: false, addresses: [] })],
     ["the host end never joined the bridge", (net, v) => net.links.set(v, { name: v, kind: "veth" })],
@@ -633,7 +633,7 @@ describe("CniService.start undoes an ADD interrupted by a crash", () => {
   });
 });
 
-describe("CniService.start with pending deletes that fail", () => {
+describe("AttachmentService.start with pending deletes that fail", () => {
   it("an invalid request is dropped and a failing one is kept for later; start still succeeds", async () => {
     const a1 = attachment("a1");
     const pendingDeletes = new MemoryPendingDeletes([
@@ -652,7 +652,7 @@ describe("CniService.start with pending deletes that fail", () => {
   });
 });
 
-describe("CniService with an allocation mirror", () => {
+describe("AttachmentService with an allocation mirror", () => {
   it("add records the allocation in the mirror, delete releases it", async () => {
     const mirror = new MemoryAllocationMirror();
     const { service } = await started({ mirror });
@@ -763,7 +763,7 @@ describe("CniService with an allocation mirror", () => {
   });
 });
 
-describe("CniService.start restores allocations from the mirror (a node whose state dir was lost)", () => {
+describe("AttachmentService.start restores allocations from the mirror (a node whose state dir was lost)", () => {
   const a1 = attachment("a1");
   const a2 = attachment("a2");
 
@@ -826,7 +826,7 @@ describe("CniService.start restores allocations from the mirror (a node whose st
   });
 });
 
-describe("CniService.moveTo (the node got another subnet after losing its lease)", () => {
+describe("AttachmentService.moveTo (the node got another subnet after losing its lease)", () => {
   it("new pods get the new subnet, the bridge gets its gateway, and the old pods are reported stranded until deleted", async () => {
     const { service, net } = await started();
     await service.add(attachment("old-1"));

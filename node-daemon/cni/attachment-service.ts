@@ -1,0 +1,353 @@
+import { create } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import { type Cidr, formatIpv4, parseIpv4 } from "../../proto/common/cidr.js";
+import { containerIdPattern, invalidIfNameReason } from "../../proto/common/cni-names.js";
+import { TrellisError } from "../../proto/common/errors.js";
+import {
+  type AddAttachmentResponse,
+  type AllocationRecord,
+  AllocationRecordSchema,
+  type Attachment,
+  type AttachmentKey,
+} from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import type { AllocationJournal } from "../ipam/journal.js";
+import { pickFreeAddress } from "../ipam/pod-allocator.js";
+import { hostVethName } from "../net/names.js";
+import type { BridgeSpec, Netlink } from "../net/netlink.js";
+import { AllocationIndex, attachmentKey } from "./allocation-index.js";
+import type { PendingDeletes } from "./pending-deletes.js";
+import { planBridge, planVeth, resultOf, vethProblems } from "./plan.js";
+import { isInterruptedAdd, orphanVeths, planStart } from "./start-plan.js";
+
+/** The control plane's copy of the node's allocations (DESIGN.md §2); the node's journal stays authoritative. */
+export interface AllocationMirror {
+  record(record: AllocationRecord): Promise<void>;
+  release(address: string): Promise<void>;
+  list(): Promise<AllocationRecord[]>;
+}
+
+export interface AttachmentServiceDeps {
+  readonly net: Netlink;
+  readonly journal: AllocationJournal;
+  readonly log: Logger;
+  readonly clock: () => number;
+  readonly pathExists: (path: string) => Promise<boolean>;
+  readonly mirror?: AllocationMirror;
+  readonly pendingDeletes?: PendingDeletes;
+}
+
+export interface NodeLease {
+  readonly subnet: Cidr;
+  readonly bridgeName: string;
+  readonly mtu: number;
+}
+
+/**
+ * The node's pod attachments: the single writer of pod addresses in the node's subnet. Every address is
+ * recorded durably before ADD answers and released durably before DEL answers.
+ */
+export class AttachmentService {
+  private lease?: { subnet: Cidr; bridge: BridgeSpec };
+  private readonly index = new AllocationIndex();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly deps: AttachmentServiceDeps) {}
+
+  get ready(): boolean {
+    return this.lease !== undefined;
+  }
+
+  get allocations(): readonly AllocationRecord[] {
+    return this.index.records();
+  }
+
+  /**
+   * Sets the node up for its lease (bridge, forwarding) and reconciles the journal with the kernel before
+   * serving: addresses of pods whose veth is gone are released, veths no record explains are deleted.
+   */
+  async start(lease: NodeLease): Promise<void> {
+    const { net, journal, log, mirror } = this.deps;
+    const bridge = planBridge(lease.bridgeName, lease.subnet, lease.mtu);
+    await net.ensureBridge(bridge);
+    await net.enableIpv4Forwarding();
+    log.info({ bridge: bridge.name, gateway: bridge.address, subnet: lease.subnet.toString() }, "bridge ready");
+
+    const links = await net.listLinks();
+    const local = await journal.load();
+    // A node whose state dir was lost: the control plane's copy, confirmed by the kernel, restores it.
+    const remote = mirror
+      ? await mirror.list().catch((err: unknown) => {
+          log.warn({ err }, "could not read the control plane's copy of this node's allocations; using the local record only");
+          return [];
+        })
+      : [];
+    const plan = planStart(local, remote, links);
+    const verify = [...plan.verify];
+    for (const record of plan.restore) {
+      if (await journal.reserve(record)) {
+        verify.push(record);
+        log.warn(
+          { address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth },
+          "allocation restored from the control plane",
+        );
+      }
+    }
+    for (const record of plan.release) {
+      await journal.release(record.address);
+      log.info(
+        { address: record.address, containerId: record.attachment?.containerId, hostVeth: record.hostVeth },
+        "released address of a pod that is gone",
+      );
+    }
+    let newest: AllocationRecord | undefined;
+    for (const record of verify) {
+      if (await this.undoInterruptedAdd(record, lease.subnet, bridge)) continue;
+      this.index.add(record);
+      if (!newest || record.createdAtMs > newest.createdAtMs) newest = record;
+    }
+    for (const name of orphanVeths(links, this.index.records(), bridge.name)) {
+      await net.deleteLink(name);
+      log.info({ hostVeth: name }, "deleted veth no allocation explains (an ADD interrupted by a crash)");
+    }
+    if (newest) this.index.lastAddress = parseIpv4(newest.address);
+    this.lease = { subnet: lease.subnet, bridge };
+    await this.completePendingDeletes();
+    log.info({ subnet: lease.subnet.toString() }, `${this.index.size} allocations restored`);
+    await this.syncMirror();
+  }
+
+  /** Undoes an ADD that a crash cut short (start-plan.ts isInterruptedAdd); true when it did. */
+  private async undoInterruptedAdd(record: AllocationRecord, subnet: Cidr, bridge: BridgeSpec): Promise<boolean> {
+    const address = parseIpv4(record.address);
+    if (!record.attachment || !subnet.contains(address)) return false;
+    const veth = planVeth(record.attachment, subnet, address, bridge);
+    if (!isInterruptedAdd(veth, await this.deps.net.inspectVeth(veth))) return false;
+    await this.deps.net.deleteLink(record.hostVeth);
+    await this.deps.journal.release(record.address);
+    this.deps.log.warn(
+      { address: record.address, containerId: record.attachment.containerId, hostVeth: record.hostVeth },
+      "undid an ADD interrupted by a crash",
+    );
+    return true;
+  }
+
+  /** DELs the shim left while the daemon was down: done now, so no address leaks and no pod waits. */
+  async completePendingDeletes(): Promise<void> {
+    const pending = this.deps.pendingDeletes;
+    if (!pending) return;
+    for (const p of await pending.list()) {
+      try {
+        if (p.attachment) {
+          await this.delete(p.attachment);
+          this.deps.log.info({ containerId: p.attachment.containerId, ifName: p.attachment.ifName }, "pending delete completed");
+        } else {
+          this.deps.log.warn({ key: p.id }, "unreadable pending delete dropped");
+        }
+      } catch (err) {
+        // A request that can never succeed is dropped; anything else stays for the next round.
+        if (!(err instanceof TrellisError && err.reason === "INVALID_ARGUMENT")) {
+          this.deps.log.warn({ err, key: p.id }, "pending delete failed; will retry");
+          continue;
+        }
+        this.deps.log.warn({ err, key: p.id }, "invalid pending delete dropped");
+      }
+      await pending.remove(p.id);
+    }
+  }
+
+  /** Makes the control plane's copy equal to the journal (after start, and periodically). */
+  async syncMirror(): Promise<void> {
+    const mirror = this.deps.mirror;
+    if (!mirror) return;
+    try {
+      const remote = new Map((await mirror.list()).map((r) => [r.address, r]));
+      for (const record of this.index.records()) {
+        const theirs = remote.get(record.address);
+        if (!theirs || theirs.hostVeth !== record.hostVeth) await mirror.record(record);
+      }
+      for (const address of remote.keys()) if (!this.index.has(address)) await mirror.release(address);
+    } catch (err) {
+      this.deps.log.warn({ err }, "could not sync allocations to the control plane; will retry");
+    }
+  }
+
+  /** Best effort: a failed mirror write is repaired by the next syncMirror. */
+  private mirrorLater(what: string, fn: (mirror: AllocationMirror) => Promise<void>): void {
+    const mirror = this.deps.mirror;
+    if (!mirror) return;
+    fn(mirror).catch((err: unknown) => this.deps.log.debug({ err }, `could not mirror ${what}; the next sync will`));
+  }
+
+  /**
+   * The node got another subnet (its lease expired and was handed on while it was cut off): new pods get
+   * addresses of `lease.subnet` from now on; the bridge keeps the old gateway too, for the pods still on it.
+   */
+  async moveTo(lease: NodeLease): Promise<void> {
+    const bridge = planBridge(lease.bridgeName, lease.subnet, lease.mtu);
+    await this.deps.net.ensureBridge(bridge);
+    this.lease = { subnet: lease.subnet, bridge };
+    this.index.lastAddress = undefined;
+  }
+
+  /** Allocations outside the current subnet: pods to recreate after a subnet change. */
+  get strandedAllocations(): AllocationRecord[] {
+    const subnet = this.lease?.subnet;
+    return subnet ? this.index.outside(subnet) : [];
+  }
+
+  async add(attachment: Attachment): Promise<AddAttachmentResponse> {
+    const lease = this.requireLease();
+    await this.validate(attachment, true);
+    return this.withLock(attachmentKey(attachment), async () => {
+      const existing = this.index.find(attachment);
+      if (existing) {
+        throw new TrellisError(
+          "ALREADY_EXISTS",
+          `container ${attachment.containerId} already has interface ${attachment.ifName} with address ${existing.address}; DEL it before adding it again`,
+        );
+      }
+      const record = await this.allocate(attachment, lease.subnet);
+      const address = parseIpv4(record.address);
+      const veth = planVeth(attachment, lease.subnet, address, lease.bridge);
+      try {
+        await this.deps.net.addVeth(veth);
+      } catch (err) {
+        await this.forget(record);
+        throw err;
+      }
+      this.deps.log.info(
+        {
+          containerId: attachment.containerId,
+          ifName: attachment.ifName,
+          address: veth.podAddress,
+          hostVeth: veth.hostName,
+          podName: attachment.podName,
+          podNamespace: attachment.podNamespace,
+        },
+        "pod attached",
+      );
+      this.mirrorLater(`allocation ${record.address}`, (m) => m.record(record));
+      return resultOf(veth, lease.bridge);
+    });
+  }
+
+  /** Undoes ADD; succeeds when there is nothing to undo. */
+  async delete(attachment: Attachment): Promise<void> {
+    await this.validate(attachment, false);
+    await this.withLock(attachmentKey(attachment), async () => {
+      const record = this.index.find(attachment);
+      const hostVeth = record?.hostVeth ?? hostVethName(attachment.containerId, attachment.ifName);
+      const deleted = await this.deps.net.deleteLink(hostVeth);
+      if (record) await this.forget(record);
+      if (record || deleted) {
+        this.deps.log.info(
+          { containerId: attachment.containerId, ifName: attachment.ifName, address: record?.address, hostVeth },
+          "pod detached",
+        );
+      }
+    });
+  }
+
+  /** CHECK: throws naming every difference between the kernel and what ADD made. */
+  async check(attachment: Attachment): Promise<void> {
+    const lease = this.requireLease();
+    await this.validate(attachment, true);
+    const record = this.index.find(attachment);
+    if (!record) {
+      throw new TrellisError(
+        "NOT_FOUND",
+        `container ${attachment.containerId} has no interface ${attachment.ifName} in network ${attachment.networkName}`,
+      );
+    }
+    const veth = planVeth(attachment, lease.subnet, parseIpv4(record.address), lease.bridge);
+    const problems = vethProblems(veth, await this.deps.net.inspectVeth(veth));
+    if (problems.length > 0) {
+      throw new TrellisError(
+        "KERNEL",
+        `attachment ${attachment.containerId}/${attachment.ifName} is not as ADD left it: ${problems.join("; ")}`,
+      );
+    }
+  }
+
+  /** GC: releases every attachment of `networkName` not in `valid`; reports what it could not remove. */
+  async gc(networkName: string, valid: readonly AttachmentKey[]): Promise<Attachment[]> {
+    this.requireLease();
+    const keep = new Set(valid.map((k) => attachmentKey({ networkName, containerId: k.containerId, ifName: k.ifName })));
+    const released: Attachment[] = [];
+    const failures: string[] = [];
+    for (const record of this.index.records()) {
+      const a = record.attachment;
+      if (!a || a.networkName !== networkName || keep.has(attachmentKey(a))) continue;
+      try {
+        await this.delete(a);
+        released.push(a);
+      } catch (err) {
+        failures.push(`${a.containerId}/${a.ifName} (${record.address}): ${(err as Error).message}`);
+      }
+    }
+    if (released.length > 0) this.deps.log.info({ command: "GC" }, `garbage collection released ${released.length} attachments`);
+    if (failures.length > 0)
+      throw new TrellisError("KERNEL", `GC could not release ${failures.length} attachments: ${failures.join("; ")}`);
+    return released;
+  }
+
+  private requireLease() {
+    if (!this.lease) throw new TrellisError("UNAVAILABLE", "the node daemon has no subnet lease yet; try again shortly");
+    return this.lease;
+  }
+
+  private async validate(a: Attachment, needsNetns: boolean): Promise<void> {
+    if (!containerIdPattern.test(a.containerId)) {
+      throw new TrellisError("INVALID_ARGUMENT", `container id ${JSON.stringify(a.containerId)} is not a valid CNI container id`);
+    }
+    const ifReason = invalidIfNameReason(a.ifName);
+    if (ifReason) throw new TrellisError("INVALID_ARGUMENT", `interface name ${JSON.stringify(a.ifName)} ${ifReason}`);
+    if (!needsNetns) return;
+    if (!a.netns) throw new TrellisError("INVALID_ARGUMENT", "netns is required");
+    if (!(await this.deps.pathExists(a.netns))) {
+      throw new TrellisError("INVALID_ARGUMENT", `netns ${a.netns} does not exist`);
+    }
+  }
+
+  /** Chooses and durably records an address; memory is updated first so concurrent ADDs never pick the same one. */
+  private async allocate(attachment: Attachment, subnet: Cidr): Promise<AllocationRecord> {
+    for (;;) {
+      const address = pickFreeAddress(subnet, this.index.taken, this.index.lastAddress);
+      this.index.lastAddress = address;
+      const record = create(AllocationRecordSchema, {
+        address: formatIpv4(address),
+        attachment,
+        hostVeth: hostVethName(attachment.containerId, attachment.ifName),
+        createdAtMs: BigInt(this.deps.clock()),
+      });
+      this.index.add(record);
+      let reserved = false;
+      try {
+        reserved = await this.deps.journal.reserve(record);
+      } finally {
+        if (!reserved) this.index.remove(record);
+      }
+      if (reserved) return record;
+      // Recorded on disk but unknown in memory: only another writer could have put it there. Skip it.
+      this.index.taken.add(address);
+      this.deps.log.warn({ address: record.address }, "address already recorded on disk; skipping it");
+    }
+  }
+
+  private async forget(record: AllocationRecord): Promise<void> {
+    await this.deps.journal.release(record.address);
+    this.index.remove(record);
+    this.mirrorLater(`release of ${record.address}`, (m) => m.release(record.address));
+  }
+
+  private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(key) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(fn);
+    this.locks.set(key, next);
+    try {
+      return await next;
+    } finally {
+      if (this.locks.get(key) === next) this.locks.delete(key);
+    }
+  }
+}
