@@ -13,18 +13,12 @@ import {
 import type { AllocationJournal } from "../ipam/journal.js";
 import { pickFreeAddress } from "../ipam/pod-allocator.js";
 import { hostVethName } from "../net/names.js";
-import type { BridgeSpec, Netlink } from "../net/netlink.js";
+import type { BridgeSpec, Netlink, VethSpec } from "../net/netlink.js";
 import { AllocationIndex, attachmentKey } from "./allocation-index.js";
+import { type AllocationMirror, MirrorQueue } from "./mirror-queue.js";
 import type { PendingDeletes } from "./pending-deletes.js";
 import { planBridge, planVeth, resultOf, vethProblems } from "./plan.js";
 import { isInterruptedAdd, orphanVeths, planStart } from "./start-plan.js";
-
-/** The control plane's copy of the node's allocations (DESIGN.md §2); the node's journal stays authoritative. */
-export interface AllocationMirror {
-  record(record: AllocationRecord): Promise<void>;
-  release(address: string): Promise<void>;
-  list(): Promise<AllocationRecord[]>;
-}
 
 export interface AttachmentServiceDeps {
   readonly net: Netlink;
@@ -49,9 +43,17 @@ export interface NodeLease {
 export class AttachmentService {
   private lease?: { subnet: Cidr; bridge: BridgeSpec };
   private readonly index = new AllocationIndex();
+  private readonly mirrorQueue: MirrorQueue;
   private readonly locks = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly deps: AttachmentServiceDeps) {}
+  constructor(private readonly deps: AttachmentServiceDeps) {
+    this.mirrorQueue = new MirrorQueue(deps.mirror, deps.log);
+  }
+
+  /** Resolves once the mirror writes of every ADD and DEL so far were attempted. */
+  mirrorIdle(): Promise<void> {
+    return this.mirrorQueue.idle();
+  }
 
   get ready(): boolean {
     return this.lease !== undefined;
@@ -171,13 +173,6 @@ export class AttachmentService {
     }
   }
 
-  /** Best effort: a failed mirror write is repaired by the next syncMirror. */
-  private mirrorLater(what: string, fn: (mirror: AllocationMirror) => Promise<void>): void {
-    const mirror = this.deps.mirror;
-    if (!mirror) return;
-    fn(mirror).catch((err: unknown) => this.deps.log.debug({ err }, `could not mirror ${what}; the next sync will`));
-  }
-
   /**
    * The node got another subnet (its lease expired and was handed on while it was cut off): new pods get
    * addresses of `lease.subnet` from now on; the bridge keeps the old gateway too, for the pods still on it.
@@ -206,15 +201,7 @@ export class AttachmentService {
           `container ${attachment.containerId} already has interface ${attachment.ifName} with address ${existing.address}; DEL it before adding it again`,
         );
       }
-      const record = await this.allocate(attachment, lease.subnet);
-      const address = parseIpv4(record.address);
-      const veth = planVeth(attachment, lease.subnet, address, lease.bridge);
-      try {
-        await this.deps.net.addVeth(veth);
-      } catch (err) {
-        await this.forget(record);
-        throw err;
-      }
+      const { record, veth } = await this.attach(attachment, lease);
       this.deps.log.info(
         {
           containerId: attachment.containerId,
@@ -226,7 +213,7 @@ export class AttachmentService {
         },
         "pod attached",
       );
-      this.mirrorLater(`allocation ${record.address}`, (m) => m.record(record));
+      this.mirrorQueue.record(record);
       return resultOf(veth, lease.bridge);
     });
   }
@@ -309,10 +296,18 @@ export class AttachmentService {
     }
   }
 
-  /** Chooses and durably records an address; memory is updated first so concurrent ADDs never pick the same one. */
-  private async allocate(attachment: Attachment, subnet: Cidr): Promise<AllocationRecord> {
+  /**
+   * Chooses an address (in memory first, so concurrent ADDs never pick the same one), then records it
+   * durably and does the kernel work side by side; it returns only once both are done, and undoes
+   * whichever succeeded when the other failed. Crash-safe in any order: at start, a record without its
+   * veth is released and a veth without its record is deleted (start-plan.ts).
+   */
+  private async attach(
+    attachment: Attachment,
+    lease: { subnet: Cidr; bridge: BridgeSpec },
+  ): Promise<{ record: AllocationRecord; veth: VethSpec }> {
     for (;;) {
-      const address = pickFreeAddress(subnet, this.index.taken, this.index.lastAddress);
+      const address = pickFreeAddress(lease.subnet, this.index.taken, this.index.lastAddress);
       this.index.lastAddress = address;
       const record = create(AllocationRecordSchema, {
         address: formatIpv4(address),
@@ -320,24 +315,36 @@ export class AttachmentService {
         hostVeth: hostVethName(attachment.containerId, attachment.ifName),
         createdAtMs: BigInt(this.deps.clock()),
       });
+      const veth = planVeth(attachment, lease.subnet, address, lease.bridge);
       this.index.add(record);
-      let reserved = false;
-      try {
-        reserved = await this.deps.journal.reserve(record);
-      } finally {
-        if (!reserved) this.index.remove(record);
+      const [durable, kernel] = await Promise.allSettled([this.deps.journal.reserve(record), this.deps.net.addVeth(veth)]);
+      const reserved = durable.status === "fulfilled" && durable.value;
+      if (reserved && kernel.status === "fulfilled") return { record, veth };
+      if (kernel.status === "fulfilled") {
+        await this.deps.net.deleteLink(veth.hostName).catch((err: unknown) => {
+          this.deps.log.warn(
+            { err, hostVeth: veth.hostName },
+            "could not undo a veth whose address was not recorded; the next start deletes it",
+          );
+        });
       }
-      if (reserved) return record;
+      if (reserved) {
+        await this.forget(record); // the kernel refused: the address is free again
+        throw kernel.status === "rejected" ? kernel.reason : new Error("unreachable");
+      }
+      this.index.remove(record);
+      if (durable.status === "rejected") throw durable.reason;
       // Recorded on disk but unknown in memory: only another writer could have put it there. Skip it.
       this.index.taken.add(address);
       this.deps.log.warn({ address: record.address }, "address already recorded on disk; skipping it");
+      if (kernel.status === "rejected") throw kernel.reason;
     }
   }
 
   private async forget(record: AllocationRecord): Promise<void> {
     await this.deps.journal.release(record.address);
     this.index.remove(record);
-    this.mirrorLater(`release of ${record.address}`, (m) => m.release(record.address));
+    this.mirrorQueue.release(record.address);
   }
 
   private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {

@@ -3,7 +3,7 @@ import { TrellisError } from "../../proto/common/errors.js";
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { RegisterNodeResponse, Route, WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { RouteEventType } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import type { AllocationMirror } from "../cni/attachment-service.js";
+import type { AllocationMirror } from "../cni/mirror-queue.js";
 
 /** The NodeService calls the daemon makes; the generated Connect client satisfies it. */
 export interface ControlPlaneApi {

@@ -3,6 +3,7 @@
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { TrellisError } from "../../proto/common/errors.js";
+import type { VethSpec } from "./netlink.js";
 import type { NetlinkJob, NetlinkJobResult } from "./netlink-worker.js";
 import type { NlMessage, NlRequest } from "./rtnetlink-codec.js";
 
@@ -34,8 +35,9 @@ export class NetlinkPool {
       if (!pending) return;
       slot.jobs.delete(result.id);
       if ("error" in result) {
-        const where = pending.job.netns ? ` in ${pending.job.netns}` : "";
-        const reason = result.error.code === "ENOENT" && pending.job.netns ? "NOT_FOUND" : "KERNEL";
+        const netns = pending.job.kind === "addVeth" ? pending.job.veth.netns : pending.job.netns;
+        const where = netns ? ` in ${netns}` : "";
+        const reason = result.error.code === "ENOENT" && netns ? "NOT_FOUND" : "KERNEL";
         pending.reject(new TrellisError(reason, `netlink${where}: ${result.error.message}`));
       } else pending.resolve(result.replies);
     });
@@ -58,9 +60,17 @@ export class NetlinkPool {
 
   /** Sends `requests` in one write on a socket in `netns` (undefined: the daemon's own) and returns each one's replies. */
   transact(netns: string | undefined, requests: readonly NlRequest[]): Promise<NlMessage[][]> {
+    return this.submit({ id: this.nextId++, kind: "transact", netns, requests });
+  }
+
+  /** Sets a veth pair up in one job (netlink-worker.ts addVeth): each step's replies, up to the first refused. */
+  addVeth(veth: VethSpec): Promise<NlMessage[][]> {
+    return this.submit({ id: this.nextId++, kind: "addVeth", veth });
+  }
+
+  private submit(job: NetlinkJob): Promise<NlMessage[][]> {
     if (this.closed) return Promise.reject(new TrellisError("UNAVAILABLE", "the netlink pool is closed"));
     const slot = this.slots.reduce((best, s) => (s.jobs.size < best.jobs.size ? s : best));
-    const job: NetlinkJob = { id: this.nextId++, netns, requests };
     return new Promise((resolve, reject) => {
       slot.jobs.set(job.id, { resolve, reject, job });
       slot.worker.postMessage(job);

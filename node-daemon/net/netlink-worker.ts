@@ -7,14 +7,26 @@
 import { closeSync, openSync, readSync, writeSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
 import koffi from "koffi";
-import { encodeRequest, type NlMessage, type NlRequest, nlmFlags, nlmsg, parseMessages } from "./rtnetlink-codec.js";
+import type { VethSpec } from "./netlink.js";
+import {
+  encodeRequest,
+  type NlMessage,
+  type NlRequest,
+  nlmFlags,
+  nlmsg,
+  parseError,
+  parseLink,
+  parseMessages,
+  requests,
+} from "./rtnetlink-codec.js";
 
-/** A job from the pool: requests for one namespace (undefined: the daemon's own), sent in one write. */
-export interface NetlinkJob {
-  readonly id: number;
-  readonly netns?: string;
-  readonly requests: readonly NlRequest[];
-}
+/**
+ * A job from the pool: requests for one namespace (undefined: the daemon's own), or a whole veth set-up,
+ * whose later steps need what the kernel answered to earlier ones (link indexes), done here in one go.
+ */
+export type NetlinkJob =
+  | { readonly id: number; readonly kind: "transact"; readonly netns?: string; readonly requests: readonly NlRequest[] }
+  | { readonly id: number; readonly kind: "addVeth"; readonly veth: VethSpec };
 
 /** The messages each request got back (for a dump: every part; for an ACKed request: its NLMSG_ERROR last). */
 export type NetlinkJobResult =
@@ -133,24 +145,78 @@ function transact(fd: number, requests: readonly NlRequest[]): NlMessage[][] {
   return out;
 }
 
+const failed = (replies: readonly NlMessage[]) => replies.some((m) => m.type === nlmsg.error && parseError(m.payload, m.flags).errno !== 0);
+
+/**
+ * The steps of veth set-up, each one's replies in order: the bridge's link, the pair (the peer created in
+ * the pod's namespace), the pod interface's link, then its address, up and default route. It stops at the
+ * first step the kernel refuses; undoing what was made is the caller's (it knows what to report).
+ */
+function addVeth(v: VethSpec): NlMessage[][] {
+  const own = ownSocket();
+  const out: NlMessage[][] = [];
+  const [bridge = []] = transact(own, [requests.getLinkByName(v.bridge)]);
+  out.push(bridge);
+  const bridgeLink = bridge.find((m) => m.type !== nlmsg.error);
+  if (failed(bridge) || !bridgeLink) return out;
+  const netns = openSync(v.netns, "r");
+  try {
+    const [pair = []] = transact(own, [
+      requests.newVeth({
+        host: v.hostName,
+        hostMac: v.hostMac,
+        peer: v.podIfName,
+        peerMac: v.podMac,
+        mtu: v.mtu,
+        master: parseLink(bridgeLink.payload).index,
+        peerNetnsFd: netns,
+      }),
+    ]);
+    out.push(pair);
+    if (failed(pair)) return out;
+  } finally {
+    closeSync(netns);
+  }
+  const pod = socketIn(v.netns);
+  try {
+    const [link = []] = transact(pod, [requests.getLinkByName(v.podIfName)]);
+    out.push(link);
+    const podLink = link.find((m) => m.type !== nlmsg.error);
+    if (failed(link) || !podLink) return out;
+    const index = parseLink(podLink.payload).index;
+    out.push(
+      ...transact(pod, [
+        requests.newAddress(index, v.podAddress),
+        requests.setLink(index, { up: true }),
+        requests.newDefaultRoute(v.gateway, index),
+      ]),
+    );
+    return out;
+  } finally {
+    closeSync(pod);
+  }
+}
+
+function ownSocket(): number {
+  own ??= openSocket();
+  return own;
+}
+
 function run(job: NetlinkJob): NetlinkJobResult {
   let fd: number | undefined;
   try {
-    if (job.netns) fd = socketIn(job.netns);
-    else {
-      own ??= openSocket();
-      fd = own;
-    }
+    if (job.kind === "addVeth") return { id: job.id, replies: addVeth(job.veth) };
+    fd = job.netns ? socketIn(job.netns) : ownSocket();
     return { id: job.id, replies: transact(fd, job.requests) };
   } catch (err) {
-    if (fd === own && own !== undefined) {
+    if ((fd === own || job.kind === "addVeth") && own !== undefined) {
       closeSync(own); // replies may still be in flight on it: start afresh
       own = undefined;
     }
     const code = (err as { code?: string }).code ?? (err instanceof SysError ? `errno ${err.errno}` : undefined);
     return { id: job.id, error: { code, message: (err as Error).message } };
   } finally {
-    if (job.netns && fd !== undefined) closeSync(fd);
+    if (job.kind === "transact" && job.netns && fd !== undefined) closeSync(fd);
   }
 }
 

@@ -1,6 +1,6 @@
 // The node's kernel work over rtnetlink from the daemon itself: no process is spawned per pod. Requests are
 // built and replies parsed here (rtnetlink-codec.ts); the syscalls run on the pool's worker threads.
-import { open, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { TrellisError } from "../../proto/common/errors.js";
 import { trellisRouteProtocol } from "../../proto/common/protocol.js";
 import type { BridgeSpec, KernelRoute, LinkInfo, Netlink, OwnedRoute, VethSpec, VethState } from "./netlink.js";
@@ -124,25 +124,21 @@ export class RtNetlink implements Netlink {
   }
 
   async addVeth(v: VethSpec): Promise<void> {
-    const bridge = await this.findLink(v.bridge);
-    if (!bridge) throw new TrellisError("UNAVAILABLE", `bridge ${v.bridge} is missing; the daemon recreates it when it restarts`);
-    const netns = await open(v.netns, "r").catch((err: unknown) => {
-      throw new TrellisError("NOT_FOUND", `network namespace ${v.netns} does not exist`, { cause: err });
+    const [bridge, pair, podLink, ...podSide] = await this.pool.addVeth(v).catch((err: unknown) => {
+      if (err instanceof TrellisError && err.reason === "NOT_FOUND") {
+        throw new TrellisError("NOT_FOUND", `network namespace ${v.netns} does not exist`, { cause: err });
+      }
+      throw err;
     });
     try {
-      await this.one(
-        undefined,
-        requests.newVeth({
-          host: v.hostName,
-          hostMac: v.hostMac,
-          peer: v.podIfName,
-          peerMac: v.podMac,
-          mtu: v.mtu,
-          master: bridge.index,
-          peerNetnsFd: netns.fd,
-        }),
-        `could not create veth ${v.hostName} with ${v.podIfName} in ${v.netns}`,
-      );
+      check(bridge, `could not read bridge ${v.bridge}`);
+    } catch (err) {
+      if (isErrno(err, enodev))
+        throw new TrellisError("UNAVAILABLE", `bridge ${v.bridge} is missing; the daemon recreates it when it restarts`);
+      throw err;
+    }
+    try {
+      check(pair, `could not create veth ${v.hostName} with ${v.podIfName} in ${v.netns}`);
     } catch (err) {
       if (!isErrno(err, eexist)) throw err; // one message: the kernel made nothing
       const hostExists = (await this.findLink(v.hostName)) !== undefined;
@@ -153,20 +149,13 @@ export class RtNetlink implements Netlink {
           : `interface ${v.podIfName} already exists in ${v.netns}; choose another CNI_IFNAME or delete it first`,
         { cause: err },
       );
-    } finally {
-      await netns.close();
     }
     try {
-      const pod = await this.findLink(v.podIfName, v.netns);
-      if (!pod) throw new TrellisError("KERNEL", `${v.podIfName} is missing in ${v.netns} right after it was created`);
-      const replies = await this.pool.transact(v.netns, [
-        requests.newAddress(pod.index, v.podAddress),
-        requests.setLink(pod.index, { up: true }),
-        requests.newDefaultRoute(v.gateway, pod.index),
-      ]);
-      check(replies[0], `could not add ${v.podAddress} to ${v.podIfName} in ${v.netns}`);
-      check(replies[1], `could not bring ${v.podIfName} up in ${v.netns}`);
-      check(replies[2], `could not add the default route via ${v.gateway} in ${v.netns}`);
+      check(podLink, `could not read ${v.podIfName} in ${v.netns}`);
+      check(podSide[0], `could not add ${v.podAddress} to ${v.podIfName} in ${v.netns}`);
+      check(podSide[1], `could not bring ${v.podIfName} up in ${v.netns}`);
+      check(podSide[2], `could not add the default route via ${v.gateway} in ${v.netns}`);
+      if (podSide.length < 3) throw new TrellisError("KERNEL", `the pod side of ${v.hostName} in ${v.netns} was not configured`);
     } catch (err) {
       // Never leave a half-made pair behind: deleting the host end deletes its peer.
       await this.deleteLink(v.hostName).catch(() => undefined);

@@ -2,7 +2,7 @@
 // They keep state like the real thing, so tests assert outcomes; `calls` is there for "was X touched".
 import { clone, create } from "@bufbuild/protobuf";
 import type { DaemonClient, ShimIo } from "../../cni-shim/skel.js";
-import type { AllocationMirror } from "../../node-daemon/cni/attachment-service.js";
+import type { AllocationMirror } from "../../node-daemon/cni/mirror-queue.js";
 import type { PendingDelete, PendingDeletes } from "../../node-daemon/cni/pending-deletes.js";
 import type { AllocationJournal } from "../../node-daemon/ipam/journal.js";
 import type { BridgeSpec, KernelRoute, LinkInfo, Netlink, OwnedRoute, VethSpec, VethState } from "../../node-daemon/net/netlink.js";

@@ -173,12 +173,12 @@ describe("AttachmentService.add", () => {
     expect(journal.find("10.244.3.3")?.attachment?.containerId).toBe("a1");
   });
 
-  it("a journal failure fails the add and leaves nothing behind", async () => {
+  it("a journal failure fails the add and leaves nothing behind (the veth made meanwhile is undone)", async () => {
     const { service, net, journal } = await started({ lease: smallLease });
     journal.failReserve = new TrellisError("INTERNAL", "could not record allocation");
     await rejectsWith(service.add(attachment("a1")), "INTERNAL");
     expect(service.allocations).toEqual([]);
-    expect(net.callsOf("addVeth")).toEqual([]);
+    expect([...net.links.values()].filter((l) => l.kind === "veth")).toEqual([]);
     journal.failReserve = undefined;
     await expect(service.add(attachment("a1"))).resolves.toBeDefined();
   });
@@ -658,6 +658,7 @@ describe("AttachmentService with an allocation mirror", () => {
     const { service } = await started({ mirror });
     await service.add(attachment("a1"));
     await service.add(attachment("a2"));
+    await service.mirrorIdle();
     await mirror.settled();
     expect(mirror.addresses).toEqual(["10.244.3.2", "10.244.3.3"]);
     expect(mirror.find("10.244.3.2")).toMatchObject({
@@ -666,6 +667,7 @@ describe("AttachmentService with an allocation mirror", () => {
     });
 
     await service.delete(attachment("a1"));
+    await service.mirrorIdle();
     await mirror.settled();
     expect(mirror.addresses).toEqual(["10.244.3.3"]);
   });
@@ -676,6 +678,7 @@ describe("AttachmentService with an allocation mirror", () => {
     await service.add(attachment("a1"));
     await service.add(attachment("a2"));
     await service.gc("trellis", [create(AttachmentKeySchema, { containerId: "a2", ifName: "eth0" })]);
+    await service.mirrorIdle();
     await mirror.settled();
     expect(mirror.addresses).toEqual(["10.244.3.3"]);
   });
@@ -687,6 +690,7 @@ describe("AttachmentService with an allocation mirror", () => {
     await service.add(attachment("a1"));
     await service.add(attachment("a2"));
     await service.delete(attachment("a2"));
+    await service.mirrorIdle();
     await mirror.settled();
     expect(journal.addresses).toEqual(["10.244.3.2"]);
     expect(mirror.addresses).toEqual([]);
@@ -701,6 +705,7 @@ describe("AttachmentService with an allocation mirror", () => {
     const { service, net } = await started({ mirror });
     net.failAddVeth = new TrellisError("KERNEL", "ip link add failed");
     await rejectsWith(service.add(attachment("a1")), "KERNEL");
+    await service.mirrorIdle();
     await mirror.settled();
     expect(mirror.addresses).toEqual([]);
   });
@@ -711,6 +716,7 @@ describe("AttachmentService with an allocation mirror", () => {
     await service.add(attachment("a1")); // .2
     await service.add(attachment("a2")); // .3
     await service.add(attachment("a3")); // .4
+    await service.mirrorIdle();
     await mirror.settled();
     // The control plane's copy drifts: .2 lost, .3 says another veth, .9 is unknown to the node.
     await mirror.release("10.244.3.2");
@@ -733,6 +739,7 @@ describe("AttachmentService with an allocation mirror", () => {
     const mirror = new MemoryAllocationMirror();
     const { service } = await started({ mirror });
     await service.add(attachment("a1"));
+    await service.mirrorIdle();
     await mirror.settled();
     await mirror.release("10.244.3.2"); // the copy drifted
     mirror.failList = new TrellisError("UNAVAILABLE", "control plane unreachable");
@@ -756,7 +763,8 @@ describe("AttachmentService with an allocation mirror", () => {
   it("start ends with the mirror equal to the journal", async () => {
     const kept = attachment("kept");
     const mirror = new MemoryAllocationMirror([record("10.244.3.40", attachment("ghost"), 1n)]);
-    const { journal } = await started({ mirror, links: [vethOf("kept")], records: [record("10.244.3.20", kept, 5n)] });
+    const { service, journal } = await started({ mirror, links: [vethOf("kept")], records: [record("10.244.3.20", kept, 5n)] });
+    await service.mirrorIdle();
     await mirror.settled();
     expect(journal.addresses).toEqual(["10.244.3.20"]);
     expect(mirror.addresses).toEqual(["10.244.3.20"]);
@@ -775,6 +783,7 @@ describe("AttachmentService.start restores allocations from the mirror (a node w
     expect(service.allocations.map((r) => r.address)).toEqual(["10.244.3.30"]);
     expect(net.links.has(hostVethName("a1", "eth0"))).toBe(true); // explained now: not deleted as an orphan
     expect(net.callsOf("deleteLink")).toEqual([]);
+    await service.mirrorIdle();
     await mirror.settled();
     expect(mirror.addresses).toEqual(["10.244.3.30"]);
   });
@@ -798,6 +807,7 @@ describe("AttachmentService.start restores allocations from the mirror (a node w
     expect(journal.find("10.244.3.30")?.attachment?.containerId).toBe("a1");
     expect(service.allocations.map((r) => r.attachment?.containerId)).toEqual(["a1"]);
     expect(net.links.has(hostVethName("a2", "eth0"))).toBe(false); // nothing local explains it
+    await service.mirrorIdle();
     await mirror.settled();
     expect(mirror.find("10.244.3.30")?.attachment?.containerId).toBe("a1");
   });
@@ -808,6 +818,7 @@ describe("AttachmentService.start restores allocations from the mirror (a node w
     const { service, journal } = await started({ mirror, links: [vethOf("a1")], records: [record("10.244.3.5", a1, 1n)] });
     expect(journal.addresses).toEqual(["10.244.3.5"]);
     expect(service.allocations.map((r) => r.address)).toEqual(["10.244.3.5"]);
+    await service.mirrorIdle();
     await mirror.settled();
     expect(mirror.addresses).toEqual(["10.244.3.5"]); // the sync after start repairs the mirror
   });

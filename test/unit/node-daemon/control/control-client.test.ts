@@ -1,7 +1,7 @@
 import { clone, create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import type { AllocationMirror } from "../../../../node-daemon/cni/attachment-service.js";
+import type { AllocationMirror } from "../../../../node-daemon/cni/mirror-queue.js";
 import { applyRouteMessage, ControlClient, type ControlPlaneApi, type RouteSet } from "../../../../node-daemon/control/control-client.js";
 import { hostVethName } from "../../../../node-daemon/net/names.js";
 import { type Reason, TrellisError } from "../../../../proto/common/errors.js";
