@@ -21,7 +21,7 @@ export class NetlinkPool {
   private closed = false;
 
   constructor(
-    size = 4,
+    size = 2,
     private readonly workerFile = defaultWorkerFile,
   ) {
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
@@ -35,7 +35,8 @@ export class NetlinkPool {
       if (!pending) return;
       slot.jobs.delete(result.id);
       if ("error" in result) {
-        const netns = pending.job.kind === "addVeth" ? pending.job.veth.netns : pending.job.netns;
+        const job = pending.job;
+        const netns = job.kind === "addVeth" ? job.veth.netns : job.kind === "transact" ? job.netns : undefined;
         const where = netns ? ` in ${netns}` : "";
         const reason = result.error.code === "ENOENT" && netns ? "NOT_FOUND" : "KERNEL";
         pending.reject(new TrellisError(reason, `netlink${where}: ${result.error.message}`));
@@ -66,6 +67,11 @@ export class NetlinkPool {
   /** Sets a veth pair up in one job (netlink-worker.ts addVeth): each step's replies, up to the first refused. */
   addVeth(veth: VethSpec): Promise<NlMessage[][]> {
     return this.submit({ id: this.nextId++, kind: "addVeth", veth });
+  }
+
+  /** Deletes links of the daemon's namespace in one job (netlink-worker.ts deleteLinks). */
+  deleteLinks(names: readonly string[], group: number): Promise<NlMessage[][]> {
+    return this.submit({ id: this.nextId++, kind: "deleteLinks", names, group });
   }
 
   private submit(job: NetlinkJob): Promise<NlMessage[][]> {

@@ -26,7 +26,7 @@ export const rtm = {
   delRoute: 25,
   getRoute: 26,
 } as const;
-const ifla = { address: 1, ifname: 3, mtu: 4, master: 10, linkinfo: 18, netNsFd: 28 } as const;
+const ifla = { address: 1, ifname: 3, mtu: 4, master: 10, linkinfo: 18, group: 27, netNsFd: 28 } as const;
 const iflaInfo = { kind: 1, data: 2 } as const;
 const vethInfoPeer = 1;
 const ifa = { address: 1, local: 2 } as const;
@@ -173,6 +173,10 @@ export const requests = {
       ),
     ),
   delLinkByName: (name: string) => ackOf(rtm.delLink, 0, ifinfomsg(), str(ifla.ifname, name)),
+  /** Puts a link (by name) into a device group, so that one request can delete the whole group. */
+  setLinkGroup: (name: string, group: number) => ackOf(rtm.setLink, 0, ifinfomsg(), str(ifla.ifname, name), u32(ifla.group, group)),
+  /** Deletes every link of a device group in one unregister: one RCU wait for all of them, not one each. */
+  delLinkGroup: (group: number) => ackOf(rtm.delLink, 0, ifinfomsg(), u32(ifla.group, group)),
   /** An IPv4 address ("10.244.1.5/24") on a link. */
   newAddress: (index: number, cidr: string) => {
     const [ip = "", prefix = "32"] = cidr.split("/");
