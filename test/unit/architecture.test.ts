@@ -87,16 +87,16 @@ const connectAllowed = (file: string) =>
   programs.some((p) => file.startsWith(`${p}/rpc/`)) || file === "proto/common/rpc.ts";
 
 /**
- * What the CNI shim may load (notes/pod-path-cost.md: every module is paid for on every exec): its own
+ * What the CNI shim may load (notes/pod-path-cost.md: every module is paid for on every exec; node:crypto
+ * alone costs 5 ms of CPU and 8 MiB per exec in a Bun binary): its own
  * files, pure proto/common, the generated wire codecs (descriptor-based *_pb.ts only as types), and these.
  */
 const shimPackages = [
   "@bufbuild/protobuf/wire",
   "hpack.js/lib/hpack/huffman.js",
   "hpack.js/lib/hpack/static-table.js",
+  // only by a dynamic import on the rare path (a pending delete while the daemon is down)
   "node:fs",
-  "node:path",
-  "node:crypto",
 ];
 const shimMayImport = (i: Import) =>
   i.target === undefined
