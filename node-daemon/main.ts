@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The node daemon's entry: flags, the real implementations (STYLE.md §1: only main.ts builds them), signals.
-import { access } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { setTimeout as delay } from "node:timers/promises";
 import { pino } from "pino";
 import { TrellisError } from "../proto/common/errors.js";
@@ -16,12 +16,16 @@ import { RtNetlink } from "./net/rtnetlink.js";
 import { createControlPlaneApi } from "./rpc/control-plane-client.js";
 import { startDaemonServer } from "./rpc/server.js";
 
+// Asynchronous log writes: a synchronous write per line cost ~0.5 ms of the event loop per pod call.
+// Flushed before every exit.
+const destination = pino.destination({ dest: 1, sync: false });
+
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
 
 async function main(): Promise<void> {
   const config = configOrExit("trellis-node-daemon", parseDaemonArgs, daemonHelp);
   if (!config) return;
-  const log = pino({ name: "node-daemon", level: config.logLevel }).child({ node: config.nodeName });
+  const log = pino({ name: "node-daemon", level: config.logLevel }, destination).child({ node: config.nodeName });
   const daemon = new NodeDaemon({
     config,
     log,
@@ -37,11 +41,8 @@ async function main(): Promise<void> {
       router: config.router,
       sleep,
     }),
-    pathExists: (p) =>
-      access(p).then(
-        () => true,
-        () => false,
-      ),
+    // A stat of a netns path (tmpfs or procfs): cheaper in place than a thread-pool round trip.
+    pathExists: async (p) => existsSync(p),
     sleep,
     serve: startDaemonServer,
     writeConflist,
@@ -52,6 +53,7 @@ async function main(): Promise<void> {
     shuttingDown = true;
     log.info(`shutting down on ${signal}`);
     await daemon.stop();
+    destination.flushSync();
     process.exit(0);
   };
   process.once("SIGTERM", () => void shutdown("SIGTERM"));
@@ -61,6 +63,7 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   const message = err instanceof TrellisError ? err.message : String(err);
+  destination.flushSync();
   process.stderr.write(`trellis-node-daemon: ${message}\n`);
   process.exit(1);
 });

@@ -62,6 +62,17 @@ function check(replies: readonly NlMessage[] | undefined, what: string): NlMessa
 
 const isErrno = (err: unknown, errno: number) => err instanceof NetlinkError && err.errno === errno;
 
+/** The link of a GETLINK reply; undefined when there is no such link. */
+function linkOrUndefined(replies: readonly NlMessage[] | undefined, what: string): NlLink | undefined {
+  try {
+    const [m] = check(replies, what);
+    return m ? parseLink(m.payload) : undefined;
+  } catch (err) {
+    if (isErrno(err, enodev)) return undefined;
+    throw err;
+  }
+}
+
 /**
  * Deletes links of the node's namespace, coalescing the ones asked for while a delete is running into one
  * device-group delete: the kernel's 16-36 ms RCU wait is paid once per batch instead of once per link,
@@ -128,13 +139,8 @@ export class RtNetlink implements Netlink {
   }
 
   private async findLink(name: string, netns?: string): Promise<NlLink | undefined> {
-    try {
-      const [m] = await this.one(netns, requests.getLinkByName(name), `could not read link ${name}`);
-      return m ? parseLink(m.payload) : undefined;
-    } catch (err) {
-      if (isErrno(err, enodev)) return undefined;
-      throw err;
-    }
+    const [replies] = await this.pool.transact(netns, [requests.getLinkByName(name)]);
+    return linkOrUndefined(replies, `could not read link ${name}`);
   }
 
   async ensureBridge(bridge: BridgeSpec): Promise<void> {
@@ -221,17 +227,16 @@ export class RtNetlink implements Netlink {
   }
 
   async inspectVeth(v: VethSpec): Promise<VethState> {
-    const [host, pod] = await Promise.all([this.findLink(v.hostName), this.inspectPod(v)]);
-    const master = host?.master ? (await this.linkByIndex(host.master))?.name : undefined;
-    return { host: host && { master, up: host.up }, pod };
-  }
-
-  private async linkByIndex(index: number): Promise<NlLink | undefined> {
-    const [m] = await this.one(undefined, requests.getLinkByIndex(index), `could not read link ${index}`).catch((err: unknown) => {
-      if (isErrno(err, enodev)) return [];
-      throw err;
-    });
-    return m ? parseLink(m.payload) : undefined;
+    // Two jobs side by side: the host end with the bridge (to name its master), and the pod's side.
+    const [[hostReplies, bridgeReplies], pod] = await Promise.all([
+      this.pool.transact(undefined, [requests.getLinkByName(v.hostName), requests.getLinkByName(v.bridge)]),
+      this.inspectPod(v),
+    ]);
+    const host = linkOrUndefined(hostReplies, `could not read link ${v.hostName}`);
+    const bridge = linkOrUndefined(bridgeReplies, `could not read bridge ${v.bridge}`);
+    if (!host) return { pod };
+    const master = host.master === undefined ? undefined : host.master === bridge?.index ? v.bridge : `link ${host.master}`;
+    return { host: { master, up: host.up }, pod };
   }
 
   private async inspectPod(v: VethSpec): Promise<VethState["pod"]> {
@@ -242,13 +247,7 @@ export class RtNetlink implements Netlink {
       if (err instanceof TrellisError && err.reason === "NOT_FOUND") return undefined; // the namespace is gone
       throw err;
     }
-    let link: NlLink | undefined;
-    try {
-      const [m] = check(replies[0], `could not read ${v.podIfName} in ${v.netns}`);
-      link = m ? parseLink(m.payload) : undefined;
-    } catch (err) {
-      if (!isErrno(err, enodev)) throw err;
-    }
+    const link = linkOrUndefined(replies[0], `could not read ${v.podIfName} in ${v.netns}`);
     if (!link) return undefined;
     const index = link.index;
     const addresses = check(replies[1], `could not list addresses in ${v.netns}`)
