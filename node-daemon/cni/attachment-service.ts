@@ -14,6 +14,7 @@ import type { AllocationJournal } from "../ipam/journal.js";
 import { pickFreeAddress } from "../ipam/pod-allocator.js";
 import { hostVethName } from "../net/names.js";
 import type { BridgeSpec, Netlink, VethSpec } from "../net/netlink.js";
+import { Admission } from "./admission.js";
 import { AllocationIndex, attachmentKey } from "./allocation-index.js";
 import { type AllocationMirror, MirrorQueue } from "./mirror-queue.js";
 import type { PendingDeletes } from "./pending-deletes.js";
@@ -28,6 +29,8 @@ export interface AttachmentServiceDeps {
   readonly pathExists: (path: string) => Promise<boolean>;
   readonly mirror?: AllocationMirror;
   readonly pendingDeletes?: PendingDeletes;
+  /** Pod operations worked on at once (the rest wait in order), and how many may wait (default 32 and 4096). */
+  readonly concurrency?: { readonly limit: number; readonly maxWaiting: number };
 }
 
 export interface NodeLease {
@@ -44,10 +47,12 @@ export class AttachmentService {
   private lease?: { subnet: Cidr; bridge: BridgeSpec };
   private readonly index = new AllocationIndex();
   private readonly mirrorQueue: MirrorQueue;
+  private readonly admission: Admission;
   private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(private readonly deps: AttachmentServiceDeps) {
     this.mirrorQueue = new MirrorQueue(deps.mirror, deps.log);
+    this.admission = new Admission(deps.concurrency?.limit ?? 32, deps.concurrency?.maxWaiting ?? 4096);
   }
 
   /** Resolves once the mirror writes of every ADD and DEL so far were attempted. */
@@ -347,7 +352,12 @@ export class AttachmentService {
     this.mirrorQueue.release(record.address);
   }
 
+  /** One operation on one attachment at a time, and at most `concurrency.limit` operations in all. */
   private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    return this.admission.run(() => this.withKeyLock(key, fn));
+  }
+
+  private async withKeyLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.locks.get(key) ?? Promise.resolve();
     const next = previous.catch(() => undefined).then(fn);
     this.locks.set(key, next);
