@@ -12,7 +12,9 @@ import { type DaemonServer, startDaemonServer } from "../../node-daemon/rpc/serv
 import { Cidr } from "../../proto/common/cidr.js";
 import { protocolVersion } from "../../proto/common/protocol.js";
 import { CniService as CniServiceDesc } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { run } from "../support/exec.js";
 import { MemoryAllocationJournal, RecordingNetlink } from "../support/fakes.js";
+import { root } from "../support/lab.js";
 
 // The daemon's unix-socket server in process, on fakes for the kernel and the journal: the protocol
 // version handshake, the socket's mode, and stale-socket handling.
@@ -74,6 +76,27 @@ describe("node daemon socket", () => {
     expect((err as ConnectError).code).toBe(Code.FailedPrecondition);
     expect((err as ConnectError).metadata.get("trellis-reason")).toBe("VERSION_SKEW");
     expect((err as ConnectError).rawMessage).toMatch(/install the matching trellis shim/);
+  });
+
+  it("answers buf curl on the unix socket through reflection alone (as an operator would debug it)", async () => {
+    server = await start();
+    const buf = (...args: string[]) =>
+      run(join(root, "node_modules", ".bin", "buf"), [
+        "curl",
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        "--unix-socket",
+        socketPath,
+        ...args,
+      ]);
+    const listed = await buf("--list-methods", "http://localhost");
+    expect(listed.stdout.split("\n").filter(Boolean)).toEqual(
+      expect.arrayContaining(["trellis.cni.v1.CniService/AddAttachment", "trellis.cni.v1.CniService/GetStatus"]),
+    );
+    const status = await buf("-d", `{"protocolVersion":${protocolVersion}}`, "http://localhost/trellis.cni.v1.CniService/GetStatus");
+    expect(status.code, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ subnet: "10.244.1.0/24", routeState: "ROUTE_STATE_CURRENT" });
   });
 
   it("replaces a stale socket file left by a daemon killed with SIGKILL", async () => {
