@@ -1,7 +1,7 @@
 // The shim's side of CniService: the generated wire codec over one unary gRPC call per command.
 import type { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { reasonMetadataKey, reasonOfStatus, TrellisError } from "../proto/common/errors.js";
-import { protocolVersion } from "../proto/common/protocol.js";
+import { reasonMetadataKey, reasonOfStatus, TrellisError } from "../proto/core/errors.js";
+import { protocolVersion } from "../proto/core/protocol.js";
 import { CniService } from "../proto/gen/trellis/cni/v1/cni_wire.js";
 import { type Dial, unaryCall } from "./grpc-unary.js";
 import type { DaemonClient } from "./skel.js";

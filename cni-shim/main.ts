@@ -3,7 +3,7 @@
 // stdin, stdout and socket, and the generated wire codec. Measured per module in a Bun binary: node:crypto
 // costs ~5 ms of CPU and 8 MiB, process.stdout ~14 ms, node:fs ~2 ms and 6 MiB, so none is used on the
 // common path; node:fs is loaded only to leave a pending delete while the daemon is down.
-import { pendingDeletesDirName } from "../proto/common/protocol.js";
+import { pendingDeletesDirName } from "../proto/core/protocol.js";
 import type { Attachment } from "../proto/gen/trellis/cni/v1/cni_wire.js";
 import { bunDial } from "./bun-socket.js";
 import { createDaemonClient } from "./daemon-client.js";

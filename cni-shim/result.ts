@@ -1,5 +1,5 @@
-import { type Reason, TrellisError } from "../proto/common/errors.js";
-import { supportedCniVersions } from "../proto/common/protocol.js";
+import { type Reason, TrellisError } from "../proto/core/errors.js";
+import { supportedCniVersions } from "../proto/core/protocol.js";
 import type { AddAttachmentResponse } from "../proto/gen/trellis/cni/v1/cni_wire.js";
 
 /** CNI's well-known error codes (spec §Error), plus Trellis's own from 100 up (STYLE.md §6). */

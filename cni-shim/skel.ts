@@ -1,6 +1,6 @@
-import { containerIdPattern, invalidIfNameReason } from "../proto/common/cni-names.js";
-import { TrellisError } from "../proto/common/errors.js";
-import { defaultDaemonSocket, supportedCniVersions } from "../proto/common/protocol.js";
+import { containerIdPattern, invalidIfNameReason } from "../proto/core/cni-names.js";
+import { TrellisError } from "../proto/core/errors.js";
+import { defaultDaemonSocket, supportedCniVersions } from "../proto/core/protocol.js";
 import {
   type AddAttachmentResponse,
   type Attachment,

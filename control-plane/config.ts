@@ -1,6 +1,6 @@
-import { Cidr } from "../proto/common/cidr.js";
-import { TrellisError } from "../proto/common/errors.js";
-import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/common/flags.js";
+import { Cidr } from "../proto/core/cidr.js";
+import { TrellisError } from "../proto/core/errors.js";
+import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/core/flags.js";
 import type { ExpiryPolicy } from "./ipam/lease-expiry.js";
 
 export interface ControlPlaneConfig {

@@ -1,9 +1,9 @@
-import { parseIpv4 } from "../proto/common/cidr.js";
-import { invalidIfNameReason } from "../proto/common/cni-names.js";
-import { TrellisError } from "../proto/common/errors.js";
-import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/common/flags.js";
-import { checkNodeName } from "../proto/common/node-name.js";
-import { defaultDaemonSocket } from "../proto/common/protocol.js";
+import { parseIpv4 } from "../proto/core/cidr.js";
+import { invalidIfNameReason } from "../proto/core/cni-names.js";
+import { TrellisError } from "../proto/core/errors.js";
+import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/core/flags.js";
+import { checkNodeName } from "../proto/core/node-name.js";
+import { defaultDaemonSocket } from "../proto/core/protocol.js";
 
 export interface DaemonConfig {
   readonly nodeName: string;

@@ -3,7 +3,7 @@
 // main.ts builds the real implementations and hands them in; everything here goes through ports.
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { Cidr } from "../proto/common/cidr.js";
+import { Cidr } from "../proto/core/cidr.js";
 import { RouteSchema } from "../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { AttachmentService } from "./cni/attachment-service.js";
 import type { PendingDeletes } from "./cni/pending-deletes.js";

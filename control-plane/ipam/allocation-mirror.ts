@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
-import { Cidr, parseIpv4 } from "../../proto/common/cidr.js";
-import { TrellisError } from "../../proto/common/errors.js";
+import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { ClusterStore } from "../store/store.js";
 

@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { Cidr, parseIpv4 } from "../../proto/common/cidr.js";
-import { TrellisError } from "../../proto/common/errors.js";
-import { checkNodeName } from "../../proto/common/node-name.js";
+import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
+import { TrellisError } from "../../proto/core/errors.js";
+import { checkNodeName } from "../../proto/core/node-name.js";
 import {
   DisruptionRecordSchema,
   type NodeRecord,

@@ -1,5 +1,5 @@
-import type { Cidr } from "../../proto/common/cidr.js";
-import { TrellisError } from "../../proto/common/errors.js";
+import type { Cidr } from "../../proto/core/cidr.js";
+import { TrellisError } from "../../proto/core/errors.js";
 
 /** The subnets of a cluster CIDR that nodes may lease. Pure. */
 export interface SubnetPool {

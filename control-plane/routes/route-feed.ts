@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { TrellisError } from "../../proto/common/errors.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import { type WatchRoutesResponse, WatchRoutesResponseSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { ClusterStore, NodeWatchBatch } from "../store/store.js";
 import { applyNodeChanges, type RouteTable, tableOf } from "./route-table.js";

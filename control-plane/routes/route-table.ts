@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { desiredRoutes } from "../../proto/common/route-plan.js";
+import { desiredRoutes } from "../../proto/core/route-plan.js";
 import {
   type NodeRecord,
   type Route,

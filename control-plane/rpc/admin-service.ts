@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { Cidr, parseIpv4 } from "../../proto/common/cidr.js";
-import { TrellisError } from "../../proto/common/errors.js";
+import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import {
   type AdminService,
   type Allocation,

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { Cidr } from "../../proto/common/cidr.js";
-import { TrellisError } from "../../proto/common/errors.js";
+import type { Cidr } from "../../proto/core/cidr.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import {
   DeregisterNodeResponseSchema,
   HeartbeatResponseSchema,

@@ -3,9 +3,12 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { addHealthService, addReflectionService, listenHttp2, serverInterceptor } from "../../proto/common/rpc.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { addHealthService } from "../../proto/rpc/health.js";
+import { serverInterceptor } from "../../proto/rpc/interceptor.js";
+import { listenHttp2 } from "../../proto/rpc/listen.js";
+import { addReflectionService } from "../../proto/rpc/reflection.js";
 import { createAdminService } from "./admin-service.js";
 import { createNodeService } from "./node-service.js";
 

@@ -1,7 +1,7 @@
 import { create, type DescMessage, fromJsonString, type MessageShape, toJsonString } from "@bufbuild/protobuf";
 import { Etcd3, type IKeyValue, type Watcher } from "etcd3";
-import { Cidr } from "../../proto/common/cidr.js";
-import { TrellisError } from "../../proto/common/errors.js";
+import { Cidr } from "../../proto/core/cidr.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import { type AllocationRecord, AllocationRecordSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import {
   type DisruptionRecord,

@@ -1,4 +1,4 @@
-import type { Cidr } from "../../proto/common/cidr.js";
+import type { Cidr } from "../../proto/core/cidr.js";
 
 /** The one place etcd keys are spelled (STYLE.md §4): everything lives under one versioned prefix. */
 export function createKeys(root = "/trellis/v1") {

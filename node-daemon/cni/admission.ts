@@ -1,7 +1,7 @@
 // Bounds how many pod operations the daemon works on at once; the rest wait their turn in order. A call
 // waits rather than failing (a runtime gives ADD minutes, the shim 90 s), until the queue itself is full:
 // then it is refused at once with UNAVAILABLE (CNI code 11, try again later), so memory stays bounded.
-import { TrellisError } from "../../proto/common/errors.js";
+import { TrellisError } from "../../proto/core/errors.js";
 
 export class Admission {
   private active = 0;

@@ -1,6 +1,6 @@
 // The daemon's in-memory view of its allocations: by address, by attachment, and the set of taken
 // addresses the allocator avoids. Pure data; the durable record is the journal (ipam/journal.ts).
-import { type Cidr, parseIpv4 } from "../../proto/common/cidr.js";
+import { type Cidr, parseIpv4 } from "../../proto/core/cidr.js";
 import type { AllocationRecord, Attachment } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 
 /** State is keyed by (network, container id, interface name), as CNI identifies an attachment. */

@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { type Cidr, formatIpv4, parseIpv4 } from "../../proto/common/cidr.js";
-import { containerIdPattern, invalidIfNameReason } from "../../proto/common/cni-names.js";
-import { TrellisError } from "../../proto/common/errors.js";
+import { type Cidr, formatIpv4, parseIpv4 } from "../../proto/core/cidr.js";
+import { containerIdPattern, invalidIfNameReason } from "../../proto/core/cni-names.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import {
   type AddAttachmentResponse,
   type AllocationRecord,

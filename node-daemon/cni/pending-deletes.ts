@@ -1,7 +1,7 @@
 import { readdir, readFile, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fromJsonString } from "@bufbuild/protobuf";
-import { pendingDeletesDirName } from "../../proto/common/protocol.js";
+import { pendingDeletesDirName } from "../../proto/core/protocol.js";
 import { type Attachment, AttachmentSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 
 export interface PendingDelete {

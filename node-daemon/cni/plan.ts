@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { type Cidr, formatIpv4 } from "../../proto/common/cidr.js";
+import { type Cidr, formatIpv4 } from "../../proto/core/cidr.js";
 import {
   type AddAttachmentResponse,
   AddAttachmentResponseSchema,

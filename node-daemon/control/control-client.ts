@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { TrellisError } from "../../proto/common/errors.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { RegisterNodeResponse, Route, WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { RouteEventType } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";

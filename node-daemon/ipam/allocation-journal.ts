@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
-import { TrellisError } from "../../proto/common/errors.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import { type AllocationRecord, AllocationRecordSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { AllocationJournal } from "./journal.js";
 

@@ -1,5 +1,5 @@
-import type { Cidr } from "../../proto/common/cidr.js";
-import { TrellisError } from "../../proto/common/errors.js";
+import type { Cidr } from "../../proto/core/cidr.js";
+import { TrellisError } from "../../proto/core/errors.js";
 
 /** The gateway (bridge) address of a node subnet: its first host address. */
 export function gatewayOf(subnet: Cidr): bigint {

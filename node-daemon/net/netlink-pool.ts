@@ -4,7 +4,7 @@
 // deletes (rtnetlink.ts DeleteBatcher) rather than spread over threads.
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import { TrellisError } from "../../proto/common/errors.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import type { VethSpec } from "./netlink.js";
 import type { NetlinkJob, NetlinkJobResult } from "./netlink-worker.js";
 import type { NlMessage, NlRequest } from "./rtnetlink-codec.js";

@@ -1,8 +1,8 @@
 // The node's kernel work over rtnetlink from the daemon itself: no process is spawned per pod. Requests are
 // built and replies parsed here (rtnetlink-codec.ts); the syscalls run on the pool's worker threads.
 import { writeFile } from "node:fs/promises";
-import { TrellisError } from "../../proto/common/errors.js";
-import { trellisRouteProtocol } from "../../proto/common/protocol.js";
+import { TrellisError } from "../../proto/core/errors.js";
+import { trellisRouteProtocol } from "../../proto/core/protocol.js";
 import type { BridgeSpec, KernelRoute, LinkInfo, Netlink, OwnedRoute, VethSpec, VethState } from "./netlink.js";
 import type { NetlinkPool } from "./netlink-pool.js";
 import {

@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { desiredRoutes, type HostRoute } from "../../proto/common/route-plan.js";
+import { desiredRoutes, type HostRoute } from "../../proto/core/route-plan.js";
 import type { Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { Netlink } from "../net/netlink.js";
 import { diffRoutes } from "./route-diff.js";

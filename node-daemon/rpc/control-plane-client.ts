@@ -1,7 +1,7 @@
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { fromConnectError } from "../../proto/common/rpc.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { fromConnectError } from "../../proto/rpc/connect-errors.js";
 import type { ControlPlaneApi } from "../control/control-client.js";
 
 /** A NodeService client for one control-plane replica ("host:port"), with errors turned into reasons. */

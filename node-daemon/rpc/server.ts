@@ -5,9 +5,8 @@ import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { TrellisError } from "../../proto/common/errors.js";
-import { maxProtocolSkew, protocolVersion } from "../../proto/common/protocol.js";
-import { addHealthService, addReflectionService, type Http2Listener, listenHttp2, serverInterceptor } from "../../proto/common/rpc.js";
+import { TrellisError } from "../../proto/core/errors.js";
+import { maxProtocolSkew, protocolVersion } from "../../proto/core/protocol.js";
 import {
   type Attachment,
   CheckAttachmentResponseSchema,
@@ -17,6 +16,10 @@ import {
   GetStatusResponseSchema,
   RouteState,
 } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { addHealthService } from "../../proto/rpc/health.js";
+import { serverInterceptor } from "../../proto/rpc/interceptor.js";
+import { type Http2Listener, listenHttp2 } from "../../proto/rpc/listen.js";
+import { addReflectionService } from "../../proto/rpc/reflection.js";
 import type { AttachmentService } from "../cni/attachment-service.js";
 
 export interface DaemonServer {

@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostVethName } from "../../node-daemon/net/names.js";
-import { Cidr, parseIpv4 } from "../../proto/common/cidr.js";
+import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
 import { inNetns, mustInNetns } from "../support/exec.js";
 import { allocationFiles, Lab, type LabNode, type LabPod } from "../support/lab.js";
 import { missingPodmanPackages, Podman, type PodmanContainer } from "../support/podman.js";

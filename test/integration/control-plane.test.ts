@@ -4,7 +4,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlClient } from "../../node-daemon/control/control-client.js";
 import { createControlPlaneApi } from "../../node-daemon/rpc/control-plane-client.js";
-import { Cidr } from "../../proto/common/cidr.js";
+import { Cidr } from "../../proto/core/cidr.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { captureLog, type InProcessControlPlane, namespace, startInProcessControlPlane } from "../support/control-plane.js";

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
 import { ControlClient, type RouteSet } from "../../node-daemon/control/control-client.js";
 import { createControlPlaneApi } from "../../node-daemon/rpc/control-plane-client.js";
-import { Cidr } from "../../proto/common/cidr.js";
+import { Cidr } from "../../proto/core/cidr.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { namespace, type SpawnedControlPlane, spawnControlPlane } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd, startEtcdCluster } from "../support/etcd.js";

@@ -13,8 +13,8 @@ import { createDaemonClient, deadlinesMs } from "../../cni-shim/daemon-client.js
 import { grpcStatus, unaryCall } from "../../cni-shim/grpc-unary.js";
 import type { AttachmentService } from "../../node-daemon/cni/attachment-service.js";
 import { type DaemonServer, startDaemonServer } from "../../node-daemon/rpc/server.js";
-import { reasons, TrellisError } from "../../proto/common/errors.js";
-import { protocolVersion } from "../../proto/common/protocol.js";
+import { reasons, TrellisError } from "../../proto/core/errors.js";
+import { protocolVersion } from "../../proto/core/protocol.js";
 import { encodeGetStatusResponse, CniService as Wire } from "../../proto/gen/trellis/cni/v1/cni_wire.js";
 import { nodeDial } from "../support/node-dial.js";
 

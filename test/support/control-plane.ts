@@ -13,7 +13,7 @@ import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
 import { type ControlPlaneServer, startControlPlaneServer } from "../../control-plane/rpc/server.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
-import { Cidr } from "../../proto/common/cidr.js";
+import { Cidr } from "../../proto/core/cidr.js";
 import { freePort } from "./etcd.js";
 import { dist } from "./lab.js";
 import { waitForLog } from "./wait.js";

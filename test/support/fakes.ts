@@ -6,7 +6,7 @@ import type { AllocationMirror } from "../../node-daemon/cni/mirror-queue.js";
 import type { PendingDelete, PendingDeletes } from "../../node-daemon/cni/pending-deletes.js";
 import type { AllocationJournal } from "../../node-daemon/ipam/journal.js";
 import type { BridgeSpec, KernelRoute, LinkInfo, Netlink, OwnedRoute, VethSpec, VethState } from "../../node-daemon/net/netlink.js";
-import { TrellisError } from "../../proto/common/errors.js";
+import { TrellisError } from "../../proto/core/errors.js";
 import {
   type AddAttachmentResponse,
   type AllocationRecord,

@@ -1,6 +1,6 @@
 // Helpers for asserting TrellisErrors in unit tests (not a test file itself: the unit project runs *.test.ts).
 import { expect } from "vitest";
-import { type Reason, TrellisError } from "../../proto/common/errors.js";
+import { type Reason, TrellisError } from "../../proto/core/errors.js";
 
 /** Runs `fn`, which must throw a TrellisError; returns it for further checks. */
 export function trellisErrorOf(fn: () => unknown): TrellisError {

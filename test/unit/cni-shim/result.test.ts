@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionAtLeast, versionResult } from "../../../cni-shim/result.js";
-import { type Reason, reasons, TrellisError } from "../../../proto/common/errors.js";
+import { type Reason, reasons, TrellisError } from "../../../proto/core/errors.js";
 import { AddAttachmentResponseSchema, InterfaceSchema, IpConfigSchema, RouteSchema } from "../../../proto/gen/trellis/cni/v1/cni_pb.js";
 
 describe("toCniError", () => {

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { runShim } from "../../../cni-shim/skel.js";
-import { type Reason, TrellisError } from "../../../proto/common/errors.js";
+import { type Reason, TrellisError } from "../../../proto/core/errors.js";
 import {
   AddAttachmentResponseSchema,
   type GetStatusResponse,

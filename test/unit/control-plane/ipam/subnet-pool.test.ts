@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createSubnetPool, pickFreeSubnet, type SubnetPool } from "../../../../control-plane/ipam/subnet-pool.js";
-import { Cidr } from "../../../../proto/common/cidr.js";
+import { Cidr } from "../../../../proto/core/cidr.js";
 import { rejectsWith, trellisErrorOf } from "../../expect-error.js";
 
 const cidr = (text: string) => Cidr.parse(text);

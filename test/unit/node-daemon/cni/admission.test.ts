@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Admission } from "../../../../node-daemon/cni/admission.js";
-import { TrellisError } from "../../../../proto/common/errors.js";
+import { TrellisError } from "../../../../proto/core/errors.js";
 
 function gate() {
   let open: () => void = () => undefined;

@@ -4,8 +4,8 @@ import { describe, expect, it } from "vitest";
 import { AttachmentService, type NodeLease } from "../../../../node-daemon/cni/attachment-service.js";
 import { hostVethName } from "../../../../node-daemon/net/names.js";
 import type { LinkInfo } from "../../../../node-daemon/net/netlink.js";
-import { Cidr, parseIpv4 } from "../../../../proto/common/cidr.js";
-import { TrellisError } from "../../../../proto/common/errors.js";
+import { Cidr, parseIpv4 } from "../../../../proto/core/cidr.js";
+import { TrellisError } from "../../../../proto/core/errors.js";
 import {
   type AllocationRecord,
   AllocationRecordSchema,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { conflistFor } from "../../../../node-daemon/cni/plan.js";
-import { supportedCniVersions } from "../../../../proto/common/protocol.js";
+import { supportedCniVersions } from "../../../../proto/core/protocol.js";
 
 describe("conflistFor", () => {
   it("names the trellis network with one trellis plugin that points at the daemon's socket", () => {

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { planBridge, planVeth, resultOf, vethProblems } from "../../../../node-daemon/cni/plan.js";
 import { hostVethName } from "../../../../node-daemon/net/names.js";
 import type { VethState } from "../../../../node-daemon/net/netlink.js";
-import { Cidr, parseIpv4 } from "../../../../proto/common/cidr.js";
+import { Cidr, parseIpv4 } from "../../../../proto/core/cidr.js";
 import { AttachmentSchema } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
 
 const subnet = Cidr.parse("10.244.3.0/24");

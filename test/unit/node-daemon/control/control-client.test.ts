@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { AllocationMirror } from "../../../../node-daemon/cni/mirror-queue.js";
 import { applyRouteMessage, ControlClient, type ControlPlaneApi, type RouteSet } from "../../../../node-daemon/control/control-client.js";
 import { hostVethName } from "../../../../node-daemon/net/names.js";
-import { type Reason, TrellisError } from "../../../../proto/common/errors.js";
+import { type Reason, TrellisError } from "../../../../proto/core/errors.js";
 import { type AllocationRecord, AllocationRecordSchema, AttachmentSchema } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
 import {
   type RegisterNodeResponse,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { gatewayOf, pickFreeAddress, podAddressCount } from "../../../../node-daemon/ipam/pod-allocator.js";
-import { Cidr, formatIpv4, parseIpv4 } from "../../../../proto/common/cidr.js";
+import { Cidr, formatIpv4, parseIpv4 } from "../../../../proto/core/cidr.js";
 import { rejectsWith } from "../../expect-error.js";
 
 const ip = (text: string) => parseIpv4(text);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { hostVethName, isHostVethName, macFor } from "../../../../node-daemon/net/names.js";
-import { parseIpv4 } from "../../../../proto/common/cidr.js";
-import { invalidIfNameReason } from "../../../../proto/common/cni-names.js";
+import { parseIpv4 } from "../../../../proto/core/cidr.js";
+import { invalidIfNameReason } from "../../../../proto/core/cni-names.js";
 
 describe("hostVethName", () => {
   const ids: Array<[string, string]> = [

@@ -35,21 +35,22 @@ export function checkLogLevel(level: string): string {
   return level;
 }
 
-/**
- * The start of every program's main: parse the process's arguments, or print the help (and return
- * undefined: the program is done) or the error (and exit 2).
- */
-export function configOrExit<T>(program: string, parse: (argv: readonly string[]) => T | "help", help: string): T | undefined {
-  let config: T | "help";
+/** What a program's main does with its arguments: run with a config, or print and exit. */
+export type ProgramArgs<T> =
+  | { readonly config: T }
+  | { readonly print: string; readonly to: "stdout" | "stderr"; readonly exitCode: number };
+
+/** Parses a program's arguments: its config, or the help (exit 0), or the error (exit 2). Pure; main acts on it. */
+export function programArgs<T>(
+  program: string,
+  argv: readonly string[],
+  parse: (argv: readonly string[]) => T | "help",
+  help: string,
+): ProgramArgs<T> {
   try {
-    config = parse(process.argv.slice(2));
+    const config = parse(argv);
+    return config === "help" ? { print: help, to: "stdout", exitCode: 0 } : { config };
   } catch (err) {
-    process.stderr.write(`${program}: ${(err as Error).message}\n`);
-    return process.exit(2);
+    return { print: `${program}: ${(err as Error).message}\n`, to: "stderr", exitCode: 2 };
   }
-  if (config === "help") {
-    process.stdout.write(help);
-    return undefined;
-  }
-  return config;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Cidr, formatIpv4, parseIpv4 } from "../../../../proto/common/cidr.js";
+import { Cidr, formatIpv4, parseIpv4 } from "../../../../proto/core/cidr.js";
 import { trellisErrorOf } from "../../expect-error.js";
 
 const ip = (text: string) => parseIpv4(text);

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { desiredRoutes } from "../../../../proto/common/route-plan.js";
+import { desiredRoutes } from "../../../../proto/core/route-plan.js";
 import { RouteSchema } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 
 const route = (n: number, router = false) =>

@@ -1,11 +1,11 @@
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
-import { reflectionAnswerer } from "../../../../proto/common/rpc.js";
 import { type ServerReflectionRequest, ServerReflectionRequestSchema } from "../../../../proto/gen/grpc/reflection/v1/reflection_pb.js";
 import { AdminService } from "../../../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { AllocationRecordSchema, CniService } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { NodeService } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { reflectionAnswerer } from "../../../../proto/rpc/reflection.js";
 
 const answer = reflectionAnswerer([AdminService, NodeService]);
 const ask = (messageRequest: ServerReflectionRequest["messageRequest"]) =>

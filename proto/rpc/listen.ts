@@ -1,0 +1,38 @@
+// The cleartext HTTP/2 listener (TCP or unix socket) every Trellis server runs its Connect handler on.
+import http2 from "node:http2";
+import type { connectNodeAdapter } from "@connectrpc/connect-node";
+
+export interface Http2Listener {
+  readonly server: http2.Http2Server;
+  /** Stops accepting, lets open calls finish for up to 2 s, then cuts them. */
+  close(): Promise<void>;
+}
+
+/** Serves `handler` over cleartext HTTP/2 (gRPC) on a TCP port or a unix socket path. */
+export async function listenHttp2(
+  handler: ReturnType<typeof connectNodeAdapter>,
+  at: { port: number; host: string } | { path: string },
+): Promise<Http2Listener> {
+  const server = http2.createServer(handler);
+  const sessions = new Set<http2.Http2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    if ("path" in at) server.listen(at.path, () => resolve());
+    else server.listen(at.port, at.host, () => resolve());
+  });
+  return {
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sessions) s.close();
+        server.close(() => resolve());
+        setTimeout(() => {
+          for (const s of sessions) s.destroy();
+        }, 2_000).unref();
+      }),
+  };
+}
