@@ -95,7 +95,7 @@ describe.skipIf(!isRoot)("three-node cluster in network namespaces (needs root)"
     ["a netns path that does not exist", { CNI_NETNS: "/run/netns/does-not-exist" }, 4, /CNI_NETNS .* does not exist/],
     ["a container id breaking the pattern", { CNI_CONTAINERID: "-bad id" }, 4, /CNI_CONTAINERID/],
     ["a missing CNI_IFNAME", { CNI_IFNAME: "" }, 4, /CNI_IFNAME is not set/],
-  ])("bad input (%s) gets code %i and changes nothing", async (_what, env, code, msg) => {
+  ])("bad input (%s %o) gets code %i and changes nothing", async (_what, env, code, msg) => {
     const before = (await allocationFiles(n1)).length;
     const res = await lab.shim(n1, "ADD", {
       ...lab.podEnv({ containerId: "bad-input", netnsPath: lab.pods[0]!.netnsPath, ifName: "eth9", name: "bad" }),

@@ -63,6 +63,7 @@ const nodeIo = ["fs", "net", "child_process", "http2", "http", "https", "dgram",
 const pureModules = [
   "control-plane/ipam/subnet-pool.ts",
   "control-plane/routes/route-table.ts",
+  "control-plane/ca/ca-config.ts",
   "node-daemon/cni/plan.ts",
   "node-daemon/cni/start-plan.ts",
   "node-daemon/cni/allocation-index.ts",

@@ -1,0 +1,63 @@
+import { describe, expect, it } from "vitest";
+import { parseCaArgs } from "../../../../control-plane/ca/ca-config.js";
+
+describe("trellis-ca arguments", () => {
+  it.each([[[]], [["--help"]], [["issue", "--help"]]])("%j asks for the help", (argv) => {
+    expect(parseCaArgs(argv)).toBe("help");
+  });
+
+  it("init takes the directory and a lifetime", () => {
+    expect(parseCaArgs(["init", "--dir", "/etc/trellis/ca"])).toEqual({ command: "init", dir: "/etc/trellis/ca", days: 3650 });
+    expect(parseCaArgs(["init", "--dir", "d", "--days", "30"])).toEqual({ command: "init", dir: "d", days: 30 });
+  });
+
+  it("issue defaults to 12 hours for operators and 7 days for the rest", () => {
+    expect(parseCaArgs(["issue", "--dir", "d", "--kind", "admin", "--name", "alice", "--out", "o"])).toEqual({
+      command: "issue",
+      dir: "d",
+      out: "o",
+      identity: { kind: "admin", name: "alice" },
+      hours: 12,
+    });
+    expect(
+      parseCaArgs([
+        "issue",
+        "--dir",
+        "d",
+        "--kind",
+        "control-plane",
+        "--name",
+        "cp-1",
+        "--out",
+        "o",
+        "--dns",
+        "cp.example, cp",
+        "--ip",
+        "192.168.1.1",
+      ]),
+    ).toEqual({
+      command: "issue",
+      dir: "d",
+      out: "o",
+      identity: { kind: "control-plane", name: "cp-1" },
+      hours: 168,
+      server: { dnsNames: ["cp.example", "cp"], ips: ["192.168.1.1"] },
+    });
+  });
+
+  it.each([
+    [["init"], /--dir is required/],
+    [["renew", "--dir", "d"], /unknown command "renew"; use init or issue/],
+    [["issue", "--dir", "d", "--kind", "root", "--name", "x", "--out", "o"], /--kind must be one of node, admin, viewer, control-plane/],
+    [["issue", "--dir", "d", "--kind", "node", "--name", "Node_1", "--out", "o"], /not a valid node name/],
+    [["issue", "--dir", "d", "--kind", "admin", "--name", "alice"], /--out is required/],
+    [
+      ["issue", "--dir", "d", "--kind", "admin", "--name", "alice", "--out", "o", "--dns", "x"],
+      /--dns and --ip are for control-plane certificates only/,
+    ],
+    [["issue", "--dir", "d", "--kind", "node", "--name", "n1", "--out", "o", "--hours", "0"], /--hours "0" is not a whole number from 1/],
+    [["init", "--dir", "d", "--bogus"], /Unknown option '--bogus'; see --help/],
+  ])("%j is refused, naming what is wrong", (argv, message) => {
+    expect(() => parseCaArgs(argv)).toThrow(message);
+  });
+});
