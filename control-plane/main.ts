@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
-import { programArgs } from "../proto/core/flags.js";
+import { configOrReport } from "../proto/core/flags.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
 import { AllocationMirror } from "./ipam/allocation-mirror.js";
 import { ExpiryLoop, LeaseManager } from "./ipam/lease-manager.js";
@@ -11,13 +11,8 @@ import { startControlPlaneServer } from "./rpc/server.js";
 import { EtcdClusterStore } from "./store/etcd-store.js";
 
 async function main(): Promise<void> {
-  const args = programArgs("trellis-control-plane", process.argv.slice(2), parseControlPlaneArgs, controlPlaneHelp);
-  if ("print" in args) {
-    process[args.to].write(args.print);
-    process.exitCode = args.exitCode;
-    return;
-  }
-  const config = args.config;
+  const config = configOrReport("trellis-control-plane", process.argv.slice(2), parseControlPlaneArgs, controlPlaneHelp, process);
+  if (!config) return;
   const log = pino({ name: "control-plane", level: config.logLevel });
   const store = new EtcdClusterStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix });
   const pool = createSubnetPool(config.clusterCidr, config.subnetPrefixLength);

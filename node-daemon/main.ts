@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { setTimeout as delay } from "node:timers/promises";
 import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
-import { programArgs } from "../proto/core/flags.js";
+import { configOrReport } from "../proto/core/flags.js";
 import { writeConflist } from "./cni/conflist.js";
 import { FilePendingDeletes } from "./cni/pending-deletes.js";
 import { daemonHelp, parseDaemonArgs } from "./config.js";
@@ -23,13 +23,8 @@ const destination = pino.destination({ dest: 1, sync: false });
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
 
 async function main(): Promise<void> {
-  const args = programArgs("trellis-node-daemon", process.argv.slice(2), parseDaemonArgs, daemonHelp);
-  if ("print" in args) {
-    process[args.to].write(args.print);
-    process.exitCode = args.exitCode;
-    return;
-  }
-  const config = args.config;
+  const config = configOrReport("trellis-node-daemon", process.argv.slice(2), parseDaemonArgs, daemonHelp, process);
+  if (!config) return;
   const log = pino({ name: "node-daemon", level: config.logLevel }, destination).child({ node: config.nodeName });
   const daemon = new NodeDaemon({
     config,

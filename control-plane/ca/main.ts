@@ -1,18 +1,13 @@
 #!/usr/bin/env node
 // trellis-ca: create the cluster CA and issue credentials from it (control-plane/ca/ca-config.ts).
 import { TrellisError } from "../../proto/core/errors.js";
-import { programArgs } from "../../proto/core/flags.js";
+import { configOrReport } from "../../proto/core/flags.js";
 import { caHelp, parseCaArgs } from "./ca-config.js";
 import { initCa, issueCredential } from "./ca-files.js";
 
 async function main(): Promise<void> {
-  const args = programArgs("trellis-ca", process.argv.slice(2), parseCaArgs, caHelp);
-  if ("print" in args) {
-    process[args.to].write(args.print);
-    process.exitCode = args.exitCode;
-    return;
-  }
-  const cmd = args.config;
+  const cmd = configOrReport("trellis-ca", process.argv.slice(2), parseCaArgs, caHelp, process);
+  if (!cmd) return;
   if (cmd.command === "init") {
     const { certificate, key } = await initCa(cmd.dir, cmd.days);
     process.stdout.write(`created the cluster CA: ${certificate} (share it) and ${key} (mode 0600; keep it secret)\n`);

@@ -35,6 +35,31 @@ export function checkLogLevel(level: string): string {
   return level;
 }
 
+/** The part of `process` a main hands in, so this module stays free of I/O. */
+export interface ProgramOutput {
+  readonly stdout: { write(text: string): unknown };
+  readonly stderr: { write(text: string): unknown };
+  exitCode?: number | string | null | undefined;
+}
+
+/**
+ * The start of every program's main: its config, or undefined once the help (exit 0) or the error
+ * (exit 2) was printed to `out`. `main(process)` hands in the process itself.
+ */
+export function configOrReport<T>(
+  program: string,
+  argv: readonly string[],
+  parse: (argv: readonly string[]) => T | "help",
+  help: string,
+  out: ProgramOutput,
+): T | undefined {
+  const args = programArgs(program, argv, parse, help);
+  if ("config" in args) return args.config;
+  out[args.to].write(args.print);
+  out.exitCode = args.exitCode;
+  return undefined;
+}
+
 /** What a program's main does with its arguments: run with a config, or print and exit. */
 export type ProgramArgs<T> =
   | { readonly config: T }
