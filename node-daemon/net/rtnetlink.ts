@@ -187,7 +187,10 @@ export class RtNetlink implements Netlink {
   }
 
   async addVeth(v: VethSpec): Promise<void> {
-    const [bridge, pair, podLink, ...podSide] = await this.pool.addVeth(v).catch((err: unknown) => {
+    const [bridge, pair, podLink, ...podSide] = await this.pool.addVeth(v).catch(async (err: unknown) => {
+      // The job may have failed after the pair was made (the netns vanished, no file descriptors left):
+      // deleting the host end deletes its peer; nothing to delete is fine.
+      await this.deleteLink(v.hostName).catch(() => undefined);
       if (err instanceof TrellisError && err.reason === "NOT_FOUND") {
         throw new TrellisError("NOT_FOUND", `network namespace ${v.netns} does not exist`, { cause: err });
       }
