@@ -26,6 +26,29 @@ export class AllocationMirror {
     await this.deps.store.deleteAllocation(node, address);
   }
 
+  /** Several records and releases at once; every address is checked before anything is written. */
+  async sync(node: string, recorded: readonly AllocationRecord[], released: readonly string[]): Promise<void> {
+    const limit = 1000;
+    if (recorded.length > limit || released.length > limit) {
+      throw new TrellisError("INVALID_ARGUMENT", `at most ${limit} recorded and ${limit} released allocations per call; split the batch`);
+    }
+    const subnet = await this.subnetOf(node);
+    for (const [i, record] of recorded.entries()) {
+      if (!subnet.contains(parseIpv4(record.address, `recorded[${i}].address`))) {
+        throw new TrellisError(
+          "INVALID_ARGUMENT",
+          `recorded[${i}].address ${record.address} is outside ${node}'s subnet ${subnet.toString()}`,
+        );
+      }
+    }
+    for (const [i, address] of released.entries()) parseIpv4(address, `released[${i}]`);
+    const recordedAddresses = new Set(recorded.map((r) => r.address));
+    const both = released.filter((a) => recordedAddresses.has(a));
+    if (both.length > 0) throw new TrellisError("INVALID_ARGUMENT", `${both.join(", ")} both recorded and released in one call`);
+    await this.deps.store.applyAllocations(node, recorded, released);
+    this.deps.log.debug({ node }, `${recorded.length} allocations mirrored, ${released.length} released`);
+  }
+
   async list(node: string): Promise<AllocationRecord[]> {
     await this.subnetOf(node);
     return (await this.deps.store.listAllocations(node)).map((a) => a.record);

@@ -12,6 +12,7 @@ import {
   ReleaseAllocationResponseSchema,
   ReportedRoutesRecordSchema,
   ReportRoutesResponseSchema,
+  SyncAllocationsResponseSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { AllocationMirror } from "../ipam/allocation-mirror.js";
 import type { LeaseManager } from "../ipam/lease-manager.js";
@@ -49,6 +50,10 @@ export function createNodeService(deps: {
     async releaseAllocation(req) {
       await deps.mirror.release(req.nodeName, req.address);
       return create(ReleaseAllocationResponseSchema);
+    },
+    async syncAllocations(req) {
+      await deps.mirror.sync(req.nodeName, req.recorded, req.released);
+      return create(SyncAllocationsResponseSchema);
     },
     async reportRoutes(req) {
       if (!(await deps.store.findNode(req.nodeName)))

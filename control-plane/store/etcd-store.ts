@@ -271,6 +271,24 @@ export class EtcdClusterStore implements ClusterStore {
     await this.call(`release allocation ${address} of ${node}`, () => this.etcd.delete().key(this.keys.allocation(node, address)).exec());
   }
 
+  async applyAllocations(node: string, recorded: readonly AllocationRecord[], released: readonly string[]): Promise<void> {
+    const writes = [
+      ...recorded.map((r) => this.etcd.put(this.keys.allocation(node, r.address)).value(toJsonString(AllocationRecordSchema, r))),
+      ...released.map((address) => this.etcd.delete().key(this.keys.allocation(node, address))),
+    ];
+    // etcd refuses transactions of more than 128 operations (--max-txn-ops).
+    for (let at = 0; at < writes.length; at += 100) {
+      const chunk = writes.slice(at, at + 100);
+      // A compare that always holds (a key's create revision is never negative): the writes apply together.
+      await this.call(`sync ${chunk.length} allocations of ${node}`, () =>
+        this.etcd
+          .if(this.keys.allocation(node, "0.0.0.0"), "Create", ">", -1)
+          .then(...chunk)
+          .commit(),
+      );
+    }
+  }
+
   async listAllocations(node?: string): Promise<Array<{ node: string; record: AllocationRecord }>> {
     const prefix = node === undefined ? this.keys.allocationsPrefix : this.keys.nodeAllocationsPrefix(node);
     const res = await this.call("list allocations", () => this.etcd.getAll().prefix(prefix).exec());

@@ -94,6 +94,8 @@ export interface ClusterStore {
   putAllocation(node: string, record: AllocationRecord): Promise<void>;
   /** Succeeds when the allocation is already gone. */
   deleteAllocation(node: string, address: string): Promise<void>;
+  /** Records and releases several of a node's allocations, in transactions of at most 100 writes. */
+  applyAllocations(node: string, recorded: readonly AllocationRecord[], released: readonly string[]): Promise<void>;
   /** One node's allocations, or every node's when `node` is undefined. */
   listAllocations(node?: string): Promise<Array<{ node: string; record: AllocationRecord }>>;
   close(): Promise<void>;

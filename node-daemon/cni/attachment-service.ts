@@ -168,11 +168,11 @@ export class AttachmentService {
     if (!mirror) return;
     try {
       const remote = new Map((await mirror.list()).map((r) => [r.address, r]));
-      for (const record of this.index.records()) {
-        const theirs = remote.get(record.address);
-        if (!theirs || theirs.hostVeth !== record.hostVeth) await mirror.record(record);
+      const recorded = this.index.records().filter((r) => remote.get(r.address)?.hostVeth !== r.hostVeth);
+      const released = [...remote.keys()].filter((address) => !this.index.has(address));
+      for (let at = 0; at < Math.max(recorded.length, released.length); at += 500) {
+        await mirror.sync(recorded.slice(at, at + 500), released.slice(at, at + 500));
       }
-      for (const address of remote.keys()) if (!this.index.has(address)) await mirror.release(address);
     } catch (err) {
       this.deps.log.warn({ err }, "could not sync allocations to the control plane; will retry");
     }

@@ -1,21 +1,23 @@
 // Writes to the control plane's copy of the node's allocations (DESIGN.md §2), off the pod path: ADD and
-// DEL answer first, then the queue sends their mirror writes one at a time, in the order they happened, so
-// a release never overtakes the record it releases. A failed write is logged and left to the periodic
-// full sync (AttachmentService.syncMirror), which repairs any drift.
+// DEL answer first; then the queue sends everything written meanwhile as one batch, keeping only the last
+// write of each address (so a release never overtakes the record it releases), one batch at a time. A
+// failed batch is logged and left to the periodic full sync (AttachmentService.syncMirror), which
+// repairs any drift.
 import type { Logger } from "pino";
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 
 /** The control plane's copy of the node's allocations; the node's journal stays authoritative. */
 export interface AllocationMirror {
-  record(record: AllocationRecord): Promise<void>;
-  release(address: string): Promise<void>;
+  /** Records and releases several at once; an address is in at most one of the lists. */
+  sync(recorded: readonly AllocationRecord[], released: readonly string[]): Promise<void>;
   list(): Promise<AllocationRecord[]>;
 }
 
-interface MirrorOp {
-  readonly what: string;
-  readonly run: (mirror: AllocationMirror) => Promise<void>;
-}
+/** One write: the allocation to record, or the address to release. */
+type MirrorOp = { readonly record: AllocationRecord } | { readonly release: string };
+
+/** The most writes one call carries (the control plane takes up to 1000 of each kind). */
+const batchLimit = 500;
 
 export class MirrorQueue {
   private readonly ops: MirrorOp[] = [];
@@ -31,11 +33,11 @@ export class MirrorQueue {
   ) {}
 
   record(record: AllocationRecord): void {
-    this.push({ what: `allocation ${record.address}`, run: (m) => m.record(record) });
+    this.push({ record });
   }
 
   release(address: string): void {
-    this.push({ what: `release of ${address}`, run: (m) => m.release(address) });
+    this.push({ release: address });
   }
 
   /** Resolves once every write queued so far was attempted. */
@@ -57,8 +59,21 @@ export class MirrorQueue {
   private async drain(): Promise<void> {
     const mirror = this.mirror;
     try {
-      for (let op = this.ops.shift(); op && mirror; op = this.ops.shift()) {
-        await op.run(mirror).catch((err: unknown) => this.log.debug({ err }, `could not mirror ${op?.what}; the next sync will`));
+      while (mirror && this.ops.length > 0) {
+        const last = new Map<string, MirrorOp>();
+        for (const op of this.ops.splice(0, this.ops.length)) last.set("record" in op ? op.record.address : op.release, op);
+        const writes = [...last.values()];
+        for (let at = 0; at < writes.length; at += batchLimit) {
+          const batch = writes.slice(at, at + batchLimit);
+          const recorded = batch.flatMap((op) => ("record" in op ? [op.record] : []));
+          const released = batch.flatMap((op) => ("release" in op ? [op.release] : []));
+          await mirror.sync(recorded, released).catch((err: unknown) => {
+            this.log.debug(
+              { err },
+              `could not mirror ${recorded.length} allocations and ${released.length} releases; the next full sync will`,
+            );
+          });
+        }
       }
     } finally {
       this.dropped = 0;

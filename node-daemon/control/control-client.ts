@@ -14,8 +14,7 @@ export interface ControlPlaneApi {
   heartbeat(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
   deregisterNode(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
   watchRoutes(req: { nodeName: string; fromRevision: bigint }, options?: { signal?: AbortSignal }): AsyncIterable<WatchRoutesResponse>;
-  recordAllocation(req: { nodeName: string; allocation: AllocationRecord }, options?: CallOptions): Promise<unknown>;
-  releaseAllocation(req: { nodeName: string; address: string }, options?: CallOptions): Promise<unknown>;
+  syncAllocations(req: { nodeName: string; recorded: AllocationRecord[]; released: string[] }, options?: CallOptions): Promise<unknown>;
   listNodeAllocations(req: { nodeName: string }, options?: CallOptions): Promise<{ allocations: AllocationRecord[] }>;
   reportRoutes(req: { nodeName: string; revision: bigint; routes: Route[] }, options?: CallOptions): Promise<unknown>;
 }
@@ -156,12 +155,10 @@ export class ControlClient implements AllocationMirror {
     return { timeoutMs: this.deps.callTimeoutMs ?? 5_000 };
   }
 
-  async record(allocation: AllocationRecord): Promise<void> {
-    await this.withFailover(() => this.api.recordAllocation({ nodeName: this.deps.nodeName, allocation }, this.timeout));
-  }
-
-  async release(address: string): Promise<void> {
-    await this.withFailover(() => this.api.releaseAllocation({ nodeName: this.deps.nodeName, address }, this.timeout));
+  async sync(recorded: readonly AllocationRecord[], released: readonly string[]): Promise<void> {
+    await this.withFailover(() =>
+      this.api.syncAllocations({ nodeName: this.deps.nodeName, recorded: [...recorded], released: [...released] }, this.timeout),
+    );
   }
 
   async list(): Promise<AllocationRecord[]> {

@@ -21,8 +21,7 @@ export function createControlPlaneApi(address: string): ControlPlaneApi {
     registerNode: unary((req, options) => client.registerNode(req, options)),
     heartbeat: unary((req, options) => client.heartbeat(req, options)),
     deregisterNode: unary((req, options) => client.deregisterNode(req, options)),
-    recordAllocation: unary((req, options) => client.recordAllocation(req, options)),
-    releaseAllocation: unary((req, options) => client.releaseAllocation(req, options)),
+    syncAllocations: unary((req, options) => client.syncAllocations(req, options)),
     listNodeAllocations: unary((req, options) => client.listNodeAllocations(req, options)),
     reportRoutes: unary((req, options) => client.reportRoutes(req, options)),
     async *watchRoutes(req, options) {

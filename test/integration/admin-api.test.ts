@@ -72,6 +72,31 @@ describe("admin API", () => {
     );
   });
 
+  it("SyncAllocations records and releases many at once (more than one etcd transaction), checking every address first", async () => {
+    await start();
+    const many = Array.from({ length: 150 }, (_, i) => allocation(`10.244.1.${i + 2}`, `s${i}`, `pod-${i}`));
+    await node.syncAllocations({ nodeName: "n1", recorded: many, released: [] });
+    expect((await admin.listAllocations({ nodeName: "n1" })).allocations).toHaveLength(150);
+    await node.syncAllocations({
+      nodeName: "n1",
+      recorded: [allocation("10.244.1.200", "late", "late")],
+      released: many.slice(0, 120).map((a) => a.address),
+    });
+    expect((await admin.listAllocations({ nodeName: "n1" })).allocations).toHaveLength(31);
+    // One bad address refuses the whole call, and nothing of it is written.
+    await expect(
+      node.syncAllocations({
+        nodeName: "n1",
+        recorded: [allocation("10.244.1.201", "ok", "ok"), allocation("10.244.2.9", "bad", "bad")],
+        released: [],
+      }),
+    ).rejects.toThrow(/recorded\[1\]\.address 10\.244\.2\.9 is outside n1's subnet/);
+    await expect(
+      node.syncAllocations({ nodeName: "n1", recorded: [allocation("10.244.1.202", "x", "x")], released: ["10.244.1.202"] }),
+    ).rejects.toThrow(/10\.244\.1\.202 both recorded and released/);
+    expect((await admin.listAllocations({ nodeName: "n1" })).allocations).toHaveLength(31);
+  });
+
   it("shows a node's routes, desired versus reported, with the difference", async () => {
     await start();
     await node.reportRoutes({

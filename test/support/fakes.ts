@@ -253,7 +253,12 @@ export class MemoryAllocationMirror implements AllocationMirror {
   failList?: Error;
   /** When set, record and release calls throw it. */
   failWrites?: Error;
-  readonly calls: ({ method: "record"; address: string } | { method: "release"; address: string } | { method: "list" })[] = [];
+  readonly calls: (
+    | { method: "record"; address: string }
+    | { method: "release"; address: string }
+    | { method: "sync"; recorded: string[]; released: string[] }
+    | { method: "list" }
+  )[] = [];
 
   constructor(initial: readonly AllocationRecord[] = []) {
     for (const r of initial) this.records.set(r.address, clone(AllocationRecordSchema, r));
@@ -297,6 +302,17 @@ export class MemoryAllocationMirror implements AllocationMirror {
       await yieldTurn();
       if (this.failWrites) throw this.failWrites;
       this.records.delete(address);
+    });
+  }
+
+  /** The daemon's batched write: one call, every record then every release. */
+  sync(recorded: readonly AllocationRecord[], released: readonly string[]): Promise<void> {
+    this.calls.push({ method: "sync", recorded: recorded.map((r) => r.address), released: [...released] });
+    return this.track(async () => {
+      await yieldTurn();
+      if (this.failWrites) throw this.failWrites;
+      for (const r of recorded) this.records.set(r.address, clone(AllocationRecordSchema, r));
+      for (const a of released) this.records.delete(a);
     });
   }
 

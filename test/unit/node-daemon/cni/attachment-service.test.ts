@@ -727,11 +727,9 @@ describe("AttachmentService with an allocation mirror", () => {
     await service.syncMirror();
     expect(mirror.addresses).toEqual(journal.addresses);
     expect(mirror.find("10.244.3.3")?.attachment?.containerId).toBe("a2");
-    // .4 was right: only the differences are written.
+    // .4 was right: only the differences are written, in one call.
     expect(mirror.calls.slice(callsBefore).filter((c) => c.method !== "list")).toEqual([
-      { method: "record", address: "10.244.3.2" },
-      { method: "record", address: "10.244.3.3" },
-      { method: "release", address: "10.244.3.9" },
+      { method: "sync", recorded: ["10.244.3.2", "10.244.3.3"], released: ["10.244.3.9"] },
     ]);
   });
 

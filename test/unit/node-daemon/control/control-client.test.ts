@@ -179,15 +179,13 @@ class FakeReplica implements ControlPlaneApi {
     return (this.streams.shift() ?? new RouteStream()).read(options?.signal);
   }
 
-  async recordAllocation(req: { nodeName: string; allocation: AllocationRecord }, options?: { timeoutMs?: number }): Promise<unknown> {
-    this.enter({ method: "recordAllocation", nodeName: req.nodeName, timeoutMs: options?.timeoutMs });
-    this.store.of(req.nodeName).set(req.allocation.address, clone(AllocationRecordSchema, req.allocation));
-    return {};
-  }
-
-  async releaseAllocation(req: { nodeName: string; address: string }, options?: { timeoutMs?: number }): Promise<unknown> {
-    this.enter({ method: "releaseAllocation", nodeName: req.nodeName, timeoutMs: options?.timeoutMs });
-    this.store.of(req.nodeName).delete(req.address);
+  async syncAllocations(
+    req: { nodeName: string; recorded: AllocationRecord[]; released: string[] },
+    options?: { timeoutMs?: number },
+  ): Promise<unknown> {
+    this.enter({ method: "syncAllocations", nodeName: req.nodeName, timeoutMs: options?.timeoutMs });
+    for (const r of req.recorded) this.store.of(req.nodeName).set(r.address, clone(AllocationRecordSchema, r));
+    for (const a of req.released) this.store.of(req.nodeName).delete(a);
     return {};
   }
 
@@ -231,19 +229,19 @@ const methods = (r: FakeReplica) => r.calls.map((c) => c.method);
 describe("ControlClient as the allocation mirror", () => {
   it("is an AllocationMirror", () => {
     const mirror: AllocationMirror = cluster(1).client;
-    expect(typeof mirror.record).toBe("function");
+    expect(typeof mirror.sync).toBe("function");
   });
 
   it("record, list and release go to the control plane under the node's name", async () => {
     const { client, replicas, store } = cluster(1);
-    await client.record(allocation("10.244.3.2", "a1"));
-    await client.record(allocation("10.244.3.3", "a2"));
+    await client.sync([allocation("10.244.3.2", "a1")], []);
+    await client.sync([allocation("10.244.3.3", "a2")], []);
     expect([...store.of("node-1").keys()]).toEqual(["10.244.3.2", "10.244.3.3"]);
     expect((await client.list()).map((r) => [r.address, r.attachment?.containerId])).toEqual([
       ["10.244.3.2", "a1"],
       ["10.244.3.3", "a2"],
     ]);
-    await client.release("10.244.3.2");
+    await client.sync([], ["10.244.3.2"]);
     expect((await client.list()).map((r) => r.address)).toEqual(["10.244.3.3"]);
     expect(replicas[0]?.calls.every((c) => c.nodeName === "node-1")).toBe(true);
     expect(store.allocations.size).toBe(1);
@@ -254,9 +252,9 @@ describe("ControlClient as the allocation mirror", () => {
     ["callTimeoutMs", 750, 750],
   ])("every call carries a deadline (%s)", async (_what, callTimeoutMs, expected) => {
     const { client, replicas } = cluster(1, callTimeoutMs === undefined ? {} : { callTimeoutMs });
-    await client.record(allocation("10.244.3.2", "a1"));
+    await client.sync([allocation("10.244.3.2", "a1")], []);
     await client.list();
-    await client.release("10.244.3.2");
+    await client.sync([], ["10.244.3.2"]);
     expect(replicas[0]?.calls.map((c) => c.timeoutMs)).toEqual([expected, expected, expected]);
   });
 
@@ -267,15 +265,15 @@ describe("ControlClient as the allocation mirror", () => {
       const [first, second] = replicas;
       if (!first || !second) throw new Error("two replicas expected");
       first.down = new TrellisError(reason, "replica 1 unreachable");
-      await client.record(allocation("10.244.3.2", "a1"));
+      await client.sync([allocation("10.244.3.2", "a1")], []);
       expect([...store.of("node-1").keys()]).toEqual(["10.244.3.2"]);
-      expect(methods(first)).toEqual(["recordAllocation"]);
-      expect(methods(second)).toEqual(["recordAllocation"]);
+      expect(methods(first)).toEqual(["syncAllocations"]);
+      expect(methods(second)).toEqual(["syncAllocations"]);
 
       expect((await client.list()).map((r) => r.address)).toEqual(["10.244.3.2"]);
-      await client.release("10.244.3.2");
-      expect(methods(first)).toEqual(["recordAllocation"]); // not asked again
-      expect(methods(second)).toEqual(["recordAllocation", "listNodeAllocations", "releaseAllocation"]);
+      await client.sync([], ["10.244.3.2"]);
+      expect(methods(first)).toEqual(["syncAllocations"]); // not asked again
+      expect(methods(second)).toEqual(["syncAllocations", "listNodeAllocations", "syncAllocations"]);
     },
   );
 
@@ -287,7 +285,11 @@ describe("ControlClient as the allocation mirror", () => {
     const { client, replicas } = cluster(3);
     for (const r of replicas) r.down = new TrellisError("UNAVAILABLE", "unreachable");
     const call =
-      op === "record" ? client.record(allocation("10.244.3.2", "a1")) : op === "release" ? client.release("10.244.3.2") : client.list();
+      op === "record"
+        ? client.sync([allocation("10.244.3.2", "a1")], [])
+        : op === "release"
+          ? client.sync([], ["10.244.3.2"])
+          : client.list();
     await rejectsWith(call, "UNAVAILABLE");
     expect(replicas.map((r) => r.calls.length)).toEqual([1, 1, 0]);
   });
@@ -306,7 +308,7 @@ describe("ControlClient as the allocation mirror", () => {
     const [first, second] = replicas;
     if (!first || !second) throw new Error("two replicas expected");
     first.down = new TrellisError(reason, "refused");
-    await rejectsWith(client.record(allocation("10.244.3.2", "a1")), reason);
+    await rejectsWith(client.sync([allocation("10.244.3.2", "a1")], []), reason);
     expect(first.calls).toHaveLength(1);
     expect(second.calls).toEqual([]);
   });

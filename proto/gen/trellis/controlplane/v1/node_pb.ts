@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trellis/controlplane/v1/node.proto.
  */
 export const file_trellis_controlplane_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSJLCgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkSDgoGcm91dGVyGAQgASgIInIKClJvdXRlRXZlbnQSNQoEdHlwZRgBIAEoDjInLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlRXZlbnRUeXBlEi0KBXJvdXRlGAIgASgLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUiVgoTUmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRILCgNtdHUYAyABKA0SDgoGcm91dGVyGAQgASgIIjwKFFJlZ2lzdGVyTm9kZVJlc3BvbnNlEg4KBnN1Ym5ldBgBIAEoCRIUCgxjbHVzdGVyX2NpZHIYAiABKAkiJQoQSGVhcnRiZWF0UmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiEwoRSGVhcnRiZWF0UmVzcG9uc2UiKgoVRGVyZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSIYChZEZXJlZ2lzdGVyTm9kZVJlc3BvbnNlIj4KEldhdGNoUm91dGVzUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSFQoNZnJvbV9yZXZpc2lvbhgCIAEoAyKeAQoTV2F0Y2hSb3V0ZXNSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoAxIQCghzbmFwc2hvdBgCIAEoCBIuCgZyb3V0ZXMYAyADKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZRIzCgZldmVudHMYBCADKAsyIy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZUV2ZW50ImIKF1JlY29yZEFsbG9jYXRpb25SZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRI0CgphbGxvY2F0aW9uGAIgASgLMiAudHJlbGxpcy5jbmkudjEuQWxsb2NhdGlvblJlY29yZCIaChhSZWNvcmRBbGxvY2F0aW9uUmVzcG9uc2UiPgoYUmVsZWFzZUFsbG9jYXRpb25SZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJIhsKGVJlbGVhc2VBbGxvY2F0aW9uUmVzcG9uc2UiLwoaTGlzdE5vZGVBbGxvY2F0aW9uc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJIlQKG0xpc3ROb2RlQWxsb2NhdGlvbnNSZXNwb25zZRI1CgthbGxvY2F0aW9ucxgBIAMoCzIgLnRyZWxsaXMuY25pLnYxLkFsbG9jYXRpb25SZWNvcmQiagoTUmVwb3J0Um91dGVzUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSEAoIcmV2aXNpb24YAiABKAMSLgoGcm91dGVzGAMgAygLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUiFgoUUmVwb3J0Um91dGVzUmVzcG9uc2UicAoUUmVwb3J0ZWRSb3V0ZXNSZWNvcmQSEAoIcmV2aXNpb24YASABKAMSLgoGcm91dGVzGAIgAygLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUSFgoOcmVwb3J0ZWRfYXRfbXMYAyABKAMisQEKCk5vZGVSZWNvcmQSDAoEbmFtZRgBIAEoCRIPCgdub2RlX2lwGAIgASgJEg4KBnN1Ym5ldBgDIAEoCRILCgNtdHUYBCABKA0SDAoEbGl2ZRgFIAEoCBIYChByZWdpc3RlcmVkX2F0X21zGAYgASgDEhYKDnJlbGVhc2VkX2F0X21zGAcgASgDEhcKD3JlbGVhc2VkX3JlYXNvbhgIIAEoCRIOCgZyb3V0ZXIYCSABKAgiIQoMTm9kZUlwUmVjb3JkEhEKCW5vZGVfbmFtZRgBIAEoCSJTChdTdWJuZXRSZXNlcnZhdGlvblJlY29yZBIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEhUKDWNyZWF0ZWRfYXRfbXMYAyABKAMiXwoQRGlzcnVwdGlvblJlY29yZBIOCgZhY3RpdmUYASABKAgSEAoIc2luY2VfbXMYAiABKAMSFQoNb3ZlcmR1ZV9ub2RlcxgDIAMoCRISCgpsaXZlX25vZGVzGAQgASgDIkwKEVN1Ym5ldExlYXNlUmVjb3JkEg4KBnN1Ym5ldBgBIAEoCRIRCglub2RlX25hbWUYAiABKAkSFAoMbGVhc2VkX2F0X21zGAMgASgDIicKD0hlYXJ0YmVhdFJlY29yZBIUCgxsYXN0X3NlZW5fbXMYASABKAMqbAoOUm91dGVFdmVudFR5cGUSIAocUk9VVEVfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF1JPVVRFX0VWRU5UX1RZUEVfVVBTRVJUEAESGwoXUk9VVEVfRVZFTlRfVFlQRV9ERUxFVEUQAjKiBwoLTm9kZVNlcnZpY2USawoMUmVnaXN0ZXJOb2RlEiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVnaXN0ZXJOb2RlUmVxdWVzdBotLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlZ2lzdGVyTm9kZVJlc3BvbnNlEmIKCUhlYXJ0YmVhdBIpLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkhlYXJ0YmVhdFJlcXVlc3QaKi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5IZWFydGJlYXRSZXNwb25zZRJxCg5EZXJlZ2lzdGVyTm9kZRIuLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkRlcmVnaXN0ZXJOb2RlUmVxdWVzdBovLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkRlcmVnaXN0ZXJOb2RlUmVzcG9uc2USagoLV2F0Y2hSb3V0ZXMSKy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5XYXRjaFJvdXRlc1JlcXVlc3QaLC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5XYXRjaFJvdXRlc1Jlc3BvbnNlMAESdwoQUmVjb3JkQWxsb2NhdGlvbhIwLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlY29yZEFsbG9jYXRpb25SZXF1ZXN0GjEudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVjb3JkQWxsb2NhdGlvblJlc3BvbnNlEnoKEVJlbGVhc2VBbGxvY2F0aW9uEjEudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVsZWFzZUFsbG9jYXRpb25SZXF1ZXN0GjIudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVsZWFzZUFsbG9jYXRpb25SZXNwb25zZRKAAQoTTGlzdE5vZGVBbGxvY2F0aW9ucxIzLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLkxpc3ROb2RlQWxsb2NhdGlvbnNSZXF1ZXN0GjQudHJlbGxpcy5jb250cm9scGxhbmUudjEuTGlzdE5vZGVBbGxvY2F0aW9uc1Jlc3BvbnNlEmsKDFJlcG9ydFJvdXRlcxIsLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlcG9ydFJvdXRlc1JlcXVlc3QaLS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZXBvcnRSb3V0ZXNSZXNwb25zZWIGcHJvdG8z", [file_trellis_cni_v1_cni]);
+  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSJLCgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkSDgoGcm91dGVyGAQgASgIInIKClJvdXRlRXZlbnQSNQoEdHlwZRgBIAEoDjInLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlRXZlbnRUeXBlEi0KBXJvdXRlGAIgASgLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUiVgoTUmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRILCgNtdHUYAyABKA0SDgoGcm91dGVyGAQgASgIIjwKFFJlZ2lzdGVyTm9kZVJlc3BvbnNlEg4KBnN1Ym5ldBgBIAEoCRIUCgxjbHVzdGVyX2NpZHIYAiABKAkiJQoQSGVhcnRiZWF0UmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiEwoRSGVhcnRiZWF0UmVzcG9uc2UiKgoVRGVyZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSIYChZEZXJlZ2lzdGVyTm9kZVJlc3BvbnNlIj4KEldhdGNoUm91dGVzUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSFQoNZnJvbV9yZXZpc2lvbhgCIAEoAyKeAQoTV2F0Y2hSb3V0ZXNSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoAxIQCghzbmFwc2hvdBgCIAEoCBIuCgZyb3V0ZXMYAyADKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZRIzCgZldmVudHMYBCADKAsyIy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZUV2ZW50ImIKF1JlY29yZEFsbG9jYXRpb25SZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRI0CgphbGxvY2F0aW9uGAIgASgLMiAudHJlbGxpcy5jbmkudjEuQWxsb2NhdGlvblJlY29yZCIaChhSZWNvcmRBbGxvY2F0aW9uUmVzcG9uc2UiPgoYUmVsZWFzZUFsbG9jYXRpb25SZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJIhsKGVJlbGVhc2VBbGxvY2F0aW9uUmVzcG9uc2UicQoWU3luY0FsbG9jYXRpb25zUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSMgoIcmVjb3JkZWQYAiADKAsyIC50cmVsbGlzLmNuaS52MS5BbGxvY2F0aW9uUmVjb3JkEhAKCHJlbGVhc2VkGAMgAygJIhkKF1N5bmNBbGxvY2F0aW9uc1Jlc3BvbnNlIi8KGkxpc3ROb2RlQWxsb2NhdGlvbnNSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSJUChtMaXN0Tm9kZUFsbG9jYXRpb25zUmVzcG9uc2USNQoLYWxsb2NhdGlvbnMYASADKAsyIC50cmVsbGlzLmNuaS52MS5BbGxvY2F0aW9uUmVjb3JkImoKE1JlcG9ydFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhAKCHJldmlzaW9uGAIgASgDEi4KBnJvdXRlcxgDIAMoCzIeLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlIhYKFFJlcG9ydFJvdXRlc1Jlc3BvbnNlInAKFFJlcG9ydGVkUm91dGVzUmVjb3JkEhAKCHJldmlzaW9uGAEgASgDEi4KBnJvdXRlcxgCIAMoCzIeLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlEhYKDnJlcG9ydGVkX2F0X21zGAMgASgDIrEBCgpOb2RlUmVjb3JkEgwKBG5hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRIOCgZzdWJuZXQYAyABKAkSCwoDbXR1GAQgASgNEgwKBGxpdmUYBSABKAgSGAoQcmVnaXN0ZXJlZF9hdF9tcxgGIAEoAxIWCg5yZWxlYXNlZF9hdF9tcxgHIAEoAxIXCg9yZWxlYXNlZF9yZWFzb24YCCABKAkSDgoGcm91dGVyGAkgASgIIiEKDE5vZGVJcFJlY29yZBIRCglub2RlX25hbWUYASABKAkiUwoXU3VibmV0UmVzZXJ2YXRpb25SZWNvcmQSDgoGc3VibmV0GAEgASgJEhEKCW5vZGVfbmFtZRgCIAEoCRIVCg1jcmVhdGVkX2F0X21zGAMgASgDIl8KEERpc3J1cHRpb25SZWNvcmQSDgoGYWN0aXZlGAEgASgIEhAKCHNpbmNlX21zGAIgASgDEhUKDW92ZXJkdWVfbm9kZXMYAyADKAkSEgoKbGl2ZV9ub2RlcxgEIAEoAyJMChFTdWJuZXRMZWFzZVJlY29yZBIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEhQKDGxlYXNlZF9hdF9tcxgDIAEoAyInCg9IZWFydGJlYXRSZWNvcmQSFAoMbGFzdF9zZWVuX21zGAEgASgDKmwKDlJvdXRlRXZlbnRUeXBlEiAKHFJPVVRFX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdST1VURV9FVkVOVF9UWVBFX1VQU0VSVBABEhsKF1JPVVRFX0VWRU5UX1RZUEVfREVMRVRFEAIymAgKC05vZGVTZXJ2aWNlEmsKDFJlZ2lzdGVyTm9kZRIsLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlZ2lzdGVyTm9kZVJlcXVlc3QaLS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWdpc3Rlck5vZGVSZXNwb25zZRJiCglIZWFydGJlYXQSKS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5IZWFydGJlYXRSZXF1ZXN0GioudHJlbGxpcy5jb250cm9scGxhbmUudjEuSGVhcnRiZWF0UmVzcG9uc2UScQoORGVyZWdpc3Rlck5vZGUSLi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlcXVlc3QaLy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlc3BvbnNlEmoKC1dhdGNoUm91dGVzEisudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXF1ZXN0GiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXNwb25zZTABEncKEFJlY29yZEFsbG9jYXRpb24SMC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWNvcmRBbGxvY2F0aW9uUmVxdWVzdBoxLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlY29yZEFsbG9jYXRpb25SZXNwb25zZRJ6ChFSZWxlYXNlQWxsb2NhdGlvbhIxLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlbGVhc2VBbGxvY2F0aW9uUmVxdWVzdBoyLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlbGVhc2VBbGxvY2F0aW9uUmVzcG9uc2USdAoPU3luY0FsbG9jYXRpb25zEi8udHJlbGxpcy5jb250cm9scGxhbmUudjEuU3luY0FsbG9jYXRpb25zUmVxdWVzdBowLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlN5bmNBbGxvY2F0aW9uc1Jlc3BvbnNlEoABChNMaXN0Tm9kZUFsbG9jYXRpb25zEjMudHJlbGxpcy5jb250cm9scGxhbmUudjEuTGlzdE5vZGVBbGxvY2F0aW9uc1JlcXVlc3QaNC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5MaXN0Tm9kZUFsbG9jYXRpb25zUmVzcG9uc2USawoMUmVwb3J0Um91dGVzEiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVwb3J0Um91dGVzUmVxdWVzdBotLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlcG9ydFJvdXRlc1Jlc3BvbnNlYgZwcm90bzM", [file_trellis_cni_v1_cni]);
 
 /**
  * A host-gw route: pods of `subnet` are reached through `node_ip`.
@@ -331,6 +331,52 @@ export const ReleaseAllocationResponseSchema: GenMessage<ReleaseAllocationRespon
   messageDesc(file_trellis_controlplane_v1_node, 13);
 
 /**
+ * Several mirror writes of one node at once; an address appears in at most one of the two lists.
+ *
+ * @generated from message trellis.controlplane.v1.SyncAllocationsRequest
+ */
+export type SyncAllocationsRequest = Message<"trellis.controlplane.v1.SyncAllocationsRequest"> & {
+  /**
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * Allocations to record (at most 1000).
+   *
+   * @generated from field: repeated trellis.cni.v1.AllocationRecord recorded = 2;
+   */
+  recorded: AllocationRecord[];
+
+  /**
+   * Pod addresses, without prefix, to release (at most 1000).
+   *
+   * @generated from field: repeated string released = 3;
+   */
+  released: string[];
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.SyncAllocationsRequest.
+ * Use `create(SyncAllocationsRequestSchema)` to create a new message.
+ */
+export const SyncAllocationsRequestSchema: GenMessage<SyncAllocationsRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 14);
+
+/**
+ * @generated from message trellis.controlplane.v1.SyncAllocationsResponse
+ */
+export type SyncAllocationsResponse = Message<"trellis.controlplane.v1.SyncAllocationsResponse"> & {
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.SyncAllocationsResponse.
+ * Use `create(SyncAllocationsResponseSchema)` to create a new message.
+ */
+export const SyncAllocationsResponseSchema: GenMessage<SyncAllocationsResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 15);
+
+/**
  * @generated from message trellis.controlplane.v1.ListNodeAllocationsRequest
  */
 export type ListNodeAllocationsRequest = Message<"trellis.controlplane.v1.ListNodeAllocationsRequest"> & {
@@ -345,7 +391,7 @@ export type ListNodeAllocationsRequest = Message<"trellis.controlplane.v1.ListNo
  * Use `create(ListNodeAllocationsRequestSchema)` to create a new message.
  */
 export const ListNodeAllocationsRequestSchema: GenMessage<ListNodeAllocationsRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 14);
+  messageDesc(file_trellis_controlplane_v1_node, 16);
 
 /**
  * @generated from message trellis.controlplane.v1.ListNodeAllocationsResponse
@@ -362,7 +408,7 @@ export type ListNodeAllocationsResponse = Message<"trellis.controlplane.v1.ListN
  * Use `create(ListNodeAllocationsResponseSchema)` to create a new message.
  */
 export const ListNodeAllocationsResponseSchema: GenMessage<ListNodeAllocationsResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 15);
+  messageDesc(file_trellis_controlplane_v1_node, 17);
 
 /**
  * @generated from message trellis.controlplane.v1.ReportRoutesRequest
@@ -393,7 +439,7 @@ export type ReportRoutesRequest = Message<"trellis.controlplane.v1.ReportRoutesR
  * Use `create(ReportRoutesRequestSchema)` to create a new message.
  */
 export const ReportRoutesRequestSchema: GenMessage<ReportRoutesRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 16);
+  messageDesc(file_trellis_controlplane_v1_node, 18);
 
 /**
  * @generated from message trellis.controlplane.v1.ReportRoutesResponse
@@ -406,7 +452,7 @@ export type ReportRoutesResponse = Message<"trellis.controlplane.v1.ReportRoutes
  * Use `create(ReportRoutesResponseSchema)` to create a new message.
  */
 export const ReportRoutesResponseSchema: GenMessage<ReportRoutesResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 17);
+  messageDesc(file_trellis_controlplane_v1_node, 19);
 
 /**
  * Stored in etcd at /trellis/v1/reported-routes/<name>.
@@ -435,7 +481,7 @@ export type ReportedRoutesRecord = Message<"trellis.controlplane.v1.ReportedRout
  * Use `create(ReportedRoutesRecordSchema)` to create a new message.
  */
 export const ReportedRoutesRecordSchema: GenMessage<ReportedRoutesRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 18);
+  messageDesc(file_trellis_controlplane_v1_node, 20);
 
 /**
  * Stored in etcd at /trellis/v1/nodes/<name> (JSON form). Holds the node's sticky subnet.
@@ -499,7 +545,7 @@ export type NodeRecord = Message<"trellis.controlplane.v1.NodeRecord"> & {
  * Use `create(NodeRecordSchema)` to create a new message.
  */
 export const NodeRecordSchema: GenMessage<NodeRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 19);
+  messageDesc(file_trellis_controlplane_v1_node, 21);
 
 /**
  * Stored in etcd at /trellis/v1/node-ips/<ip>: which node registered an underlay address (an index, so a
@@ -519,7 +565,7 @@ export type NodeIpRecord = Message<"trellis.controlplane.v1.NodeIpRecord"> & {
  * Use `create(NodeIpRecordSchema)` to create a new message.
  */
 export const NodeIpRecordSchema: GenMessage<NodeIpRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 20);
+  messageDesc(file_trellis_controlplane_v1_node, 22);
 
 /**
  * Stored in etcd at /trellis/v1/reservations/<a.b.c.d-len>: an operator pins a subnet to a node name.
@@ -548,7 +594,7 @@ export type SubnetReservationRecord = Message<"trellis.controlplane.v1.SubnetRes
  * Use `create(SubnetReservationRecordSchema)` to create a new message.
  */
 export const SubnetReservationRecordSchema: GenMessage<SubnetReservationRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 21);
+  messageDesc(file_trellis_controlplane_v1_node, 23);
 
 /**
  * Stored in etcd at /trellis/v1/status/disruption: set while a large share of nodes misses heartbeats at
@@ -585,7 +631,7 @@ export type DisruptionRecord = Message<"trellis.controlplane.v1.DisruptionRecord
  * Use `create(DisruptionRecordSchema)` to create a new message.
  */
 export const DisruptionRecordSchema: GenMessage<DisruptionRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 22);
+  messageDesc(file_trellis_controlplane_v1_node, 24);
 
 /**
  * Stored in etcd at /trellis/v1/subnets/<a.b.c.d-len> (JSON form). One key per leased subnet makes
@@ -615,7 +661,7 @@ export type SubnetLeaseRecord = Message<"trellis.controlplane.v1.SubnetLeaseReco
  * Use `create(SubnetLeaseRecordSchema)` to create a new message.
  */
 export const SubnetLeaseRecordSchema: GenMessage<SubnetLeaseRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 23);
+  messageDesc(file_trellis_controlplane_v1_node, 25);
 
 /**
  * Stored in etcd at /trellis/v1/heartbeats/<name>, apart from the node record so that heartbeats do
@@ -635,7 +681,7 @@ export type HeartbeatRecord = Message<"trellis.controlplane.v1.HeartbeatRecord">
  * Use `create(HeartbeatRecordSchema)` to create a new message.
  */
 export const HeartbeatRecordSchema: GenMessage<HeartbeatRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 24);
+  messageDesc(file_trellis_controlplane_v1_node, 26);
 
 /**
  * @generated from enum trellis.controlplane.v1.RouteEventType
@@ -730,6 +776,16 @@ export const NodeService: GenService<{
     methodKind: "unary";
     input: typeof ReleaseAllocationRequestSchema;
     output: typeof ReleaseAllocationResponseSchema;
+  },
+  /**
+   * Records and releases several mirrored allocations in one call (the daemon batches its writes).
+   *
+   * @generated from rpc trellis.controlplane.v1.NodeService.SyncAllocations
+   */
+  syncAllocations: {
+    methodKind: "unary";
+    input: typeof SyncAllocationsRequestSchema;
+    output: typeof SyncAllocationsResponseSchema;
   },
   /**
    * The node's mirrored allocations: what a node whose state dir was lost recovers from.
