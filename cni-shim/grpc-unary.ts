@@ -57,6 +57,8 @@ const flags = { endStream: 0x1, ack: 0x1, endHeaders: 0x4, padded: 0x8, priority
 const settings = { headerTableSize: 0x1, enablePush: 0x2, initialWindowSize: 0x4 } as const;
 const maxWindow = 0x7fffffff;
 const maxFrameSize = 16_384;
+/** HTTP/2's initial flow-control window: a request this small is never held back by the server. */
+const maxRequestBytes = 65_535;
 const preface = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const streamId = 1;
 
@@ -341,6 +343,15 @@ export async function unaryCall(
   options: UnaryOptions,
 ): Promise<UnaryReply> {
   const started = performance.now();
+  if (message.length + 5 > maxRequestBytes) {
+    // Within the server's initial flow-control window, so the request never waits for a WINDOW_UPDATE.
+    return {
+      status: grpcStatus.internal,
+      message: `the request is ${message.length} bytes; the shim sends at most ${maxRequestBytes - 5}`,
+      metadata: new Map(),
+      notSent: true,
+    };
+  }
   return new Promise<UnaryReply>((resolve) => {
     let conn: Conn | undefined;
     let settled = false;

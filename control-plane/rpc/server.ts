@@ -7,7 +7,7 @@ import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { addHealthService } from "../../proto/rpc/health.js";
 import { serverInterceptor } from "../../proto/rpc/interceptor.js";
-import { listenHttp2 } from "../../proto/rpc/listen.js";
+import { listenHttp2, serverLimits } from "../../proto/rpc/listen.js";
 import { addReflectionService } from "../../proto/rpc/reflection.js";
 import { createAdminService } from "./admin-service.js";
 import { createNodeService } from "./node-service.js";
@@ -29,6 +29,7 @@ export async function startControlPlaneServer(
     grpc: true,
     grpcWeb: false,
     connect: false,
+    readMaxBytes: serverLimits.maxMessageBytes,
     interceptors: [serverInterceptor(deps.log)],
     routes: (router: ConnectRouter) => {
       router.service(NodeService, createNodeService(deps));

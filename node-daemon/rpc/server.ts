@@ -18,7 +18,7 @@ import {
 } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { addHealthService } from "../../proto/rpc/health.js";
 import { serverInterceptor } from "../../proto/rpc/interceptor.js";
-import { type Http2Listener, listenHttp2 } from "../../proto/rpc/listen.js";
+import { type Http2Listener, listenHttp2, serverLimits } from "../../proto/rpc/listen.js";
 import { addReflectionService } from "../../proto/rpc/reflection.js";
 import type { AttachmentService } from "../cni/attachment-service.js";
 
@@ -55,6 +55,7 @@ export async function startDaemonServer(deps: DaemonServerDeps): Promise<DaemonS
     grpc: true,
     grpcWeb: false,
     connect: false,
+    readMaxBytes: serverLimits.maxMessageBytes,
     interceptors: [serverInterceptor(log)],
     routes: (router: ConnectRouter) => {
       router.service(CniServiceDesc, {

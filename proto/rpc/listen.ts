@@ -2,6 +2,18 @@
 import http2 from "node:http2";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
+/**
+ * What one client may ask of a Trellis server (DESIGN.md §6: every input from outside is bounded): the
+ * largest request message, streams at once on one connection, header block size, and buffered memory
+ * per connection. Servers pass maxMessageBytes to connect-node as readMaxBytes.
+ */
+export const serverLimits = {
+  maxMessageBytes: 4 << 20,
+  maxConcurrentStreams: 128,
+  maxHeaderListSize: 16 << 10,
+  maxSessionMemoryMb: 16,
+} as const;
+
 export interface Http2Listener {
   readonly server: http2.Http2Server;
   /** Stops accepting, lets open calls finish for up to 2 s, then cuts them. */
@@ -13,7 +25,13 @@ export async function listenHttp2(
   handler: ReturnType<typeof connectNodeAdapter>,
   at: { port: number; host: string } | { path: string },
 ): Promise<Http2Listener> {
-  const server = http2.createServer(handler);
+  const server = http2.createServer(
+    {
+      settings: { maxConcurrentStreams: serverLimits.maxConcurrentStreams, maxHeaderListSize: serverLimits.maxHeaderListSize },
+      maxSessionMemory: serverLimits.maxSessionMemoryMb,
+    },
+    handler,
+  );
   const sessions = new Set<http2.Http2Session>();
   server.on("session", (s) => {
     sessions.add(s);

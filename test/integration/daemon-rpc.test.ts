@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { mkdir, mkdtemp, rm, stat } from "node:fs/promises";
+import http2 from "node:http2";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +13,7 @@ import { type DaemonServer, startDaemonServer } from "../../node-daemon/rpc/serv
 import { Cidr } from "../../proto/core/cidr.js";
 import { protocolVersion } from "../../proto/core/protocol.js";
 import { CniService as CniServiceDesc } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
+import { serverLimits } from "../../proto/rpc/listen.js";
 import { run } from "../support/exec.js";
 import { MemoryAllocationJournal, RecordingNetlink } from "../support/fakes.js";
 import { root } from "../support/lab.js";
@@ -97,6 +99,24 @@ describe("node daemon socket", () => {
     const status = await buf("-d", `{"protocolVersion":${protocolVersion}}`, "http://localhost/trellis.cni.v1.CniService/GetStatus");
     expect(status.code, status.stderr).toBe(0);
     expect(JSON.parse(status.stdout)).toMatchObject({ subnet: "10.244.1.0/24", routeState: "ROUTE_STATE_CURRENT" });
+  });
+
+  it("refuses a message over 4 MiB with RESOURCE_EXHAUSTED, keeps serving, and caps streams per connection", async () => {
+    server = await start();
+    const huge = Array.from({ length: 150_000 }, (_, i) => ({ containerId: `container-${i}-${"x".repeat(16)}`, ifName: "eth0" }));
+    const err = await client()
+      .garbageCollect({ protocolVersion, networkName: "trellis", validAttachments: huge })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+    expect((await client().getStatus({ protocolVersion })).subnet).toBe("10.244.1.0/24");
+    const session = http2.connect("http://daemon", { createConnection: () => net.connect(socketPath) });
+    try {
+      const settings = await new Promise<http2.Settings>((resolve) => session.once("remoteSettings", resolve));
+      expect(settings.maxConcurrentStreams).toBe(serverLimits.maxConcurrentStreams);
+    } finally {
+      session.destroy();
+    }
   });
 
   it("replaces a stale socket file left by a daemon killed with SIGKILL", async () => {

@@ -132,6 +132,13 @@ describe("the shim's client against the daemon's server", () => {
     expect(Wire.garbageCollect.decode(reply.body ?? new Uint8Array()).released).toHaveLength(3_000);
   });
 
+  it("a request the daemon's flow-control window could hold back is refused before it is sent", async () => {
+    await daemon({});
+    const reply = await unaryCall(nodeDial, socketPath, Wire.garbageCollect.path, new Uint8Array(70_000), { timeoutMs: 5_000 });
+    expect(reply).toMatchObject({ status: grpcStatus.internal, notSent: true });
+    expect(reply.message).toMatch(/the request is 70000 bytes; the shim sends at most 65530/);
+  });
+
   it("a daemon that does not answer within the deadline gives TIMEOUT, not a hang", async () => {
     let release: () => void = () => undefined;
     await daemon({
