@@ -22,6 +22,7 @@ const codeOfReason: Record<Reason, number> = {
   INVALID_ARGUMENT: 7,
   NOT_FOUND: 3,
   ALREADY_EXISTS: 100,
+  PERMISSION_DENIED: 103,
   EXHAUSTED: 101,
   VERSION_SKEW: 102,
   CONFLICT: 11,

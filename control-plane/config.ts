@@ -12,6 +12,8 @@ export interface ControlPlaneConfig {
   readonly subnetPrefixLength: number;
   readonly logLevel: string;
   readonly policy: ExpiryPolicy;
+  /** Files of the serving certificate, its key and the cluster CA: mutual TLS; undefined serves cleartext. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string };
 }
 
 export const controlPlaneHelp = `Usage: trellis-control-plane [flags]
@@ -31,10 +33,16 @@ Flags:
                             when it returns within them (default 600)
   --disruption-share F      when more than this share of live nodes (and at least 2) miss heartbeats at
                             once, routes are kept (disruption mode) (default 0.33)
+  --tls-cert FILE           this replica's certificate (trellis-ca issue --kind control-plane)
+  --tls-key FILE            its private key
+  --client-ca FILE          the cluster CA certificate: every caller must present a certificate it signed;
+                            a node may then act only for the node its certificate names, and the admin API
+                            needs an admin (or, to read, a viewer) certificate. Give all three or none.
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
-Without TLS (not yet supported) the control plane should listen on loopback or a trusted network only.
+Without the three TLS flags the control plane serves cleartext and identifies nobody: keep it on loopback
+or a trusted network only.
 `;
 
 /** Parses flags; throws INVALID_ARGUMENT naming the flag. Returns "help" for --help. Pure. */
@@ -49,6 +57,9 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     "lease-ttl": { type: "string", default: "40" },
     "grace-period": { type: "string", default: "600" },
     "disruption-share": { type: "string", default: "0.33" },
+    "tls-cert": { type: "string", default: "" },
+    "tls-key": { type: "string", default: "" },
+    "client-ca": { type: "string", default: "" },
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) return "help";
@@ -86,7 +97,12 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
   if (!values["etcd-prefix"].startsWith("/") || values["etcd-prefix"].endsWith("/")) {
     throw new TrellisError("INVALID_ARGUMENT", `--etcd-prefix ${values["etcd-prefix"]} must start with / and not end with /`);
   }
+  const tlsFiles = [values["tls-cert"], values["tls-key"], values["client-ca"]];
+  if (tlsFiles.some(Boolean) && !tlsFiles.every(Boolean)) {
+    throw new TrellisError("INVALID_ARGUMENT", "--tls-cert, --tls-key and --client-ca go together: give all three, or none for cleartext");
+  }
   return {
+    ...(values["tls-cert"] ? { tls: { certFile: values["tls-cert"], keyFile: values["tls-key"], clientCaFile: values["client-ca"] } } : {}),
     etcdEndpoints,
     etcdPrefix: values["etcd-prefix"],
     listenHost: host,

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFile } from "node:fs/promises";
 import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
 import { configOrReport } from "../proto/core/flags.js";
@@ -21,6 +22,15 @@ async function main(): Promise<void> {
   const feed = new RouteFeed({ store, log });
   const mirror = new AllocationMirror({ store, log });
   let ready = false;
+  const read = (path: string, what: string) =>
+    readFile(path, "utf8").catch((err: unknown) => {
+      throw new TrellisError("INVALID_ARGUMENT", `${what} ${path} cannot be read: ${(err as Error).message}`);
+    });
+  const tls = config.tls && {
+    cert: await read(config.tls.certFile, "--tls-cert"),
+    key: await read(config.tls.keyFile, "--tls-key"),
+    ca: await read(config.tls.clientCaFile, "--client-ca"),
+  };
   const server = await startControlPlaneServer({
     leases,
     feed,
@@ -34,10 +44,15 @@ async function main(): Promise<void> {
     host: config.listenHost,
     port: config.listenPort,
     ready: () => ready,
+    tls,
   });
   log.info(
     { address: `${config.listenHost}:${server.port}`, subnet: config.clusterCidr.toString() },
-    config.listenHost === "127.0.0.1" || config.listenHost === "localhost" ? "listening on loopback without TLS" : "listening without TLS",
+    tls
+      ? "listening with mutual TLS"
+      : config.listenHost === "127.0.0.1" || config.listenHost === "localhost"
+        ? "listening on loopback without TLS"
+        : "listening without TLS: anyone who reaches this address can act for any node",
   );
   for (let attempt = 1, delay = 200; !stop.signal.aborted; attempt++, delay = Math.min(delay * 2, 5_000)) {
     try {

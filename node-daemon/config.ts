@@ -22,6 +22,8 @@ export interface DaemonConfig {
   readonly logLevel: string;
   /** Central-router mode: this node holds every node's route; the others route the cluster CIDR to it. */
   readonly router: boolean;
+  /** Files of the cluster CA and this node's certificate and key: TLS to the control plane; undefined: cleartext. */
+  readonly tls?: { readonly caFile: string; readonly certFile: string; readonly keyFile: string };
 }
 
 export const daemonHelp = `Usage: trellis-node-daemon --node-name NAME --node-ip IP [flags]
@@ -48,6 +50,9 @@ Flags:
   --router                  make this node the cluster's central router: it holds every node's route and
                             every other node sends the whole cluster CIDR to it (default: host-gw, each
                             node holds one route per other node)
+  --ca-cert FILE            the cluster CA: talk to the control plane over mutual TLS (default cleartext)
+  --cert FILE               this node's certificate (trellis-ca issue --kind node --name NAME)
+  --key FILE                its private key (mode 0600). Give all three or none.
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
@@ -60,6 +65,9 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
   const { values } = parseFlags(argv, {
     "node-name": { type: "string", default: "" },
     "node-ip": { type: "string", default: "" },
+    "ca-cert": { type: "string", default: "" },
+    cert: { type: "string", default: "" },
+    key: { type: "string", default: "" },
     "control-plane": { type: "string", default: "127.0.0.1:6443" },
     socket: { type: "string", default: defaultDaemonSocket },
     bridge: { type: "string", default: "trellis0" },
@@ -98,7 +106,12 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
   }
   if (!values["state-dir"].startsWith("/"))
     throw new TrellisError("INVALID_ARGUMENT", `--state-dir ${values["state-dir"]} must be an absolute path`);
+  const tlsFiles = [values["ca-cert"], values.cert, values.key];
+  if (tlsFiles.some(Boolean) && !tlsFiles.every(Boolean)) {
+    throw new TrellisError("INVALID_ARGUMENT", "--ca-cert, --cert and --key go together: give all three, or none for cleartext");
+  }
   return {
+    ...(values.cert ? { tls: { caFile: values["ca-cert"], certFile: values.cert, keyFile: values.key } } : {}),
     nodeName: values["node-name"],
     nodeIp: values["node-ip"],
     controlPlanes,

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The node daemon's entry: flags, the real implementations (STYLE.md §1: only main.ts builds them), signals.
 import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
@@ -20,12 +21,22 @@ import { startDaemonServer } from "./rpc/server.js";
 // Flushed before every exit.
 const destination = pino.destination({ dest: 1, sync: false });
 
+const readCredential = (path: string, flag: string) =>
+  readFile(path, "utf8").catch((err: unknown) => {
+    throw new TrellisError("INVALID_ARGUMENT", `${flag} ${path} cannot be read: ${(err as Error).message}`);
+  });
+
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
 
 async function main(): Promise<void> {
   const config = configOrReport("trellis-node-daemon", process.argv.slice(2), parseDaemonArgs, daemonHelp, process);
   if (!config) return;
   const log = pino({ name: "node-daemon", level: config.logLevel }, destination).child({ node: config.nodeName });
+  const tls = config.tls && {
+    ca: await readCredential(config.tls.caFile, "--ca-cert"),
+    cert: await readCredential(config.tls.certFile, "--cert"),
+    key: await readCredential(config.tls.keyFile, "--key"),
+  };
   const daemon = new NodeDaemon({
     config,
     log,
@@ -33,7 +44,7 @@ async function main(): Promise<void> {
     journal: new FileAllocationJournal(config.stateDir),
     pendingDeletes: new FilePendingDeletes(config.socketPath),
     control: new ControlClient({
-      replicas: config.controlPlanes.map(createControlPlaneApi),
+      replicas: config.controlPlanes.map((address) => createControlPlaneApi(address, tls)),
       log,
       nodeName: config.nodeName,
       nodeIp: config.nodeIp,

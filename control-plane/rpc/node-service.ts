@@ -18,6 +18,7 @@ import type { AllocationMirror } from "../ipam/allocation-mirror.js";
 import type { LeaseManager } from "../ipam/lease-manager.js";
 import type { RouteFeed } from "../routes/route-feed.js";
 import type { ClusterStore } from "../store/store.js";
+import { actFor } from "./authorize.js";
 
 export function createNodeService(deps: {
   leases: LeaseManager;
@@ -28,34 +29,42 @@ export function createNodeService(deps: {
   clock: () => number;
 }): ServiceImpl<typeof NodeService> {
   return {
-    async registerNode(req) {
+    async registerNode(req, ctx) {
+      actFor(ctx, req.nodeName);
       const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500, router: req.router });
       return create(RegisterNodeResponseSchema, { subnet: node.subnet, clusterCidr: deps.clusterCidr.toString() });
     },
-    async heartbeat(req) {
+    async heartbeat(req, ctx) {
+      actFor(ctx, req.nodeName);
       await deps.leases.heartbeat(req.nodeName);
       return create(HeartbeatResponseSchema);
     },
-    async deregisterNode(req) {
+    async deregisterNode(req, ctx) {
+      actFor(ctx, req.nodeName);
       await deps.leases.withdraw(req.nodeName);
       return create(DeregisterNodeResponseSchema);
     },
     watchRoutes(req, ctx) {
+      actFor(ctx, req.nodeName);
       return deps.feed.subscribe(ctx.signal, req.fromRevision);
     },
-    async recordAllocation(req) {
+    async recordAllocation(req, ctx) {
+      actFor(ctx, req.nodeName);
       await deps.mirror.record(req.nodeName, req.allocation);
       return create(RecordAllocationResponseSchema);
     },
-    async releaseAllocation(req) {
+    async releaseAllocation(req, ctx) {
+      actFor(ctx, req.nodeName);
       await deps.mirror.release(req.nodeName, req.address);
       return create(ReleaseAllocationResponseSchema);
     },
-    async syncAllocations(req) {
+    async syncAllocations(req, ctx) {
+      actFor(ctx, req.nodeName);
       await deps.mirror.sync(req.nodeName, req.recorded, req.released);
       return create(SyncAllocationsResponseSchema);
     },
-    async reportRoutes(req) {
+    async reportRoutes(req, ctx) {
+      actFor(ctx, req.nodeName);
       if (!(await deps.store.findNode(req.nodeName)))
         throw new TrellisError("NOT_FOUND", `node ${req.nodeName} is not registered; register it first`);
       await deps.store.putReportedRoutes(
@@ -64,7 +73,8 @@ export function createNodeService(deps: {
       );
       return create(ReportRoutesResponseSchema);
     },
-    async listNodeAllocations(req) {
+    async listNodeAllocations(req, ctx) {
+      actFor(ctx, req.nodeName);
       return create(ListNodeAllocationsResponseSchema, { allocations: await deps.mirror.list(req.nodeName) });
     },
   };

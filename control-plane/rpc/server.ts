@@ -7,9 +7,11 @@ import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { addHealthService } from "../../proto/rpc/health.js";
 import { serverInterceptor } from "../../proto/rpc/interceptor.js";
-import { listenHttp2, serverLimits } from "../../proto/rpc/listen.js";
+import { listenHttp2, serverLimits, type TlsMaterial } from "../../proto/rpc/listen.js";
+import { peerContextValues } from "../../proto/rpc/peer-identity.js";
 import { addReflectionService } from "../../proto/rpc/reflection.js";
 import { createAdminService } from "./admin-service.js";
+import { adminAuthorization } from "./authorize.js";
 import { createNodeService } from "./node-service.js";
 
 type NodeDeps = Parameters<typeof createNodeService>[0];
@@ -20,9 +22,12 @@ export interface ControlPlaneServer {
   close(): Promise<void>;
 }
 
-/** gRPC (HTTP/2 cleartext) with NodeService, AdminService, health and reflection. */
+/**
+ * gRPC with NodeService, AdminService, health and reflection: mutual TLS when given `tls` (every caller is
+ * identified by its certificate and authorized by authorize.ts), cleartext otherwise.
+ */
 export async function startControlPlaneServer(
-  deps: NodeDeps & AdminDeps & { log: Logger; host: string; port: number; ready: () => boolean },
+  deps: NodeDeps & AdminDeps & { log: Logger; host: string; port: number; ready: () => boolean; tls?: TlsMaterial },
 ): Promise<ControlPlaneServer> {
   const services: DescService[] = [NodeService, AdminService];
   const handler = connectNodeAdapter({
@@ -30,7 +35,8 @@ export async function startControlPlaneServer(
     grpcWeb: false,
     connect: false,
     readMaxBytes: serverLimits.maxMessageBytes,
-    interceptors: [serverInterceptor(deps.log)],
+    contextValues: peerContextValues,
+    interceptors: [serverInterceptor(deps.log), adminAuthorization(deps.log)],
     routes: (router: ConnectRouter) => {
       router.service(NodeService, createNodeService(deps));
       router.service(AdminService, createAdminService(deps));
@@ -38,6 +44,6 @@ export async function startControlPlaneServer(
       addReflectionService(router, services);
     },
   });
-  const listener = await listenHttp2(handler, { port: deps.port, host: deps.host });
+  const listener = await listenHttp2(handler, { port: deps.port, host: deps.host }, deps.tls);
   return { port: (listener.server.address() as AddressInfo).port, close: listener.close };
 }

@@ -5,8 +5,11 @@ import { fromConnectError } from "../../proto/rpc/connect-errors.js";
 import type { ControlPlaneApi } from "../control/control-client.js";
 
 /** A NodeService client for one control-plane replica ("host:port"), with errors turned into reasons. */
-export function createControlPlaneApi(address: string): ControlPlaneApi {
-  const client = createClient(NodeService, createGrpcTransport({ baseUrl: `http://${address}` }));
+export function createControlPlaneApi(address: string, tls?: { ca: string; cert: string; key: string }): ControlPlaneApi {
+  const transport = tls
+    ? createGrpcTransport({ baseUrl: `https://${address}`, nodeOptions: { ca: tls.ca, cert: tls.cert, key: tls.key } })
+    : createGrpcTransport({ baseUrl: `http://${address}` });
+  const client = createClient(NodeService, transport);
   const what = `control plane ${address}`;
   const unary =
     <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>

@@ -3,6 +3,7 @@ export const reasons = [
   "INVALID_ARGUMENT",
   "NOT_FOUND",
   "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
   "EXHAUSTED",
   "VERSION_SKEW",
   "CONFLICT",
@@ -35,6 +36,7 @@ export const grpcCodeOf: Record<Reason, number> = {
   INVALID_ARGUMENT: 3,
   NOT_FOUND: 5,
   ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
   EXHAUSTED: 8,
   VERSION_SKEW: 9,
   CONFLICT: 10,
@@ -50,6 +52,7 @@ export const logLevelOf: Record<Reason, "info" | "warn" | "error"> = {
   INVALID_ARGUMENT: "info",
   NOT_FOUND: "info",
   ALREADY_EXISTS: "info",
+  PERMISSION_DENIED: "warn",
   EXHAUSTED: "warn",
   VERSION_SKEW: "warn",
   CONFLICT: "warn",
@@ -74,6 +77,7 @@ export function reasonOfStatus(code: number, sentReason: string | undefined): Re
     3: "INVALID_ARGUMENT",
     4: "TIMEOUT",
     5: "NOT_FOUND",
+    7: "PERMISSION_DENIED",
     12: "VERSION_SKEW", // unimplemented: a peer of another version
     14: "UNAVAILABLE",
   };

@@ -1,4 +1,6 @@
-// The cleartext HTTP/2 listener (TCP or unix socket) every Trellis server runs its Connect handler on.
+// The HTTP/2 listener (TCP or unix socket) every Trellis server runs its Connect handler on: mutual TLS
+// when given TLS material (every client must present a certificate the cluster CA signed), cleartext
+// otherwise (the daemon's root-only unix socket; a lab).
 import http2 from "node:http2";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
@@ -14,8 +16,15 @@ export const serverLimits = {
   maxSessionMemoryMb: 16,
 } as const;
 
+/** PEM texts: the server's certificate and key, and the CA that signs every client's certificate. */
+export interface TlsMaterial {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+}
+
 export interface Http2Listener {
-  readonly server: http2.Http2Server;
+  readonly server: http2.Http2Server | http2.Http2SecureServer;
   /** Stops accepting, lets open calls finish for up to 2 s, then cuts them. */
   close(): Promise<void>;
 }
@@ -24,14 +33,18 @@ export interface Http2Listener {
 export async function listenHttp2(
   handler: ReturnType<typeof connectNodeAdapter>,
   at: { port: number; host: string } | { path: string },
+  tls?: TlsMaterial,
 ): Promise<Http2Listener> {
-  const server = http2.createServer(
-    {
-      settings: { maxConcurrentStreams: serverLimits.maxConcurrentStreams, maxHeaderListSize: serverLimits.maxHeaderListSize },
-      maxSessionMemory: serverLimits.maxSessionMemoryMb,
-    },
-    handler,
-  );
+  const options = {
+    settings: { maxConcurrentStreams: serverLimits.maxConcurrentStreams, maxHeaderListSize: serverLimits.maxHeaderListSize },
+    maxSessionMemory: serverLimits.maxSessionMemoryMb,
+  };
+  const server = tls
+    ? http2.createSecureServer(
+        { ...options, ...tls, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.2", allowHTTP1: false },
+        handler,
+      )
+    : http2.createServer(options, handler);
   const sessions = new Set<http2.Http2Session>();
   server.on("session", (s) => {
     sessions.add(s);

@@ -14,6 +14,7 @@ import { RouteFeed } from "../../control-plane/routes/route-feed.js";
 import { type ControlPlaneServer, startControlPlaneServer } from "../../control-plane/rpc/server.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
 import { Cidr } from "../../proto/core/cidr.js";
+import type { TlsMaterial } from "../../proto/rpc/listen.js";
 import { freePort } from "./etcd.js";
 import { dist } from "./lab.js";
 import { waitForLog } from "./wait.js";
@@ -54,6 +55,7 @@ export async function startInProcessControlPlane(options: {
   log?: Logger;
   policy?: ExpiryPolicy;
   clock?: () => number;
+  tls?: TlsMaterial;
 }): Promise<InProcessControlPlane> {
   const log = options.log ?? pino({ level: "silent" });
   const store = new EtcdClusterStore({ endpoints: [options.etcd], root: options.root });
@@ -78,6 +80,7 @@ export async function startInProcessControlPlane(options: {
     host: "127.0.0.1",
     port: options.port ?? 0,
     ready: () => true,
+    tls: options.tls,
   });
   return {
     address: `127.0.0.1:${server.port}`,

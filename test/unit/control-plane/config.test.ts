@@ -125,4 +125,12 @@ describe("parseControlPlaneArgs", () => {
     expect(err.message).toContain(`/${size}`);
     expect(err.message).toContain("--subnet-size");
   });
+
+  it("takes the three TLS files together, or none (cleartext)", () => {
+    const config = parseControlPlaneArgs(["--tls-cert", "cp.crt", "--tls-key", "cp.key", "--client-ca", "ca.crt"]);
+    expect(config !== "help" && config.tls).toEqual({ certFile: "cp.crt", keyFile: "cp.key", clientCaFile: "ca.crt" });
+    const plain = parseControlPlaneArgs([]);
+    expect(plain !== "help" && plain.tls).toBeUndefined();
+    expect(() => parseControlPlaneArgs(["--tls-cert", "cp.crt"])).toThrow(/--tls-cert, --tls-key and --client-ca go together/);
+  });
 });

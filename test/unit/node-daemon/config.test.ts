@@ -126,4 +126,11 @@ describe("parseDaemonArgs", () => {
   it.each([["576"], ["65535"]])("accepts --mtu %s at the edge of the range", (mtu) => {
     expect(config([...required, "--mtu", mtu]).mtu).toBe(Number(mtu));
   });
+
+  it("takes the three TLS files together, or none (cleartext)", () => {
+    const base = ["--node-name", "n1", "--node-ip", "192.168.1.11"];
+    const config = parseDaemonArgs([...base, "--ca-cert", "ca.crt", "--cert", "n1.crt", "--key", "n1.key"]);
+    expect(config !== "help" && config.tls).toEqual({ caFile: "ca.crt", certFile: "n1.crt", keyFile: "n1.key" });
+    expect(() => parseDaemonArgs([...base, "--cert", "n1.crt"])).toThrow(/--ca-cert, --cert and --key go together/);
+  });
 });
