@@ -127,8 +127,8 @@ async function main(): Promise<number> {
   if (keep) {
     log(`
 The cluster stays up (--keep). Work dir: ${lab.workDir}
-  Admin API (buf curl from the @bufbuild/buf package, through server reflection):
-    nsenter --net=/run/netns/${lab.underlay} npx buf curl --protocol grpc --http2-prior-knowledge http://${lab.controlPlaneAddress}/trellis.admin.v1.AdminService/ListNodes
+  Admin API (mutual TLS with the lab's admin certificate; buf curl from the @bufbuild/buf package, through server reflection):
+    nsenter --net=/run/netns/${lab.underlay} npx buf curl --protocol grpc --cacert ${lab.pki.ca} -E ${lab.pki.adminCert} --key ${lab.pki.adminKey} https://${lab.controlPlaneAddress}/trellis.admin.v1.AdminService/ListNodes
   A node's routes:       nsenter --net=/run/netns/${lab.nodes[0]?.netns} ip route
   A pod's view:          nsenter --net=/run/netns/${pods[0]?.netns} ip addr
   Logs:                  ${lab.workDir}/control-plane.log, ${lab.workDir}/node-*/daemon.log

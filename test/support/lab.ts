@@ -4,6 +4,8 @@ import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { Identity } from "../../proto/core/identity.js";
+import { createCertificateAuthority, generateKeyPair, issueCertificate } from "../../proto/rpc/x509.js";
 import { execConflist, type RuntimeAttachment, readConflist } from "./cni-runtime.js";
 import { type EtcdHandle, startEtcd } from "./etcd.js";
 import { inNetns, must, mustInNetns, run, type Started, startInNetns } from "./exec.js";
@@ -45,6 +47,9 @@ export interface LabNode {
   readonly stateDir: string;
   readonly confDir: string;
   readonly logFile: string;
+  /** This node's certificate and key files (a node identity from the lab's CA). */
+  readonly cert: string;
+  readonly key: string;
   daemon?: Started;
 }
 
@@ -95,6 +100,9 @@ export class Lab {
   private etcd?: EtcdHandle;
   controlPlane?: Started;
   private destroyed = false;
+  private ca?: Awaited<ReturnType<typeof createCertificateAuthority>>;
+  /** The lab's cluster CA and an admin credential (files under workDir/pki), as trellis-ca makes them. */
+  readonly pki: { readonly dir: string; readonly ca: string; readonly adminCert: string; readonly adminKey: string };
 
   private constructor(
     readonly workDir: string,
@@ -103,6 +111,8 @@ export class Lab {
     this.prefix = `tr-${randomBytes(3).toString("hex")}`;
     this.underlay = `${this.prefix}-ul`;
     this.binDir = join(workDir, "cni-bin");
+    const pki = join(workDir, "pki");
+    this.pki = { dir: pki, ca: join(pki, "ca.crt"), adminCert: join(pki, "admin-lab.crt"), adminKey: join(pki, "admin-lab.key") };
   }
 
   static async create(options: LabOptions = {}): Promise<Lab> {
@@ -134,6 +144,17 @@ export class Lab {
     for (const ref of ["portmap", "bridge", "host-local", "loopback"]) {
       if (existsSync(join(referencePluginDir, ref))) await symlink(join(referencePluginDir, ref), join(this.binDir, ref));
     }
+    this.say("cluster CA and credentials (mutual TLS between daemons, operators and the control plane)");
+    await mkdir(this.pki.dir, { recursive: true, mode: 0o700 });
+    this.ca = await createCertificateAuthority("trellis-lab-ca", 1);
+    await writeFile(this.pki.ca, this.ca.certificatePem);
+    await this.issue({ kind: "admin", name: "lab" }, this.pki.adminCert, this.pki.adminKey);
+    await this.issue(
+      { kind: "control-plane", name: "cp-1" },
+      join(this.pki.dir, "control-plane.crt"),
+      join(this.pki.dir, "control-plane.key"),
+      { dnsNames: [], ips: [controlPlaneIp] },
+    );
     this.say(`lab ${this.prefix}: underlay namespace ${this.underlay} with bridge ul0 (${controlPlaneIp}/24)`);
     await this.addNetns(this.underlay);
     await mustInNetns(this.underlay, "ip", ["-batch", "-"], {
@@ -146,6 +167,19 @@ export class Lab {
     this.say(`control plane on ${this.controlPlaneAddress}`);
     await this.startControlPlane();
     for (const node of this.nodes) await this.startDaemon(node);
+  }
+
+  /** Writes a key (0600) and a certificate for `identity`, signed by the lab's CA. */
+  private async issue(
+    identity: Identity,
+    certFile: string,
+    keyFile: string,
+    server?: { dnsNames: string[]; ips: string[] },
+  ): Promise<void> {
+    if (!this.ca) throw new Error("the lab's CA is not made yet");
+    const keys = await generateKeyPair();
+    await writeFile(keyFile, keys.privateKeyPem, { mode: 0o600 });
+    await writeFile(certFile, await issueCertificate(this.ca, { identity, publicKey: keys.publicKey, lifetimeS: 86_400, server }));
   }
 
   async startControlPlane(): Promise<void> {
@@ -164,6 +198,12 @@ export class Lab {
         this.options.clusterCidr ?? "10.244.0.0/16",
         "--subnet-size",
         String(this.options.subnetSize ?? 24),
+        "--tls-cert",
+        join(this.pki.dir, "control-plane.crt"),
+        "--tls-key",
+        join(this.pki.dir, "control-plane.key"),
+        "--client-ca",
+        this.pki.ca,
         ...(this.options.controlPlaneArgs ?? []),
       ],
       logFile,
@@ -190,8 +230,11 @@ export class Lab {
       stateDir: join(dir, "state"),
       confDir: join(dir, "net.d"),
       logFile: join(dir, "daemon.log"),
+      cert: join(dir, "node.crt"),
+      key: join(dir, "node.key"),
     };
     await mkdir(node.confDir, { recursive: true });
+    await this.issue({ kind: "node", name }, node.cert, node.key);
     this.say(`node ${name}: namespace ${netns}, eth0 ${node.ip}/24 on the underlay`);
     await this.addNetns(netns);
     await mustInNetns(this.underlay, "ip", ["-batch", "-"], {
@@ -227,6 +270,12 @@ export class Lab {
         String(this.options.heartbeatIntervalS ?? 5),
         "--cni-conf-dir",
         node.confDir,
+        "--ca-cert",
+        this.pki.ca,
+        "--cert",
+        node.cert,
+        "--key",
+        node.key,
         ...(this.options.daemonArgs ?? []),
         ...(this.options.nodeArgs?.[node.name] ?? []),
       ],
