@@ -53,6 +53,14 @@ export class LeaseManager {
       const router = reg.router ?? false;
       const current = existing?.value;
       if (current?.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu && current.router === router) return current;
+      if (current?.live && current.nodeIp !== reg.nodeIp) {
+        // Re-pointing a live node would send its pods' traffic elsewhere (or a cloned machine would take
+        // turns with it): a node moves only once it left (drain, or its lease expired).
+        throw new TrellisError(
+          "ALREADY_EXISTS",
+          `node ${reg.name} is live at ${current.nodeIp}; a registration cannot move it to ${reg.nodeIp}: stop the node at ${current.nodeIp} and drain it (EvictNode), or wait until its lease expires`,
+        );
+      }
       // Only a new node or a changed address can collide with another node's address: check those once.
       if (!ipChecked && current?.nodeIp !== reg.nodeIp) await this.rejectDuplicateIp(reg);
       ipChecked = true;
