@@ -38,12 +38,16 @@ Flags:
   --client-ca FILE          the cluster CA certificate: every caller must present a certificate it signed;
                             a node may then act only for the node its certificate names, and the admin API
                             needs an admin (or, to read, a viewer) certificate. Give all three or none.
+  --insecure-plaintext      serve cleartext instead, identifying nobody (anyone who can connect may act for
+                            any node and administer the cluster): for a lab, and only on a loopback --listen
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
-Without the three TLS flags the control plane serves cleartext and identifies nobody: keep it on loopback
-or a trusted network only.
+It refuses to start with neither the three TLS flags nor --insecure-plaintext.
 `;
+
+/** 127.0.0.0/8, ::1 and localhost. */
+export const isLoopback = (host: string) => host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 
 /** Parses flags; throws INVALID_ARGUMENT naming the flag. Returns "help" for --help. Pure. */
 export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConfig | "help" {
@@ -60,6 +64,7 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     "tls-cert": { type: "string", default: "" },
     "tls-key": { type: "string", default: "" },
     "client-ca": { type: "string", default: "" },
+    "insecure-plaintext": { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) return "help";
@@ -101,6 +106,22 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
   if (tlsFiles.some(Boolean) && !tlsFiles.every(Boolean)) {
     throw new TrellisError("INVALID_ARGUMENT", "--tls-cert, --tls-key and --client-ca go together: give all three, or none for cleartext");
   }
+  const logLevel = checkLogLevel(values["log-level"]);
+  const insecure = values["insecure-plaintext"];
+  if (values["tls-cert"] && insecure)
+    throw new TrellisError("INVALID_ARGUMENT", "--insecure-plaintext and the TLS flags exclude each other");
+  if (!values["tls-cert"] && !insecure) {
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      "the control plane serves mutual TLS only: give --tls-cert, --tls-key and --client-ca (make them with trellis-ca), or --insecure-plaintext for a lab on loopback",
+    );
+  }
+  if (insecure && !isLoopback(host)) {
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      `--insecure-plaintext serves on loopback only; --listen ${values.listen} is not a loopback address`,
+    );
+  }
   return {
     ...(values["tls-cert"] ? { tls: { certFile: values["tls-cert"], keyFile: values["tls-key"], clientCaFile: values["client-ca"] } } : {}),
     etcdEndpoints,
@@ -109,7 +130,7 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     listenPort: port,
     clusterCidr,
     subnetPrefixLength,
-    logLevel: checkLogLevel(values["log-level"]),
+    logLevel,
     policy,
   };
 }

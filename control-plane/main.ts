@@ -48,11 +48,7 @@ async function main(): Promise<void> {
   });
   log.info(
     { address: `${config.listenHost}:${server.port}`, subnet: config.clusterCidr.toString() },
-    tls
-      ? "listening with mutual TLS"
-      : config.listenHost === "127.0.0.1" || config.listenHost === "localhost"
-        ? "listening on loopback without TLS"
-        : "listening without TLS: anyone who reaches this address can act for any node",
+    tls ? "listening with mutual TLS" : "listening on loopback without TLS (--insecure-plaintext): it identifies nobody",
   );
   for (let attempt = 1, delay = 200; !stop.signal.aborted; attempt++, delay = Math.min(delay * 2, 5_000)) {
     try {

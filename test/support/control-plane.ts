@@ -147,6 +147,7 @@ export async function spawnControlPlane(options: {
           options.root,
           "--listen",
           `127.0.0.1:${port}`,
+          "--insecure-plaintext",
           ...(options.args ?? []),
         ],
         { stdio: ["ignore", fd, fd] },

@@ -2,8 +2,9 @@ import { describe, expect, it } from "vitest";
 import { type ControlPlaneConfig, parseControlPlaneArgs } from "../../../control-plane/config.js";
 import { trellisErrorOf } from "../expect-error.js";
 
+/** Parses `argv`, cleartext on loopback unless it says otherwise (the TLS flags or a --listen). */
 function config(argv: string[]): ControlPlaneConfig {
-  const c = parseControlPlaneArgs(argv);
+  const c = parseControlPlaneArgs(argv.includes("--tls-cert") ? argv : [...argv, "--insecure-plaintext"]);
   if (c === "help") throw new Error("expected a config, got help");
   return c;
 }
@@ -57,6 +58,12 @@ describe("parseControlPlaneArgs", () => {
       "26",
       "--log-level",
       "debug",
+      "--tls-cert",
+      "cp.crt",
+      "--tls-key",
+      "cp.key",
+      "--client-ca",
+      "ca.crt",
     ]);
     expect(c.etcdEndpoints).toEqual(["http://10.0.0.1:2379", "https://etcd.example:2379"]);
     expect(c.etcdPrefix).toBe("/test/abc");
@@ -129,8 +136,20 @@ describe("parseControlPlaneArgs", () => {
   it("takes the three TLS files together, or none (cleartext)", () => {
     const config = parseControlPlaneArgs(["--tls-cert", "cp.crt", "--tls-key", "cp.key", "--client-ca", "ca.crt"]);
     expect(config !== "help" && config.tls).toEqual({ certFile: "cp.crt", keyFile: "cp.key", clientCaFile: "ca.crt" });
-    const plain = parseControlPlaneArgs([]);
+    const plain = parseControlPlaneArgs(["--insecure-plaintext"]);
     expect(plain !== "help" && plain.tls).toBeUndefined();
     expect(() => parseControlPlaneArgs(["--tls-cert", "cp.crt"])).toThrow(/--tls-cert, --tls-key and --client-ca go together/);
+  });
+
+  it("refuses to serve cleartext unless told so plainly, and then on loopback only", () => {
+    expect(() => parseControlPlaneArgs([])).toThrow(
+      /serves mutual TLS only: give --tls-cert, --tls-key and --client-ca .* or --insecure-plaintext/,
+    );
+    expect(() => parseControlPlaneArgs(["--insecure-plaintext", "--listen", "0.0.0.0:6443"])).toThrow(
+      /--insecure-plaintext serves on loopback only; --listen 0\.0\.0\.0:6443 is not a loopback address/,
+    );
+    for (const listen of ["127.0.0.1:6443", "127.1.2.3:0", "localhost:6443", "[::1]:6443"]) {
+      expect(parseControlPlaneArgs(["--insecure-plaintext", "--listen", listen])).not.toBe("help");
+    }
   });
 });
