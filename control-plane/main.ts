@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-import { readFile } from "node:fs/promises";
 import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
 import { configOrReport } from "../proto/core/flags.js";
+import { readPemFile } from "../proto/rpc/pem-file.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
 import { AllocationMirror } from "./ipam/allocation-mirror.js";
 import { ExpiryLoop, LeaseManager } from "./ipam/lease-manager.js";
@@ -22,14 +22,10 @@ async function main(): Promise<void> {
   const feed = new RouteFeed({ store, log });
   const mirror = new AllocationMirror({ store, log });
   let ready = false;
-  const read = (path: string, what: string) =>
-    readFile(path, "utf8").catch((err: unknown) => {
-      throw new TrellisError("INVALID_ARGUMENT", `${what} ${path} cannot be read: ${(err as Error).message}`);
-    });
   const tls = config.tls && {
-    cert: await read(config.tls.certFile, "--tls-cert"),
-    key: await read(config.tls.keyFile, "--tls-key"),
-    ca: await read(config.tls.clientCaFile, "--client-ca"),
+    cert: await readPemFile(config.tls.certFile, "--tls-cert"),
+    key: await readPemFile(config.tls.keyFile, "--tls-key"),
+    ca: await readPemFile(config.tls.clientCaFile, "--client-ca"),
   };
   const server = await startControlPlaneServer({
     leases,

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // The node daemon's entry: flags, the real implementations (STYLE.md §1: only main.ts builds them), signals.
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
 import { configOrReport } from "../proto/core/flags.js";
+import { readPemFile } from "../proto/rpc/pem-file.js";
 import { writeConflist } from "./cni/conflist.js";
 import { FilePendingDeletes } from "./cni/pending-deletes.js";
 import { daemonHelp, parseDaemonArgs } from "./config.js";
@@ -21,11 +21,6 @@ import { startDaemonServer } from "./rpc/server.js";
 // Flushed before every exit.
 const destination = pino.destination({ dest: 1, sync: false });
 
-const readCredential = (path: string, flag: string) =>
-  readFile(path, "utf8").catch((err: unknown) => {
-    throw new TrellisError("INVALID_ARGUMENT", `${flag} ${path} cannot be read: ${(err as Error).message}`);
-  });
-
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
 
 async function main(): Promise<void> {
@@ -33,9 +28,9 @@ async function main(): Promise<void> {
   if (!config) return;
   const log = pino({ name: "node-daemon", level: config.logLevel }, destination).child({ node: config.nodeName });
   const tls = config.tls && {
-    ca: await readCredential(config.tls.caFile, "--ca-cert"),
-    cert: await readCredential(config.tls.certFile, "--cert"),
-    key: await readCredential(config.tls.keyFile, "--key"),
+    ca: await readPemFile(config.tls.caFile, "--ca-cert"),
+    cert: await readPemFile(config.tls.certFile, "--cert"),
+    key: await readPemFile(config.tls.keyFile, "--key"),
   };
   const daemon = new NodeDaemon({
     config,

@@ -16,7 +16,7 @@ import { hostVethName } from "../net/names.js";
 import type { BridgeSpec, Netlink, VethSpec } from "../net/netlink.js";
 import { Admission } from "./admission.js";
 import { AllocationIndex, attachmentKey } from "./allocation-index.js";
-import { type AllocationMirror, MirrorQueue } from "./mirror-queue.js";
+import { type AllocationMirror, MirrorQueue, mirrorBatchLimit } from "./mirror-queue.js";
 import type { PendingDeletes } from "./pending-deletes.js";
 import { planBridge, planVeth, resultOf, vethProblems } from "./plan.js";
 import { isInterruptedAdd, orphanVeths, planStart } from "./start-plan.js";
@@ -170,8 +170,8 @@ export class AttachmentService {
       const remote = new Map((await mirror.list()).map((r) => [r.address, r]));
       const recorded = this.index.records().filter((r) => remote.get(r.address)?.hostVeth !== r.hostVeth);
       const released = [...remote.keys()].filter((address) => !this.index.has(address));
-      for (let at = 0; at < Math.max(recorded.length, released.length); at += 500) {
-        await mirror.sync(recorded.slice(at, at + 500), released.slice(at, at + 500));
+      for (let at = 0; at < Math.max(recorded.length, released.length); at += mirrorBatchLimit) {
+        await mirror.sync(recorded.slice(at, at + mirrorBatchLimit), released.slice(at, at + mirrorBatchLimit));
       }
     } catch (err) {
       this.deps.log.warn({ err }, "could not sync allocations to the control plane; will retry");

@@ -17,7 +17,7 @@ export interface AllocationMirror {
 type MirrorOp = { readonly record: AllocationRecord } | { readonly release: string };
 
 /** The most writes one call carries (the control plane takes up to 1000 of each kind). */
-const batchLimit = 500;
+export const mirrorBatchLimit = 500;
 
 export class MirrorQueue {
   private readonly ops: MirrorOp[] = [];
@@ -63,8 +63,8 @@ export class MirrorQueue {
         const last = new Map<string, MirrorOp>();
         for (const op of this.ops.splice(0, this.ops.length)) last.set("record" in op ? op.record.address : op.release, op);
         const writes = [...last.values()];
-        for (let at = 0; at < writes.length; at += batchLimit) {
-          const batch = writes.slice(at, at + batchLimit);
+        for (let at = 0; at < writes.length; at += mirrorBatchLimit) {
+          const batch = writes.slice(at, at + mirrorBatchLimit);
           const recorded = batch.flatMap((op) => ("record" in op ? [op.record] : []));
           const released = batch.flatMap((op) => ("release" in op ? [op.release] : []));
           await mirror.sync(recorded, released).catch((err: unknown) => {

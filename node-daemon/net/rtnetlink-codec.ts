@@ -40,7 +40,7 @@ const rtScopeUniverse = 0;
 /** In a delete: match any scope (what `ip route del` sends). */
 const rtScopeNowhere = 255;
 /** What `ip route add` stamps when no protocol is given. */
-export const rtprotBoot = 3;
+const rtprotBoot = 3;
 
 /** One request: the message type, flags and body; the sequence number is set when it is sent. */
 export interface NlRequest {
@@ -123,7 +123,6 @@ const ackOf = (type: number, flags: number, ...parts: Uint8Array[]): NlRequest =
 
 export const requests = {
   getLinkByName: (name: string) => ackOf(rtm.getLink, 0, ifinfomsg(), str(ifla.ifname, name)),
-  getLinkByIndex: (index: number) => ackOf(rtm.getLink, 0, ifinfomsg({ index })),
   dumpLinks: (): NlRequest => ({ type: rtm.getLink, flags: nlmFlags.request | nlmFlags.dump, body: ifinfomsg() }),
   dumpAddresses: (): NlRequest => ({ type: rtm.getAddr, flags: nlmFlags.request | nlmFlags.dump, body: ifaddrmsg(0, 0) }),
   dumpRoutes: (): NlRequest => ({ type: rtm.getRoute, flags: nlmFlags.request | nlmFlags.dump, body: rtmsg(0, 0) }),

@@ -61,12 +61,10 @@ export function configOrReport<T>(
 }
 
 /** What a program's main does with its arguments: run with a config, or print and exit. */
-export type ProgramArgs<T> =
-  | { readonly config: T }
-  | { readonly print: string; readonly to: "stdout" | "stderr"; readonly exitCode: number };
+type ProgramArgs<T> = { readonly config: T } | { readonly print: string; readonly to: "stdout" | "stderr"; readonly exitCode: number };
 
 /** Parses a program's arguments: its config, or the help (exit 0), or the error (exit 2). Pure; main acts on it. */
-export function programArgs<T>(
+function programArgs<T>(
   program: string,
   argv: readonly string[],
   parse: (argv: readonly string[]) => T | "help",

@@ -68,7 +68,7 @@ describe("rtnetlink codec", () => {
   });
 
   it("splits a datagram into its messages and refuses a length that overruns it", () => {
-    const a = encodeRequest(requests.getLinkByIndex(1), 1);
+    const a = encodeRequest(requests.getLinkByName("lo"), 1);
     const b = encodeRequest(requests.dumpRoutes(), 2);
     expect(parseMessages(Buffer.concat([a, b])).map((m) => [m.type, m.seq])).toEqual([
       [rtm.getLink, 1],
