@@ -23,6 +23,7 @@ const codeOfReason: Record<Reason, number> = {
   NOT_FOUND: 3,
   ALREADY_EXISTS: 100,
   PERMISSION_DENIED: 103,
+  UNAUTHENTICATED: 103,
   EXHAUSTED: 101,
   VERSION_SKEW: 102,
   CONFLICT: 11,

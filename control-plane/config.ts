@@ -6,6 +6,8 @@ import type { ExpiryPolicy } from "./ipam/lease-expiry.js";
 export interface ControlPlaneConfig {
   readonly etcdEndpoints: readonly string[];
   readonly etcdPrefix: string;
+  /** Files of etcd's CA and of this replica's etcd client certificate and key; undefined dials etcd in cleartext. */
+  readonly etcdTls?: { readonly caFile: string; readonly certFile: string; readonly keyFile: string };
   readonly listenHost: string;
   readonly listenPort: number;
   readonly clusterCidr: Cidr;
@@ -14,6 +16,12 @@ export interface ControlPlaneConfig {
   readonly policy: ExpiryPolicy;
   /** Files of the serving certificate, its key and the cluster CA: mutual TLS; undefined serves cleartext. */
   readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string };
+  /** The cluster CA's key: this replica signs node certificates (Join, renewal). */
+  readonly caKeyFile?: string;
+  /** Port of the join listener (server-only TLS, JoinService alone) on the --listen host. */
+  readonly joinPort: number;
+  /** Lifetime of the node certificates this replica issues. */
+  readonly nodeCertificateLifetimeS: number;
 }
 
 export const controlPlaneHelp = `Usage: trellis-control-plane [flags]
@@ -23,8 +31,13 @@ host-gw routes to every node daemon, and serves the admin API (gRPC, with server
 grpc.health.v1). All state lives in etcd; any number of replicas may share one etcd.
 
 Flags:
-  --etcd-endpoints URLS     comma-separated etcd client URLs (default http://127.0.0.1:2379)
+  --etcd-endpoints URLS     comma-separated etcd client URLs (default http://127.0.0.1:2379): http:// without
+                            the --etcd-* TLS flags, https:// with them
   --etcd-prefix PREFIX      key prefix in etcd (default /trellis/v1)
+  --etcd-ca FILE            the CA certificate that etcd's serving certificate is checked against
+  --etcd-cert FILE          this replica's client certificate for etcd; for an etcd started with
+                            --client-cert-auth, signed by a CA in its --trusted-ca-file, with client auth usage
+  --etcd-key FILE           its private key. Give all three (and https:// endpoints) or none (cleartext to etcd)
   --listen HOST:PORT        where to serve gRPC (default 127.0.0.1:6443; port 0 picks a free one)
   --cluster-cidr CIDR       the pod network, split into node subnets (default 10.244.0.0/16)
   --subnet-size N           prefix length of each node's subnet (default 24)
@@ -38,6 +51,13 @@ Flags:
   --client-ca FILE          the cluster CA certificate: every caller must present a certificate it signed;
                             a node may then act only for the node its certificate names, and the admin API
                             needs an admin (or, to read, a viewer) certificate. Give all three or none.
+  --ca-key FILE             the cluster CA's private key (trellis-ca init's ca.key, mode 0600): this replica
+                            signs node certificates, for join tokens (JoinService) and renewals. Replicas
+                            without it refuse both; at least one replica needs it
+  --join-port N             port of the join listener on the --listen host: TLS with this replica's
+                            certificate, no client certificate, JoinService only (default 6444; 0 picks a
+                            free one). Served only with --ca-key
+  --node-cert-hours N       lifetime of node certificates; daemons renew at 70-90% of it (default 168)
   --insecure-plaintext      serve cleartext instead, identifying nobody (anyone who can connect may act for
                             any node and administer the cluster): for a lab, and only on a loopback --listen
   --log-level LEVEL         trace, debug, info, warn or error (default info)
@@ -54,6 +74,9 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
   const { values } = parseFlags(argv, {
     "etcd-endpoints": { type: "string", default: "http://127.0.0.1:2379" },
     "etcd-prefix": { type: "string", default: "/trellis/v1" },
+    "etcd-ca": { type: "string", default: "" },
+    "etcd-cert": { type: "string", default: "" },
+    "etcd-key": { type: "string", default: "" },
     listen: { type: "string", default: "127.0.0.1:6443" },
     "cluster-cidr": { type: "string", default: "10.244.0.0/16" },
     "subnet-size": { type: "string", default: "24" },
@@ -65,6 +88,9 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     "tls-key": { type: "string", default: "" },
     "client-ca": { type: "string", default: "" },
     "insecure-plaintext": { type: "boolean", default: false },
+    "ca-key": { type: "string", default: "" },
+    "join-port": { type: "string", default: "6444" },
+    "node-cert-hours": { type: "string", default: "168" },
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) return "help";
@@ -99,6 +125,28 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     }
   }
   if (etcdEndpoints.length === 0) throw new TrellisError("INVALID_ARGUMENT", "--etcd-endpoints is empty");
+  const etcdTlsFiles = [values["etcd-ca"], values["etcd-cert"], values["etcd-key"]];
+  if (etcdTlsFiles.some(Boolean) && !etcdTlsFiles.every(Boolean)) {
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      "--etcd-ca, --etcd-cert and --etcd-key go together: give all three, or none for cleartext to etcd",
+    );
+  }
+  const etcdTls = values["etcd-ca"] !== "";
+  for (const e of etcdEndpoints) {
+    if (etcdTls && e.startsWith("http://")) {
+      throw new TrellisError(
+        "INVALID_ARGUMENT",
+        `--etcd-endpoints: ${e} is cleartext, but --etcd-ca, --etcd-cert and --etcd-key are given: use https:// endpoints`,
+      );
+    }
+    if (!etcdTls && e.startsWith("https://")) {
+      throw new TrellisError(
+        "INVALID_ARGUMENT",
+        `--etcd-endpoints: ${e} is https://: give --etcd-ca, --etcd-cert and --etcd-key (etcd's CA, this replica's client certificate and key), or use http:// endpoints`,
+      );
+    }
+  }
   if (!values["etcd-prefix"].startsWith("/") || values["etcd-prefix"].endsWith("/")) {
     throw new TrellisError("INVALID_ARGUMENT", `--etcd-prefix ${values["etcd-prefix"]} must start with / and not end with /`);
   }
@@ -122,10 +170,17 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
       `--insecure-plaintext serves on loopback only; --listen ${values.listen} is not a loopback address`,
     );
   }
+  if (values["ca-key"] && !values["tls-cert"]) {
+    throw new TrellisError("INVALID_ARGUMENT", "--ca-key needs TLS: give --tls-cert, --tls-key and --client-ca too");
+  }
   return {
+    ...(values["ca-key"] ? { caKeyFile: values["ca-key"] } : {}),
+    joinPort: parseIntFlag(values["join-port"], "--join-port", 0, 65535),
+    nodeCertificateLifetimeS: parseIntFlag(values["node-cert-hours"], "--node-cert-hours", 1, 24 * 400) * 3600,
     ...(values["tls-cert"] ? { tls: { certFile: values["tls-cert"], keyFile: values["tls-key"], clientCaFile: values["client-ca"] } } : {}),
     etcdEndpoints,
     etcdPrefix: values["etcd-prefix"],
+    ...(etcdTls ? { etcdTls: { caFile: values["etcd-ca"], certFile: values["etcd-cert"], keyFile: values["etcd-key"] } } : {}),
     listenHost: host,
     listenPort: port,
     clusterCidr,

@@ -1,21 +1,32 @@
 #!/usr/bin/env node
+import { randomBytes } from "node:crypto";
 import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
 import { configOrReport } from "../proto/core/flags.js";
 import { readPemFile } from "../proto/rpc/pem-file.js";
+import { importPrivateKey } from "../proto/rpc/x509.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
+import { CertificateRegistry } from "./identity/certificate-registry.js";
+import { NodeIdentities } from "./identity/node-identities.js";
 import { AllocationMirror } from "./ipam/allocation-mirror.js";
 import { ExpiryLoop, LeaseManager } from "./ipam/lease-manager.js";
 import { createSubnetPool } from "./ipam/subnet-pool.js";
 import { RouteFeed } from "./routes/route-feed.js";
 import { startControlPlaneServer } from "./rpc/server.js";
+import { EtcdIdentityStore } from "./store/etcd-identity-store.js";
 import { EtcdClusterStore } from "./store/etcd-store.js";
 
 async function main(): Promise<void> {
   const config = configOrReport("trellis-control-plane", process.argv.slice(2), parseControlPlaneArgs, controlPlaneHelp, process);
   if (!config) return;
   const log = pino({ name: "control-plane", level: config.logLevel });
-  const store = new EtcdClusterStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix });
+  const etcdTls = config.etcdTls && {
+    ca: await readPemFile(config.etcdTls.caFile, "--etcd-ca"),
+    cert: await readPemFile(config.etcdTls.certFile, "--etcd-cert"),
+    key: await readPemFile(config.etcdTls.keyFile, "--etcd-key"),
+  };
+  const store = new EtcdClusterStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix, tls: etcdTls });
+  const identityStore = new EtcdIdentityStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix, tls: etcdTls });
   const pool = createSubnetPool(config.clusterCidr, config.subnetPrefixLength);
   const stop = new AbortController();
   const leases = new LeaseManager({ store, pool, log, clock: Date.now, rand: Math.random, policy: config.policy });
@@ -27,7 +38,21 @@ async function main(): Promise<void> {
     key: await readPemFile(config.tls.keyFile, "--tls-key"),
     ca: await readPemFile(config.tls.clientCaFile, "--client-ca"),
   };
+  const ca = config.caKeyFile &&
+    tls && { certificatePem: tls.ca, privateKey: await importPrivateKey(await readPemFile(config.caKeyFile, "--ca-key")) };
+  const identities = new NodeIdentities({
+    store: identityStore,
+    ca: ca || undefined,
+    log,
+    clock: Date.now,
+    randomBytes: (n) => randomBytes(n),
+    certificateLifetimeS: config.nodeCertificateLifetimeS,
+  });
+  const registry = new CertificateRegistry(identityStore, Date.now);
   const server = await startControlPlaneServer({
+    identities,
+    registry,
+    joinPort: ca ? config.joinPort : undefined,
     leases,
     feed,
     mirror,
@@ -46,8 +71,13 @@ async function main(): Promise<void> {
     { address: `${config.listenHost}:${server.port}`, subnet: config.clusterCidr.toString() },
     tls ? "listening with mutual TLS" : "listening on loopback without TLS (--insecure-plaintext): it identifies nobody",
   );
+  if (server.joinPort !== undefined) log.info({ address: `${config.listenHost}:${server.joinPort}` }, "serving JoinService (join tokens)");
+  else log.info("not serving JoinService: nodes cannot join through this replica (it has no --ca-key)");
+  let registryStarted = false;
   for (let attempt = 1, delay = 200; !stop.signal.aborted; attempt++, delay = Math.min(delay * 2, 5_000)) {
     try {
+      if (!registryStarted) await registry.start(stop.signal);
+      registryStarted = true;
       await feed.start(stop.signal);
       ready = true;
       break;
@@ -59,12 +89,17 @@ async function main(): Promise<void> {
   const expiry = new ExpiryLoop({ leases, clock: Date.now, log });
   const sweepEveryMs = Math.max(500, Math.min(5_000, config.policy.ttlMs / 4));
   const sweeper = setInterval(() => void expiry.tick(), sweepEveryMs);
+  const tokenSweeper = setInterval(() => {
+    identities.sweepJoinTokens().catch((err: unknown) => log.warn({ err }, "could not delete expired join tokens"));
+  }, 60_000);
   const shutdown = async (signal: string) => {
     clearInterval(sweeper);
+    clearInterval(tokenSweeper);
     log.info(`shutting down on ${signal}`);
     stop.abort();
     await server.close();
     await store.close();
+    await identityStore.close();
     process.exit(0);
   };
   process.once("SIGTERM", () => void shutdown("SIGTERM"));

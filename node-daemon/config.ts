@@ -20,10 +20,17 @@ export interface DaemonConfig {
   readonly cniConfDir: string;
   readonly cniConfName: string;
   readonly logLevel: string;
-  /** Central-router mode: this node holds every node's route; the others route the cluster CIDR to it. */
-  readonly router: boolean;
-  /** Files of the cluster CA and this node's certificate and key: TLS to the control plane; undefined: cleartext. */
-  readonly tls?: { readonly caFile: string; readonly certFile: string; readonly keyFile: string };
+  /**
+   * Mutual TLS to the control plane: the cluster CA's file, this node's credential file (key and
+   * certificate, written by joining and renewed in place), the join token's file, and the port of the
+   * replicas' join listeners. Undefined: cleartext (a lab control plane with --insecure-plaintext).
+   */
+  readonly tls?: {
+    readonly caFile: string;
+    readonly credentialFile: string;
+    readonly joinTokenFile?: string;
+    readonly joinPort: number;
+  };
 }
 
 export const daemonHelp = `Usage: trellis-node-daemon --node-name NAME --node-ip IP [flags]
@@ -47,12 +54,14 @@ Flags:
   --cni-conf-dir DIR        where to write the CNI conflist once the daemon holds its lease and serves
                             the socket; "" to not write one (default /etc/cni/net.d)
   --cni-conf-name FILE      the conflist's file name (default 10-trellis.conflist)
-  --router                  make this node the cluster's central router: it holds every node's route and
-                            every other node sends the whole cluster CIDR to it (default: host-gw, each
-                            node holds one route per other node)
-  --ca-cert FILE            the cluster CA: talk to the control plane over mutual TLS (default cleartext)
-  --cert FILE               this node's certificate (trellis-ca issue --kind node --name NAME)
-  --key FILE                its private key (mode 0600). Give all three or none.
+  --ca-cert FILE            the cluster CA certificate: talk to the control plane over mutual TLS, as this
+                            node (default: cleartext, for a lab control plane with --insecure-plaintext)
+  --credential FILE         this node's private key and certificate, in one file of mode 0600: written when
+                            the node joins, renewed in place before it expires (default STATE-DIR/node.pem)
+  --join-token-file FILE    a join token (AdminService.CreateJoinToken for this node name), needed only
+                            while there is no valid certificate in --credential; used once
+  --join-port N             port of the control planes' join listener, on the --control-plane hosts
+                            (default 6444)
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
@@ -66,8 +75,9 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     "node-name": { type: "string", default: "" },
     "node-ip": { type: "string", default: "" },
     "ca-cert": { type: "string", default: "" },
-    cert: { type: "string", default: "" },
-    key: { type: "string", default: "" },
+    credential: { type: "string", default: "" },
+    "join-token-file": { type: "string", default: "" },
+    "join-port": { type: "string", default: "6444" },
     "control-plane": { type: "string", default: "127.0.0.1:6443" },
     socket: { type: "string", default: defaultDaemonSocket },
     bridge: { type: "string", default: "trellis0" },
@@ -106,12 +116,27 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
   }
   if (!values["state-dir"].startsWith("/"))
     throw new TrellisError("INVALID_ARGUMENT", `--state-dir ${values["state-dir"]} must be an absolute path`);
-  const tlsFiles = [values["ca-cert"], values.cert, values.key];
-  if (tlsFiles.some(Boolean) && !tlsFiles.every(Boolean)) {
-    throw new TrellisError("INVALID_ARGUMENT", "--ca-cert, --cert and --key go together: give all three, or none for cleartext");
+  if (values.router) {
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      "--router is no longer a node flag: central-router mode is cluster config that an admin sets (AdminService.SetRouter)",
+    );
   }
+  if (!values["ca-cert"] && (values.credential || values["join-token-file"])) {
+    throw new TrellisError("INVALID_ARGUMENT", "--credential and --join-token-file need --ca-cert (the cluster CA certificate)");
+  }
+  const joinPort = parseIntFlag(values["join-port"], "--join-port", 1, 65535);
   return {
-    ...(values.cert ? { tls: { caFile: values["ca-cert"], certFile: values.cert, keyFile: values.key } } : {}),
+    ...(values["ca-cert"]
+      ? {
+          tls: {
+            caFile: values["ca-cert"],
+            credentialFile: values.credential || `${values["state-dir"].replace(/\/+$/, "")}/node.pem`,
+            ...(values["join-token-file"] ? { joinTokenFile: values["join-token-file"] } : {}),
+            joinPort,
+          },
+        }
+      : {}),
     nodeName: values["node-name"],
     nodeIp: values["node-ip"],
     controlPlanes,
@@ -122,7 +147,6 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     heartbeatIntervalMs: parseIntFlag(values["heartbeat-interval"], "--heartbeat-interval", 1, 3600) * 1000,
     routeResyncIntervalMs: parseIntFlag(values["route-resync"], "--route-resync", 1, 3600) * 1000,
     logLevel: checkLogLevel(values["log-level"]),
-    router: values.router,
     cniConfDir: values["cni-conf-dir"],
     cniConfName: values["cni-conf-name"],
   };

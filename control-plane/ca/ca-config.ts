@@ -13,15 +13,17 @@ Commands:
   init        create the CA in --dir: ca.crt (give it to every node and operator) and ca.key (mode 0600;
               keep it on the control-plane hosts only). Refuses to overwrite an existing CA.
   issue       make a key and a certificate signed by the CA in --dir, written to --out as
-              KIND-NAME.key (mode 0600) and KIND-NAME.crt. Nodes normally join with a token instead.
+              KIND-NAME.key (mode 0600) and KIND-NAME.crt, for an operator or a control-plane replica.
 
 Flags:
   --dir DIR          the CA's directory
   --days N           init: the CA's lifetime in days (default 3650)
-  --kind KIND        issue: node, admin, viewer or control-plane
+  --kind KIND        issue: admin, viewer or control-plane (nodes join with a token instead: the
+                     control plane accepts only node certificates it issued itself)
   --name NAME        issue: the operator's name, the node name, or the replica's name
   --out DIR          issue: where to write the key and certificate
-  --hours N          issue: the certificate's lifetime in hours (default 12 for operators, 168 otherwise)
+  --hours N          issue: the certificate's lifetime in hours (default 12 for operators, 8760 for a
+                     control-plane replica)
   --dns NAMES        issue, control-plane only: comma-separated DNS names the replica serves under
   --ip ADDRESSES     issue, control-plane only: comma-separated addresses the replica serves on
   -h, --help         print this help and exit
@@ -63,13 +65,19 @@ export function parseCaArgs(argv: readonly string[]): CaCommand | "help" {
   if (command === "init") return { command, dir: values.dir, days: parseIntFlag(values.days, "--days", 1, 36_500) };
   if (command !== "issue")
     throw new TrellisError("INVALID_ARGUMENT", `unknown command ${JSON.stringify(command)}; use init or issue (see --help)`);
+  if (values.kind === "node") {
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      "--kind node: nodes join with a token (AdminService.CreateJoinToken, then the daemon's --join-token-file); the control plane accepts only node certificates it issued itself",
+    );
+  }
   if (!(identityKinds as readonly string[]).includes(values.kind)) {
-    throw new TrellisError("INVALID_ARGUMENT", `--kind must be one of ${identityKinds.join(", ")}`);
+    throw new TrellisError("INVALID_ARGUMENT", `--kind must be one of admin, viewer, control-plane`);
   }
   if (!values.out) throw new TrellisError("INVALID_ARGUMENT", "--out is required: where to write the key and certificate");
   const identity = checkIdentity({ kind: values.kind as IdentityKind, name: values.name });
   const operator = identity.kind === "admin" || identity.kind === "viewer";
-  const hours = values.hours ? parseIntFlag(values.hours, "--hours", 1, 24 * 400) : operator ? 12 : 168;
+  const hours = values.hours ? parseIntFlag(values.hours, "--hours", 1, 24 * 400) : operator ? 12 : 24 * 365;
   const dnsNames = list(values.dns);
   const ips = list(values.ip);
   if ((dnsNames.length > 0 || ips.length > 0) && identity.kind !== "control-plane") {

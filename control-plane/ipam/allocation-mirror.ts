@@ -5,6 +5,27 @@ import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js"
 import type { ClusterStore } from "../store/store.js";
 
 /**
+ * Most allocations one SyncAllocations call may record, and most it may release (node.proto): twice what
+ * the daemon sends (mirrorBatchLimit, 500, of each kind at most; the test holds the two together).
+ */
+export const syncAllocationsLimit = 1000;
+
+/** Throws INVALID_ARGUMENT when a SyncAllocations batch holds more than syncAllocationsLimit of either kind. Pure. */
+export function checkSyncBatchSize(recorded: number, released: number): void {
+  for (const [field, count] of [
+    ["recorded", recorded],
+    ["released", released],
+  ] as const) {
+    if (count > syncAllocationsLimit) {
+      throw new TrellisError(
+        "INVALID_ARGUMENT",
+        `${field} holds ${count} entries; at most ${syncAllocationsLimit} recorded and ${syncAllocationsLimit} released allocations per call, split the batch`,
+      );
+    }
+  }
+}
+
+/**
  * Pod allocations reported by nodes, kept in etcd so the cluster-wide view survives the loss of a
  * node's disk. The node stays the single writer of its own subnet: this only checks and stores.
  */
@@ -28,10 +49,7 @@ export class AllocationMirror {
 
   /** Several records and releases at once; every address is checked before anything is written. */
   async sync(node: string, recorded: readonly AllocationRecord[], released: readonly string[]): Promise<void> {
-    const limit = 1000;
-    if (recorded.length > limit || released.length > limit) {
-      throw new TrellisError("INVALID_ARGUMENT", `at most ${limit} recorded and ${limit} released allocations per call; split the batch`);
-    }
+    checkSyncBatchSize(recorded.length, released.length);
     const subnet = await this.subnetOf(node);
     for (const [i, record] of recorded.entries()) {
       if (!subnet.contains(parseIpv4(record.address, `recorded[${i}].address`))) {

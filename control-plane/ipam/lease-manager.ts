@@ -32,7 +32,6 @@ export interface Registration {
   readonly name: string;
   readonly nodeIp: string;
   readonly mtu: number;
-  readonly router?: boolean;
 }
 
 /** Hands each node one subnet of the pool; all authority is in the store (etcd transactions). */
@@ -50,9 +49,8 @@ export class LeaseManager {
     let ipChecked = false;
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
       const existing = await store.findNode(reg.name);
-      const router = reg.router ?? false;
       const current = existing?.value;
-      if (current?.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu && current.router === router) return current;
+      if (current?.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu) return current;
       if (current?.live && current.nodeIp !== reg.nodeIp) {
         // Re-pointing a live node would send its pods' traffic elsewhere (or a cloned machine would take
         // turns with it): a node moves only once it left (drain, or its lease expired).
@@ -72,7 +70,6 @@ export class LeaseManager {
           ...current,
           nodeIp: reg.nodeIp,
           mtu: reg.mtu,
-          router,
           live: true,
           releasedAtMs: 0n,
           releasedReason: "",
@@ -103,7 +100,6 @@ export class LeaseManager {
           name: reg.name,
           nodeIp: reg.nodeIp,
           mtu: reg.mtu,
-          router: reg.router ?? false,
           subnet,
           live: true,
           registeredAtMs: now,
@@ -117,6 +113,32 @@ export class LeaseManager {
       log.debug({ node: reg.name, attempt }, "registration race lost, retrying");
     }
     throw new TrellisError("CONFLICT", `could not register node ${reg.name}: lost ${this.maxRaces} etcd races in a row`);
+  }
+
+  /**
+   * Makes `name` the cluster's central router, or host-gw again (DESIGN.md §6: cluster config that only an
+   * admin sets). At most one node is the router: turning it on for one turns it off for any other.
+   */
+  async setRouter(name: string, router: boolean): Promise<NodeRecord> {
+    if (router) {
+      for (const other of (await this.deps.store.listNodes()).nodes) {
+        if (other.router && other.name !== name) await this.updateRouterFlag(other.name, false);
+      }
+    }
+    return this.updateRouterFlag(name, router);
+  }
+
+  private async updateRouterFlag(name: string, router: boolean): Promise<NodeRecord> {
+    for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
+      const existing = await this.getNode(name);
+      if (existing.value.router === router) return existing.value;
+      const next = create(NodeRecordSchema, { ...existing.value, router });
+      if (await this.deps.store.updateNode(next, existing.modRevision)) {
+        this.deps.log.info({ node: name, router }, router ? "node is now the central router" : "node is no longer the central router");
+        return next;
+      }
+    }
+    throw new TrellisError("CONFLICT", `could not change router mode of node ${name}: lost ${this.maxRaces} etcd races in a row`);
   }
 
   /**
@@ -263,9 +285,15 @@ export class LeaseManager {
 function validateRegistration(reg: Registration): void {
   checkNodeName(reg.name, "node_name");
   parseIpv4(reg.nodeIp, "node_ip");
-  if (!Number.isInteger(reg.mtu) || reg.mtu < 576 || reg.mtu > 65535) {
-    throw new TrellisError("INVALID_ARGUMENT", `mtu ${reg.mtu} is not between 576 and 65535`);
+  checkMtu(reg.mtu);
+}
+
+/** A node's MTU: 576 (the least every IPv4 host must take) to 65535; throws INVALID_ARGUMENT. Pure. */
+export function checkMtu(mtu: number): number {
+  if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65535) {
+    throw new TrellisError("INVALID_ARGUMENT", `mtu ${mtu} is not between 576 and 65535`);
   }
+  return mtu;
 }
 
 /**

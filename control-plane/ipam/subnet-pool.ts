@@ -7,10 +7,14 @@ export interface SubnetPool {
   readonly prefixLength: number;
 }
 
+/** Prefix lengths a node subnet may have: /31 and /32 leave no room for a gateway and pods. */
+export const subnetPrefixLengths = { min: 1, max: 30 } as const;
+
 /** Checks that `cluster` splits into at least one subnet of `prefixLength`. */
 export function createSubnetPool(cluster: Cidr, prefixLength: number): SubnetPool {
-  if (!Number.isInteger(prefixLength) || prefixLength < 1 || prefixLength > 30) {
-    throw new TrellisError("INVALID_ARGUMENT", `subnet size /${prefixLength} is not between /1 and /30`);
+  const { min, max } = subnetPrefixLengths;
+  if (!Number.isInteger(prefixLength) || prefixLength < min || prefixLength > max) {
+    throw new TrellisError("INVALID_ARGUMENT", `subnet size /${prefixLength} is not between /${min} and /${max}`);
   }
   if (cluster.subnetCount(prefixLength) === 0n) {
     throw new TrellisError(

@@ -7,6 +7,7 @@ import {
   type AdminService,
   type Allocation,
   AllocationSchema,
+  CreateJoinTokenResponseSchema,
   DeleteReservationResponseSchema,
   EventKind,
   EvictNodeResponseSchema,
@@ -25,11 +26,14 @@ import {
   ReservationSchema,
   ReserveSubnetResponseSchema,
   RouteSchema,
+  SetRouterResponseSchema,
   type WatchEventsResponse,
   WatchEventsResponseSchema,
 } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import type { NodeRecord, Route, SubnetReservationRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { describePeer, peerKey } from "../../proto/rpc/peer-identity.js";
+import type { NodeIdentities } from "../identity/node-identities.js";
 import type { ExpiryPolicy } from "../ipam/lease-expiry.js";
 import type { LeaseManager } from "../ipam/lease-manager.js";
 import type { SubnetPool } from "../ipam/subnet-pool.js";
@@ -42,6 +46,7 @@ export interface AdminDeps {
   readonly leases: LeaseManager;
   readonly policy: ExpiryPolicy;
   readonly clock: () => number;
+  readonly identities: NodeIdentities;
 }
 
 const ts = (ms: bigint | number) => timestampFromMs(Number(ms));
@@ -180,7 +185,7 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       });
     },
     async getClusterConfig() {
-      const disruption = await store.getDisruption();
+      const [disruption, { nodes }] = await Promise.all([store.getDisruption(), store.listNodes()]);
       return create(GetClusterConfigResponseSchema, {
         clusterCidr: pool.cluster.toString(),
         subnetPrefixLength: pool.prefixLength,
@@ -190,10 +195,27 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
         disruption: disruption?.active ?? false,
         disruptionSince: disruption?.active ? ts(disruption.sinceMs) : undefined,
         disruptionOverdueNodes: disruption?.active ? disruption.overdueNodes : [],
+        routerNode: nodes.find((n) => n.router)?.name ?? "",
       });
     },
+    async createJoinToken(req, ctx) {
+      const { token, expiresAtMs } = await deps.identities.createJoinToken(
+        required(req.nodeName, "node_name"),
+        req.ttlSeconds,
+        describePeer(ctx.values.get(peerKey)),
+      );
+      return create(CreateJoinTokenResponseSchema, { token, expiresAt: ts(expiresAtMs) });
+    },
+    async setRouter(req) {
+      await leases.setRouter(required(req.nodeName, "node_name"), req.router);
+      const [node] = await describeNodes(req.nodeName);
+      return create(SetRouterResponseSchema, { node });
+    },
     async evictNode(req) {
-      await leases.withdraw(required(req.name, "name"), "evicted");
+      const name = required(req.name, "name");
+      // Revoked first: an evicted node must not be able to come straight back with its old certificate.
+      await deps.identities.revoke(name);
+      await leases.withdraw(name, "evicted");
       return create(EvictNodeResponseSchema);
     },
     async releaseLease(req) {

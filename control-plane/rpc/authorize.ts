@@ -5,7 +5,10 @@ import type { HandlerContext, Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/core/errors.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
+import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { describePeer, peerKey } from "../../proto/rpc/peer-identity.js";
+import type { CertificateRegistry } from "../identity/certificate-registry.js";
+import { revoked } from "../identity/node-identities.js";
 
 /** NodeService: the caller must be exactly the node the request names. */
 export function actFor(ctx: HandlerContext, nodeName: string): void {
@@ -16,6 +19,19 @@ export function actFor(ctx: HandlerContext, nodeName: string): void {
     "PERMISSION_DENIED",
     `${describePeer(peer)} may not act for node ${JSON.stringify(nodeName)}: a node acts only for itself`,
   );
+}
+
+/**
+ * NodeService: the caller's certificate must be one its node may use now (not revoked by an eviction).
+ * Checked before every call; actFor then checks the node it acts for.
+ */
+export function nodeCertificateCheck(registry: CertificateRegistry): Interceptor {
+  return (next) => async (req) => {
+    if (req.service.typeName !== NodeService.typeName) return next(req);
+    const peer = req.contextValues.get(peerKey);
+    if (typeof peer === "object" && peer.kind === "node" && !(await registry.isValid(peer.name, peer.serial))) throw revoked(peer.name);
+    return next(req);
+  };
 }
 
 /** AdminService methods that only read: the ones whose names say so. Everything else is a write. */

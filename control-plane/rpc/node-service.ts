@@ -5,15 +5,19 @@ import { TrellisError } from "../../proto/core/errors.js";
 import {
   DeregisterNodeResponseSchema,
   HeartbeatResponseSchema,
+  JoinResponseSchema,
+  type JoinService,
   ListNodeAllocationsResponseSchema,
   type NodeService,
   RecordAllocationResponseSchema,
   RegisterNodeResponseSchema,
   ReleaseAllocationResponseSchema,
+  RenewCertificateResponseSchema,
   ReportedRoutesRecordSchema,
   ReportRoutesResponseSchema,
   SyncAllocationsResponseSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { NodeIdentities } from "../identity/node-identities.js";
 import type { AllocationMirror } from "../ipam/allocation-mirror.js";
 import type { LeaseManager } from "../ipam/lease-manager.js";
 import type { RouteFeed } from "../routes/route-feed.js";
@@ -27,11 +31,18 @@ export function createNodeService(deps: {
   clusterCidr: Cidr;
   store: ClusterStore;
   clock: () => number;
+  identities: NodeIdentities;
 }): ServiceImpl<typeof NodeService> {
   return {
     async registerNode(req, ctx) {
       actFor(ctx, req.nodeName);
-      const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500, router: req.router });
+      if (req.router) {
+        throw new TrellisError(
+          "PERMISSION_DENIED",
+          `node ${req.nodeName} asked to be the central router: router mode is cluster config that only an admin sets (AdminService.SetRouter); start the daemon without --router`,
+        );
+      }
+      const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500 });
       return create(RegisterNodeResponseSchema, { subnet: node.subnet, clusterCidr: deps.clusterCidr.toString() });
     },
     async heartbeat(req, ctx) {
@@ -73,9 +84,22 @@ export function createNodeService(deps: {
       );
       return create(ReportRoutesResponseSchema);
     },
+    async renewCertificate(req, ctx) {
+      actFor(ctx, req.nodeName);
+      return create(RenewCertificateResponseSchema, { certificatePem: await deps.identities.renew(req.nodeName, req.csrPem) });
+    },
     async listNodeAllocations(req, ctx) {
       actFor(ctx, req.nodeName);
       return create(ListNodeAllocationsResponseSchema, { allocations: await deps.mirror.list(req.nodeName) });
+    },
+  };
+}
+
+/** JoinService: a node without a certificate trades a join token for its first one. */
+export function createJoinService(deps: { identities: NodeIdentities }): ServiceImpl<typeof JoinService> {
+  return {
+    async join(req) {
+      return create(JoinResponseSchema, { certificatePem: await deps.identities.join(req.token, req.nodeName, req.csrPem) });
     },
   };
 }

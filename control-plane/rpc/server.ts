@@ -1,42 +1,80 @@
+import type { Http2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
-import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { JoinService, NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { addHealthService } from "../../proto/rpc/health.js";
 import { serverInterceptor } from "../../proto/rpc/interceptor.js";
-import { listenHttp2, serverLimits, type TlsMaterial } from "../../proto/rpc/listen.js";
-import { peerContextValues } from "../../proto/rpc/peer-identity.js";
+import { type Http2Listener, listenHttp2, serverLimits, type TlsMaterial } from "../../proto/rpc/listen.js";
+import { peerContextValues, peerKey } from "../../proto/rpc/peer-identity.js";
 import { addReflectionService } from "../../proto/rpc/reflection.js";
+import type { CertificateRegistry } from "../identity/certificate-registry.js";
 import { createAdminService } from "./admin-service.js";
-import { adminAuthorization } from "./authorize.js";
-import { createNodeService } from "./node-service.js";
+import { adminAuthorization, nodeCertificateCheck } from "./authorize.js";
+import { createJoinService, createNodeService } from "./node-service.js";
+import { requestValidation } from "./validate.js";
 
 type NodeDeps = Parameters<typeof createNodeService>[0];
 type AdminDeps = Parameters<typeof createAdminService>[0];
 
 export interface ControlPlaneServer {
   readonly port: number;
+  /** The join port, when one is served. */
+  readonly joinPort?: number;
   close(): Promise<void>;
 }
 
 /**
  * gRPC with NodeService, AdminService, health and reflection: mutual TLS when given `tls` (every caller is
- * identified by its certificate and authorized by authorize.ts), cleartext otherwise.
+ * identified by its certificate and authorized by authorize.ts), cleartext otherwise. With `joinPort`
+ * (and `tls`), JoinService too, on that port with server-only TLS: the one call for nodes that have no
+ * certificate yet.
  */
 export async function startControlPlaneServer(
-  deps: NodeDeps & AdminDeps & { log: Logger; host: string; port: number; ready: () => boolean; tls?: TlsMaterial },
+  deps: NodeDeps &
+    AdminDeps & {
+      log: Logger;
+      host: string;
+      port: number;
+      ready: () => boolean;
+      tls?: TlsMaterial;
+      joinPort?: number;
+      registry: CertificateRegistry;
+    },
 ): Promise<ControlPlaneServer> {
   const services: DescService[] = [NodeService, AdminService];
+  // Open connections of each node, cut when its certificates are revoked (an evicted node's route stream).
+  const sessionsOf = new Map<string, Set<Http2Session>>();
+  deps.registry.onRevoked((node) => {
+    for (const session of sessionsOf.get(node) ?? []) session.destroy();
+    sessionsOf.delete(node);
+  });
   const handler = connectNodeAdapter({
     grpc: true,
     grpcWeb: false,
     connect: false,
     readMaxBytes: serverLimits.maxMessageBytes,
-    contextValues: peerContextValues,
-    interceptors: [serverInterceptor(deps.log), adminAuthorization(deps.log)],
+    contextValues: (req) => {
+      const values = peerContextValues(req);
+      const peer = values.get(peerKey);
+      const session = (req as { stream?: { session?: Http2Session } }).stream?.session;
+      if (typeof peer === "object" && peer.kind === "node" && session) {
+        const sessions = sessionsOf.get(peer.name) ?? new Set();
+        if (!sessions.has(session)) {
+          sessions.add(session);
+          sessionsOf.set(peer.name, sessions);
+          session.once("close", () => {
+            sessions.delete(session);
+            if (sessions.size === 0 && sessionsOf.get(peer.name) === sessions) sessionsOf.delete(peer.name);
+          });
+        }
+      }
+      return values;
+    },
+    interceptors: [serverInterceptor(deps.log), nodeCertificateCheck(deps.registry), requestValidation(), adminAuthorization(deps.log)],
     routes: (router: ConnectRouter) => {
       router.service(NodeService, createNodeService(deps));
       router.service(AdminService, createAdminService(deps));
@@ -45,5 +83,31 @@ export async function startControlPlaneServer(
     },
   });
   const listener = await listenHttp2(handler, { port: deps.port, host: deps.host }, deps.tls);
-  return { port: (listener.server.address() as AddressInfo).port, close: listener.close };
+  let joinListener: Http2Listener | undefined;
+  if (deps.tls && deps.joinPort !== undefined) {
+    const joinHandler = connectNodeAdapter({
+      grpc: true,
+      grpcWeb: false,
+      connect: false,
+      readMaxBytes: 64 << 10,
+      interceptors: [serverInterceptor(deps.log), requestValidation()],
+      routes: (router: ConnectRouter) => {
+        router.service(JoinService, createJoinService(deps));
+        addHealthService(router, [JoinService], deps.ready);
+      },
+    });
+    try {
+      joinListener = await listenHttp2(joinHandler, { port: deps.joinPort, host: deps.host }, { cert: deps.tls.cert, key: deps.tls.key });
+    } catch (err) {
+      await listener.close();
+      throw err;
+    }
+  }
+  return {
+    port: (listener.server.address() as AddressInfo).port,
+    joinPort: joinListener && (joinListener.server.address() as AddressInfo).port,
+    close: async () => {
+      await Promise.all([listener.close(), joinListener?.close()]);
+    },
+  };
 }

@@ -1,7 +1,6 @@
-import { create, type DescMessage, fromJsonString, type MessageShape, toJsonString } from "@bufbuild/protobuf";
-import { Etcd3, type IKeyValue, type Watcher } from "etcd3";
+import { create, toJsonString } from "@bufbuild/protobuf";
+import type { Etcd3, Watcher } from "etcd3";
 import { Cidr } from "../../proto/core/cidr.js";
-import { TrellisError } from "../../proto/core/errors.js";
 import { type AllocationRecord, AllocationRecordSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import {
   type DisruptionRecord,
@@ -17,35 +16,31 @@ import {
   type SubnetReservationRecord,
   SubnetReservationRecordSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { createEtcdClient, type EtcdConnection } from "./etcd-client.js";
+import { decodeRecord, etcdCall } from "./etcd-codec.js";
 import { createKeys, type Keys } from "./keys.js";
 import type { ClusterEvent, ClusterStore, NodeChange, NodeSnapshot, NodeWatchBatch, Versioned } from "./store.js";
 
-export interface EtcdStoreOptions {
-  readonly endpoints: readonly string[];
+export type EtcdStoreOptions = EtcdConnection & {
   /** Key root; tests give each test its own. */
   readonly root?: string;
-  /** Deadline of one etcd call. */
-  readonly callTimeoutMs?: number;
-}
+};
 
 /** ClusterStore over etcd v3: the control plane's only authority (DESIGN.md §5). */
 export class EtcdClusterStore implements ClusterStore {
   private readonly etcd: Etcd3;
   private readonly keys: Keys;
+  private readonly connection: EtcdConnection;
 
   constructor(options: EtcdStoreOptions) {
-    const callTimeoutMs = options.callTimeoutMs ?? 5_000;
-    this.etcd = new Etcd3({
-      hosts: [...options.endpoints],
-      dialTimeout: callTimeoutMs,
-      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
-    });
+    this.connection = options;
+    this.etcd = createEtcdClient(options);
     this.keys = createKeys(options.root);
   }
 
   async listLeases(): Promise<SubnetLeaseRecord[]> {
     const res = await this.call("list subnet leases", () => this.etcd.getAll().prefix(this.keys.subnetsPrefix).exec());
-    return res.kvs.map((kv) => decode(SubnetLeaseRecordSchema, kv));
+    return res.kvs.map((kv) => decodeRecord(SubnetLeaseRecordSchema, kv));
   }
 
   async listLeasedSubnets(): Promise<string[]> {
@@ -57,12 +52,12 @@ export class EtcdClusterStore implements ClusterStore {
   async findNode(name: string): Promise<Versioned<NodeRecord> | undefined> {
     const res = await this.call(`read node ${name}`, () => this.etcd.get(this.keys.node(name)).exec());
     const kv = res.kvs[0];
-    return kv && { value: decode(NodeRecordSchema, kv), modRevision: BigInt(kv.mod_revision) };
+    return kv && { value: decodeRecord(NodeRecordSchema, kv), modRevision: BigInt(kv.mod_revision) };
   }
 
   async listNodes(): Promise<NodeSnapshot> {
     const res = await this.call("list nodes", () => this.etcd.getAll().prefix(this.keys.nodesPrefix).exec());
-    return { revision: BigInt(res.header.revision), nodes: res.kvs.map((kv) => decode(NodeRecordSchema, kv)) };
+    return { revision: BigInt(res.header.revision), nodes: res.kvs.map((kv) => decodeRecord(NodeRecordSchema, kv)) };
   }
 
   async claimSubnet(lease: SubnetLeaseRecord, node: NodeRecord, nodeModRevision: bigint): Promise<boolean> {
@@ -100,7 +95,7 @@ export class EtcdClusterStore implements ClusterStore {
   async findNodeByIp(ip: string): Promise<string | undefined> {
     const res = await this.call(`look up node IP ${ip}`, () => this.etcd.get(this.keys.nodeIp(ip)).exec());
     const kv = res.kvs[0];
-    return kv && decode(NodeIpRecordSchema, kv).nodeName;
+    return kv && decodeRecord(NodeIpRecordSchema, kv).nodeName;
   }
 
   private putNodeIp(node: NodeRecord) {
@@ -128,7 +123,7 @@ export class EtcdClusterStore implements ClusterStore {
 
   async listReservations(): Promise<SubnetReservationRecord[]> {
     const res = await this.call("list reservations", () => this.etcd.getAll().prefix(this.keys.reservationsPrefix).exec());
-    return res.kvs.map((kv) => decode(SubnetReservationRecordSchema, kv));
+    return res.kvs.map((kv) => decodeRecord(SubnetReservationRecordSchema, kv));
   }
 
   async createReservation(reservation: SubnetReservationRecord): Promise<boolean> {
@@ -159,13 +154,13 @@ export class EtcdClusterStore implements ClusterStore {
   async findReportedRoutes(node: string): Promise<ReportedRoutesRecord | undefined> {
     const res = await this.call(`read routes reported by ${node}`, () => this.etcd.get(this.keys.reportedRoutes(node)).exec());
     const kv = res.kvs[0];
-    return kv && decode(ReportedRoutesRecordSchema, kv);
+    return kv && decodeRecord(ReportedRoutesRecordSchema, kv);
   }
 
   async listReportedRoutes(): Promise<Map<string, ReportedRoutesRecord>> {
     const prefix = this.keys.reportedRoutesPrefix;
     const res = await this.call("list reported routes", () => this.etcd.getAll().prefix(prefix).exec());
-    return new Map(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), decode(ReportedRoutesRecordSchema, kv)]));
+    return new Map(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), decodeRecord(ReportedRoutesRecordSchema, kv)]));
   }
 
   async watchEvents(onEvent: (event: ClusterEvent) => void, signal: AbortSignal): Promise<void> {
@@ -180,7 +175,7 @@ export class EtcdClusterStore implements ClusterStore {
         const base = { type, revision, nodeName: "", subnet: "", address: "", live: false } as const;
         try {
           if (key.startsWith(k.nodesPrefix)) {
-            const node = kv && decode(NodeRecordSchema, kv);
+            const node = kv && decodeRecord(NodeRecordSchema, kv);
             onEvent({
               ...base,
               kind: "node",
@@ -189,13 +184,13 @@ export class EtcdClusterStore implements ClusterStore {
               live: type === "put" && (node?.live ?? false),
             });
           } else if (key.startsWith(k.subnetsPrefix)) {
-            const lease = kv && decode(SubnetLeaseRecordSchema, kv);
+            const lease = kv && decodeRecord(SubnetLeaseRecordSchema, kv);
             onEvent({ ...base, kind: "lease", nodeName: lease?.nodeName ?? "", subnet: lease?.subnet ?? "" });
           } else if (key.startsWith(k.allocationsPrefix)) {
             const [nodeName = "", address = ""] = key.slice(k.allocationsPrefix.length).split("/");
             onEvent({ ...base, kind: "allocation", nodeName, address });
           } else if (key.startsWith(k.reservationsPrefix)) {
-            const r = kv && decode(SubnetReservationRecordSchema, kv);
+            const r = kv && decodeRecord(SubnetReservationRecordSchema, kv);
             onEvent({ ...base, kind: "reservation", nodeName: r?.nodeName ?? "", subnet: r?.subnet ?? "" });
           }
         } catch {
@@ -211,7 +206,7 @@ export class EtcdClusterStore implements ClusterStore {
   async getDisruption(): Promise<DisruptionRecord | undefined> {
     const res = await this.call("read disruption status", () => this.etcd.get(this.keys.disruption).exec());
     const kv = res.kvs[0];
-    return kv && decode(DisruptionRecordSchema, kv);
+    return kv && decodeRecord(DisruptionRecordSchema, kv);
   }
 
   async putDisruption(record: DisruptionRecord): Promise<void> {
@@ -228,7 +223,7 @@ export class EtcdClusterStore implements ClusterStore {
   async listHeartbeats(): Promise<Map<string, bigint>> {
     const prefix = this.keys.heartbeatsPrefix;
     const res = await this.call("list heartbeats", () => this.etcd.getAll().prefix(prefix).exec());
-    return new Map(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), decode(HeartbeatRecordSchema, kv).lastSeenMs]));
+    return new Map(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), decodeRecord(HeartbeatRecordSchema, kv).lastSeenMs]));
   }
 
   async watchNodes(
@@ -245,7 +240,7 @@ export class EtcdClusterStore implements ClusterStore {
       if (res.events.length === 0) return;
       const changes = res.events.map((event): NodeChange => {
         const name = event.kv.key.toString().slice(prefix.length);
-        return event.type === "Put" ? { type: "put", name, node: decode(NodeRecordSchema, event.kv) } : { type: "delete", name };
+        return event.type === "Put" ? { type: "put", name, node: decodeRecord(NodeRecordSchema, event.kv) } : { type: "delete", name };
       });
       onBatch({ revision: BigInt(res.header.revision), changes });
     });
@@ -294,7 +289,7 @@ export class EtcdClusterStore implements ClusterStore {
     const res = await this.call("list allocations", () => this.etcd.getAll().prefix(prefix).exec());
     return res.kvs.map((kv) => ({
       node: kv.key.toString().slice(this.keys.allocationsPrefix.length).split("/")[0] ?? "",
-      record: decode(AllocationRecordSchema, kv),
+      record: decodeRecord(AllocationRecordSchema, kv),
     }));
   }
 
@@ -302,20 +297,7 @@ export class EtcdClusterStore implements ClusterStore {
     this.etcd.close();
   }
 
-  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof TrellisError) throw err;
-      throw new TrellisError("UNAVAILABLE", `etcd: could not ${what}: ${(err as Error).message}`, { cause: err });
-    }
-  }
-}
-
-function decode<Desc extends DescMessage>(schema: Desc, kv: IKeyValue): MessageShape<Desc> {
-  try {
-    return fromJsonString(schema, kv.value.toString());
-  } catch (err) {
-    throw new TrellisError("DATA_LOSS", `etcd key ${kv.key.toString()} does not hold a ${schema.typeName}`, { cause: err });
+  private call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return etcdCall(what, fn, this.connection);
   }
 }

@@ -8,7 +8,7 @@ import type { AllocationMirror } from "../cni/mirror-queue.js";
 /** The NodeService calls the daemon makes; the generated Connect client satisfies it. */
 export interface ControlPlaneApi {
   registerNode(
-    req: { nodeName: string; nodeIp: string; mtu: number; router?: boolean },
+    req: { nodeName: string; nodeIp: string; mtu: number },
     options?: { signal?: AbortSignal; timeoutMs?: number },
   ): Promise<RegisterNodeResponse>;
   heartbeat(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
@@ -17,6 +17,7 @@ export interface ControlPlaneApi {
   syncAllocations(req: { nodeName: string; recorded: AllocationRecord[]; released: string[] }, options?: CallOptions): Promise<unknown>;
   listNodeAllocations(req: { nodeName: string }, options?: CallOptions): Promise<{ allocations: AllocationRecord[] }>;
   reportRoutes(req: { nodeName: string; revision: bigint; routes: Route[] }, options?: CallOptions): Promise<unknown>;
+  renewCertificate(req: { nodeName: string; csrPem: string }, options?: CallOptions): Promise<{ certificatePem: string }>;
 }
 
 type CallOptions = { signal?: AbortSignal; timeoutMs?: number };
@@ -28,7 +29,6 @@ export interface ControlClientDeps {
   readonly nodeName: string;
   readonly nodeIp: string;
   readonly mtu: number;
-  readonly router?: boolean;
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   readonly callTimeoutMs?: number;
 }
@@ -51,38 +51,53 @@ export function applyRouteMessage(current: RouteSet, msg: WatchRoutesResponse): 
 /** The daemon's side of the control plane: registration with backoff, heartbeats, the route stream. */
 export class ControlClient implements AllocationMirror {
   private current = 0;
+  private replicas: readonly ControlPlaneApi[];
   private revision = 0n;
   private routes: RouteSet = new Map();
   /** Whether the route stream is connected and its last message applied; why not, when it is not. */
   private routeState: { current: boolean; detail: string } = { current: false, detail: "no route set received yet" };
 
-  constructor(private readonly deps: ControlClientDeps) {}
+  constructor(private readonly deps: ControlClientDeps) {
+    this.replicas = deps.replicas;
+  }
+
+  /**
+   * New clients for every later call (after a certificate renewal); streams already open go on over the
+   * connections they have.
+   */
+  useReplicas(replicas: readonly ControlPlaneApi[]): void {
+    this.replicas = replicas;
+  }
 
   private get api(): ControlPlaneApi {
-    const api = this.deps.replicas[this.current % this.deps.replicas.length];
+    const api = this.replicas[this.current % this.replicas.length];
     if (!api) throw new TrellisError("INVALID_ARGUMENT", "no control-plane address configured");
     return api;
   }
 
   private failover(): void {
-    this.current = (this.current + 1) % this.deps.replicas.length;
+    this.current = (this.current + 1) % this.replicas.length;
   }
 
   /** Registers until it succeeds (retrying with backoff while the control plane is unreachable). */
   async register(signal: AbortSignal): Promise<RegisterNodeResponse> {
-    const { log, nodeName, nodeIp, mtu, router } = this.deps;
+    const { log, nodeName, nodeIp, mtu } = this.deps;
     for (let attempt = 1, delay = 250; ; attempt++, delay = Math.min(delay * 2, 10_000)) {
       try {
-        const res = await this.api.registerNode(
-          { nodeName, nodeIp, mtu, router: router ?? false },
-          { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 },
-        );
+        const res = await this.api.registerNode({ nodeName, nodeIp, mtu }, { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
         log.info({ subnet: res.subnet, attempt }, "registered with the control plane");
         return res;
       } catch (err) {
         if (signal.aborted) throw err;
         const reason = err instanceof TrellisError ? err.reason : undefined;
-        if (reason === "INVALID_ARGUMENT" || reason === "ALREADY_EXISTS" || reason === "EXHAUSTED") throw err;
+        if (
+          reason === "INVALID_ARGUMENT" ||
+          reason === "ALREADY_EXISTS" ||
+          reason === "EXHAUSTED" ||
+          reason === "PERMISSION_DENIED" ||
+          reason === "UNAUTHENTICATED"
+        )
+          throw err;
         log.warn({ err, attempt, durationMs: delay }, "control plane not reachable, retrying registration");
         this.failover();
         await this.deps.sleep(delay, signal);
@@ -170,12 +185,18 @@ export class ControlClient implements AllocationMirror {
     await this.withFailover(() => this.api.reportRoutes({ nodeName: this.deps.nodeName, revision, routes }, this.timeout));
   }
 
+  /** A certificate for a new key (CSR), authenticated by the current one. */
+  async renewCertificate(csrPem: string): Promise<string> {
+    const res = await this.withFailover(() => this.api.renewCertificate({ nodeName: this.deps.nodeName, csrPem }, this.timeout));
+    return res.certificatePem;
+  }
+
   /** One call, retried once on the next replica when this one is unreachable. */
   private async withFailover<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
-      if (!(err instanceof TrellisError && (err.reason === "UNAVAILABLE" || err.reason === "TIMEOUT")) || this.deps.replicas.length < 2)
+      if (!(err instanceof TrellisError && (err.reason === "UNAVAILABLE" || err.reason === "TIMEOUT")) || this.replicas.length < 2)
         throw err;
       this.failover();
       return fn();

@@ -1,6 +1,6 @@
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { JoinService, NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { fromConnectError } from "../../proto/rpc/connect-errors.js";
 import type { ControlPlaneApi } from "../control/control-client.js";
 
@@ -27,6 +27,7 @@ export function createControlPlaneApi(address: string, tls?: { ca: string; cert:
     syncAllocations: unary((req, options) => client.syncAllocations(req, options)),
     listNodeAllocations: unary((req, options) => client.listNodeAllocations(req, options)),
     reportRoutes: unary((req, options) => client.reportRoutes(req, options)),
+    renewCertificate: unary((req, options) => client.renewCertificate(req, options)),
     async *watchRoutes(req, options) {
       try {
         yield* client.watchRoutes(req, options);
@@ -34,5 +35,20 @@ export function createControlPlaneApi(address: string, tls?: { ca: string; cert:
         throw fromConnectError(err, what);
       }
     },
+  };
+}
+
+/**
+ * JoinService.Join on one replica's join port ("host:port"): server-only TLS (the daemon has no
+ * certificate yet), the control plane checked against the cluster CA.
+ */
+export function createJoinApi(address: string, caPem: string) {
+  const client = createClient(JoinService, createGrpcTransport({ baseUrl: `https://${address}`, nodeOptions: { ca: caPem } }));
+  return async (token: string, nodeName: string, csrPem: string, signal: AbortSignal): Promise<string> => {
+    try {
+      return (await client.join({ token, nodeName, csrPem }, { signal, timeoutMs: 10_000 })).certificatePem;
+    } catch (err) {
+      throw fromConnectError(err, `join via control plane ${address}`);
+    }
   };
 }

@@ -4,6 +4,7 @@ export const reasons = [
   "NOT_FOUND",
   "ALREADY_EXISTS",
   "PERMISSION_DENIED",
+  "UNAUTHENTICATED",
   "EXHAUSTED",
   "VERSION_SKEW",
   "CONFLICT",
@@ -37,6 +38,7 @@ export const grpcCodeOf: Record<Reason, number> = {
   NOT_FOUND: 5,
   ALREADY_EXISTS: 6,
   PERMISSION_DENIED: 7,
+  UNAUTHENTICATED: 16,
   EXHAUSTED: 8,
   VERSION_SKEW: 9,
   CONFLICT: 10,
@@ -53,6 +55,7 @@ export const logLevelOf: Record<Reason, "info" | "warn" | "error"> = {
   NOT_FOUND: "info",
   ALREADY_EXISTS: "info",
   PERMISSION_DENIED: "warn",
+  UNAUTHENTICATED: "warn",
   EXHAUSTED: "warn",
   VERSION_SKEW: "warn",
   CONFLICT: "warn",
@@ -80,6 +83,7 @@ export function reasonOfStatus(code: number, sentReason: string | undefined): Re
     7: "PERMISSION_DENIED",
     12: "VERSION_SKEW", // unimplemented: a peer of another version
     14: "UNAVAILABLE",
+    16: "UNAUTHENTICATED",
   };
   return byCode[code] ?? "INTERNAL";
 }

@@ -1,6 +1,7 @@
 // The HTTP/2 listener (TCP or unix socket) every Trellis server runs its Connect handler on: mutual TLS
-// when given TLS material (every client must present a certificate the cluster CA signed), cleartext
-// otherwise (the daemon's root-only unix socket; a lab).
+// when given TLS material with a client CA (every client must present a certificate the cluster CA
+// signed), server-only TLS without one (the join port), cleartext otherwise (the daemon's root-only unix
+// socket; a lab).
 import http2 from "node:http2";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
@@ -16,11 +17,15 @@ export const serverLimits = {
   maxSessionMemoryMb: 16,
 } as const;
 
-/** PEM texts: the server's certificate and key, and the CA that signs every client's certificate. */
+/**
+ * PEM texts: the server's certificate and key, and the CA that signs every client's certificate. Without
+ * `ca`, clients present no certificate (the control plane's join port, whose one call is authorized by
+ * a join token).
+ */
 export interface TlsMaterial {
   readonly cert: string;
   readonly key: string;
-  readonly ca: string;
+  readonly ca?: string;
 }
 
 export interface Http2Listener {
@@ -41,7 +46,7 @@ export async function listenHttp2(
   };
   const server = tls
     ? http2.createSecureServer(
-        { ...options, ...tls, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.2", allowHTTP1: false },
+        { ...options, ...tls, requestCert: tls.ca !== undefined, rejectUnauthorized: true, minVersion: "TLSv1.2", allowHTTP1: false },
         handler,
       )
     : http2.createServer(options, handler);

@@ -10,7 +10,17 @@ import { parseIdentityUri } from "../core/identity.js";
  * The caller: an identity; "unidentified" for a TLS client whose certificate names no Trellis identity;
  * "plaintext" when the server runs without TLS (a lab on loopback, where nobody is identified).
  */
-export type Peer = Identity | "unidentified" | "plaintext";
+export type Peer = CertifiedIdentity | "unidentified" | "plaintext";
+
+/** An identity with the serial of the certificate that proved it (lowercase hex, no leading zeros). */
+export interface CertifiedIdentity extends Identity {
+  readonly serial: string;
+}
+
+/** The form serials are compared in everywhere: lowercase hex without leading zeros. */
+export function normalizeSerial(hex: string): string {
+  return hex.toLowerCase().replace(/^0+(?=.)/, "");
+}
 
 export const peerKey = createContextKey<Peer>("plaintext", { description: "the caller's identity, from its client certificate" });
 
@@ -31,7 +41,8 @@ export function peerContextValues(req: NodeServerRequest): ContextValues {
   const socket = req.socket as Partial<TLSSocket> | undefined;
   if (typeof socket?.getPeerX509Certificate === "function") {
     const cert = socket.getPeerX509Certificate();
-    values.set(peerKey, identityOfSubjectAltName(cert?.subjectAltName) ?? "unidentified");
+    const identity = identityOfSubjectAltName(cert?.subjectAltName);
+    values.set(peerKey, identity && cert ? { ...identity, serial: normalizeSerial(cert.serialNumber) } : "unidentified");
   }
   return values;
 }

@@ -81,6 +81,8 @@ export interface IssueRequest {
 export async function issueCertificate(ca: CertificateAuthority, req: IssueRequest): Promise<string> {
   const caCert = new x509.X509Certificate(ca.certificatePem);
   const now = req.now ?? new Date();
+  // Backdated a little for clocks slightly behind ours, but never by a large share of a short lifetime.
+  const backdateMs = Math.min(60_000, req.lifetimeS * 100);
   const names: x509.JsonGeneralName[] = [{ type: "url", value: identityUri(req.identity) }];
   for (const dns of req.server?.dnsNames ?? []) names.push({ type: "dns", value: dns });
   for (const ip of req.server?.ips ?? []) names.push({ type: "ip", value: ip });
@@ -89,7 +91,7 @@ export async function issueCertificate(ca: CertificateAuthority, req: IssueReque
     serialNumber: serial(),
     subject: `CN=${req.identity.name}`,
     issuer: caCert.subject,
-    notBefore: new Date(now.getTime() - 60_000),
+    notBefore: new Date(now.getTime() - backdateMs),
     notAfter: new Date(now.getTime() + req.lifetimeS * 1000),
     publicKey: req.publicKey,
     signingKey: ca.privateKey,

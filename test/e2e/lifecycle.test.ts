@@ -69,7 +69,9 @@ describe.skipIf(!isRoot)("node lifecycle in a namespaced cluster (needs root)", 
 describe.skipIf(!isRoot)("central-router mode (needs root)", () => {
   let lab: Lab;
   beforeAll(async () => {
-    lab = await Lab.create({ nodes: 3, nodeArgs: { "node-1": ["--router"] } });
+    lab = await Lab.create({ nodes: 3 });
+    // Router mode is cluster config an admin sets (DESIGN.md §6), never a node's flag.
+    await lab.admin("SetRouter", { nodeName: "node-1", router: true });
   });
   afterAll(async () => {
     await lab?.destroy();

@@ -208,6 +208,8 @@ describe("admin API", () => {
       ReserveSubnet: '{"subnet":"10.244.9.0/24","nodeName":"n9"}',
       DeleteReservation: '{"subnet":"10.244.9.0/24"}',
       EvictNode: '{"name":"n3"}',
+      CreateJoinToken: '{"nodeName":"n4"}',
+      SetRouter: '{"nodeName":"n1","router":false}',
       ReleaseLease: '{"subnet":"10.244.3.0/24"}',
     };
     const order = [
@@ -219,6 +221,8 @@ describe("admin API", () => {
       "LookupAddress",
       "GetRoutes",
       "GetClusterConfig",
+      "CreateJoinToken",
+      "SetRouter",
       "ReserveSubnet",
       "DeleteReservation",
       "EvictNode",

@@ -1,39 +1,70 @@
 // A control plane serving mutual TLS against a real etcd: the attacks of issue 9, each refused, and
-// nothing changed by them. Certificates come from a CA made here, as trellis-ca makes them.
+// nothing changed by them. Operators' certificates come from a CA made here, as trellis-ca makes them;
+// nodes join with tokens, as daemons do.
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join as joinPath } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import tls from "node:tls";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createControlPlaneApi } from "../../node-daemon/rpc/control-plane-client.js";
+import { ControlClient, type ControlPlaneApi } from "../../node-daemon/control/control-client.js";
+import { CredentialKeeper } from "../../node-daemon/control/credential-keeper.js";
+import type { NodeCredential } from "../../node-daemon/control/node-credential.js";
+import { createControlPlaneApi, createJoinApi } from "../../node-daemon/rpc/control-plane-client.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import type { Identity } from "../../proto/core/identity.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { createCertificateAuthority, generateKeyPair, issueCertificate } from "../../proto/rpc/x509.js";
+import {
+  createCertificateAuthority,
+  createCertificateRequest,
+  generateKeyPair,
+  identityOfCertificate,
+  issueCertificate,
+} from "../../proto/rpc/x509.js";
 import { type InProcessControlPlane, namespace, startInProcessControlPlane } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
+import { waitFor } from "../support/wait.js";
 
 let etcd: EtcdHandle;
 let cp: InProcessControlPlane;
+let ca: Awaited<ReturnType<typeof createCertificateAuthority>>;
 let caPem = "";
+let serverTls: { cert: string; key: string; ca: string };
+/** Added to the control plane's clock (token expiry). */
+let skewMs = 0;
 const credentials = new Map<string, { cert: string; key: string }>();
 
-async function credential(
-  ca: Awaited<ReturnType<typeof createCertificateAuthority>>,
-  identity: Identity,
-  server?: { dnsNames: string[]; ips: string[] },
-) {
+async function credential(authority: typeof ca, identity: Identity, server?: { dnsNames: string[]; ips: string[] }) {
   const keys = await generateKeyPair();
-  return { cert: await issueCertificate(ca, { identity, publicKey: keys.publicKey, lifetimeS: 3600, server }), key: keys.privateKeyPem };
+  return {
+    cert: await issueCertificate(authority, { identity, publicKey: keys.publicKey, lifetimeS: 3600, server }),
+    key: keys.privateKeyPem,
+  };
+}
+
+/** A token from admin alice, for `nodeName`. */
+async function token(nodeName: string, ttlSeconds = 0): Promise<string> {
+  return (await admin("admin/alice").createJoinToken({ nodeName, ttlSeconds: BigInt(ttlSeconds) })).token;
+}
+
+/** Joins as a daemon does: its own key, a CSR, the token; returns the key and the certificate. */
+async function join(nodeName: string, tokenText: string, at = cp) {
+  const keys = await generateKeyPair();
+  const csr = await createCertificateRequest(keys, { kind: "node", name: nodeName });
+  if (!at.joinAddress) throw new Error("the control plane serves no join port");
+  const cert = await createJoinApi(at.joinAddress, caPem)(tokenText, nodeName, csr, new AbortController().signal);
+  return { cert, key: keys.privateKeyPem };
 }
 
 beforeAll(async () => {
   etcd = await startEtcd();
-  const ca = await createCertificateAuthority("trellis-test-ca", 1);
+  ca = await createCertificateAuthority("trellis-test-ca", 1);
   caPem = ca.certificatePem;
   for (const identity of [
-    { kind: "node", name: "node-1" },
-    { kind: "node", name: "node-2" },
     { kind: "admin", name: "alice" },
     { kind: "viewer", name: "bob" },
   ] as const) {
@@ -41,19 +72,26 @@ beforeAll(async () => {
   }
   const foreign = await createCertificateAuthority("someone-else", 1);
   credentials.set("foreign/node-2", await credential(foreign, { kind: "node", name: "node-2" }));
-  const server = await credential(ca, { kind: "control-plane", name: "cp-1" }, { dnsNames: ["localhost"], ips: ["127.0.0.1"] });
-  cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root: namespace(), tls: { ...server, ca: caPem } });
+  // Signed by the cluster CA, but never issued by the control plane (not joined): made with the CA's key.
+  credentials.set("unjoined/node-2", await credential(ca, { kind: "node", name: "node-2" }));
+  serverTls = {
+    ...(await credential(ca, { kind: "control-plane", name: "cp-1" }, { dnsNames: ["localhost"], ips: ["127.0.0.1"] })),
+    ca: caPem,
+  };
+  cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root: namespace(), tls: serverTls, ca, clock: () => Date.now() + skewMs });
+  credentials.set("node/node-1", await join("node-1", await token("node-1")));
+  credentials.set("node/node-2", await join("node-2", await token("node-2")));
 });
 afterAll(async () => {
   await cp?.stop();
   await etcd?.stop();
 });
 
-function transport(who?: string, ca = caPem) {
+function transport(who?: string, at = cp) {
   const cred = who ? credentials.get(who) : undefined;
   return createGrpcTransport({
-    baseUrl: `https://${cp.address}`,
-    nodeOptions: { ca, ...(cred ? { cert: cred.cert, key: cred.key } : {}) },
+    baseUrl: `https://${at.address}`,
+    nodeOptions: { ca: caPem, ...(cred ? { cert: cred.cert, key: cred.key } : {}) },
   });
 }
 const node = (who?: string) => createClient(NodeService, transport(who));
@@ -130,6 +168,181 @@ describe("a control plane serving mutual TLS", () => {
     // And through a gRPC client: the call fails, and the node it named is untouched.
     await refusal(admin().listNodes({}));
     await refusal(node("foreign/node-2").deregisterNode({ nodeName: "node-2" }));
+    // A certificate the cluster CA signed but the control plane never issued (no join): refused too.
+    expect(await refusal(node("unjoined/node-2").deregisterNode({ nodeName: "node-2" }))).toMatch(
+      /revoked \(the node was evicted\) or was never issued by this cluster: join again with a new token/,
+    );
     expect((await admin("admin/alice").listNodes({})).nodes.map((n) => n.name)).toContain("node-2");
   });
+});
+
+describe("joining with a token", () => {
+  it("a node joins with a token and gets a certificate for exactly its name, then acts as that node", async () => {
+    const cred = await join("node-3", await token("node-3"));
+    expect(identityOfCertificate(cred.cert)).toEqual({ kind: "node", name: "node-3" });
+    credentials.set("node/node-3", cred);
+    expect((await node("node/node-3").registerNode({ nodeName: "node-3", nodeIp: "192.168.1.13", mtu: 1500 })).subnet).toMatch(
+      /^10\.244\./,
+    );
+  });
+
+  it("a reused token, an expired token, a token for another name, a malformed token: refused, and nothing is issued", async () => {
+    const once = await token("node-4");
+    await join("node-4", once);
+    expect(await refusal(join("node-4", once))).toMatch(/join token \w+ is not valid \(unknown, used already, or a wrong secret\)/);
+
+    const short = await token("node-5", 60);
+    skewMs = 120_000;
+    try {
+      expect(await refusal(join("node-5", short))).toMatch(/join token \w+ expired at .*: ask an admin for a new one/);
+    } finally {
+      skewMs = 0;
+    }
+
+    const forSix = await token("node-6");
+    expect(await refusal(join("node-7", forSix))).toMatch(/was created for node "node-6", not "node-7"/);
+    // The refused attempt did not use it up: node-6 still joins with it.
+    await join("node-6", forSix);
+
+    const [id] = forSix.split(".");
+    expect(await refusal(join("node-6", `${id}.0000000000000000`))).toMatch(/is not valid/);
+    expect(await refusal(join("node-6", "not-a-token"))).toMatch(/not of the form abcdef\.0123456789abcdef/);
+    expect((await admin("admin/alice").listNodes({})).nodes.map((n) => n.name)).not.toContain("node-7");
+  });
+
+  it("only an admin creates tokens: a viewer and a node get PERMISSION_DENIED", async () => {
+    expect(await refusal(admin("viewer/bob").createJoinToken({ nodeName: "node-8" }))).toMatch(/viewer bob may not call CreateJoinToken/);
+    expect(await refusal(admin("node/node-1").createJoinToken({ nodeName: "node-8" }))).toMatch(/node node-1 may not call/);
+  });
+
+  it("router mode is set by an admin only: a node asking for it is refused and nothing changes", async () => {
+    expect(
+      await refusal(node("node/node-1").registerNode({ nodeName: "node-1", nodeIp: "192.168.1.11", mtu: 1500, router: true })),
+    ).toMatch(/router mode is cluster config that only an admin sets/);
+    expect(await refusal(admin("viewer/bob").setRouter({ nodeName: "node-1", router: true }))).toMatch(/needs an admin certificate/);
+    expect((await admin("admin/alice").getClusterConfig({})).routerNode).toBe("");
+    await node("node/node-1").registerNode({ nodeName: "node-1", nodeIp: "192.168.1.11", mtu: 1500 });
+    expect((await admin("admin/alice").setRouter({ nodeName: "node-1", router: true })).node?.router).toBe(true);
+    expect((await admin("admin/alice").getClusterConfig({})).routerNode).toBe("node-1");
+    // A registration keeps what the admin set.
+    await node("node/node-1").registerNode({ nodeName: "node-1", nodeIp: "192.168.1.11", mtu: 1500 });
+    expect((await admin("admin/alice").getNode({ name: "node-1" })).node?.router).toBe(true);
+    await admin("admin/alice").setRouter({ nodeName: "node-1", router: false });
+    expect((await admin("admin/alice").getClusterConfig({})).routerNode).toBe("");
+  });
+
+  it("an evicted node is refused, its open route stream is cut, until it joins again with a new token", async () => {
+    const cred = await join("node-9", await token("node-9"));
+    credentials.set("node/node-9", cred);
+    await node("node/node-9").registerNode({ nodeName: "node-9", nodeIp: "192.168.1.19", mtu: 1500 });
+    const stream = node("node/node-9").watchRoutes({ nodeName: "node-9" })[Symbol.asyncIterator]();
+    expect((await stream.next()).value?.snapshot).toBe(true);
+    const ended = (async () => {
+      for (;;) if ((await stream.next()).done) return "ended";
+    })().catch((err: unknown) => `broken: ${String(err)}`);
+
+    await admin("admin/alice").evictNode({ name: "node-9" });
+    expect(await ended).toMatch(/ended|broken/);
+    expect(await refusal(node("node/node-9").heartbeat({ nodeName: "node-9" }))).toMatch(/node-9 is revoked \(the node was evicted\)/);
+    expect(await refusal(node("node/node-9").registerNode({ nodeName: "node-9", nodeIp: "192.168.1.19", mtu: 1500 }))).toMatch(/revoked/);
+    const routes = await admin("admin/alice").getRoutes({ nodeName: "node-1" });
+    expect(routes.desired.map((r) => r.nodeName)).not.toContain("node-9");
+
+    credentials.set("node/node-9", await join("node-9", await token("node-9")));
+    await node("node/node-9").registerNode({ nodeName: "node-9", nodeIp: "192.168.1.19", mtu: 1500 });
+    expect((await admin("admin/alice").getNode({ name: "node-9" })).node?.live).toBe(true);
+  });
+});
+
+describe("certificate renewal", () => {
+  it("renews before expiry with a new key, over the live connection, without a restart and without reopening the route stream", async () => {
+    const short = await startInProcessControlPlane({
+      etcd: etcd.endpoint,
+      root: namespace(),
+      tls: serverTls,
+      ca,
+      nodeCertificateLifetimeS: 6,
+    });
+    const dir = await mkdtemp(joinPath(tmpdir(), "trellis-renew-"));
+    const stop = new AbortController();
+    try {
+      const tokenText = (await createClient(AdminService, transport("admin/alice", short)).createJoinToken({ nodeName: "node-r" })).token;
+      const log = pino({ level: "silent" });
+      const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
+      if (!short.joinAddress) throw new Error("no join port");
+      const joinApi = createJoinApi(short.joinAddress, caPem);
+      const keeper = new CredentialKeeper({
+        nodeName: "node-r",
+        path: joinPath(dir, "node.pem"),
+        readJoinToken: async () => tokenText,
+        joinVia: [(t, csr, signal) => joinApi(t, "node-r", csr, signal)],
+        log,
+        clock: Date.now,
+        rand: () => 0.5,
+        sleep,
+      });
+      let watches = 0;
+      const replicasWith = (c: NodeCredential): ControlPlaneApi[] => {
+        const api = createControlPlaneApi(short.address, { ca: caPem, cert: c.certificatePem, key: c.keyPem });
+        return [
+          {
+            ...api,
+            watchRoutes: (req, options) => {
+              watches++;
+              return api.watchRoutes(req, options);
+            },
+          },
+        ];
+      };
+      const first = await keeper.obtain(stop.signal);
+      expect((await stat(joinPath(dir, "node.pem"))).mode & 0o777).toBe(0o600);
+      const control = new ControlClient({
+        replicas: replicasWith(first),
+        log,
+        nodeName: "node-r",
+        nodeIp: "192.168.1.50",
+        mtu: 1500,
+        sleep,
+      });
+      await control.register(stop.signal);
+      const seen: string[][] = [];
+      void control.watchRoutes(async (set) => {
+        seen.push([...set.keys()].sort());
+      }, stop.signal);
+      await waitFor("the first route set", async () => seen.length > 0);
+
+      const renewed: NodeCredential[] = [];
+      void keeper.renewLoop(
+        (csr) => control.renewCertificate(csr),
+        (c) => {
+          renewed.push(c);
+          control.useReplicas(replicasWith(c));
+        },
+        stop.signal,
+      );
+      await waitFor("a renewal", async () => renewed.length > 0, 15_000);
+      expect(renewed[0]?.serial).not.toBe(first.serial);
+      expect(renewed[0]?.keyPem).not.toBe(first.keyPem);
+      // Past the first certificate's expiry: calls go over the new one; the stream opened with the old one still delivers.
+      await waitFor("the first certificate to expire", async () => Date.now() > first.notAfterMs + 500, 15_000);
+      await control.reportRoutes(0n, []);
+      const other = await join(
+        "node-s",
+        (await createClient(AdminService, transport("admin/alice", short)).createJoinToken({ nodeName: "node-s" })).token,
+        short,
+      );
+      await createControlPlaneApi(short.address, { ca: caPem, ...other }).registerNode({
+        nodeName: "node-s",
+        nodeIp: "192.168.1.51",
+        mtu: 1500,
+      });
+      await waitFor("node-s's route over the old stream", async () => seen.at(-1)?.includes("node-s"), 10_000);
+      expect(watches).toBe(1);
+      expect(control.routesCurrent.current).toBe(true);
+    } finally {
+      stop.abort();
+      await short.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 40_000);
 });

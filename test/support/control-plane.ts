@@ -6,15 +6,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { type Logger, pino } from "pino";
+import { CertificateRegistry } from "../../control-plane/identity/certificate-registry.js";
+import { NodeIdentities } from "../../control-plane/identity/node-identities.js";
 import { AllocationMirror } from "../../control-plane/ipam/allocation-mirror.js";
 import type { ExpiryPolicy } from "../../control-plane/ipam/lease-expiry.js";
 import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
 import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
 import { type ControlPlaneServer, startControlPlaneServer } from "../../control-plane/rpc/server.js";
+import { EtcdIdentityStore } from "../../control-plane/store/etcd-identity-store.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
 import { Cidr } from "../../proto/core/cidr.js";
 import type { TlsMaterial } from "../../proto/rpc/listen.js";
+import type { CertificateAuthority } from "../../proto/rpc/x509.js";
 import { freePort } from "./etcd.js";
 import { dist } from "./lab.js";
 import { waitForLog } from "./wait.js";
@@ -38,7 +42,11 @@ export function namespace(): string {
 
 export interface InProcessControlPlane {
   readonly address: string;
+  /** The join listener's address, when it serves one (given `ca` and `tls`). */
+  readonly joinAddress?: string;
   readonly store: EtcdClusterStore;
+  readonly identityStore: EtcdIdentityStore;
+  readonly identities: NodeIdentities;
   readonly leases: LeaseManager;
   stop(): Promise<void>;
 }
@@ -56,6 +64,9 @@ export async function startInProcessControlPlane(options: {
   policy?: ExpiryPolicy;
   clock?: () => number;
   tls?: TlsMaterial;
+  /** The CA with its key: the replica signs node certificates (Join on a free port, renewals). */
+  ca?: CertificateAuthority;
+  nodeCertificateLifetimeS?: number;
 }): Promise<InProcessControlPlane> {
   const log = options.log ?? pino({ level: "silent" });
   const store = new EtcdClusterStore({ endpoints: [options.etcd], root: options.root });
@@ -66,8 +77,22 @@ export async function startInProcessControlPlane(options: {
   const leases = new LeaseManager({ store, pool, log, clock, rand: Math.random, policy: options.policy ?? defaultPolicy });
   const feed = new RouteFeed({ store, log });
   const mirror = new AllocationMirror({ store, log });
+  const identityStore = new EtcdIdentityStore({ endpoints: [options.etcd], root: options.root });
+  const identities = new NodeIdentities({
+    store: identityStore,
+    ca: options.ca,
+    log,
+    clock,
+    randomBytes: (n) => randomBytes(n),
+    certificateLifetimeS: options.nodeCertificateLifetimeS ?? 7 * 86_400,
+  });
+  const registry = new CertificateRegistry(identityStore, clock);
+  await registry.start(stop.signal);
   await feed.start(stop.signal);
   const server: ControlPlaneServer = await startControlPlaneServer({
+    identities,
+    registry,
+    joinPort: options.ca ? 0 : undefined,
     leases,
     feed,
     mirror,
@@ -84,12 +109,16 @@ export async function startInProcessControlPlane(options: {
   });
   return {
     address: `127.0.0.1:${server.port}`,
+    joinAddress: server.joinPort === undefined ? undefined : `127.0.0.1:${server.joinPort}`,
     store,
+    identityStore,
+    identities,
     leases,
     async stop() {
       stop.abort();
       await server.close();
       await store.close();
+      await identityStore.close();
     },
   };
 }

@@ -1,14 +1,53 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Identity } from "../../proto/core/identity.js";
+import { type CertificateAuthority, createCertificateAuthority, generateKeyPair, issueCertificate } from "../../proto/rpc/x509.js";
 import { run } from "./exec.js";
 import { waitFor } from "./wait.js";
 
+/** A certificate and its key, as PEM texts and as files (the key 0600). */
+export interface PemPair {
+  readonly cert: string;
+  readonly key: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/** What a client of an etcd started with `tls: true` needs: its CA and a client certificate it signed. */
+export interface EtcdTls {
+  readonly ca: string;
+  readonly caFile: string;
+  readonly client: PemPair;
+  /** The material as the stores take it (EtcdConnection.tls). */
+  readonly connection: { readonly ca: string; readonly cert: string; readonly key: string };
+}
+
 export interface EtcdHandle {
+  /** http://127.0.0.1:PORT, or https:// with `tls`. */
   readonly endpoint: string;
+  /** Set when started with `tls: true`. */
+  readonly tls?: EtcdTls;
   stop(): Promise<void>;
+}
+
+/** Issues a certificate for `identity` from `ca` and writes it and its key (0600) into `dir` as `<base>.crt/.key`. */
+export async function writeIssued(
+  ca: CertificateAuthority,
+  dir: string,
+  base: string,
+  identity: Identity,
+  server?: { dnsNames: string[]; ips: string[] },
+): Promise<PemPair> {
+  const keys = await generateKeyPair();
+  const cert = await issueCertificate(ca, { identity, publicKey: keys.publicKey, lifetimeS: 86_400, server });
+  const certFile = join(dir, `${base}.crt`);
+  const keyFile = join(dir, `${base}.key`);
+  await writeFile(certFile, cert);
+  await writeFile(keyFile, keys.privateKeyPem, { mode: 0o600 });
+  return { cert, key: keys.privateKeyPem, certFile, keyFile };
 }
 
 export async function freePort(): Promise<number> {
@@ -24,15 +63,26 @@ export async function freePort(): Promise<number> {
 
 /**
  * Debian's etcd-server on 127.0.0.1 with free ports and a temp data dir (STYLE.md §8). `netns`: run it
- * inside that namespace instead, where the fixed ports are free.
+ * inside that namespace instead, where the fixed ports are free. `tls`: a throwaway CA signs etcd's serving
+ * certificate (127.0.0.1, localhost) and a client certificate (`tls.client`); etcd serves https only and
+ * asks every client for a certificate signed by that CA (--client-cert-auth).
  */
-export async function startEtcd(options: { netns?: string; clientPort?: number; peerPort?: number } = {}): Promise<EtcdHandle> {
+export async function startEtcd(
+  options: { netns?: string; clientPort?: number; peerPort?: number; tls?: boolean } = {},
+): Promise<EtcdHandle> {
   const dataDir = await mkdtemp(join(tmpdir(), "trellis-etcd-"));
   const clientPort = options.clientPort ?? (await freePort());
   const peerPort = options.peerPort ?? (await freePort());
-  const client = `http://127.0.0.1:${clientPort}`;
+  const client = `${options.tls ? "https" : "http"}://127.0.0.1:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
+  const tlsDir = options.tls ? await mkdtemp(join(tmpdir(), "trellis-etcd-tls-")) : undefined;
+  const tls = tlsDir ? await makeEtcdTls(tlsDir) : undefined;
+  const tlsArgs = tls
+    ? ["--client-cert-auth", "--trusted-ca-file", tls.caFile, "--cert-file", tls.server.certFile, "--key-file", tls.server.keyFile]
+    : [];
+  const ctlTlsArgs = tls ? ["--cacert", tls.caFile, "--cert", tls.client.certFile, "--key", tls.client.keyFile] : [];
   const args = [
+    ...tlsArgs,
     "--name",
     "lab",
     "--data-dir",
@@ -64,6 +114,7 @@ export async function startEtcd(options: { netns?: string; clientPort?: number; 
       clearTimeout(t);
     }
     await rm(dataDir, { recursive: true, force: true });
+    if (tlsDir) await rm(tlsDir, { recursive: true, force: true });
   };
   try {
     await waitFor(
@@ -71,10 +122,16 @@ export async function startEtcd(options: { netns?: string; clientPort?: number; 
       async () => {
         if (child.exitCode !== null) throw new Error(`etcd exited with ${child.exitCode}`);
         const probe = options.netns
-          ? await run("nsenter", [`--net=/run/netns/${options.netns}`, "etcdctl", "--endpoints", client, "endpoint", "health"], {
+          ? await run(
+              "nsenter",
+              [`--net=/run/netns/${options.netns}`, "etcdctl", ...ctlTlsArgs, "--endpoints", client, "endpoint", "health"],
+              {
+                env: { ...process.env, ETCDCTL_API: "3" },
+              },
+            )
+          : await run("etcdctl", [...ctlTlsArgs, "--endpoints", client, "endpoint", "health"], {
               env: { ...process.env, ETCDCTL_API: "3" },
-            })
-          : await run("etcdctl", ["--endpoints", client, "endpoint", "health"], { env: { ...process.env, ETCDCTL_API: "3" } });
+            });
         return probe.code === 0;
       },
       20_000,
@@ -84,7 +141,20 @@ export async function startEtcd(options: { netns?: string; clientPort?: number; 
     await stop();
     throw err;
   }
-  return { endpoint: client, stop };
+  if (!tls) return { endpoint: client, stop };
+  const { server: _, ...clientSide } = tls;
+  return { endpoint: client, tls: clientSide, stop };
+}
+
+/** The CA, etcd's serving certificate and a client certificate (trellis-control-plane), written into `dir` (keys 0600). */
+async function makeEtcdTls(dir: string): Promise<EtcdTls & { readonly server: PemPair }> {
+  const ca = await createCertificateAuthority("trellis-test-etcd-ca", 1);
+  const caFile = join(dir, "etcd-ca.crt");
+  await writeFile(caFile, ca.certificatePem);
+  const serverNames = { dnsNames: ["localhost"], ips: ["127.0.0.1"] };
+  const server = await writeIssued(ca, dir, "etcd-server", { kind: "control-plane", name: "etcd" }, serverNames);
+  const client = await writeIssued(ca, dir, "etcd-client", { kind: "control-plane", name: "trellis-control-plane" });
+  return { ca: ca.certificatePem, caFile, server, client, connection: { ca: ca.certificatePem, cert: client.cert, key: client.key } };
 }
 
 export interface EtcdMember {

@@ -47,9 +47,10 @@ export interface LabNode {
   readonly stateDir: string;
   readonly confDir: string;
   readonly logFile: string;
-  /** This node's certificate and key files (a node identity from the lab's CA). */
-  readonly cert: string;
-  readonly key: string;
+  /** This node's credential file (key and certificate), written by its daemon when it joins. */
+  readonly credential: string;
+  /** The join token the lab created for it through the admin API. */
+  readonly joinTokenFile: string;
   daemon?: Started;
 }
 
@@ -102,7 +103,13 @@ export class Lab {
   private destroyed = false;
   private ca?: Awaited<ReturnType<typeof createCertificateAuthority>>;
   /** The lab's cluster CA and an admin credential (files under workDir/pki), as trellis-ca makes them. */
-  readonly pki: { readonly dir: string; readonly ca: string; readonly adminCert: string; readonly adminKey: string };
+  readonly pki: {
+    readonly dir: string;
+    readonly ca: string;
+    readonly caKey: string;
+    readonly adminCert: string;
+    readonly adminKey: string;
+  };
 
   private constructor(
     readonly workDir: string,
@@ -112,7 +119,13 @@ export class Lab {
     this.underlay = `${this.prefix}-ul`;
     this.binDir = join(workDir, "cni-bin");
     const pki = join(workDir, "pki");
-    this.pki = { dir: pki, ca: join(pki, "ca.crt"), adminCert: join(pki, "admin-lab.crt"), adminKey: join(pki, "admin-lab.key") };
+    this.pki = {
+      dir: pki,
+      ca: join(pki, "ca.crt"),
+      caKey: join(pki, "ca.key"),
+      adminCert: join(pki, "admin-lab.crt"),
+      adminKey: join(pki, "admin-lab.key"),
+    };
   }
 
   static async create(options: LabOptions = {}): Promise<Lab> {
@@ -148,6 +161,7 @@ export class Lab {
     await mkdir(this.pki.dir, { recursive: true, mode: 0o700 });
     this.ca = await createCertificateAuthority("trellis-lab-ca", 1);
     await writeFile(this.pki.ca, this.ca.certificatePem);
+    await writeFile(this.pki.caKey, this.ca.privateKeyPem, { mode: 0o600 });
     await this.issue({ kind: "admin", name: "lab" }, this.pki.adminCert, this.pki.adminKey);
     await this.issue(
       { kind: "control-plane", name: "cp-1" },
@@ -204,6 +218,8 @@ export class Lab {
         join(this.pki.dir, "control-plane.key"),
         "--client-ca",
         this.pki.ca,
+        "--ca-key",
+        this.pki.caKey,
         ...(this.options.controlPlaneArgs ?? []),
       ],
       logFile,
@@ -230,11 +246,10 @@ export class Lab {
       stateDir: join(dir, "state"),
       confDir: join(dir, "net.d"),
       logFile: join(dir, "daemon.log"),
-      cert: join(dir, "node.crt"),
-      key: join(dir, "node.key"),
+      credential: join(dir, "node.pem"),
+      joinTokenFile: join(dir, "join-token"),
     };
     await mkdir(node.confDir, { recursive: true });
-    await this.issue({ kind: "node", name }, node.cert, node.key);
     this.say(`node ${name}: namespace ${netns}, eth0 ${node.ip}/24 on the underlay`);
     await this.addNetns(netns);
     await mustInNetns(this.underlay, "ip", ["-batch", "-"], {
@@ -245,9 +260,35 @@ export class Lab {
     return node;
   }
 
-  /** Starts (or restarts) a node's daemon and waits until it serves the shim. */
+  /**
+   * Calls the admin API as the lab's admin, the way an operator does: buf curl through reflection, with
+   * the admin certificate, from inside the underlay namespace. Returns the parsed JSON answer.
+   */
+  async admin(method: string, request: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
+    const out = await mustInNetns(this.underlay, join(root, "node_modules", ".bin", "buf"), [
+      "curl",
+      "--protocol",
+      "grpc",
+      "--cacert",
+      this.pki.ca,
+      "--cert",
+      this.pki.adminCert,
+      "--key",
+      this.pki.adminKey,
+      "-d",
+      JSON.stringify(request),
+      `https://${this.controlPlaneAddress}/trellis.admin.v1.AdminService/${method}`,
+    ]);
+    return JSON.parse(out || "{}") as Record<string, unknown>;
+  }
+
+  /** Starts (or restarts) a node's daemon and waits until it serves the shim; a node without a credential joins. */
   async startDaemon(node: LabNode): Promise<void> {
     const logFile = node.logFile;
+    if (!existsSync(node.credential)) {
+      const { token } = await this.admin("CreateJoinToken", { nodeName: node.name, ttlSeconds: 600 });
+      await writeFile(node.joinTokenFile, `${String(token)}\n`, { mode: 0o600 });
+    }
     await writeFile(logFile, "");
     node.daemon = startInNetns(
       `daemon ${node.name}`,
@@ -272,10 +313,10 @@ export class Lab {
         node.confDir,
         "--ca-cert",
         this.pki.ca,
-        "--cert",
-        node.cert,
-        "--key",
-        node.key,
+        "--credential",
+        node.credential,
+        "--join-token-file",
+        node.joinTokenFile,
         ...(this.options.daemonArgs ?? []),
         ...(this.options.nodeArgs?.[node.name] ?? []),
       ],

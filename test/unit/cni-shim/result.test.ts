@@ -11,6 +11,7 @@ describe("toCniError", () => {
     NOT_FOUND: 3,
     ALREADY_EXISTS: 100,
     PERMISSION_DENIED: 103,
+    UNAUTHENTICATED: 103,
     EXHAUSTED: 101,
     VERSION_SKEW: 102,
     CONFLICT: 11,

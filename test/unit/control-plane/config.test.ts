@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type ControlPlaneConfig, parseControlPlaneArgs } from "../../../control-plane/config.js";
+import { type ControlPlaneConfig, controlPlaneHelp, parseControlPlaneArgs } from "../../../control-plane/config.js";
 import { trellisErrorOf } from "../expect-error.js";
 
 /** Parses `argv`, cleartext on loopback unless it says otherwise (the TLS flags or a --listen). */
@@ -21,7 +21,20 @@ describe("parseControlPlaneArgs", () => {
       subnetPrefixLength: 24,
       logLevel: "info",
       policy: { ttlMs: 40_000, graceMs: 600_000, disruptionShare: 0.33 },
+      joinPort: 6444,
+      nodeCertificateLifetimeS: 168 * 3600,
     });
+  });
+
+  it("signs node certificates with --ca-key, which needs TLS; takes the join port and the node certificate lifetime", () => {
+    const tls = ["--tls-cert", "cp.crt", "--tls-key", "cp.key", "--client-ca", "ca.crt"];
+    expect(config([...tls, "--ca-key", "ca.key", "--join-port", "0", "--node-cert-hours", "24"])).toMatchObject({
+      caKeyFile: "ca.key",
+      joinPort: 0,
+      nodeCertificateLifetimeS: 86_400,
+    });
+    expect(() => parseControlPlaneArgs(["--insecure-plaintext", "--ca-key", "ca.key"])).toThrow(/--ca-key needs TLS/);
+    expect(() => parseControlPlaneArgs(["--insecure-plaintext", "--node-cert-hours", "0"])).toThrow(/--node-cert-hours/);
   });
 
   it("takes the lease lifecycle flags", () => {
@@ -47,7 +60,13 @@ describe("parseControlPlaneArgs", () => {
   it("takes every flag", () => {
     const c = config([
       "--etcd-endpoints",
-      " http://10.0.0.1:2379, https://etcd.example:2379 ,",
+      " https://10.0.0.1:2379, https://etcd.example:2379 ,",
+      "--etcd-ca",
+      "etcd-ca.crt",
+      "--etcd-cert",
+      "etcd-client.crt",
+      "--etcd-key",
+      "etcd-client.key",
       "--etcd-prefix",
       "/test/abc",
       "--listen",
@@ -65,7 +84,8 @@ describe("parseControlPlaneArgs", () => {
       "--client-ca",
       "ca.crt",
     ]);
-    expect(c.etcdEndpoints).toEqual(["http://10.0.0.1:2379", "https://etcd.example:2379"]);
+    expect(c.etcdEndpoints).toEqual(["https://10.0.0.1:2379", "https://etcd.example:2379"]);
+    expect(c.etcdTls).toEqual({ caFile: "etcd-ca.crt", certFile: "etcd-client.crt", keyFile: "etcd-client.key" });
     expect(c.etcdPrefix).toBe("/test/abc");
     expect([c.listenHost, c.listenPort]).toEqual(["0.0.0.0", 0]);
     expect(c.clusterCidr.toString()).toBe("10.100.0.0/14");
@@ -139,6 +159,55 @@ describe("parseControlPlaneArgs", () => {
     const plain = parseControlPlaneArgs(["--insecure-plaintext"]);
     expect(plain !== "help" && plain.tls).toBeUndefined();
     expect(() => parseControlPlaneArgs(["--tls-cert", "cp.crt"])).toThrow(/--tls-cert, --tls-key and --client-ca go together/);
+  });
+
+  describe("etcd client certificates", () => {
+    const etcdTls = ["--etcd-ca", "etcd-ca.crt", "--etcd-cert", "etcd.crt", "--etcd-key", "etcd.key"];
+
+    it("dials etcd in cleartext without the flags, with TLS and these files with all three", () => {
+      expect(config([]).etcdTls).toBeUndefined();
+      const c = config(["--etcd-endpoints", "https://10.0.0.1:2379,https://10.0.0.2:2379", ...etcdTls]);
+      expect(c.etcdTls).toEqual({ caFile: "etcd-ca.crt", certFile: "etcd.crt", keyFile: "etcd.key" });
+      expect(c.etcdEndpoints).toEqual(["https://10.0.0.1:2379", "https://10.0.0.2:2379"]);
+    });
+
+    it.each([
+      [["--etcd-ca", "ca.crt"]],
+      [["--etcd-cert", "etcd.crt", "--etcd-key", "etcd.key"]],
+      [["--etcd-ca", "ca.crt", "--etcd-key", "etcd.key"]],
+      [["--etcd-ca", "", "--etcd-cert", "etcd.crt", "--etcd-key", "etcd.key"]],
+    ])("wants all three or none (%j)", (flags) => {
+      const err = trellisErrorOf(() => config(["--etcd-endpoints", "https://10.0.0.1:2379", ...flags]));
+      expect(err.reason).toBe("INVALID_ARGUMENT");
+      expect(err.message).toBe("--etcd-ca, --etcd-cert and --etcd-key go together: give all three, or none for cleartext to etcd");
+    });
+
+    it.each([["https://10.0.0.1:2379"], ["http://10.0.0.1:2379,https://10.0.0.2:2379"]])(
+      "an https:// endpoint (%s) without them says to give the three flags",
+      (endpoints) => {
+        const err = trellisErrorOf(() => config(["--etcd-endpoints", endpoints]));
+        expect(err.reason).toBe("INVALID_ARGUMENT");
+        expect(err.message).toContain("--etcd-endpoints: https://10.0.0.");
+        expect(err.message).toContain("give --etcd-ca, --etcd-cert and --etcd-key");
+      },
+    );
+
+    it.each([["http://10.0.0.1:2379"], ["https://10.0.0.1:2379,http://10.0.0.2:2379"], [undefined]])(
+      "with them, an http:// endpoint (%s) is refused: they need https://",
+      (endpoints) => {
+        const err = trellisErrorOf(() => config([...(endpoints ? ["--etcd-endpoints", endpoints] : []), ...etcdTls]));
+        expect(err.reason).toBe("INVALID_ARGUMENT");
+        expect(err.message).toMatch(
+          /^--etcd-endpoints: http:\/\/.* is cleartext, but --etcd-ca, --etcd-cert and --etcd-key are given: use https:\/\/ endpoints$/,
+        );
+      },
+    );
+
+    it("are in the help", () => {
+      for (const flag of ["--etcd-ca FILE", "--etcd-cert FILE", "--etcd-key FILE", "--client-cert-auth"]) {
+        expect(controlPlaneHelp).toContain(flag);
+      }
+    });
   });
 
   it("refuses to serve cleartext unless told so plainly, and then on loopback only", () => {

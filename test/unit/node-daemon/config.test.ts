@@ -24,7 +24,6 @@ describe("parseDaemonArgs", () => {
       routeResyncIntervalMs: 30_000,
       cniConfDir: "/etc/cni/net.d",
       cniConfName: "10-trellis.conflist",
-      router: false,
       logLevel: "info",
     });
   });
@@ -127,10 +126,22 @@ describe("parseDaemonArgs", () => {
     expect(config([...required, "--mtu", mtu]).mtu).toBe(Number(mtu));
   });
 
-  it("takes the three TLS files together, or none (cleartext)", () => {
-    const base = ["--node-name", "n1", "--node-ip", "192.168.1.11"];
-    const config = parseDaemonArgs([...base, "--ca-cert", "ca.crt", "--cert", "n1.crt", "--key", "n1.key"]);
-    expect(config !== "help" && config.tls).toEqual({ caFile: "ca.crt", certFile: "n1.crt", keyFile: "n1.key" });
-    expect(() => parseDaemonArgs([...base, "--cert", "n1.crt"])).toThrow(/--ca-cert, --cert and --key go together/);
+  it("talks mutual TLS given the CA: the credential file defaults into the state dir; a token file and join port may be given", () => {
+    const base = ["--node-name", "n1", "--node-ip", "192.168.1.11", "--state-dir", "/var/lib/t/"];
+    expect(config([...base, "--ca-cert", "/etc/t/ca.crt"]).tls).toEqual({
+      caFile: "/etc/t/ca.crt",
+      credentialFile: "/var/lib/t/node.pem",
+      joinPort: 6444,
+    });
+    expect(
+      config([...base, "--ca-cert", "ca.crt", "--credential", "/etc/t/n1.pem", "--join-token-file", "/etc/t/token", "--join-port", "7444"])
+        .tls,
+    ).toEqual({ caFile: "ca.crt", credentialFile: "/etc/t/n1.pem", joinTokenFile: "/etc/t/token", joinPort: 7444 });
+    expect(config(base).tls).toBeUndefined();
+    expect(() => parseDaemonArgs([...base, "--join-token-file", "/etc/t/token"])).toThrow(/need --ca-cert/);
+  });
+
+  it("refuses --router: router mode is cluster config an admin sets", () => {
+    expect(() => parseDaemonArgs([...required, "--router"])).toThrow(/AdminService.SetRouter/);
   });
 });

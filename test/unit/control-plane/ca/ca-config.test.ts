@@ -40,7 +40,7 @@ describe("trellis-ca arguments", () => {
       dir: "d",
       out: "o",
       identity: { kind: "control-plane", name: "cp-1" },
-      hours: 168,
+      hours: 8760,
       server: { dnsNames: ["cp.example", "cp"], ips: ["192.168.1.1"] },
     });
   });
@@ -48,14 +48,15 @@ describe("trellis-ca arguments", () => {
   it.each([
     [["init"], /--dir is required/],
     [["renew", "--dir", "d"], /unknown command "renew"; use init or issue/],
-    [["issue", "--dir", "d", "--kind", "root", "--name", "x", "--out", "o"], /--kind must be one of node, admin, viewer, control-plane/],
-    [["issue", "--dir", "d", "--kind", "node", "--name", "Node_1", "--out", "o"], /not a valid node name/],
+    [["issue", "--dir", "d", "--kind", "root", "--name", "x", "--out", "o"], /--kind must be one of admin, viewer, control-plane/],
+    [["issue", "--dir", "d", "--kind", "node", "--name", "n1", "--out", "o"], /nodes join with a token/],
+    [["issue", "--dir", "d", "--kind", "admin", "--name", "Alice!", "--out", "o"], /admin name "Alice!" must be/],
     [["issue", "--dir", "d", "--kind", "admin", "--name", "alice"], /--out is required/],
     [
       ["issue", "--dir", "d", "--kind", "admin", "--name", "alice", "--out", "o", "--dns", "x"],
       /--dns and --ip are for control-plane certificates only/,
     ],
-    [["issue", "--dir", "d", "--kind", "node", "--name", "n1", "--out", "o", "--hours", "0"], /--hours "0" is not a whole number from 1/],
+    [["issue", "--dir", "d", "--kind", "admin", "--name", "a1", "--out", "o", "--hours", "0"], /--hours "0" is not a whole number from 1/],
     [["init", "--dir", "d", "--bogus"], /Unknown option '--bogus'; see --help/],
   ])("%j is refused, naming what is wrong", (argv, message) => {
     expect(() => parseCaArgs(argv)).toThrow(message);

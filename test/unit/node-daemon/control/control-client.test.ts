@@ -173,6 +173,10 @@ class FakeReplica implements ControlPlaneApi {
     throw new Error("deregisterNode is not used by these tests");
   }
 
+  async renewCertificate(): Promise<{ certificatePem: string }> {
+    throw new Error("renewCertificate is not used by these tests");
+  }
+
   watchRoutes(req: { nodeName: string; fromRevision: bigint }, options?: { signal?: AbortSignal }): AsyncIterable<WatchRoutesResponse> {
     this.watches.bump();
     this.enter({ method: "watchRoutes", nodeName: req.nodeName, fromRevision: req.fromRevision });

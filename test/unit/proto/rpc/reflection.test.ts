@@ -50,7 +50,7 @@ describe("reflectionAnswerer", () => {
   it("fileByFilename returns the file", () => {
     const files = filesOf(ask({ case: "fileByFilename", value: "trellis/controlplane/v1/node.proto" }));
     expect(files[0]?.name).toBe("trellis/controlplane/v1/node.proto");
-    expect(files[0]?.service.map((s) => s.name)).toEqual(["NodeService"]);
+    expect(files[0]?.service.map((s) => s.name)).toEqual(["NodeService", "JoinService"]);
   });
 
   // node.proto imports trellis/cni/v1/cni.proto (AllocationRecord), so a client that resolves NodeService

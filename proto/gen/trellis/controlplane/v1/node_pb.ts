@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trellis/controlplane/v1/node.proto.
  */
 export const file_trellis_controlplane_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSJLCgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkSDgoGcm91dGVyGAQgASgIInIKClJvdXRlRXZlbnQSNQoEdHlwZRgBIAEoDjInLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlRXZlbnRUeXBlEi0KBXJvdXRlGAIgASgLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUiVgoTUmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRILCgNtdHUYAyABKA0SDgoGcm91dGVyGAQgASgIIjwKFFJlZ2lzdGVyTm9kZVJlc3BvbnNlEg4KBnN1Ym5ldBgBIAEoCRIUCgxjbHVzdGVyX2NpZHIYAiABKAkiJQoQSGVhcnRiZWF0UmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiEwoRSGVhcnRiZWF0UmVzcG9uc2UiKgoVRGVyZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSIYChZEZXJlZ2lzdGVyTm9kZVJlc3BvbnNlIj4KEldhdGNoUm91dGVzUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSFQoNZnJvbV9yZXZpc2lvbhgCIAEoAyKeAQoTV2F0Y2hSb3V0ZXNSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoAxIQCghzbmFwc2hvdBgCIAEoCBIuCgZyb3V0ZXMYAyADKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZRIzCgZldmVudHMYBCADKAsyIy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZUV2ZW50ImIKF1JlY29yZEFsbG9jYXRpb25SZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRI0CgphbGxvY2F0aW9uGAIgASgLMiAudHJlbGxpcy5jbmkudjEuQWxsb2NhdGlvblJlY29yZCIaChhSZWNvcmRBbGxvY2F0aW9uUmVzcG9uc2UiPgoYUmVsZWFzZUFsbG9jYXRpb25SZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJIhsKGVJlbGVhc2VBbGxvY2F0aW9uUmVzcG9uc2UicQoWU3luY0FsbG9jYXRpb25zUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSMgoIcmVjb3JkZWQYAiADKAsyIC50cmVsbGlzLmNuaS52MS5BbGxvY2F0aW9uUmVjb3JkEhAKCHJlbGVhc2VkGAMgAygJIhkKF1N5bmNBbGxvY2F0aW9uc1Jlc3BvbnNlIi8KGkxpc3ROb2RlQWxsb2NhdGlvbnNSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSJUChtMaXN0Tm9kZUFsbG9jYXRpb25zUmVzcG9uc2USNQoLYWxsb2NhdGlvbnMYASADKAsyIC50cmVsbGlzLmNuaS52MS5BbGxvY2F0aW9uUmVjb3JkImoKE1JlcG9ydFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhAKCHJldmlzaW9uGAIgASgDEi4KBnJvdXRlcxgDIAMoCzIeLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlIhYKFFJlcG9ydFJvdXRlc1Jlc3BvbnNlInAKFFJlcG9ydGVkUm91dGVzUmVjb3JkEhAKCHJldmlzaW9uGAEgASgDEi4KBnJvdXRlcxgCIAMoCzIeLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlEhYKDnJlcG9ydGVkX2F0X21zGAMgASgDIrEBCgpOb2RlUmVjb3JkEgwKBG5hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRIOCgZzdWJuZXQYAyABKAkSCwoDbXR1GAQgASgNEgwKBGxpdmUYBSABKAgSGAoQcmVnaXN0ZXJlZF9hdF9tcxgGIAEoAxIWCg5yZWxlYXNlZF9hdF9tcxgHIAEoAxIXCg9yZWxlYXNlZF9yZWFzb24YCCABKAkSDgoGcm91dGVyGAkgASgIIiEKDE5vZGVJcFJlY29yZBIRCglub2RlX25hbWUYASABKAkiUwoXU3VibmV0UmVzZXJ2YXRpb25SZWNvcmQSDgoGc3VibmV0GAEgASgJEhEKCW5vZGVfbmFtZRgCIAEoCRIVCg1jcmVhdGVkX2F0X21zGAMgASgDIl8KEERpc3J1cHRpb25SZWNvcmQSDgoGYWN0aXZlGAEgASgIEhAKCHNpbmNlX21zGAIgASgDEhUKDW92ZXJkdWVfbm9kZXMYAyADKAkSEgoKbGl2ZV9ub2RlcxgEIAEoAyJMChFTdWJuZXRMZWFzZVJlY29yZBIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEhQKDGxlYXNlZF9hdF9tcxgDIAEoAyInCg9IZWFydGJlYXRSZWNvcmQSFAoMbGFzdF9zZWVuX21zGAEgASgDKmwKDlJvdXRlRXZlbnRUeXBlEiAKHFJPVVRFX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdST1VURV9FVkVOVF9UWVBFX1VQU0VSVBABEhsKF1JPVVRFX0VWRU5UX1RZUEVfREVMRVRFEAIymAgKC05vZGVTZXJ2aWNlEmsKDFJlZ2lzdGVyTm9kZRIsLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlZ2lzdGVyTm9kZVJlcXVlc3QaLS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWdpc3Rlck5vZGVSZXNwb25zZRJiCglIZWFydGJlYXQSKS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5IZWFydGJlYXRSZXF1ZXN0GioudHJlbGxpcy5jb250cm9scGxhbmUudjEuSGVhcnRiZWF0UmVzcG9uc2UScQoORGVyZWdpc3Rlck5vZGUSLi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlcXVlc3QaLy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlc3BvbnNlEmoKC1dhdGNoUm91dGVzEisudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXF1ZXN0GiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXNwb25zZTABEncKEFJlY29yZEFsbG9jYXRpb24SMC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWNvcmRBbGxvY2F0aW9uUmVxdWVzdBoxLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlY29yZEFsbG9jYXRpb25SZXNwb25zZRJ6ChFSZWxlYXNlQWxsb2NhdGlvbhIxLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlbGVhc2VBbGxvY2F0aW9uUmVxdWVzdBoyLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlbGVhc2VBbGxvY2F0aW9uUmVzcG9uc2USdAoPU3luY0FsbG9jYXRpb25zEi8udHJlbGxpcy5jb250cm9scGxhbmUudjEuU3luY0FsbG9jYXRpb25zUmVxdWVzdBowLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlN5bmNBbGxvY2F0aW9uc1Jlc3BvbnNlEoABChNMaXN0Tm9kZUFsbG9jYXRpb25zEjMudHJlbGxpcy5jb250cm9scGxhbmUudjEuTGlzdE5vZGVBbGxvY2F0aW9uc1JlcXVlc3QaNC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5MaXN0Tm9kZUFsbG9jYXRpb25zUmVzcG9uc2USawoMUmVwb3J0Um91dGVzEiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVwb3J0Um91dGVzUmVxdWVzdBotLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlcG9ydFJvdXRlc1Jlc3BvbnNlYgZwcm90bzM", [file_trellis_cni_v1_cni]);
+  fileDesc("CiJ0cmVsbGlzL2NvbnRyb2xwbGFuZS92MS9ub2RlLnByb3RvEhd0cmVsbGlzLmNvbnRyb2xwbGFuZS52MSJLCgVSb3V0ZRIRCglub2RlX25hbWUYASABKAkSDgoGc3VibmV0GAIgASgJEg8KB25vZGVfaXAYAyABKAkSDgoGcm91dGVyGAQgASgIInIKClJvdXRlRXZlbnQSNQoEdHlwZRgBIAEoDjInLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlRXZlbnRUeXBlEi0KBXJvdXRlGAIgASgLMh4udHJlbGxpcy5jb250cm9scGxhbmUudjEuUm91dGUiVgoTUmVnaXN0ZXJOb2RlUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRILCgNtdHUYAyABKA0SDgoGcm91dGVyGAQgASgIIjwKFFJlZ2lzdGVyTm9kZVJlc3BvbnNlEg4KBnN1Ym5ldBgBIAEoCRIUCgxjbHVzdGVyX2NpZHIYAiABKAkiJQoQSGVhcnRiZWF0UmVxdWVzdBIRCglub2RlX25hbWUYASABKAkiEwoRSGVhcnRiZWF0UmVzcG9uc2UiKgoVRGVyZWdpc3Rlck5vZGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSIYChZEZXJlZ2lzdGVyTm9kZVJlc3BvbnNlIj4KEldhdGNoUm91dGVzUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSFQoNZnJvbV9yZXZpc2lvbhgCIAEoAyKeAQoTV2F0Y2hSb3V0ZXNSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoAxIQCghzbmFwc2hvdBgCIAEoCBIuCgZyb3V0ZXMYAyADKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZRIzCgZldmVudHMYBCADKAsyIy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZUV2ZW50ImIKF1JlY29yZEFsbG9jYXRpb25SZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRI0CgphbGxvY2F0aW9uGAIgASgLMiAudHJlbGxpcy5jbmkudjEuQWxsb2NhdGlvblJlY29yZCIaChhSZWNvcmRBbGxvY2F0aW9uUmVzcG9uc2UiPgoYUmVsZWFzZUFsbG9jYXRpb25SZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJIhsKGVJlbGVhc2VBbGxvY2F0aW9uUmVzcG9uc2UicQoWU3luY0FsbG9jYXRpb25zUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSMgoIcmVjb3JkZWQYAiADKAsyIC50cmVsbGlzLmNuaS52MS5BbGxvY2F0aW9uUmVjb3JkEhAKCHJlbGVhc2VkGAMgAygJIhkKF1N5bmNBbGxvY2F0aW9uc1Jlc3BvbnNlIi8KGkxpc3ROb2RlQWxsb2NhdGlvbnNSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCSJUChtMaXN0Tm9kZUFsbG9jYXRpb25zUmVzcG9uc2USNQoLYWxsb2NhdGlvbnMYASADKAsyIC50cmVsbGlzLmNuaS52MS5BbGxvY2F0aW9uUmVjb3JkImoKE1JlcG9ydFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhAKCHJldmlzaW9uGAIgASgDEi4KBnJvdXRlcxgDIAMoCzIeLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJvdXRlIhYKFFJlcG9ydFJvdXRlc1Jlc3BvbnNlIj0KF1JlbmV3Q2VydGlmaWNhdGVSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIPCgdjc3JfcGVtGAIgASgJIjMKGFJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZRIXCg9jZXJ0aWZpY2F0ZV9wZW0YASABKAkiQAoLSm9pblJlcXVlc3QSDQoFdG9rZW4YASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEg8KB2Nzcl9wZW0YAyABKAkiJwoMSm9pblJlc3BvbnNlEhcKD2NlcnRpZmljYXRlX3BlbRgBIAEoCSJwChRSZXBvcnRlZFJvdXRlc1JlY29yZBIQCghyZXZpc2lvbhgBIAEoAxIuCgZyb3V0ZXMYAiADKAsyHi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Sb3V0ZRIWCg5yZXBvcnRlZF9hdF9tcxgDIAEoAyKxAQoKTm9kZVJlY29yZBIMCgRuYW1lGAEgASgJEg8KB25vZGVfaXAYAiABKAkSDgoGc3VibmV0GAMgASgJEgsKA210dRgEIAEoDRIMCgRsaXZlGAUgASgIEhgKEHJlZ2lzdGVyZWRfYXRfbXMYBiABKAMSFgoOcmVsZWFzZWRfYXRfbXMYByABKAMSFwoPcmVsZWFzZWRfcmVhc29uGAggASgJEg4KBnJvdXRlchgJIAEoCCIhCgxOb2RlSXBSZWNvcmQSEQoJbm9kZV9uYW1lGAEgASgJIlMKF1N1Ym5ldFJlc2VydmF0aW9uUmVjb3JkEg4KBnN1Ym5ldBgBIAEoCRIRCglub2RlX25hbWUYAiABKAkSFQoNY3JlYXRlZF9hdF9tcxgDIAEoAyJfChBEaXNydXB0aW9uUmVjb3JkEg4KBmFjdGl2ZRgBIAEoCBIQCghzaW5jZV9tcxgCIAEoAxIVCg1vdmVyZHVlX25vZGVzGAMgAygJEhIKCmxpdmVfbm9kZXMYBCABKAMiTAoRU3VibmV0TGVhc2VSZWNvcmQSDgoGc3VibmV0GAEgASgJEhEKCW5vZGVfbmFtZRgCIAEoCRIUCgxsZWFzZWRfYXRfbXMYAyABKAMiJwoPSGVhcnRiZWF0UmVjb3JkEhQKDGxhc3Rfc2Vlbl9tcxgBIAEoAyJ9Cg9Kb2luVG9rZW5SZWNvcmQSEQoJbm9kZV9uYW1lGAEgASgJEhUKDXNlY3JldF9zaGEyNTYYAiABKAwSFQoNZXhwaXJlc19hdF9tcxgDIAEoAxIVCg1jcmVhdGVkX2F0X21zGAQgASgDEhIKCmNyZWF0ZWRfYnkYBSABKAkiOQoRSXNzdWVkQ2VydGlmaWNhdGUSDgoGc2VyaWFsGAEgASgJEhQKDG5vdF9hZnRlcl9tcxgCIAEoAyJaChZOb2RlQ2VydGlmaWNhdGVzUmVjb3JkEkAKDGNlcnRpZmljYXRlcxgBIAMoCzIqLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLklzc3VlZENlcnRpZmljYXRlKmwKDlJvdXRlRXZlbnRUeXBlEiAKHFJPVVRFX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdST1VURV9FVkVOVF9UWVBFX1VQU0VSVBABEhsKF1JPVVRFX0VWRU5UX1RZUEVfREVMRVRFEAIykQkKC05vZGVTZXJ2aWNlEmsKDFJlZ2lzdGVyTm9kZRIsLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlZ2lzdGVyTm9kZVJlcXVlc3QaLS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWdpc3Rlck5vZGVSZXNwb25zZRJiCglIZWFydGJlYXQSKS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5IZWFydGJlYXRSZXF1ZXN0GioudHJlbGxpcy5jb250cm9scGxhbmUudjEuSGVhcnRiZWF0UmVzcG9uc2UScQoORGVyZWdpc3Rlck5vZGUSLi50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlcXVlc3QaLy50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5EZXJlZ2lzdGVyTm9kZVJlc3BvbnNlEmoKC1dhdGNoUm91dGVzEisudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXF1ZXN0GiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuV2F0Y2hSb3V0ZXNSZXNwb25zZTABEncKEFJlY29yZEFsbG9jYXRpb24SMC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZWNvcmRBbGxvY2F0aW9uUmVxdWVzdBoxLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlY29yZEFsbG9jYXRpb25SZXNwb25zZRJ6ChFSZWxlYXNlQWxsb2NhdGlvbhIxLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlbGVhc2VBbGxvY2F0aW9uUmVxdWVzdBoyLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlbGVhc2VBbGxvY2F0aW9uUmVzcG9uc2USdAoPU3luY0FsbG9jYXRpb25zEi8udHJlbGxpcy5jb250cm9scGxhbmUudjEuU3luY0FsbG9jYXRpb25zUmVxdWVzdBowLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlN5bmNBbGxvY2F0aW9uc1Jlc3BvbnNlEoABChNMaXN0Tm9kZUFsbG9jYXRpb25zEjMudHJlbGxpcy5jb250cm9scGxhbmUudjEuTGlzdE5vZGVBbGxvY2F0aW9uc1JlcXVlc3QaNC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5MaXN0Tm9kZUFsbG9jYXRpb25zUmVzcG9uc2USawoMUmVwb3J0Um91dGVzEiwudHJlbGxpcy5jb250cm9scGxhbmUudjEuUmVwb3J0Um91dGVzUmVxdWVzdBotLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlcG9ydFJvdXRlc1Jlc3BvbnNlEncKEFJlbmV3Q2VydGlmaWNhdGUSMC50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5SZW5ld0NlcnRpZmljYXRlUmVxdWVzdBoxLnRyZWxsaXMuY29udHJvbHBsYW5lLnYxLlJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZTJiCgtKb2luU2VydmljZRJTCgRKb2luEiQudHJlbGxpcy5jb250cm9scGxhbmUudjEuSm9pblJlcXVlc3QaJS50cmVsbGlzLmNvbnRyb2xwbGFuZS52MS5Kb2luUmVzcG9uc2ViBnByb3RvMw", [file_trellis_cni_v1_cni]);
 
 /**
  * A host-gw route: pods of `subnet` are reached through `node_ip`.
@@ -456,7 +456,101 @@ export const ReportRoutesResponseSchema: GenMessage<ReportRoutesResponse> = /*@_
 
 /**
  * Stored in etcd at /trellis/v1/reported-routes/<name>.
+ * A node renews its certificate with a new key, authenticated by its current certificate.
  *
+ * @generated from message trellis.controlplane.v1.RenewCertificateRequest
+ */
+export type RenewCertificateRequest = Message<"trellis.controlplane.v1.RenewCertificateRequest"> & {
+  /**
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * PEM PKCS#10 request signed by the new key; only its public key is used.
+   *
+   * @generated from field: string csr_pem = 2;
+   */
+  csrPem: string;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.RenewCertificateRequest.
+ * Use `create(RenewCertificateRequestSchema)` to create a new message.
+ */
+export const RenewCertificateRequestSchema: GenMessage<RenewCertificateRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 20);
+
+/**
+ * @generated from message trellis.controlplane.v1.RenewCertificateResponse
+ */
+export type RenewCertificateResponse = Message<"trellis.controlplane.v1.RenewCertificateResponse"> & {
+  /**
+   * @generated from field: string certificate_pem = 1;
+   */
+  certificatePem: string;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.RenewCertificateResponse.
+ * Use `create(RenewCertificateResponseSchema)` to create a new message.
+ */
+export const RenewCertificateResponseSchema: GenMessage<RenewCertificateResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 21);
+
+/**
+ * A new node proves with a join token that an admin let it in, and gets its first certificate.
+ *
+ * @generated from message trellis.controlplane.v1.JoinRequest
+ */
+export type JoinRequest = Message<"trellis.controlplane.v1.JoinRequest"> & {
+  /**
+   * "<id>.<secret>" from AdminService.CreateJoinToken.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * Must be the name the token was created for.
+   *
+   * @generated from field: string node_name = 2;
+   */
+  nodeName: string;
+
+  /**
+   * PEM PKCS#10 request signed by the node's own key; only its public key is used.
+   *
+   * @generated from field: string csr_pem = 3;
+   */
+  csrPem: string;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.JoinRequest.
+ * Use `create(JoinRequestSchema)` to create a new message.
+ */
+export const JoinRequestSchema: GenMessage<JoinRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 22);
+
+/**
+ * @generated from message trellis.controlplane.v1.JoinResponse
+ */
+export type JoinResponse = Message<"trellis.controlplane.v1.JoinResponse"> & {
+  /**
+   * @generated from field: string certificate_pem = 1;
+   */
+  certificatePem: string;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.JoinResponse.
+ * Use `create(JoinResponseSchema)` to create a new message.
+ */
+export const JoinResponseSchema: GenMessage<JoinResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 23);
+
+/**
  * @generated from message trellis.controlplane.v1.ReportedRoutesRecord
  */
 export type ReportedRoutesRecord = Message<"trellis.controlplane.v1.ReportedRoutesRecord"> & {
@@ -481,7 +575,7 @@ export type ReportedRoutesRecord = Message<"trellis.controlplane.v1.ReportedRout
  * Use `create(ReportedRoutesRecordSchema)` to create a new message.
  */
 export const ReportedRoutesRecordSchema: GenMessage<ReportedRoutesRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 20);
+  messageDesc(file_trellis_controlplane_v1_node, 24);
 
 /**
  * Stored in etcd at /trellis/v1/nodes/<name> (JSON form). Holds the node's sticky subnet.
@@ -545,7 +639,7 @@ export type NodeRecord = Message<"trellis.controlplane.v1.NodeRecord"> & {
  * Use `create(NodeRecordSchema)` to create a new message.
  */
 export const NodeRecordSchema: GenMessage<NodeRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 21);
+  messageDesc(file_trellis_controlplane_v1_node, 25);
 
 /**
  * Stored in etcd at /trellis/v1/node-ips/<ip>: which node registered an underlay address (an index, so a
@@ -565,7 +659,7 @@ export type NodeIpRecord = Message<"trellis.controlplane.v1.NodeIpRecord"> & {
  * Use `create(NodeIpRecordSchema)` to create a new message.
  */
 export const NodeIpRecordSchema: GenMessage<NodeIpRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 22);
+  messageDesc(file_trellis_controlplane_v1_node, 26);
 
 /**
  * Stored in etcd at /trellis/v1/reservations/<a.b.c.d-len>: an operator pins a subnet to a node name.
@@ -594,7 +688,7 @@ export type SubnetReservationRecord = Message<"trellis.controlplane.v1.SubnetRes
  * Use `create(SubnetReservationRecordSchema)` to create a new message.
  */
 export const SubnetReservationRecordSchema: GenMessage<SubnetReservationRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 23);
+  messageDesc(file_trellis_controlplane_v1_node, 27);
 
 /**
  * Stored in etcd at /trellis/v1/status/disruption: set while a large share of nodes misses heartbeats at
@@ -631,7 +725,7 @@ export type DisruptionRecord = Message<"trellis.controlplane.v1.DisruptionRecord
  * Use `create(DisruptionRecordSchema)` to create a new message.
  */
 export const DisruptionRecordSchema: GenMessage<DisruptionRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 24);
+  messageDesc(file_trellis_controlplane_v1_node, 28);
 
 /**
  * Stored in etcd at /trellis/v1/subnets/<a.b.c.d-len> (JSON form). One key per leased subnet makes
@@ -661,7 +755,7 @@ export type SubnetLeaseRecord = Message<"trellis.controlplane.v1.SubnetLeaseReco
  * Use `create(SubnetLeaseRecordSchema)` to create a new message.
  */
 export const SubnetLeaseRecordSchema: GenMessage<SubnetLeaseRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 25);
+  messageDesc(file_trellis_controlplane_v1_node, 29);
 
 /**
  * Stored in etcd at /trellis/v1/heartbeats/<name>, apart from the node record so that heartbeats do
@@ -681,7 +775,92 @@ export type HeartbeatRecord = Message<"trellis.controlplane.v1.HeartbeatRecord">
  * Use `create(HeartbeatRecordSchema)` to create a new message.
  */
 export const HeartbeatRecordSchema: GenMessage<HeartbeatRecord> = /*@__PURE__*/
-  messageDesc(file_trellis_controlplane_v1_node, 26);
+  messageDesc(file_trellis_controlplane_v1_node, 30);
+
+/**
+ * A join token as stored: never the secret, only its SHA-256.
+ *
+ * @generated from message trellis.controlplane.v1.JoinTokenRecord
+ */
+export type JoinTokenRecord = Message<"trellis.controlplane.v1.JoinTokenRecord"> & {
+  /**
+   * @generated from field: string node_name = 1;
+   */
+  nodeName: string;
+
+  /**
+   * @generated from field: bytes secret_sha256 = 2;
+   */
+  secretSha256: Uint8Array;
+
+  /**
+   * @generated from field: int64 expires_at_ms = 3;
+   */
+  expiresAtMs: bigint;
+
+  /**
+   * @generated from field: int64 created_at_ms = 4;
+   */
+  createdAtMs: bigint;
+
+  /**
+   * The admin that created it.
+   *
+   * @generated from field: string created_by = 5;
+   */
+  createdBy: string;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.JoinTokenRecord.
+ * Use `create(JoinTokenRecordSchema)` to create a new message.
+ */
+export const JoinTokenRecordSchema: GenMessage<JoinTokenRecord> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 31);
+
+/**
+ * @generated from message trellis.controlplane.v1.IssuedCertificate
+ */
+export type IssuedCertificate = Message<"trellis.controlplane.v1.IssuedCertificate"> & {
+  /**
+   * Lowercase hex, no leading zeros.
+   *
+   * @generated from field: string serial = 1;
+   */
+  serial: string;
+
+  /**
+   * @generated from field: int64 not_after_ms = 2;
+   */
+  notAfterMs: bigint;
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.IssuedCertificate.
+ * Use `create(IssuedCertificateSchema)` to create a new message.
+ */
+export const IssuedCertificateSchema: GenMessage<IssuedCertificate> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 32);
+
+/**
+ * The certificates a node may use now (the allow-list): join adds one, renewal another, eviction removes
+ * them all.
+ *
+ * @generated from message trellis.controlplane.v1.NodeCertificatesRecord
+ */
+export type NodeCertificatesRecord = Message<"trellis.controlplane.v1.NodeCertificatesRecord"> & {
+  /**
+   * @generated from field: repeated trellis.controlplane.v1.IssuedCertificate certificates = 1;
+   */
+  certificates: IssuedCertificate[];
+};
+
+/**
+ * Describes the message trellis.controlplane.v1.NodeCertificatesRecord.
+ * Use `create(NodeCertificatesRecordSchema)` to create a new message.
+ */
+export const NodeCertificatesRecordSchema: GenMessage<NodeCertificatesRecord> = /*@__PURE__*/
+  messageDesc(file_trellis_controlplane_v1_node, 33);
 
 /**
  * @generated from enum trellis.controlplane.v1.RouteEventType
@@ -807,6 +986,34 @@ export const NodeService: GenService<{
     input: typeof ReportRoutesRequestSchema;
     output: typeof ReportRoutesResponseSchema;
   },
+  /**
+   * A new certificate for the caller's node, for a new key; the current one stays valid until it expires.
+   *
+   * @generated from rpc trellis.controlplane.v1.NodeService.RenewCertificate
+   */
+  renewCertificate: {
+    methodKind: "unary";
+    input: typeof RenewCertificateRequestSchema;
+    output: typeof RenewCertificateResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_trellis_controlplane_v1_node, 0);
+
+/**
+ * Served on its own port (--join-port), with server-only TLS: the one call a node without a certificate
+ * may make.
+ *
+ * @generated from service trellis.controlplane.v1.JoinService
+ */
+export const JoinService: GenService<{
+  /**
+   * @generated from rpc trellis.controlplane.v1.JoinService.Join
+   */
+  join: {
+    methodKind: "unary";
+    input: typeof JoinRequestSchema;
+    output: typeof JoinResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_trellis_controlplane_v1_node, 1);
 
