@@ -1,10 +1,8 @@
 // The node daemon's lifecycle (DESIGN.md §2): register and lease, set the node up and reconcile its pods,
 // serve the shim, write the conflist, then keep heartbeating, following the route stream and resyncing.
 // main.ts builds the real implementations and hands them in; everything here goes through ports.
-import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { Cidr } from "../proto/core/cidr.js";
-import { RouteSchema } from "../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { AttachmentService } from "./cni/attachment-service.js";
 import type { PendingDeletes } from "./cni/pending-deletes.js";
 import { conflistFor } from "./cni/plan.js";
@@ -12,6 +10,7 @@ import type { DaemonConfig } from "./config.js";
 import type { ControlClient } from "./control/control-client.js";
 import type { AllocationJournal } from "./ipam/journal.js";
 import type { Netlink } from "./net/netlink.js";
+import { RouteReporter, routeReport } from "./routes/route-reporter.js";
 import { RouteSync } from "./routes/route-sync.js";
 import type { DaemonServer, DaemonServerDeps } from "./rpc/server.js";
 
@@ -33,6 +32,8 @@ export interface NodeDaemonDeps {
 export class NodeDaemon {
   private readonly stopping = new AbortController();
   private server?: DaemonServer;
+  private routes?: RouteSync;
+  private reporter?: RouteReporter;
 
   constructor(private readonly deps: NodeDaemonDeps) {}
 
@@ -65,6 +66,14 @@ export class NodeDaemon {
             detail: `${stranded} pods still have addresses of this node's previous subnet; recreate them`,
           };
         }
+        const missing = this.routes?.missing ?? 0;
+        if (missing > 0) {
+          return {
+            subnet: current.toString(),
+            routesCurrent: false,
+            detail: `${missing} routes to other nodes could not be set (see the daemon's log); pods may not reach those nodes' pods`,
+          };
+        }
         return { subnet: current.toString(), routesCurrent: control.routesCurrent.current, detail: control.routesCurrent.detail };
       },
     });
@@ -75,6 +84,9 @@ export class NodeDaemon {
     }
 
     const routes = new RouteSync({ net, log, nodeName: config.nodeName, clusterCidr: registration.clusterCidr });
+    const reporter = new RouteReporter((report) => control.reportRoutes(report), log);
+    this.reporter = reporter;
+    this.routes = routes;
     const onRegistered = async (res: { subnet: string }) => {
       const next = Cidr.parse(res.subnet, "leased subnet");
       if (next.equals(current)) return;
@@ -90,9 +102,8 @@ export class NodeDaemon {
     control
       .watchRoutes(async (set, revision) => {
         try {
-          const held = await routes.setRoutes(set.values());
-          const report = held.map((r) => create(RouteSchema, { nodeName: r.nodeName, subnet: r.dst, nodeIp: r.via }));
-          control.reportRoutes(revision, report).catch((err: unknown) => log.debug({ err }, "could not report applied routes"));
+          const { wanted, held } = await routes.setRoutes(set.values());
+          reporter.update(routeReport(revision, wanted, held));
         } catch (err) {
           log.error({ err, revision: String(revision) }, "route sync failed");
         }
@@ -103,6 +114,7 @@ export class NodeDaemon {
         await sleep(config.routeResyncIntervalMs, signal);
         if (signal.aborted) break;
         await routes.reconcile().catch((err: unknown) => log.error({ err }, "route resync failed"));
+        await reporter.flush();
         await cni.completePendingDeletes().catch((err: unknown) => log.error({ err }, "pending deletes failed"));
         await cni.syncMirror();
       }
@@ -112,6 +124,7 @@ export class NodeDaemon {
   /** Stops the loops and the server, and withdraws the node's route. */
   async stop(): Promise<void> {
     this.stopping.abort();
+    this.reporter?.stop();
     await this.server?.close();
     await this.deps.control.deregister().catch((err: unknown) => this.deps.log.warn({ err }, "could not withdraw the node's route"));
   }

@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
+import { routeDigest } from "../../proto/core/route-plan.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import {
   type AdminService,
@@ -37,6 +38,7 @@ import type { NodeIdentities } from "../identity/node-identities.js";
 import type { ExpiryPolicy } from "../ipam/lease-expiry.js";
 import type { LeaseManager } from "../ipam/lease-manager.js";
 import type { SubnetPool } from "../ipam/subnet-pool.js";
+import { reportMatches } from "../routes/route-reports.js";
 import { desiredRoutesFor, diffRoutes } from "../routes/route-table.js";
 import type { ClusterEvent, ClusterStore } from "../store/store.js";
 
@@ -174,14 +176,34 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       const [{ nodes }, reported] = await Promise.all([store.listNodes(), store.findReportedRoutes(name)]);
       if (!nodes.some((n) => n.name === name)) throw new TrellisError("NOT_FOUND", `node ${name} is not known`);
       const desired = desiredRoutesFor(name, nodes, pool.cluster.toString());
-      const { missing, extra } = diffRoutes(desired, reported?.routes ?? []);
-      return create(GetRoutesResponseSchema, {
+      const common = {
         desired: desired.map(adminRoute),
-        reported: (reported?.routes ?? []).map(adminRoute),
         reportedRevision: reported?.revision ?? 0n,
         reportedAt: reported ? ts(reported.reportedAtMs) : undefined,
+      };
+      if (reported && reported.routes.length === 0 && reported.digest.length > 0) {
+        // A digest report: the node's routes are known to be the desired ones only when the digests agree.
+        const inSync = reportMatches(
+          reported,
+          routeDigest(desired.map((r) => ({ dst: r.subnet, via: r.nodeIp }))),
+          desired.length,
+        );
+        return create(GetRoutesResponseSchema, {
+          ...common,
+          reported: inSync ? desired.map(adminRoute) : [],
+          missing: reported.missing.map(adminRoute),
+          inSync,
+          reportedCount: reported.routeCount,
+        });
+      }
+      const { missing, extra } = diffRoutes(desired, reported?.routes ?? []);
+      return create(GetRoutesResponseSchema, {
+        ...common,
+        reported: (reported?.routes ?? []).map(adminRoute),
         missing: missing.map(adminRoute),
         extra: extra.map(adminRoute),
+        inSync: reported !== undefined && missing.length === 0 && extra.length === 0,
+        reportedCount: reported?.routes.length ?? 0,
       });
     },
     async getClusterConfig() {

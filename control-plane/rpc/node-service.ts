@@ -13,7 +13,6 @@ import {
   RegisterNodeResponseSchema,
   ReleaseAllocationResponseSchema,
   RenewCertificateResponseSchema,
-  ReportedRoutesRecordSchema,
   ReportRoutesResponseSchema,
   SyncAllocationsResponseSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
@@ -21,6 +20,7 @@ import type { NodeIdentities } from "../identity/node-identities.js";
 import type { AllocationMirror } from "../ipam/allocation-mirror.js";
 import type { LeaseManager } from "../ipam/lease-manager.js";
 import type { RouteFeed } from "../routes/route-feed.js";
+import { RouteReports } from "../routes/route-reports.js";
 import type { ClusterStore } from "../store/store.js";
 import { actFor } from "./authorize.js";
 
@@ -33,6 +33,7 @@ export function createNodeService(deps: {
   clock: () => number;
   identities: NodeIdentities;
 }): ServiceImpl<typeof NodeService> {
+  const reports = new RouteReports({ store: deps.store, clock: deps.clock });
   return {
     async registerNode(req, ctx) {
       actFor(ctx, req.nodeName);
@@ -76,12 +77,7 @@ export function createNodeService(deps: {
     },
     async reportRoutes(req, ctx) {
       actFor(ctx, req.nodeName);
-      if (!(await deps.store.findNode(req.nodeName)))
-        throw new TrellisError("NOT_FOUND", `node ${req.nodeName} is not registered; register it first`);
-      await deps.store.putReportedRoutes(
-        req.nodeName,
-        create(ReportedRoutesRecordSchema, { revision: req.revision, routes: req.routes, reportedAtMs: BigInt(deps.clock()) }),
-      );
+      await reports.record(req.nodeName, req);
       return create(ReportRoutesResponseSchema);
     },
     async renewCertificate(req, ctx) {

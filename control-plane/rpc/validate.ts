@@ -171,6 +171,11 @@ const nodeService: ServiceValidators<typeof NodeService> = {
     nonNegative(req.revision, "revision");
     atMost(req.routes.length, "routes", requestLimits.reportedRoutes);
     for (const [i, r] of req.routes.entries()) route(r, `routes[${i}]`);
+    atMost(req.missing.length, "missing", requestLimits.reportedRoutes);
+    for (const [i, r] of req.missing.entries()) route(r, `missing[${i}]`);
+    if (req.digest.length !== 0 && req.digest.length !== 32) {
+      throw invalid(`digest is ${req.digest.length} bytes long; a route digest is a SHA-256 (32 bytes), or empty`);
+    }
   },
   renewCertificate(req) {
     nodeName(req.nodeName, "node_name");

@@ -4,6 +4,7 @@ import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js"
 import type { RegisterNodeResponse, Route, WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { RouteEventType } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { AllocationMirror } from "../cni/mirror-queue.js";
+import type { RouteReport } from "../routes/route-reporter.js";
 
 /** The NodeService calls the daemon makes; the generated Connect client satisfies it. */
 export interface ControlPlaneApi {
@@ -16,7 +17,10 @@ export interface ControlPlaneApi {
   watchRoutes(req: { nodeName: string; fromRevision: bigint }, options?: { signal?: AbortSignal }): AsyncIterable<WatchRoutesResponse>;
   syncAllocations(req: { nodeName: string; recorded: AllocationRecord[]; released: string[] }, options?: CallOptions): Promise<unknown>;
   listNodeAllocations(req: { nodeName: string }, options?: CallOptions): Promise<{ allocations: AllocationRecord[] }>;
-  reportRoutes(req: { nodeName: string; revision: bigint; routes: Route[] }, options?: CallOptions): Promise<unknown>;
+  reportRoutes(
+    req: { nodeName: string; revision: bigint; routeCount: number; digest: Uint8Array; missing: Route[] },
+    options?: CallOptions,
+  ): Promise<unknown>;
   renewCertificate(req: { nodeName: string; csrPem: string }, options?: CallOptions): Promise<{ certificatePem: string }>;
 }
 
@@ -181,8 +185,8 @@ export class ControlClient implements AllocationMirror {
   }
 
   /** Tells the control plane which routes this node holds now (admin GetRoutes: desired versus reported). */
-  async reportRoutes(revision: bigint, routes: Route[]): Promise<void> {
-    await this.withFailover(() => this.api.reportRoutes({ nodeName: this.deps.nodeName, revision, routes }, this.timeout));
+  async reportRoutes(report: RouteReport): Promise<void> {
+    await this.withFailover(() => this.api.reportRoutes({ nodeName: this.deps.nodeName, ...report }, this.timeout));
   }
 
   /** A certificate for a new key (CSR), authenticated by the current one. */

@@ -27,13 +27,22 @@ export class RouteSync {
 
   /**
    * Sets the cluster's route set and reconciles the kernel to what this node should hold of it (host-gw,
-   * or the central router's cluster route); returns those routes.
+   * or the central router's cluster route); returns those routes and which of them the kernel holds.
+   * A route the kernel refuses (a bad next hop) is left out and logged; the others are all set.
    */
-  setRoutes(routes: Iterable<Route>): Promise<HostRoute[]> {
+  async setRoutes(routes: Iterable<Route>): Promise<{ wanted: HostRoute[]; held: HostRoute[] }> {
     const wanted = desiredRoutes(routes, this.deps.nodeName, this.deps.clusterCidr);
     this.desired = new Map(wanted.map((r) => [r.dst, r.via]));
     this.known = true;
-    return this.reconcile().then(() => wanted.filter((r) => this.lastApplied.get(r.dst) === r.via));
+    await this.reconcile();
+    return { wanted, held: wanted.filter((r) => this.lastApplied.get(r.dst) === r.via) };
+  }
+
+  /** Desired routes the kernel does not hold after the last reconciliation (STATUS 51 while any). */
+  get missing(): number {
+    let n = 0;
+    for (const [dst, via] of this.desired) if (this.lastApplied.get(dst) !== via) n++;
+    return n;
   }
 
   /** Serialized: concurrent callers wait for one another, the last desired set wins. */
@@ -49,11 +58,21 @@ export class RouteSync {
     const diff = diffRoutes(desired, await net.listRoutes());
     for (const r of diff.blocked)
       log.warn({ route: `${r.dst} via ${r.via}` }, "route destination held by a route Trellis does not own; left alone");
-    if (diff.replace.length + diff.remove.length > 0) {
+    if (diff.replace.length + diff.remove.length === 0) {
+      this.lastApplied = desired;
+      return;
+    }
+    try {
       await net.applyRoutes(diff.replace, diff.remove);
       for (const r of diff.replace) log.info({ route: `${r.dst} via ${r.via}` }, "route set");
       for (const r of diff.remove) log.info({ route: `${r.dst} via ${r.via}` }, "route removed");
+      this.lastApplied = desired;
+    } catch (err) {
+      // Every change was tried (applyRoutes does not stop at the first failure): what holds is what the
+      // kernel has now. One bad next hop costs its own route, never the others.
+      log.error({ err }, "some routes could not be set; the others are");
+      const owned = new Map((await net.listRoutes()).filter((r) => r.owned).map((r) => [r.dst, r.via]));
+      this.lastApplied = new Map([...desired].filter(([dst, via]) => owned.get(dst) === via));
     }
-    this.lastApplied = desired;
   }
 }

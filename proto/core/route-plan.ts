@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Route } from "../gen/trellis/controlplane/v1/node_pb.js";
 
 /** A route in a node's table: pods of `dst` are reached through `via` (the node named `nodeName`). */
@@ -19,4 +20,13 @@ export function desiredRoutes(all: Iterable<Route>, me: string, clusterCidr: str
   const router = routes.find((r) => r.router);
   if (router && router.nodeName !== me) return [{ dst: clusterCidr, via: router.nodeIp, nodeName: router.nodeName }];
   return routes.filter((r) => r.nodeName !== me).map((r) => ({ dst: r.subnet, via: r.nodeIp, nodeName: r.nodeName }));
+}
+
+/**
+ * What a node reports instead of its routes (DESIGN.md §2): SHA-256 of "dst via\n" lines, sorted, so
+ * that the same set gives the same digest on the node and on the control plane.
+ */
+export function routeDigest(routes: Iterable<{ readonly dst: string; readonly via: string }>): Uint8Array {
+  const lines = [...routes].map((r) => `${r.dst} via ${r.via}\n`).sort();
+  return createHash("sha256").update(lines.join("")).digest();
 }

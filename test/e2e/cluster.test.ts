@@ -44,6 +44,22 @@ describe.skipIf(!isRoot)("three-node cluster in network namespaces (needs root)"
     expect(routes).toContainEqual(expect.objectContaining({ dst: "10.244.2.0/24", gateway: "192.168.1.12", protocol: "201" }));
   });
 
+  it("every node reports a digest of its routes, and the admin API sees it in sync with what it should hold", async () => {
+    for (const node of lab.nodes) {
+      const routes = await waitFor(
+        `${node.name}'s report`,
+        async () => {
+          const r = await lab.admin("GetRoutes", { nodeName: node.name });
+          return r.inSync === true && r;
+        },
+        15_000,
+        250,
+      );
+      expect(routes.reportedCount).toBe(lab.nodes.length - 1);
+      expect(routes.missing ?? []).toEqual([]);
+    }
+  });
+
   it("DEL removes the veth and frees the address; DEL twice succeeds with no output", async () => {
     const pod = await lab.addPod(n2, "del-twice");
     const before = await allocationFiles(n2);

@@ -325,7 +325,7 @@ describe("certificate renewal", () => {
       expect(renewed[0]?.keyPem).not.toBe(first.keyPem);
       // Past the first certificate's expiry: calls go over the new one; the stream opened with the old one still delivers.
       await waitFor("the first certificate to expire", async () => Date.now() > first.notAfterMs + 500, 15_000);
-      await control.reportRoutes(0n, []);
+      await control.reportRoutes({ revision: 0n, routeCount: 0, digest: new Uint8Array(32), missing: [] });
       const other = await join(
         "node-s",
         (await createClient(AdminService, transport("admin/alice", short)).createJoinToken({ nodeName: "node-s" })).token,

@@ -116,10 +116,16 @@ export class RecordingNetlink implements Netlink {
     return [...this.routes];
   }
 
+  /** Next hops the kernel refuses (unreachable gateway): like RtNetlink, every other change is made, then it throws. */
+  readonly failRouteVia = new Set<string>();
+
   async applyRoutes(replace: readonly OwnedRoute[], remove: readonly OwnedRoute[]): Promise<void> {
     this.calls.push({ method: "applyRoutes", replace, remove });
-    const gone = new Set([...remove, ...replace].map((r) => r.dst));
-    this.routes = [...this.routes.filter((r) => !(r.owned && gone.has(r.dst))), ...replace.map((r) => ({ ...r, owned: true }))];
+    const ok = replace.filter((r) => !this.failRouteVia.has(r.via));
+    const gone = new Set([...remove, ...ok].map((r) => r.dst));
+    this.routes = [...this.routes.filter((r) => !(r.owned && gone.has(r.dst))), ...ok.map((r) => ({ ...r, owned: true }))];
+    const failed = replace.length - ok.length;
+    if (failed > 0) throw new TrellisError("KERNEL", `could not apply ${failed} route(s): Network is unreachable`);
   }
 }
 

@@ -198,10 +198,15 @@ class FakeReplica implements ControlPlaneApi {
     return { allocations: [...this.store.of(req.nodeName).values()].map((r) => clone(AllocationRecordSchema, r)) };
   }
 
-  readonly reported: Array<{ nodeName: string; revision: bigint; routes: string[] }> = [];
+  readonly reported: Array<{ nodeName: string; revision: bigint; routeCount: number; missing: string[] }> = [];
 
-  async reportRoutes(req: { nodeName: string; revision: bigint; routes: Route[] }): Promise<void> {
-    this.reported.push({ nodeName: req.nodeName, revision: req.revision, routes: req.routes.map((r) => `${r.subnet} via ${r.nodeIp}`) });
+  async reportRoutes(req: { nodeName: string; revision: bigint; routeCount: number; missing: Route[] }): Promise<void> {
+    this.reported.push({
+      nodeName: req.nodeName,
+      revision: req.revision,
+      routeCount: req.routeCount,
+      missing: req.missing.map((r) => `${r.subnet} via ${r.nodeIp}`),
+    });
   }
 }
 

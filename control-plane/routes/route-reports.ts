@@ -1,0 +1,113 @@
+// What nodes report of their routes, kept in etcd for the admin API (GetRoutes) without writing in
+// proportion to the cluster's churn (issue 10, finding 1): a report that changes what is missing is written
+// at once; one that changes only the count and digest (nodes joining and leaving) at most once per
+// `minIntervalMs` per node and replica, the latest one held until then; one that says the same again
+// never.
+import { create } from "@bufbuild/protobuf";
+import { TrellisError } from "../../proto/core/errors.js";
+import { type ReportedRoutesRecord, ReportedRoutesRecordSchema, type Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { ClusterStore } from "../store/store.js";
+
+export interface RouteReport {
+  readonly revision: bigint;
+  readonly routeCount: number;
+  readonly digest: Uint8Array;
+  readonly missing: readonly Route[];
+  /** Every route, from daemons before digests. */
+  readonly routes: readonly Route[];
+}
+
+const lines = (routes: readonly Route[]) =>
+  routes
+    .map((r) => `${r.subnet} via ${r.nodeIp}`)
+    .sort()
+    .join(",");
+
+/** What a report says, for comparing with the last one written: [what is missing, everything]. */
+function keysOf(r: { routeCount: number; digest: Uint8Array; missing: readonly Route[]; routes: readonly Route[] }): [string, string] {
+  const missing = lines(r.missing);
+  return [missing, `${r.routeCount}:${Buffer.from(r.digest).toString("hex")}:${missing}:${lines(r.routes)}`];
+}
+
+export class RouteReports {
+  /** Per node: what this replica last wrote (or read back), and when it wrote. */
+  private readonly written = new Map<string, { missing: string; all: string; atMs: number }>();
+  /** Reports held back by the interval, written by the flush timer once it has passed. */
+  private readonly pending = new Map<string, RouteReport>();
+  private flusher?: ReturnType<typeof setInterval>;
+
+  constructor(
+    private readonly deps: { readonly store: ClusterStore; readonly clock: () => number; readonly minIntervalMs?: number },
+  ) {}
+
+  async record(node: string, report: RouteReport): Promise<void> {
+    const [missing, all] = keysOf(report);
+    const now = this.deps.clock();
+    let last = this.written.get(node);
+    if (last === undefined) {
+      if (!(await this.deps.store.findNode(node))) throw new TrellisError("NOT_FOUND", `node ${node} is not registered; register it first`);
+      const stored = await this.deps.store.findReportedRoutes(node);
+      if (stored) {
+        const [m, a] = keysOf(stored);
+        last = { missing: m, all: a, atMs: now };
+        this.remember(node, last);
+      }
+    }
+    if (last?.all === all) {
+      this.pending.delete(node);
+      return;
+    }
+    const onlyCountChanged = last?.missing === missing && report.routes.length === 0;
+    if (last && onlyCountChanged && now - last.atMs < this.minIntervalMs) {
+      this.pending.set(node, report);
+      this.flusher ??= setInterval(() => void this.flushDue(), Math.min(1_000, this.minIntervalMs)).unref();
+      return;
+    }
+    await this.write(node, report);
+  }
+
+  private async write(node: string, report: RouteReport): Promise<void> {
+    const [missing, all] = keysOf(report);
+    const now = this.deps.clock();
+    this.pending.delete(node);
+    await this.deps.store.putReportedRoutes(
+      node,
+      create(ReportedRoutesRecordSchema, {
+        revision: report.revision,
+        routeCount: report.routeCount,
+        digest: report.digest,
+        missing: [...report.missing],
+        routes: [...report.routes],
+        reportedAtMs: BigInt(now),
+      }),
+    );
+    this.remember(node, { missing, all, atMs: now });
+  }
+
+  private get minIntervalMs(): number {
+    return this.deps.minIntervalMs ?? 5_000;
+  }
+
+  /** Writes the held-back reports whose interval has passed. */
+  async flushDue(): Promise<void> {
+    const now = this.deps.clock();
+    for (const [node, report] of [...this.pending]) {
+      if (now - (this.written.get(node)?.atMs ?? 0) < this.minIntervalMs) continue;
+      await this.write(node, report).catch(() => undefined); // the node reports again on its next resync
+    }
+    if (this.pending.size === 0 && this.flusher) {
+      clearInterval(this.flusher);
+      this.flusher = undefined;
+    }
+  }
+
+  private remember(node: string, entry: { missing: string; all: string; atMs: number }): void {
+    if (this.written.size >= 100_000) this.written.clear(); // bounded; a miss costs one read
+    this.written.set(node, entry);
+  }
+}
+
+/** Whether a stored report matches `desired` exactly. Pure. */
+export function reportMatches(stored: ReportedRoutesRecord, desiredDigest: Uint8Array, desiredCount: number): boolean {
+  return stored.missing.length === 0 && stored.routeCount === desiredCount && Buffer.from(stored.digest).equals(Buffer.from(desiredDigest));
+}

@@ -1,0 +1,65 @@
+// Tells the control plane what the node holds of its routes (DESIGN.md §2, "What nodes report"): a count
+// and a digest, and the routes it could not set, if any; never the whole table. At most one report is in
+// flight; a burst of route changes (a cluster coming up) becomes one report per `debounceMs`, and the
+// resync timer repeats the last one (the control plane writes nothing when nothing changed).
+import { create } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import { type HostRoute, routeDigest } from "../../proto/core/route-plan.js";
+import { type Route, RouteSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+
+export interface RouteReport {
+  readonly revision: bigint;
+  readonly routeCount: number;
+  readonly digest: Uint8Array;
+  readonly missing: Route[];
+}
+
+/** The report for routes `wanted` at `revision`, of which `held` are in the kernel. Pure. */
+export function routeReport(revision: bigint, wanted: readonly HostRoute[], held: readonly HostRoute[]): RouteReport {
+  const got = new Set(held.map((r) => `${r.dst} via ${r.via}`));
+  const missing = wanted
+    .filter((r) => !got.has(`${r.dst} via ${r.via}`))
+    .map((r) => create(RouteSchema, { nodeName: r.nodeName, subnet: r.dst, nodeIp: r.via }));
+  return { revision, routeCount: held.length, digest: routeDigest(held), missing };
+}
+
+export class RouteReporter {
+  private latest?: RouteReport;
+  private sending = false;
+  private due?: ReturnType<typeof setTimeout>;
+
+  constructor(
+    private readonly send: (report: RouteReport) => Promise<void>,
+    private readonly log: Logger,
+    private readonly debounceMs = 1_000,
+  ) {}
+
+  /** A new state to report: sent within `debounceMs`, coalesced with any that follow. */
+  update(report: RouteReport): void {
+    this.latest = report;
+    this.due ??= setTimeout(() => {
+      this.due = undefined;
+      void this.flush();
+    }, this.debounceMs);
+  }
+
+  /** Sends the latest state now (the resync timer), unless a send is in flight. */
+  async flush(): Promise<void> {
+    const report = this.latest;
+    if (!report || this.sending) return;
+    this.sending = true;
+    try {
+      await this.send(report);
+    } catch (err) {
+      this.log.debug({ err }, "could not report routes; the next change or resync reports again");
+    } finally {
+      this.sending = false;
+    }
+    if (this.latest && this.latest !== report) this.update(this.latest);
+  }
+
+  stop(): void {
+    clearTimeout(this.due);
+    this.due = undefined;
+  }
+}
