@@ -36,9 +36,7 @@ export class RouteReports {
   private readonly pending = new Map<string, RouteReport>();
   private flusher?: ReturnType<typeof setInterval>;
 
-  constructor(
-    private readonly deps: { readonly store: ClusterStore; readonly clock: () => number; readonly minIntervalMs?: number },
-  ) {}
+  constructor(private readonly deps: { readonly store: ClusterStore; readonly clock: () => number; readonly minIntervalMs?: number }) {}
 
   async record(node: string, report: RouteReport): Promise<void> {
     const [missing, all] = keysOf(report);

@@ -2,8 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
-import { routeDigest } from "../../proto/core/route-plan.js";
 import { TrellisError } from "../../proto/core/errors.js";
+import { routeDigest } from "../../proto/core/route-plan.js";
 import {
   type AdminService,
   type Allocation,
@@ -183,11 +183,7 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       };
       if (reported && reported.routes.length === 0 && reported.digest.length > 0) {
         // A digest report: the node's routes are known to be the desired ones only when the digests agree.
-        const inSync = reportMatches(
-          reported,
-          routeDigest(desired.map((r) => ({ dst: r.subnet, via: r.nodeIp }))),
-          desired.length,
-        );
+        const inSync = reportMatches(reported, routeDigest(desired.map((r) => ({ dst: r.subnet, via: r.nodeIp }))), desired.length);
         return create(GetRoutesResponseSchema, {
           ...common,
           reported: inSync ? desired.map(adminRoute) : [],
