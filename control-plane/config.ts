@@ -18,6 +18,8 @@ export interface ControlPlaneConfig {
   readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string };
   /** The cluster CA's key: this replica signs node certificates (Join, renewal). */
   readonly caKeyFile?: string;
+  /** Revisions of etcd history kept when compacting (every 5 minutes); 0: never compact. */
+  readonly etcdHistory: number;
   /** Port of the join listener (server-only TLS, JoinService alone) on the --listen host. */
   readonly joinPort: number;
   /** Lifetime of the node certificates this replica issues. */
@@ -34,18 +36,23 @@ Flags:
   --etcd-endpoints URLS     comma-separated etcd client URLs (default http://127.0.0.1:2379): http:// without
                             the --etcd-* TLS flags, https:// with them
   --etcd-prefix PREFIX      key prefix in etcd (default /trellis/v1)
+  --etcd-history N          every 5 minutes, compact etcd's history to the last N revisions, so that it
+                            does not fill etcd's space quota (default 100000; 0: never, when etcd runs
+                            with its own --auto-compaction-retention)
   --etcd-ca FILE            the CA certificate that etcd's serving certificate is checked against
   --etcd-cert FILE          this replica's client certificate for etcd; for an etcd started with
                             --client-cert-auth, signed by a CA in its --trusted-ca-file, with client auth usage
   --etcd-key FILE           its private key. Give all three (and https:// endpoints) or none (cleartext to etcd)
   --listen HOST:PORT        where to serve gRPC (default 127.0.0.1:6443; port 0 picks a free one)
   --cluster-cidr CIDR       the pod network, split into node subnets (default 10.244.0.0/16)
-  --subnet-size N           prefix length of each node's subnet (default 24)
+  --subnet-size N           prefix length of each node's subnet (default 24). The first replica stores both
+                            in etcd; a replica started with others refuses to start
   --lease-ttl S             a node that has not heartbeated for S seconds loses its route (default 40)
   --grace-period S          a node that lost its route keeps its subnet S more seconds, and gets it back
                             when it returns within them (default 600)
-  --disruption-share F      when more than this share of live nodes (and at least 2) miss heartbeats at
-                            once, routes are kept (disruption mode) (default 0.33)
+  --disruption-share F      when more than this share of live nodes (and at least 2) go quiet within one
+                            heartbeat interval (taken as a quarter of the TTL) plus the TTL, routes are
+                            kept (disruption mode) until heartbeats are back (default 0.33)
   --tls-cert FILE           this replica's certificate (trellis-ca issue --kind control-plane)
   --tls-key FILE            its private key
   --client-ca FILE          the cluster CA certificate: every caller must present a certificate it signed;
@@ -90,6 +97,7 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     "insecure-plaintext": { type: "boolean", default: false },
     "ca-key": { type: "string", default: "" },
     "join-port": { type: "string", default: "6444" },
+    "etcd-history": { type: "string", default: "100000" },
     "node-cert-hours": { type: "string", default: "168" },
     help: { type: "boolean", short: "h", default: false },
   });
@@ -176,6 +184,7 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
   return {
     ...(values["ca-key"] ? { caKeyFile: values["ca-key"] } : {}),
     joinPort: parseIntFlag(values["join-port"], "--join-port", 0, 65535),
+    etcdHistory: parseIntFlag(values["etcd-history"], "--etcd-history", 0, 1_000_000_000),
     nodeCertificateLifetimeS: parseIntFlag(values["node-cert-hours"], "--node-cert-hours", 1, 24 * 400) * 3600,
     ...(values["tls-cert"] ? { tls: { certFile: values["tls-cert"], keyFile: values["tls-key"], clientCaFile: values["client-ca"] } } : {}),
     etcdEndpoints,

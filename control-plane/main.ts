@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
 import { configOrReport } from "../proto/core/flags.js";
+import { ClusterConfigRecordSchema } from "../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { readPemFile } from "../proto/rpc/pem-file.js";
 import { importPrivateKey } from "../proto/rpc/x509.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
@@ -10,9 +12,10 @@ import { CertificateRegistry } from "./identity/certificate-registry.js";
 import { NodeIdentities } from "./identity/node-identities.js";
 import { AllocationMirror } from "./ipam/allocation-mirror.js";
 import { ExpiryLoop, LeaseManager } from "./ipam/lease-manager.js";
-import { createSubnetPool } from "./ipam/subnet-pool.js";
+import { checkSameClusterConfig, createSubnetPool } from "./ipam/subnet-pool.js";
 import { RouteFeed } from "./routes/route-feed.js";
 import { startControlPlaneServer } from "./rpc/server.js";
+import { EtcdCompactor } from "./store/etcd-compactor.js";
 import { EtcdIdentityStore } from "./store/etcd-identity-store.js";
 import { EtcdClusterStore } from "./store/etcd-store.js";
 
@@ -27,9 +30,20 @@ async function main(): Promise<void> {
   };
   const store = new EtcdClusterStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix, tls: etcdTls });
   const identityStore = new EtcdIdentityStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix, tls: etcdTls });
+  const compactor = new EtcdCompactor({ endpoints: config.etcdEndpoints, tls: etcdTls });
   const pool = createSubnetPool(config.clusterCidr, config.subnetPrefixLength);
   const stop = new AbortController();
-  const leases = new LeaseManager({ store, pool, log, clock: Date.now, rand: Math.random, policy: config.policy });
+  // Liveness is judged by this replica's own monotonic clock, never by times other machines wrote (DESIGN.md §2).
+  const monotonic = () => performance.now();
+  const leases = new LeaseManager({
+    store,
+    pool,
+    log,
+    clock: Date.now,
+    monotonicClock: monotonic,
+    rand: Math.random,
+    policy: config.policy,
+  });
   const feed = new RouteFeed({ store, log });
   const mirror = new AllocationMirror({ store, log });
   let ready = false;
@@ -76,25 +90,43 @@ async function main(): Promise<void> {
   let registryStarted = false;
   for (let attempt = 1, delay = 200; !stop.signal.aborted; attempt++, delay = Math.min(delay * 2, 5_000)) {
     try {
+      checkSameClusterConfig(
+        await store.ensureClusterConfig(
+          create(ClusterConfigRecordSchema, { clusterCidr: pool.cluster.toString(), subnetPrefixLength: pool.prefixLength }),
+        ),
+        pool,
+      );
       if (!registryStarted) await registry.start(stop.signal);
       registryStarted = true;
       await feed.start(stop.signal);
       ready = true;
       break;
     } catch (err) {
+      if (err instanceof TrellisError && err.reason === "CONFLICT") throw err; // another cluster config: fatal
       log.warn({ err, attempt }, "etcd not reachable yet, retrying");
       await new Promise((r) => setTimeout(r, delay));
     }
   }
-  const expiry = new ExpiryLoop({ leases, clock: Date.now, log });
+  const expiry = new ExpiryLoop({ leases, clock: monotonic, log });
   const sweepEveryMs = Math.max(500, Math.min(5_000, config.policy.ttlMs / 4));
   const sweeper = setInterval(() => void expiry.tick(), sweepEveryMs);
+  const compaction =
+    config.etcdHistory > 0
+      ? setInterval(() => {
+          compactor
+            .compact(config.etcdHistory)
+            .then((to) => to !== undefined && log.info({ revision: String(to) }, "etcd history compacted"))
+            .catch((err: unknown) => log.warn({ err }, "could not compact etcd's history"));
+        }, 300_000)
+      : undefined;
   const tokenSweeper = setInterval(() => {
     identities.sweepJoinTokens().catch((err: unknown) => log.warn({ err }, "could not delete expired join tokens"));
   }, 60_000);
   const shutdown = async (signal: string) => {
     clearInterval(sweeper);
     clearInterval(tokenSweeper);
+    clearInterval(compaction);
+    compactor.close();
     log.info(`shutting down on ${signal}`);
     stop.abort();
     await server.close();

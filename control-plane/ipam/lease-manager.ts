@@ -4,6 +4,7 @@ import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import { checkNodeName } from "../../proto/core/node-name.js";
 import {
+  type DisruptionRecord,
   DisruptionRecordSchema,
   type NodeRecord,
   NodeRecordSchema,
@@ -11,8 +12,8 @@ import {
   type SubnetReservationRecord,
   SubnetReservationRecordSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import type { ClusterStore } from "../store/store.js";
-import { type ExpiryPlan, type ExpiryPolicy, planExpiry } from "./lease-expiry.js";
+import type { ClusterStore, NodeIpClaim, NodeIpEntry, Versioned } from "../store/store.js";
+import { type ExpiryPlan, type ExpiryPolicy, planExpiry, Sightings } from "./lease-expiry.js";
 import { pickFreeSubnet, type SubnetPool } from "./subnet-pool.js";
 
 export interface LeaseManagerDeps {
@@ -22,6 +23,11 @@ export interface LeaseManagerDeps {
   readonly clock: () => number;
   readonly rand: () => number;
   readonly policy: ExpiryPolicy;
+  /**
+   * The monotonic clock liveness is judged by (main.ts: performance.now()); default `clock`. Times that
+   * other machines wrote are never compared with it.
+   */
+  readonly monotonicClock?: () => number;
   /** How many lost etcd races a registration tolerates before it gives up with CONFLICT. */
   readonly maxRaces?: number;
 }
@@ -32,11 +38,19 @@ export interface Registration {
   readonly name: string;
   readonly nodeIp: string;
   readonly mtu: number;
+  /** The subnet the node holds now, if any (its pods have addresses of it). */
+  readonly heldSubnet?: string;
 }
 
 /** Hands each node one subnet of the pool; all authority is in the store (etcd transactions). */
 export class LeaseManager {
   private readonly maxRaces: number;
+  /** When this replica last saw each live node's heartbeat key change, by its own monotonic clock. */
+  private readonly sightings = new Sightings();
+  /** The disruption record's mod revision as of this replica's last round (undefined before its first). */
+  private disruptionRevision: bigint | undefined;
+  /** When (monotonic) this replica last saw a disruption end: every live node got a full TTL from then. */
+  private disruptionEndedAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly deps: LeaseManagerDeps) {
     this.maxRaces = deps.maxRaces ?? 16;
@@ -44,11 +58,12 @@ export class LeaseManager {
 
   /** Registers a node and returns its record; a node registering again gets its own subnet back. */
   async register(reg: Registration): Promise<NodeRecord> {
-    validateRegistration(reg);
+    validateRegistration(reg, this.deps.pool);
     const { store, pool, log } = this.deps;
-    let ipChecked = false;
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
-      const existing = await store.findNode(reg.name);
+      // One read for everything the choice depends on; the write below is a transaction against it.
+      const view = await store.readRegistration(reg.name, reg.nodeIp);
+      const existing = view.node;
       const current = existing?.value;
       if (current?.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu) return current;
       if (current?.live && current.nodeIp !== reg.nodeIp) {
@@ -59,9 +74,8 @@ export class LeaseManager {
           `node ${reg.name} is live at ${current.nodeIp}; a registration cannot move it to ${reg.nodeIp}: stop the node at ${current.nodeIp} and drain it (EvictNode), or wait until its lease expires`,
         );
       }
-      // Only a new node or a changed address can collide with another node's address: check those once.
-      if (!ipChecked && current?.nodeIp !== reg.nodeIp) await this.rejectDuplicateIp(reg);
-      ipChecked = true;
+      // The node-ips index says who holds the address; the write below holds only if it is unchanged.
+      const ip = await this.claimNodeIp(reg, view.nodeIp, current?.nodeIp);
       if (existing && current) {
         // Coming back is a sign of life: without this, the node would look overdue (by its old heartbeat)
         // until its first heartbeat, and an expiry round in between would withdraw it again.
@@ -74,14 +88,19 @@ export class LeaseManager {
           releasedAtMs: 0n,
           releasedReason: "",
         });
-        if (await store.updateNode(next, existing.modRevision, current.nodeIp)) {
+        if (await store.updateNode(next, existing.modRevision, ip)) {
           log.info({ node: reg.name, subnet: next.subnet }, "node registered again");
+          this.logTakeover(reg, ip);
           return next;
         }
       } else {
-        const leasedSubnets = await store.listLeasedSubnets();
+        if (!view.choice) throw new TrellisError("INTERNAL", `registering ${reg.name}: the store read no subnets to choose from`);
+        const { leasedSubnets, reservations, freedSubnets } = view.choice;
         const leased = leasedSubnets.map((s) => Cidr.parse(s, "stored lease key"));
-        const reservations = await store.listReservations();
+        const freed = freedSubnets.map((f) => ({
+          subnet: Cidr.parse(f.subnet, "stored freed subnet key"),
+          freedRevision: f.freedRevision,
+        }));
         const mine = reservations.find((r) => r.nodeName === reg.name);
         if (mine && leasedSubnets.includes(mine.subnet)) {
           const holder = (await store.listLeases()).find((l) => l.subnet === mine.subnet);
@@ -94,7 +113,9 @@ export class LeaseManager {
         }
         const othersReserved = reservations.filter((r) => r.nodeName !== reg.name).map((r) => Cidr.parse(r.subnet, "stored reservation"));
         const subnet =
-          mine?.subnet ?? pickFreeSubnet(pool, [...leased, ...othersReserved], attempt === 1 ? undefined : this.deps.rand).toString();
+          mine?.subnet ??
+          this.heldSubnet(reg, leased, othersReserved) ??
+          pickFreeSubnet(pool, [...leased, ...othersReserved], attempt === 1 ? undefined : this.deps.rand, freed).toString();
         const now = BigInt(this.deps.clock());
         const node = create(NodeRecordSchema, {
           name: reg.name,
@@ -105,14 +126,38 @@ export class LeaseManager {
           registeredAtMs: now,
         });
         const lease = create(SubnetLeaseRecordSchema, { subnet, nodeName: reg.name, leasedAtMs: now });
-        if (await store.claimSubnet(lease, node, 0n)) {
+        if (await store.claimSubnet(lease, node, 0n, ip)) {
           log.info({ node: reg.name, subnet }, "subnet leased");
+          this.logTakeover(reg, ip);
+          this.sightings.saw(reg.name, 0n, this.monotonic()); // a new node (no heartbeat key yet): seen now
           return node;
         }
       }
       log.debug({ node: reg.name, attempt }, "registration race lost, retrying");
     }
     throw new TrellisError("CONFLICT", `could not register node ${reg.name}: lost ${this.maxRaces} etcd races in a row`);
+  }
+
+  /**
+   * The subnet a node says it holds (its pods have addresses of it), when that subnet is free and not
+   * reserved for another node: after etcd was restored from an older snapshot the node's record may be
+   * gone, and it must get its own subnet back rather than one another node's pods use (issue 10,
+   * finding 5). Undefined when it holds none, or it is not free: then the node gets another one.
+   */
+  private heldSubnet(reg: Registration, leased: readonly Cidr[], reserved: readonly Cidr[]): string | undefined {
+    if (!reg.heldSubnet) return undefined;
+    const held = Cidr.parse(reg.heldSubnet, "subnet");
+    const pool = this.deps.pool;
+    const fits = held.prefixLength === pool.prefixLength && pool.cluster.covers(held);
+    const taken = [...leased, ...reserved].some((c) => c.overlaps(held));
+    if (!fits || taken) {
+      this.deps.log.warn(
+        { node: reg.name, subnet: reg.heldSubnet },
+        `node ${reg.name} holds ${reg.heldSubnet}, which is ${fits ? "leased or reserved by another node" : "not a subnet of this cluster"}: it gets another one, and its pods there must be recreated`,
+      );
+      return undefined;
+    }
+    return held.toString();
   }
 
   /**
@@ -163,7 +208,11 @@ export class LeaseManager {
     throw new TrellisError("CONFLICT", `could not withdraw node ${name}: lost ${this.maxRaces} etcd races in a row`);
   }
 
-  /** Frees a node's subnet now, skipping the grace period (admin ReleaseLease). */
+  /**
+   * Frees the subnet of a node that is not live (withdrawn, evicted or expired) now, skipping the grace
+   * period (admin ReleaseLease). A live node's subnet is refused: its pods hold addresses of it. The removal
+   * is a transaction against the record read here, so a node that came back meanwhile keeps its subnet.
+   */
   async release(subnetText: string): Promise<string> {
     const subnet = Cidr.parse(subnetText, "subnet").toString();
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
@@ -171,6 +220,12 @@ export class LeaseManager {
       if (!lease) throw new TrellisError("NOT_FOUND", `subnet ${subnet} is not leased`);
       const node = await this.deps.store.findNode(lease.nodeName);
       if (!node) throw new TrellisError("DATA_LOSS", `subnet ${subnet} is leased by ${lease.nodeName}, which has no node record`);
+      if (node.value.live) {
+        throw new TrellisError(
+          "CONFLICT",
+          `subnet ${subnet} is leased by ${lease.nodeName}, which is live: evict it first (EvictNode), then release its subnet`,
+        );
+      }
       if (await this.deps.store.removeNode(node.value, node.modRevision)) {
         this.deps.log.info({ node: lease.nodeName, subnet }, "subnet lease released");
         return lease.nodeName;
@@ -214,25 +269,58 @@ export class LeaseManager {
     if (!node.value.live) {
       throw new TrellisError("NOT_FOUND", `node ${name} is not live (${node.value.releasedReason || "withdrawn"}); register it again`);
     }
-    await this.deps.store.putHeartbeat(name, BigInt(this.deps.clock()));
+    const revision = await this.deps.store.putHeartbeat(name, BigInt(this.deps.clock()));
+    this.sightings.saw(name, revision, this.monotonic()); // this replica saw the key change: it wrote it
   }
 
   /**
-   * One expiry round: nodes overdue by the TTL lose their route, unless so many are overdue at once that
-   * it is a disruption on our side; nodes past the grace period lose their subnet. Every write is a
-   * transaction against the record it read, so replicas sweeping at once do no harm.
+   * One expiry round (DESIGN.md §2). This replica judges each live node by its own monotonic clock, from
+   * when it last saw the node's heartbeat key change; `healthySinceMs` (same clock) is since when it has
+   * seen etcd without interruption: no node is judged on time before it. Nodes overdue by the TTL lose
+   * their route, unless the cluster is in disruption: the record in etcd, read here and changed only by
+   * compare-and-swap, says so, or this round finds too many nodes gone quiet and records it. Each expiry
+   * is a transaction that also checks the node's heartbeat key and the disruption record against what
+   * this round read, so a replica that paused after deciding, or decided on a stale view, expires
+   * nobody. Nodes past the grace period lose their subnet.
    */
   async sweep(healthySinceMs: number): Promise<ExpiryPlan> {
     const { store, log, policy } = this.deps;
-    const [{ nodes }, heartbeats] = await Promise.all([store.listNodes(), store.listHeartbeats()]);
-    const nowMs = this.deps.clock();
-    const plan = planExpiry({ nodes, heartbeats, nowMs, healthySinceMs }, policy);
+    const [{ nodes }, heartbeatRevisions, disruption] = await Promise.all([
+      store.listNodes(),
+      store.listHeartbeatRevisions(),
+      store.findDisruption(),
+    ]);
+    const nowMs = this.monotonic();
+    const wallNowMs = this.deps.clock();
+    const disruptionRevision = disruption?.modRevision ?? 0n;
+    const seenBefore = this.disruptionRevision;
+    this.disruptionRevision = disruptionRevision;
+    if (disruption && !disruption.value.active && seenBefore !== undefined && seenBefore !== disruptionRevision) {
+      // Another replica ended a disruption since this one's last round: every live node gets a full TTL.
+      this.disruptionEndedAtMs = nowMs;
+    }
+    const live = nodes.filter((n) => n.live).map((n) => n.name);
+    const sightings = this.sightings.update(live, heartbeatRevisions, nowMs);
+    const plan = planExpiry(
+      {
+        nodes,
+        sightings,
+        nowMs,
+        healthySinceMs: Math.max(healthySinceMs, this.disruptionEndedAtMs),
+        wallNowMs,
+        disruptionRecorded: disruption?.value.active ?? false,
+      },
+      policy,
+    );
+    await this.recordDisruption(plan, disruption, nowMs, wallNowMs);
     for (const name of plan.expire) {
       const found = await store.findNode(name);
       if (!found?.value.live) continue;
-      const next = create(NodeRecordSchema, { ...found.value, live: false, releasedAtMs: BigInt(nowMs), releasedReason: "expired" });
-      if (await store.updateNode(next, found.modRevision))
+      const judgedBy = sightings.get(name)?.heartbeatRevision ?? 0n;
+      const next = create(NodeRecordSchema, { ...found.value, live: false, releasedAtMs: BigInt(wallNowMs), releasedReason: "expired" });
+      if (await store.expireNode(next, found.modRevision, judgedBy, disruptionRevision))
         log.warn({ node: name, subnet: next.subnet }, "node missed its heartbeats for the lease TTL; route withdrawn");
+      else log.debug({ node: name }, "node heartbeated, changed or a disruption was recorded since this round read it; not expired");
     }
     for (const name of plan.free) {
       const found = await store.findNode(name);
@@ -240,27 +328,49 @@ export class LeaseManager {
       if (await store.removeNode(found.value, found.modRevision))
         log.info({ node: name, subnet: found.value.subnet }, "grace period over; subnet freed");
     }
-    await this.recordDisruption(plan, nowMs);
     return plan;
   }
 
-  private async recordDisruption(plan: ExpiryPlan, nowMs: number): Promise<void> {
+  /**
+   * Brings the disruption record in line with this round's view, by compare-and-swap against the record
+   * the round read: enters or leaves disruption, or updates the overdue nodes it keeps. A lost race
+   * changes nothing here; the next round reads the winner's record and decides again.
+   */
+  private async recordDisruption(
+    plan: ExpiryPlan,
+    before: Versioned<DisruptionRecord> | undefined,
+    nowMs: number,
+    wallNowMs: number,
+  ): Promise<void> {
     const { store, log } = this.deps;
-    const before = await store.getDisruption();
-    const active = plan.keptInDisruption.length > 0;
+    const active = plan.disruption;
+    const recorded = before?.value.active ?? false;
     const overdue = [...plan.keptInDisruption].sort();
-    if (!active && !before?.active) return;
-    if (active && before?.active && before.overdueNodes.join() === overdue.join()) return;
-    const since = active ? (before?.active ? before.sinceMs : BigInt(nowMs)) : 0n;
-    await store.putDisruption(
+    if (!active && !recorded) return;
+    if (active && recorded && before?.value.overdueNodes.join() === overdue.join()) return;
+    const since = active ? (recorded && before ? before.value.sinceMs : BigInt(wallNowMs)) : 0n;
+    const written = await store.putDisruption(
       create(DisruptionRecordSchema, { active, sinceMs: since, overdueNodes: overdue, liveNodes: BigInt(plan.liveCount) }),
+      before?.modRevision ?? 0n,
     );
-    if (active)
+    if (written === undefined) {
+      log.debug({ reason: "disruption" }, "another replica changed the disruption record first; deciding again next round");
+      return;
+    }
+    this.disruptionRevision = written;
+    if (!active) {
+      this.disruptionEndedAtMs = nowMs;
+      log.info({ reason: "disruption" }, "disruption over: heartbeats are back; every live node gets a full lease TTL");
+    } else if (!recorded) {
       log.warn(
         { reason: "disruption" },
-        `${overdue.length} of ${plan.liveCount} live nodes missed heartbeats at once: keeping their routes (disruption mode)`,
+        `${plan.quiet.length} of ${plan.liveCount} live nodes went quiet at once: keeping every route (disruption mode)`,
       );
-    else log.info({ reason: "disruption" }, "disruption over: heartbeats are back");
+    } else log.debug({ reason: "disruption" }, `${overdue.length} overdue nodes kept in disruption mode`);
+  }
+
+  private monotonic(): number {
+    return (this.deps.monotonicClock ?? this.deps.clock)();
   }
 
   private async getNode(name: string) {
@@ -269,22 +379,48 @@ export class LeaseManager {
     return existing;
   }
 
-  private async rejectDuplicateIp(reg: Registration): Promise<void> {
-    const holder = await this.deps.store.findNodeByIp(reg.nodeIp);
-    if (!holder || holder === reg.name) return;
+  /**
+   * The condition this registration's write puts on the node-ips index (the authority on who holds an
+   * address): the entry is free or names this node, or names a node that is no longer live at that address,
+   * which this node then takes the address over from. A live other holder refuses the registration.
+   */
+  private async claimNodeIp(reg: Registration, entry: NodeIpEntry, previousIp: string | undefined): Promise<NodeIpClaim> {
+    const holder = entry.nodeName;
+    if (holder === undefined || holder === reg.name) return { entry, previousIp };
     const other = await this.deps.store.findNode(holder);
     if (other?.value.live && other.value.nodeIp === reg.nodeIp) {
       throw new TrellisError(
         "ALREADY_EXISTS",
-        `node IP ${reg.nodeIp} is already registered by live node ${holder}; give ${reg.name} its own --node-ip`,
+        `node IP ${reg.nodeIp} is already registered by live node ${holder}; give ${reg.name} its own --node-ip, or, if ${holder} no longer runs at ${reg.nodeIp}, evict it first (EvictNode)`,
       );
+    }
+    return { entry, previousIp, displaced: { name: holder, modRevision: other?.modRevision ?? 0n } };
+  }
+
+  private logTakeover(reg: Registration, ip: NodeIpClaim): void {
+    if (ip.displaced) {
+      this.deps.log.info({ node: reg.name, address: reg.nodeIp }, `node IP taken over from ${ip.displaced.name}, which is not live there`);
     }
   }
 }
 
-function validateRegistration(reg: Registration): void {
+function validateRegistration(reg: Registration, pool: SubnetPool): void {
   checkNodeName(reg.name, "node_name");
-  parseIpv4(reg.nodeIp, "node_ip");
+  const ip = parseIpv4(reg.nodeIp, "node_ip");
+  // Every other node routes this node's pods via this address (issue 10, finding 7): one that cannot be a
+  // next hop would cost those routes on every node.
+  if (Cidr.parse("127.0.0.0/8").contains(ip)) {
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      `node_ip ${reg.nodeIp} is a loopback address; give the node's address on the node network (--node-ip)`,
+    );
+  }
+  if (pool.cluster.contains(ip)) {
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      `node_ip ${reg.nodeIp} is inside the pod network ${pool.cluster.toString()}; give the node's address on the node network (--node-ip)`,
+    );
+  }
   checkMtu(reg.mtu);
 }
 
@@ -299,17 +435,21 @@ export function checkMtu(mtu: number): number {
 /**
  * Runs expiry rounds and remembers since when etcd has answered without interruption: after an outage
  * of ours (etcd, or this replica just started) every live node gets a full TTL again before anything
- * expires, since no node could heartbeat through it.
+ * expires, since no node could heartbeat through it. `clock` is the LeaseManager's monotonic clock.
  */
 export class ExpiryLoop {
   private healthySinceMs: number;
   private healthy = true;
+  private running = false;
 
   constructor(private readonly deps: { leases: LeaseManager; clock: () => number; log: Logger }) {
     this.healthySinceMs = deps.clock();
   }
 
+  /** One round; none while the last one still runs (a slow etcd), so rounds never overlap. */
   async tick(): Promise<ExpiryPlan | undefined> {
+    if (this.running) return undefined;
+    this.running = true;
     const startedMs = this.deps.clock();
     try {
       const plan = await this.deps.leases.sweep(this.healthy ? this.healthySinceMs : startedMs);
@@ -323,6 +463,8 @@ export class ExpiryLoop {
       if (this.healthy) this.deps.log.warn({ err }, "lease expiry round failed; no node expires until etcd answers again");
       this.healthy = false;
       return undefined;
+    } finally {
+      this.running = false;
     }
   }
 }

@@ -33,24 +33,60 @@ function firstIndex(pool: SubnetPool): bigint {
   return pool.cluster.subnetCount(pool.prefixLength) >= 4n ? 1n : 0n;
 }
 
+/** A subnet that was leased once and then freed (DESIGN.md §2: freed subnets go to the back of the line). */
+export interface FreedSubnet {
+  readonly subnet: Cidr;
+  /** etcd revision of the transaction that freed it: lower means freed longer ago. */
+  readonly freedRevision: bigint;
+}
+
 /**
- * Chooses a free subnet. `rand` undefined: the lowest free one (readable, deterministic). With `rand`:
- * a random free one, scanning forward from a random start, so that registrations that lost a race to the
- * same lowest subnet spread out instead of colliding again.
+ * Chooses a free subnet. Subnets never leased before come first: `rand` undefined, the lowest of them
+ * (readable, deterministic); with `rand`, a random one, scanning forward from a random start, so that
+ * registrations that lost a race to the same subnet spread out instead of colliding again. Only when none is
+ * left, a `freed` one, the one freed longest ago first (with `rand`, any of the older half), so that pods
+ * that may still hold addresses of a just-freed subnet have as long as possible to go.
  */
-export function pickFreeSubnet(pool: SubnetPool, leased: readonly Cidr[], rand?: () => number): Cidr {
+export function pickFreeSubnet(pool: SubnetPool, leased: readonly Cidr[], rand?: () => number, freed: readonly FreedSubnet[] = []): Cidr {
   const count = pool.cluster.subnetCount(pool.prefixLength);
   const first = firstIndex(pool);
   const usable = count - first;
   const taken = new Set(leased.filter((c) => c.prefixLength === pool.prefixLength).map((c) => c.network));
   const overlapsOther = (s: Cidr) => leased.some((c) => c.prefixLength !== pool.prefixLength && c.overlaps(s));
+  const isFree = (s: Cidr) => !taken.has(s.network) && !overlapsOther(s);
+  const usedBefore = new Set(freed.filter((f) => f.subnet.prefixLength === pool.prefixLength).map((f) => f.subnet.network));
   const start = rand ? BigInt(Math.floor(rand() * Number(usable))) % usable : 0n;
   for (let i = 0n; i < usable; i++) {
     const subnet = pool.cluster.subnet(pool.prefixLength, first + ((start + i) % usable));
-    if (!taken.has(subnet.network) && !overlapsOther(subnet)) return subnet;
+    if (!usedBefore.has(subnet.network) && isFree(subnet)) return subnet;
   }
+  const unused = first === 1n ? pool.cluster.subnet(pool.prefixLength, 0n).network : undefined;
+  const reusable = freed
+    .filter((f) => f.subnet.prefixLength === pool.prefixLength && pool.cluster.covers(f.subnet) && f.subnet.network !== unused)
+    .filter((f) => isFree(f.subnet))
+    .sort((a, b) =>
+      a.freedRevision === b.freedRevision ? Number(a.subnet.network - b.subnet.network) : a.freedRevision < b.freedRevision ? -1 : 1,
+    );
+  const olderHalf = Math.ceil(reusable.length / 2);
+  const pick = reusable[rand ? Math.min(Math.floor(rand() * olderHalf), olderHalf - 1) : 0];
+  if (pick) return pick.subnet;
   throw new TrellisError(
     "EXHAUSTED",
     `no free /${pool.prefixLength} subnet left in cluster CIDR ${pool.cluster.toString()} (${leased.length} leased)`,
+  );
+}
+
+/**
+ * Replicas share one subnet pool (issue 10, finding 11): the first replica's --cluster-cidr and
+ * --subnet-size are stored in etcd, and a replica started with others must not hand out subnets. Pure.
+ */
+export function checkSameClusterConfig(
+  stored: { readonly clusterCidr: string; readonly subnetPrefixLength: number },
+  mine: SubnetPool,
+): void {
+  if (stored.clusterCidr === mine.cluster.toString() && stored.subnetPrefixLength === mine.prefixLength) return;
+  throw new TrellisError(
+    "CONFLICT",
+    `this replica was started with --cluster-cidr ${mine.cluster.toString()} --subnet-size ${mine.prefixLength}, but the cluster in etcd was set up with --cluster-cidr ${stored.clusterCidr} --subnet-size ${stored.subnetPrefixLength}: start every replica with the cluster's flags (changing them on a running cluster would hand out overlapping subnets)`,
   );
 }

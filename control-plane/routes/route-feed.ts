@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/core/errors.js";
@@ -12,19 +13,29 @@ export interface RouteFeedDeps {
   readonly historySize?: number;
   /** Wait before reloading after the etcd watch failed (compaction, etcd gone). */
   readonly reloadDelayMs?: number;
+  /** Messages a stream may have queued; beyond them it is sent one fresh snapshot instead (default 256). */
+  readonly maxQueued?: number;
+  /** A new epoch (random by default). */
+  readonly newEpoch?: () => bigint;
 }
 
 interface Subscriber {
-  readonly queue: WatchRoutesResponse[];
+  queue: WatchRoutesResponse[];
+  /** The stream fell behind by more than maxQueued messages: its next message is a fresh snapshot. */
+  behind: boolean;
   wake?: () => void;
 }
 
+const randomEpoch = () => BigInt(`0x${randomBytes(8).toString("hex")}`) | 1n;
+
 /**
  * One etcd watch on the node records, fanned out to every WatchRoutes stream. A stream starts with a
- * snapshot of the route table, or, when the caller names a revision this replica still holds the
- * changes after, with just those changes; then every change follows, stamped with its etcd revision.
- * When the etcd watch breaks for good (its revision was compacted, etcd was replaced), the feed reloads
- * and sends every stream a fresh snapshot.
+ * snapshot of the route table, or, when the caller names an epoch and revision this feed still holds
+ * the changes after, with just those changes; then every change follows, stamped with the highest mod
+ * revision it covers. When the etcd watch breaks (its revision was compacted, etcd restarted or was
+ * restored from a snapshot), the feed reloads under a new epoch and sends every stream a fresh
+ * snapshot (DESIGN.md §2, route stream epochs). A stream that does not keep up is not queued for
+ * without bound: past `maxQueued` messages its queue is dropped for one snapshot.
  */
 export class RouteFeed {
   private table: RouteTable = new Map();
@@ -35,8 +46,13 @@ export class RouteFeed {
   private readonly subscribers = new Set<Subscriber>();
   private started: Promise<void> | undefined;
   private signal?: AbortSignal;
+  private epochValue = 0n;
 
   constructor(private readonly deps: RouteFeedDeps) {}
+
+  get epoch(): bigint {
+    return this.epochValue;
+  }
 
   /** Loads the table and starts the watch; resolves once the feed can serve snapshots. */
   start(signal: AbortSignal): Promise<void> {
@@ -50,7 +66,8 @@ export class RouteFeed {
 
   private async load(signal: AbortSignal): Promise<void> {
     const snapshot = await this.deps.store.listNodes();
-    const reloaded = this.revision > 0n;
+    const reloaded = this.epochValue !== 0n;
+    this.epochValue = (this.deps.newEpoch ?? randomEpoch)();
     this.table = tableOf(snapshot.nodes);
     this.revision = snapshot.revision;
     this.history = [];
@@ -62,7 +79,10 @@ export class RouteFeed {
       (err) => this.onWatchLost(err),
     );
     if (reloaded) this.broadcast(this.snapshot());
-    this.deps.log.info({ revision: String(this.revision) }, reloaded ? "route feed reloaded; streams resynced" : "route feed started");
+    this.deps.log.info(
+      { revision: String(this.revision), epoch: String(this.epochValue) },
+      reloaded ? "route feed reloaded; streams resynced" : "route feed started",
+    );
   }
 
   private onWatchLost(err: Error): void {
@@ -84,7 +104,7 @@ export class RouteFeed {
     this.table = next;
     this.revision = batch.revision;
     if (events.length === 0) return;
-    const msg = create(WatchRoutesResponseSchema, { revision: batch.revision, events });
+    const msg = create(WatchRoutesResponseSchema, { revision: batch.revision, events, epoch: this.epochValue });
     this.history.push(msg);
     const max = this.deps.historySize ?? 4096;
     if (this.history.length > max) {
@@ -95,32 +115,56 @@ export class RouteFeed {
   }
 
   private broadcast(msg: WatchRoutesResponse): void {
+    const max = this.deps.maxQueued ?? 256;
     for (const sub of this.subscribers) {
-      sub.queue.push(msg);
+      if (msg.snapshot) {
+        sub.queue = [msg];
+        sub.behind = false;
+      } else if (sub.behind) {
+        // A snapshot is due anyway: it will hold this change.
+      } else if (sub.queue.length >= max) {
+        sub.queue = [];
+        sub.behind = true;
+      } else sub.queue.push(msg);
       sub.wake?.();
     }
   }
 
   private snapshot(): WatchRoutesResponse {
-    return create(WatchRoutesResponseSchema, { revision: this.revision, snapshot: true, routes: [...this.table.values()] });
+    return create(WatchRoutesResponseSchema, {
+      revision: this.revision,
+      snapshot: true,
+      routes: [...this.table.values()],
+      epoch: this.epochValue,
+    });
   }
 
-  /** The first messages of a stream that has applied everything up to `fromRevision` (0: nothing). */
-  private catchUp(fromRevision: bigint): WatchRoutesResponse[] {
-    if (fromRevision > 0n && fromRevision >= this.historyFloor) return this.history.filter((m) => m.revision > fromRevision);
+  /**
+   * The first messages of a stream that has applied everything up to `fromRevision` (0: nothing) of
+   * `epoch`: the changes since, when this feed is still in that epoch and holds them; else a snapshot.
+   */
+  private catchUp(fromRevision: bigint, epoch: bigint): WatchRoutesResponse[] {
+    const resumable = fromRevision > 0n && epoch === this.epochValue && fromRevision >= this.historyFloor && fromRevision <= this.revision;
+    if (resumable) return this.history.filter((m) => m.revision > fromRevision);
     return [this.snapshot()];
   }
 
   /** The route stream of one daemon, until `signal` aborts. */
-  async *subscribe(signal: AbortSignal, fromRevision = 0n): AsyncGenerator<WatchRoutesResponse> {
+  async *subscribe(signal: AbortSignal, fromRevision = 0n, epoch = 0n): AsyncGenerator<WatchRoutesResponse> {
     if (!this.started) throw new TrellisError("UNAVAILABLE", "route feed is not started yet; retry shortly");
     await this.started;
-    const sub: Subscriber = { queue: this.catchUp(fromRevision) };
+    const sub: Subscriber = { queue: this.catchUp(fromRevision, epoch), behind: false };
     this.subscribers.add(sub);
     const onAbort = () => sub.wake?.();
     signal.addEventListener("abort", onAbort, { once: true });
     try {
       while (!signal.aborted) {
+        if (sub.behind) {
+          sub.behind = false;
+          sub.queue = [];
+          yield this.snapshot();
+          continue;
+        }
         const msg = sub.queue.shift();
         if (msg) {
           yield msg;

@@ -52,6 +52,10 @@ export interface AdminDeps {
 }
 
 const ts = (ms: bigint | number) => timestampFromMs(Number(ms));
+/** Allocations in one ListAllocations answer, at most and by default (about 0.5 MiB). */
+export const maxAllocationsPage = 1000;
+/** Events one WatchEvents stream may have waiting before it is ended as too slow. */
+const maxQueuedEvents = 10_000;
 const secondsLeft = (untilMs: number, nowMs: number) => BigInt(Math.max(0, Math.ceil((untilMs - nowMs) / 1000)));
 
 function required(value: string, field: string): string {
@@ -91,15 +95,14 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
   const { store, pool, leases, policy } = deps;
 
   async function describeNodes(only?: string): Promise<Node[]> {
-    const [{ nodes }, heartbeats, allocations, reported] = await Promise.all([
+    // Pods are counted from the keys alone and every list is read in pages (issue 10, finding 2).
+    const [{ nodes }, heartbeats, pods, reported] = await Promise.all([
       store.listNodes(),
       store.listHeartbeats(),
-      store.listAllocations(only),
+      store.countAllocations(),
       store.listReportedRoutes(),
     ]);
     const now = deps.clock();
-    const pods = new Map<string, number>();
-    for (const a of allocations) pods.set(a.node, (pods.get(a.node) ?? 0) + 1);
     return nodes
       .filter((n) => only === undefined || n.name === only)
       .map((n: NodeRecord) => {
@@ -152,8 +155,11 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
     },
     async listAllocations(req) {
       if (req.nodeName && !(await store.findNode(req.nodeName))) throw new TrellisError("NOT_FOUND", `node ${req.nodeName} is not known`);
-      const all = await store.listAllocations(req.nodeName || undefined);
-      return create(ListAllocationsResponseSchema, { allocations: all.map((a) => allocationOf(a.node, a.record)) });
+      const page = await store.listAllocationsPage(req.nodeName || undefined, req.pageToken, req.pageSize || maxAllocationsPage);
+      return create(ListAllocationsResponseSchema, {
+        allocations: page.allocations.map((a) => allocationOf(a.node, a.record)),
+        nextPageToken: page.next,
+      });
     },
     async lookupAddress(req) {
       const address = parseIpv4(required(req.address, "address"), "address");
@@ -248,17 +254,54 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       return create(DeleteReservationResponseSchema);
     },
     async *watchEvents(_req, ctx) {
+      // Bounded (issue 10, finding 12): a client that does not read is told it fell behind, and the
+      // stream ends, instead of this replica queueing for it without limit. So is one whose watch ended.
       const queue: WatchEventsResponse[] = [];
+      let ended: TrellisError | undefined;
       let wake: (() => void) | undefined;
-      await store.watchEvents((e) => {
-        queue.push(create(WatchEventsResponseSchema, { ...e, kind: eventKinds[e.kind] }));
+      const watching = new AbortController();
+      const stopWatching = () => watching.abort();
+      ctx.signal.addEventListener("abort", stopWatching, { once: true });
+      const end = (err: TrellisError) => {
+        ended ??= err;
+        watching.abort();
         wake?.();
-      }, ctx.signal);
-      ctx.signal.addEventListener("abort", () => wake?.(), { once: true });
-      while (!ctx.signal.aborted) {
-        const next = queue.shift();
-        if (next) yield next;
-        else await new Promise<void>((resolve) => (wake = resolve));
+      };
+      try {
+        await store.watchEvents(
+          (e) => {
+            if (ended) return;
+            if (queue.length >= maxQueuedEvents) {
+              end(
+                new TrellisError(
+                  "EXHAUSTED",
+                  `this WatchEvents stream fell ${maxQueuedEvents} events behind and was ended; call WatchEvents again (and List* for what changed meanwhile)`,
+                ),
+              );
+              return;
+            }
+            queue.push(create(WatchEventsResponseSchema, { ...e, kind: eventKinds[e.kind] }));
+            wake?.();
+          },
+          watching.signal,
+          (err) =>
+            end(
+              new TrellisError(
+                "UNAVAILABLE",
+                `the event watch ended (${err.message}); call WatchEvents again (and List* for what changed meanwhile)`,
+              ),
+            ),
+        );
+        ctx.signal.addEventListener("abort", () => wake?.(), { once: true });
+        while (!ctx.signal.aborted) {
+          const next = queue.shift();
+          if (next) yield next;
+          else if (ended) throw ended;
+          else await new Promise<void>((resolve) => (wake = resolve));
+        }
+      } finally {
+        ctx.signal.removeEventListener("abort", stopWatching);
+        watching.abort();
       }
     },
   };

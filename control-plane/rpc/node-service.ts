@@ -43,7 +43,12 @@ export function createNodeService(deps: {
           `node ${req.nodeName} asked to be the central router: router mode is cluster config that only an admin sets (AdminService.SetRouter); start the daemon without --router`,
         );
       }
-      const node = await deps.leases.register({ name: req.nodeName, nodeIp: req.nodeIp, mtu: req.mtu || 1500 });
+      const node = await deps.leases.register({
+        name: req.nodeName,
+        nodeIp: req.nodeIp,
+        mtu: req.mtu || 1500,
+        heldSubnet: req.heldSubnet || undefined,
+      });
       return create(RegisterNodeResponseSchema, { subnet: node.subnet, clusterCidr: deps.clusterCidr.toString() });
     },
     async heartbeat(req, ctx) {
@@ -58,7 +63,7 @@ export function createNodeService(deps: {
     },
     watchRoutes(req, ctx) {
       actFor(ctx, req.nodeName);
-      return deps.feed.subscribe(ctx.signal, req.fromRevision);
+      return deps.feed.subscribe(ctx.signal, req.fromRevision, req.epoch);
     },
     async recordAllocation(req, ctx) {
       actFor(ctx, req.nodeName);

@@ -97,7 +97,13 @@ export async function startControlPlaneServer(
       },
     });
     try {
-      joinListener = await listenHttp2(joinHandler, { port: deps.joinPort, host: deps.host }, { cert: deps.tls.cert, key: deps.tls.key });
+      // Open to callers without a certificate, and only for Join: far tighter bounds than the main port's.
+      joinListener = await listenHttp2(
+        joinHandler,
+        { port: deps.joinPort, host: deps.host },
+        { cert: deps.tls.cert, key: deps.tls.key },
+        { maxConnections: 1_024, maxCallsInFlight: 256 },
+      );
     } catch (err) {
       await listener.close();
       throw err;

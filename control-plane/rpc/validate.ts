@@ -15,6 +15,7 @@ import { joinTokenLifetimeS, parseJoinToken } from "../identity/join-token.js";
 import { checkSyncBatchSize } from "../ipam/allocation-mirror.js";
 import { checkMtu } from "../ipam/lease-manager.js";
 import { subnetPrefixLengths } from "../ipam/subnet-pool.js";
+import { maxAllocationsPage } from "./admin-service.js";
 
 /** The bounds applied here, in one place (the unit test and the report name them). */
 export const requestLimits = {
@@ -144,6 +145,7 @@ const nodeService: ServiceValidators<typeof NodeService> = {
     nodeName(req.nodeName, "node_name");
     nodeIp(req.nodeIp, "node_ip");
     if (req.mtu !== 0) checkMtu(req.mtu); // 0: the default
+    if (req.heldSubnet !== "") subnet(req.heldSubnet, "held_subnet");
   },
   heartbeat: (req) => nodeName(req.nodeName, "node_name"),
   deregisterNode: (req) => nodeName(req.nodeName, "node_name"),
@@ -198,6 +200,18 @@ const adminService: ServiceValidators<typeof AdminService> = {
   listReservations: nothing,
   listAllocations(req) {
     if (req.nodeName) nodeName(req.nodeName, "node_name"); // empty: every node's
+    if (req.pageSize > maxAllocationsPage)
+      throw invalid(`page_size ${req.pageSize} is more than ${maxAllocationsPage}; 0 means ${maxAllocationsPage}`);
+    if (req.pageToken !== "") {
+      const [node = "", address = "", ...rest] = bounded(req.pageToken, "page_token", 300).split("/");
+      if (rest.length > 0 || !node || !address || (req.nodeName && node !== req.nodeName)) {
+        throw invalid(
+          "page_token is not one this call gave out: pass next_page_token of the previous answer unchanged, with the same node_name",
+        );
+      }
+      nodeName(node, "page_token");
+      ipv4(address, "page_token");
+    }
   },
   lookupAddress: (req) => ipv4(req.address, "address"),
   getRoutes: (req) => nodeName(req.nodeName, "node_name"),

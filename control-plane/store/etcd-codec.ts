@@ -2,7 +2,7 @@
 // validated): failures become UNAVAILABLE naming what was being done; a value that is not the record it
 // should be is DATA_LOSS naming its key.
 import { type DescMessage, fromJsonString, type MessageShape } from "@bufbuild/protobuf";
-import type { IKeyValue } from "etcd3";
+import type { Etcd3, IKeyValue } from "etcd3";
 import { TrellisError } from "../../proto/core/errors.js";
 import { type EtcdConnection, explainEtcdFailure } from "./etcd-client.js";
 
@@ -20,5 +20,39 @@ export function decodeRecord<Desc extends DescMessage>(schema: Desc, kv: IKeyVal
     return fromJsonString(schema, kv.value.toString());
   } catch (err) {
     throw new TrellisError("DATA_LOSS", `etcd key ${kv.key.toString()} does not hold a ${schema.typeName}`, { cause: err });
+  }
+}
+
+/** Keys per page of a paged read: a page stays far below gRPC's 4 MiB message limit. */
+export const etcdPageSize = 500;
+
+/**
+ * Every key-value under `prefix`, read in pages of `pageSize` at one revision (the first page's), so the
+ * result is one consistent view however large it is (issue 10, finding 2: one response over 4 MiB
+ * fails). Returns the kvs and that revision.
+ */
+export async function rangePaged(
+  etcd: Etcd3,
+  prefix: string,
+  options: { keysOnly?: boolean; pageSize?: number } = {},
+): Promise<{ kvs: IKeyValue[]; revision: bigint }> {
+  const end = Buffer.from(prefix);
+  end[end.length - 1] = (end[end.length - 1] ?? 0) + 1;
+  const kvs: IKeyValue[] = [];
+  let key = Buffer.from(prefix);
+  let revision: string | undefined;
+  for (;;) {
+    const res = await etcd.kv.range({
+      key,
+      range_end: end,
+      limit: String(options.pageSize ?? etcdPageSize),
+      keys_only: options.keysOnly ?? false,
+      ...(revision ? { revision } : {}),
+    });
+    revision ??= res.header.revision;
+    kvs.push(...res.kvs);
+    const last = res.kvs.at(-1);
+    if (!res.more || !last) return { kvs, revision: BigInt(revision) };
+    key = Buffer.concat([last.key, Buffer.from([0])]);
   }
 }

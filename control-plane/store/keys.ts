@@ -8,11 +8,18 @@ export function createKeys(root = "/trellis/v1") {
     nodeIp: (ip: string) => `${root}/node-ips/${ip}`,
     subnetsPrefix: `${root}/subnets/`,
     subnet: (subnet: Cidr) => `${root}/subnets/${subnet.toString().replace("/", "-")}`,
+    /**
+     * One key per subnet freed and not leased since, written in the transaction that freed it: its mod
+     * revision orders freed subnets, the one freed longest ago first (DESIGN.md §2: back of the line).
+     */
+    freedSubnetsPrefix: `${root}/freed-subnets/`,
+    freedSubnet: (subnet: Cidr) => `${root}/freed-subnets/${subnet.toString().replace("/", "-")}`,
     heartbeatsPrefix: `${root}/heartbeats/`,
     heartbeat: (name: string) => `${root}/heartbeats/${name}`,
     reservationsPrefix: `${root}/reservations/`,
     reservation: (subnet: Cidr) => `${root}/reservations/${subnet.toString().replace("/", "-")}`,
     disruption: `${root}/status/disruption`,
+    clusterConfig: `${root}/config/cluster`,
     reportedRoutesPrefix: `${root}/reported-routes/`,
     reportedRoutes: (name: string) => `${root}/reported-routes/${name}`,
     joinTokensPrefix: `${root}/join-tokens/`,

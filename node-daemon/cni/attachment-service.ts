@@ -168,7 +168,11 @@ export class AttachmentService {
     if (!mirror) return;
     try {
       const remote = new Map((await mirror.list()).map((r) => [r.address, r]));
-      const recorded = this.index.records().filter((r) => remote.get(r.address)?.hostVeth !== r.hostVeth);
+      // Only addresses of the node's current subnet: the control plane refuses the others (pods stranded
+      // by a subnet change), and one refused record would fail every sync from then on (issue 10, finding 10).
+      const subnet = this.lease?.subnet;
+      const stranded = new Set(subnet ? this.index.outside(subnet).map((r) => r.address) : []);
+      const recorded = this.index.records().filter((r) => !stranded.has(r.address) && remote.get(r.address)?.hostVeth !== r.hostVeth);
       const released = [...remote.keys()].filter((address) => !this.index.has(address));
       for (let at = 0; at < Math.max(recorded.length, released.length); at += mirrorBatchLimit) {
         await mirror.sync(recorded.slice(at, at + mirrorBatchLimit), released.slice(at, at + mirrorBatchLimit));

@@ -9,12 +9,15 @@ import type { RouteReport } from "../routes/route-reporter.js";
 /** The NodeService calls the daemon makes; the generated Connect client satisfies it. */
 export interface ControlPlaneApi {
   registerNode(
-    req: { nodeName: string; nodeIp: string; mtu: number },
+    req: { nodeName: string; nodeIp: string; mtu: number; heldSubnet?: string },
     options?: { signal?: AbortSignal; timeoutMs?: number },
   ): Promise<RegisterNodeResponse>;
   heartbeat(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
   deregisterNode(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
-  watchRoutes(req: { nodeName: string; fromRevision: bigint }, options?: { signal?: AbortSignal }): AsyncIterable<WatchRoutesResponse>;
+  watchRoutes(
+    req: { nodeName: string; fromRevision: bigint; epoch: bigint },
+    options?: { signal?: AbortSignal },
+  ): AsyncIterable<WatchRoutesResponse>;
   syncAllocations(req: { nodeName: string; recorded: AllocationRecord[]; released: string[] }, options?: CallOptions): Promise<unknown>;
   listNodeAllocations(req: { nodeName: string }, options?: CallOptions): Promise<{ allocations: AllocationRecord[] }>;
   reportRoutes(
@@ -57,6 +60,10 @@ export class ControlClient implements AllocationMirror {
   private current = 0;
   private replicas: readonly ControlPlaneApi[];
   private revision = 0n;
+  /** The route stream's epoch: a resume names it, and a stream of another epoch starts with a snapshot. */
+  private epoch = 0n;
+  /** The subnet of the last registration: sent when registering again, to get it back if it is free. */
+  private heldSubnet?: string;
   private routes: RouteSet = new Map();
   /** Whether the route stream is connected and its last message applied; why not, when it is not. */
   private routeState: { current: boolean; detail: string } = { current: false, detail: "no route set received yet" };
@@ -88,8 +95,12 @@ export class ControlClient implements AllocationMirror {
     const { log, nodeName, nodeIp, mtu } = this.deps;
     for (let attempt = 1, delay = 250; ; attempt++, delay = Math.min(delay * 2, 10_000)) {
       try {
-        const res = await this.api.registerNode({ nodeName, nodeIp, mtu }, { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
+        const res = await this.api.registerNode(
+          { nodeName, nodeIp, mtu, heldSubnet: this.heldSubnet },
+          { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 },
+        );
         log.info({ subnet: res.subnet, attempt }, "registered with the control plane");
+        this.heldSubnet = res.subnet;
         return res;
       } catch (err) {
         if (signal.aborted) throw err;
@@ -143,9 +154,11 @@ export class ControlClient implements AllocationMirror {
   async watchRoutes(onRoutes: (routes: RouteSet, revision: bigint) => Promise<void>, signal: AbortSignal): Promise<void> {
     for (let backoffMs = 100; !signal.aborted; backoffMs = Math.min(backoffMs * 2, 5_000)) {
       try {
-        for await (const msg of this.api.watchRoutes({ nodeName: this.deps.nodeName, fromRevision: this.revision }, { signal })) {
+        const resume = { nodeName: this.deps.nodeName, fromRevision: this.revision, epoch: this.epoch };
+        for await (const msg of this.api.watchRoutes(resume, { signal })) {
           this.routes = applyRouteMessage(this.routes, msg);
           this.revision = msg.revision;
+          this.epoch = msg.epoch;
           backoffMs = 100;
           await onRoutes(this.routes, this.revision);
           this.routeState = { current: true, detail: "" };

@@ -15,7 +15,20 @@ export const serverLimits = {
   maxConcurrentStreams: 128,
   maxHeaderListSize: 16 << 10,
   maxSessionMemoryMb: 16,
+  /**
+   * Connections at once, and calls in progress at once over all of them. Per-connection limits alone do
+   * not bound a server: an open call holds ~40 KiB until it ends, so 1000 connections with 128 calls each
+   * were 5 GiB. Sized for the 5000-node target (a route stream and a heartbeat each, on one replica).
+   */
+  maxConnections: 16_384,
+  maxCallsInFlight: 16_384,
 } as const;
+
+/** The per-listener bounds a server may tighten (the join port, open to callers without a certificate). */
+export interface ListenerLimits {
+  readonly maxConnections: number;
+  readonly maxCallsInFlight: number;
+}
 
 /**
  * PEM texts: the server's certificate and key, and the CA that signs every client's certificate. Without
@@ -39,17 +52,31 @@ export async function listenHttp2(
   handler: ReturnType<typeof connectNodeAdapter>,
   at: { port: number; host: string } | { path: string },
   tls?: TlsMaterial,
+  limits: ListenerLimits = serverLimits,
 ): Promise<Http2Listener> {
   const options = {
     settings: { maxConcurrentStreams: serverLimits.maxConcurrentStreams, maxHeaderListSize: serverLimits.maxHeaderListSize },
     maxSessionMemory: serverLimits.maxSessionMemoryMb,
   };
+  // A call past the listener's limit is refused before it costs anything (REFUSED_STREAM: the client may
+  // retry it, later or elsewhere).
+  let inFlight = 0;
+  const bounded = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+    if (inFlight >= limits.maxCallsInFlight) {
+      req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    inFlight++;
+    req.stream.once("close", () => inFlight--);
+    handler(req, res);
+  };
   const server = tls
     ? http2.createSecureServer(
         { ...options, ...tls, requestCert: tls.ca !== undefined, rejectUnauthorized: true, minVersion: "TLSv1.2", allowHTTP1: false },
-        handler,
+        bounded,
       )
-    : http2.createServer(options, handler);
+    : http2.createServer(options, bounded);
+  server.maxConnections = limits.maxConnections; // past it, a new connection is closed at once
   const sessions = new Set<http2.Http2Session>();
   server.on("session", (s) => {
     sessions.add(s);

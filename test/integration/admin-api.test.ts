@@ -1,7 +1,6 @@
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AdminService, EventKind, type WatchEventsResponse } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { AllocationRecordSchema, AttachmentSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
@@ -10,30 +9,33 @@ import { type InProcessControlPlane, namespace, startInProcessControlPlane } fro
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 import { run } from "../support/exec.js";
 import { root } from "../support/lab.js";
+import { createTestPki, type TestPki } from "../support/pki.js";
 import { waitFor } from "../support/wait.js";
 
-// The operator's admin API against a real etcd, through the generated client and through a reflection
-// client (buf curl), the way operators call it.
+// The operator's admin API against a real etcd, over mutual TLS as in production: through the generated
+// client with an admin certificate, and through a reflection client (buf curl), the way operators call it.
+// Node calls go out with that node's own joined certificate: a node acts only for itself.
 let etcd: EtcdHandle;
+let pki: TestPki;
 let cp: InProcessControlPlane;
-let node: ReturnType<typeof createClient<typeof NodeService>>;
 let admin: ReturnType<typeof createClient<typeof AdminService>>;
+/** A NodeService client with `name`'s own certificate. */
+const node = (name: string) => createClient(NodeService, cp.nodeTransport(name));
 beforeAll(async () => {
-  etcd = await startEtcd();
+  [etcd, pki] = await Promise.all([startEtcd(), createTestPki()]);
 });
 afterAll(async () => {
   await etcd?.stop();
+  await pki?.destroy();
 });
 afterEach(async () => {
   await cp?.stop();
 });
 
 async function start() {
-  cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root: namespace() });
-  const transport = createGrpcTransport({ baseUrl: `http://${cp.address}` });
-  node = createClient(NodeService, transport);
-  admin = createClient(AdminService, transport);
-  for (let i = 1; i <= 3; i++) await node.registerNode({ nodeName: `n${i}`, nodeIp: `192.168.1.${10 + i}`, mtu: 1500 });
+  cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root: namespace(), pki });
+  admin = createClient(AdminService, cp.adminTransport());
+  for (let i = 1; i <= 3; i++) await node(`n${i}`).registerNode({ nodeName: `n${i}`, nodeIp: `192.168.1.${10 + i}`, mtu: 1500 });
 }
 
 const allocation = (address: string, containerId: string, podName: string) =>
@@ -44,14 +46,15 @@ const allocation = (address: string, containerId: string, podName: string) =>
     attachment: create(AttachmentSchema, { networkName: "trellis", containerId, ifName: "eth0", podNamespace: "default", podName }),
   });
 
+/** buf curl as the admin, over mutual TLS. */
 const buf = (...args: string[]) =>
-  run(join(root, "node_modules", ".bin", "buf"), ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args]);
+  run(join(root, "node_modules", ".bin", "buf"), ["curl", "--protocol", "grpc", ...cp.bufCurlFlags(), ...args]);
 
 describe("admin API", () => {
   it("lists allocations per node and cluster-wide, and says who holds an address", async () => {
     await start();
-    await node.recordAllocation({ nodeName: "n2", allocation: allocation("10.244.2.7", "c7", "web-7") });
-    await node.recordAllocation({ nodeName: "n1", allocation: allocation("10.244.1.2", "c2", "db-0") });
+    await node("n2").recordAllocation({ nodeName: "n2", allocation: allocation("10.244.2.7", "c7", "web-7") });
+    await node("n1").recordAllocation({ nodeName: "n1", allocation: allocation("10.244.1.2", "c2", "db-0") });
     expect((await admin.listAllocations({})).allocations.map((a) => [a.nodeName, a.address, a.podName])).toEqual([
       ["n1", "10.244.1.2", "db-0"],
       ["n2", "10.244.2.7", "web-7"],
@@ -67,7 +70,7 @@ describe("admin API", () => {
     );
     expect((await admin.getNode({ name: "n2" })).node?.pods).toBe(1);
     // a node may only record addresses of its own subnet
-    await expect(node.recordAllocation({ nodeName: "n1", allocation: allocation("10.244.2.9", "c9", "x") })).rejects.toThrow(
+    await expect(node("n1").recordAllocation({ nodeName: "n1", allocation: allocation("10.244.2.9", "c9", "x") })).rejects.toThrow(
       /outside n1's subnet/,
     );
   });
@@ -75,9 +78,9 @@ describe("admin API", () => {
   it("SyncAllocations records and releases many at once (more than one etcd transaction), checking every address first", async () => {
     await start();
     const many = Array.from({ length: 150 }, (_, i) => allocation(`10.244.1.${i + 2}`, `s${i}`, `pod-${i}`));
-    await node.syncAllocations({ nodeName: "n1", recorded: many, released: [] });
+    await node("n1").syncAllocations({ nodeName: "n1", recorded: many, released: [] });
     expect((await admin.listAllocations({ nodeName: "n1" })).allocations).toHaveLength(150);
-    await node.syncAllocations({
+    await node("n1").syncAllocations({
       nodeName: "n1",
       recorded: [allocation("10.244.1.200", "late", "late")],
       released: many.slice(0, 120).map((a) => a.address),
@@ -85,21 +88,21 @@ describe("admin API", () => {
     expect((await admin.listAllocations({ nodeName: "n1" })).allocations).toHaveLength(31);
     // One bad address refuses the whole call, and nothing of it is written.
     await expect(
-      node.syncAllocations({
+      node("n1").syncAllocations({
         nodeName: "n1",
         recorded: [allocation("10.244.1.201", "ok", "ok"), allocation("10.244.2.9", "bad", "bad")],
         released: [],
       }),
     ).rejects.toThrow(/recorded\[1\]\.address 10\.244\.2\.9 is outside n1's subnet/);
     await expect(
-      node.syncAllocations({ nodeName: "n1", recorded: [allocation("10.244.1.202", "x", "x")], released: ["10.244.1.202"] }),
+      node("n1").syncAllocations({ nodeName: "n1", recorded: [allocation("10.244.1.202", "x", "x")], released: ["10.244.1.202"] }),
     ).rejects.toThrow(/10\.244\.1\.202 both recorded and released/);
     expect((await admin.listAllocations({ nodeName: "n1" })).allocations).toHaveLength(31);
   });
 
   it("shows a node's routes, desired versus reported, with the difference", async () => {
     await start();
-    await node.reportRoutes({
+    await node("n1").reportRoutes({
       nodeName: "n1",
       revision: 42n,
       routes: [
@@ -130,7 +133,10 @@ describe("admin API", () => {
       await waitFor(
         "the event stream",
         async () => {
-          await node.recordAllocation({ nodeName: "n1", allocation: allocation(`10.244.1.${10 + (probe++ % 200)}`, "probe", "probe") });
+          await node("n1").recordAllocation({
+            nodeName: "n1",
+            allocation: allocation(`10.244.1.${10 + (probe++ % 200)}`, "probe", "probe"),
+          });
           return events.some((e) => e.kind === EventKind.ALLOCATION);
         },
         15_000,
@@ -142,9 +148,9 @@ describe("admin API", () => {
       expect((await admin.listLeases({})).leases.map((l) => l.subnet)).toEqual(["10.244.1.0/24", "10.244.2.0/24"]);
 
       await admin.reserveSubnet({ subnet: "10.244.3.0/24", nodeName: "special" });
-      const other = await node.registerNode({ nodeName: "n4", nodeIp: "192.168.1.14", mtu: 1500 });
+      const other = await node("n4").registerNode({ nodeName: "n4", nodeIp: "192.168.1.14", mtu: 1500 });
       expect(other.subnet).toBe("10.244.4.0/24"); // .3 is reserved for someone else
-      const special = await node.registerNode({ nodeName: "special", nodeIp: "192.168.1.50", mtu: 1500 });
+      const special = await node("special").registerNode({ nodeName: "special", nodeIp: "192.168.1.50", mtu: 1500 });
       expect(special.subnet).toBe("10.244.3.0/24");
       expect((await admin.listReservations({})).reservations.map((r) => [r.subnet, r.nodeName])).toEqual([["10.244.3.0/24", "special"]]);
 
@@ -197,8 +203,8 @@ describe("admin API", () => {
 
   it("lists every admin method through reflection, and answers each unary one (buf curl)", async () => {
     await start();
-    await node.recordAllocation({ nodeName: "n2", allocation: allocation("10.244.2.7", "c7", "web-7") });
-    const listed = await buf("--list-methods", `http://${cp.address}`);
+    await node("n2").recordAllocation({ nodeName: "n2", allocation: allocation("10.244.2.7", "c7", "web-7") });
+    const listed = await buf("--list-methods", `https://${cp.address}`);
     for (const m of AdminService.methods) expect(listed.stdout).toContain(`trellis.admin.v1.AdminService/${m.name}`);
     const inputs: Record<string, string> = {
       GetNode: '{"name":"n1"}',
@@ -231,15 +237,15 @@ describe("admin API", () => {
     const unary = AdminService.methods.filter((m) => m.methodKind === "unary").map((m) => m.name);
     expect([...unary].sort()).toEqual([...order].sort());
     for (const method of order) {
-      const res = await buf("-d", inputs[method] ?? "{}", `http://${cp.address}/trellis.admin.v1.AdminService/${method}`);
+      const res = await buf("-d", inputs[method] ?? "{}", `https://${cp.address}/trellis.admin.v1.AdminService/${method}`);
       expect(res.code, `${method}: ${res.stderr}`).toBe(0);
     }
   });
 
   it("answers calls through reflection alone (buf curl), errors included", async () => {
     await start();
-    await node.recordAllocation({ nodeName: "n2", allocation: allocation("10.244.2.7", "c7", "web-7") });
-    const url = (method: string) => `http://${cp.address}/trellis.admin.v1.AdminService/${method}`;
+    await node("n2").recordAllocation({ nodeName: "n2", allocation: allocation("10.244.2.7", "c7", "web-7") });
+    const url = (method: string) => `https://${cp.address}/trellis.admin.v1.AdminService/${method}`;
     const lookup = await buf("-d", '{"address":"10.244.2.7"}', url("LookupAddress"));
     expect(lookup.code, lookup.stderr).toBe(0);
     expect(JSON.parse(lookup.stdout)).toMatchObject({ allocation: { nodeName: "n2", podName: "web-7" }, subnet: "10.244.2.0/24" });

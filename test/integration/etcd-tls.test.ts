@@ -137,7 +137,7 @@ describe("etcd with client certificates (--client-cert-auth)", () => {
       args: ["--etcd-ca", tls.caFile, "--etcd-cert", tls.client.certFile, "--etcd-key", tls.client.keyFile],
     });
     try {
-      const health = createClient(Health, createGrpcTransport({ baseUrl: `http://${replica.address}` }));
+      const health = createClient(Health, replica.viewerTransport());
       expect((await health.check({})).status).toBe(HealthCheckResponse_ServingStatus.SERVING);
     } finally {
       await replica.destroy();

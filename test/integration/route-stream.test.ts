@@ -1,5 +1,4 @@
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createClient, type Transport } from "@connectrpc/connect";
 import { Etcd3 } from "etcd3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -7,26 +6,32 @@ import { RouteFeed } from "../../control-plane/routes/route-feed.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
 import type { ClusterStore } from "../../control-plane/store/store.js";
 import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { namespace, startInProcessControlPlane } from "../support/control-plane.js";
+import { type JoinedNodes, namespace, startInProcessControlPlane } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 import { run } from "../support/exec.js";
+import { createTestPki, type TestPki } from "../support/pki.js";
 import { waitFor } from "../support/wait.js";
 
 // The route stream's revisions: resume where a daemon left off, a snapshot when that is not possible,
-// and a fresh snapshot for everyone when the feed's own etcd watch is compacted away.
+// and a fresh snapshot for everyone when the feed's own etcd watch is compacted away. Over mutual TLS:
+// every node, the watching daemon included, calls with its own joined certificate.
 let etcd: EtcdHandle;
+let pki: TestPki;
 beforeAll(async () => {
-  etcd = await startEtcd();
+  [etcd, pki] = await Promise.all([startEtcd(), createTestPki()]);
 });
 afterAll(async () => {
   await etcd?.stop();
+  await pki?.destroy();
 });
 
-function collect(client: ReturnType<typeof createClient<typeof NodeService>>, fromRevision: bigint) {
+/** The route stream of node "watcher" (a transport with its certificate), from `fromRevision` of `epoch`. */
+function collect(watcher: Transport, fromRevision: bigint, epoch = 0n) {
   const seen: WatchRoutesResponse[] = [];
   const stop = new AbortController();
   void (async () => {
-    for await (const m of client.watchRoutes({ nodeName: "watcher", fromRevision }, { signal: stop.signal })) seen.push(m);
+    const req = { nodeName: "watcher", fromRevision, epoch };
+    for await (const m of createClient(NodeService, watcher).watchRoutes(req, { signal: stop.signal })) seen.push(m);
   })().catch(() => undefined);
   return { seen, stop: () => stop.abort() };
 }
@@ -34,20 +39,21 @@ function collect(client: ReturnType<typeof createClient<typeof NodeService>>, fr
 describe("route stream revisions", () => {
   it("a daemon that reconnects with its last revision gets only what it missed; one too old gets a snapshot", async () => {
     const cpRoot = namespace();
-    const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root: cpRoot });
+    const joined: JoinedNodes = new Map(); // the watcher uses one credential with both replicas
+    const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root: cpRoot, pki, joined });
     try {
-      const node = createClient(NodeService, createGrpcTransport({ baseUrl: `http://${cp.address}` }));
-      await node.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
-      const first = collect(node, 0n);
+      const node = (name: string) => createClient(NodeService, cp.nodeTransport(name));
+      await node("n1").registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
+      const first = collect(cp.nodeTransport("watcher"), 0n);
       await waitFor("snapshot", async () => first.seen.length > 0);
-      await node.registerNode({ nodeName: "n2", nodeIp: "192.168.1.12", mtu: 1500 });
+      await node("n2").registerNode({ nodeName: "n2", nodeIp: "192.168.1.12", mtu: 1500 });
       await waitFor("n2", async () => first.seen.length > 1);
-      const applied = first.seen[first.seen.length - 1]!.revision;
+      const { revision: applied, epoch } = first.seen[first.seen.length - 1]!;
       first.stop(); // the daemon loses its stream ...
-      await node.registerNode({ nodeName: "n3", nodeIp: "192.168.1.13", mtu: 1500 });
-      await node.deregisterNode({ nodeName: "n1" });
+      await node("n3").registerNode({ nodeName: "n3", nodeIp: "192.168.1.13", mtu: 1500 });
+      await node("n1").deregisterNode({ nodeName: "n1" });
 
-      const resumed = collect(node, applied); // ... and comes back with the revision it applied
+      const resumed = collect(cp.nodeTransport("watcher"), applied, epoch); // ... and comes back with the revision it applied
       await waitFor("the missed changes", async () => resumed.seen.flatMap((m) => m.events).length >= 2);
       expect(resumed.seen.every((m) => !m.snapshot)).toBe(true);
       expect(resumed.seen.flatMap((m) => m.events).map((e) => `${RouteEventType[e.type]} ${e.route?.nodeName}`)).toEqual([
@@ -57,9 +63,9 @@ describe("route stream revisions", () => {
       resumed.stop();
 
       // A replica that started after that revision holds no changes that old: it answers with a snapshot.
-      const other = await startInProcessControlPlane({ etcd: etcd.endpoint, root: cpRoot });
+      const other = await startInProcessControlPlane({ etcd: etcd.endpoint, root: cpRoot, pki, joined });
       try {
-        const failover = collect(createClient(NodeService, createGrpcTransport({ baseUrl: `http://${other.address}` })), applied);
+        const failover = collect(other.nodeTransport("watcher"), applied, epoch);
         await waitFor("a snapshot", async () => failover.seen.length > 0);
         expect(failover.seen[0]).toMatchObject({ snapshot: true });
         expect(failover.seen[0]!.routes.map((r) => r.nodeName).sort()).toEqual(["n2", "n3"]);
@@ -75,11 +81,11 @@ describe("route stream revisions", () => {
   it("etcd reports a node watch whose revision was compacted away as lost", async () => {
     const root = namespace();
     const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root });
-    const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root });
+    const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root, pki });
     const raw = new Etcd3({ hosts: [etcd.endpoint] });
     const stop = new AbortController();
     try {
-      const node = createClient(NodeService, createGrpcTransport({ baseUrl: `http://${cp.address}` }));
+      const node = createClient(NodeService, cp.nodeTransport("n1"));
       const start = (await raw.get("x").exec()).header.revision;
       await node.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
       const compactTo = (await raw.put(`${root}/compaction-marker`).value("x").exec()).header.revision;
@@ -120,15 +126,15 @@ describe("route stream revisions", () => {
       },
     });
     const feed = new RouteFeed({ store: watched, log: pino({ level: "silent" }), reloadDelayMs: 10 });
-    const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root });
+    const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root, pki });
     const stop = new AbortController();
     try {
-      const node = createClient(NodeService, createGrpcTransport({ baseUrl: `http://${cp.address}` }));
-      await node.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
+      const node = (name: string) => createClient(NodeService, cp.nodeTransport(name));
+      await node("n1").registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
       await feed.start(stop.signal);
       const stream = feed.subscribe(stop.signal, 0n);
       expect((await stream.next()).value).toMatchObject({ snapshot: true });
-      await node.registerNode({ nodeName: "n2", nodeIp: "192.168.1.12", mtu: 1500 });
+      await node("n2").registerNode({ nodeName: "n2", nodeIp: "192.168.1.12", mtu: 1500 });
       loseWatch?.(new Error("mvcc: required revision has been compacted"));
       for (;;) {
         const msg = (await stream.next()).value as WatchRoutesResponse;

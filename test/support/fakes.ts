@@ -6,6 +6,7 @@ import type { AllocationMirror } from "../../node-daemon/cni/mirror-queue.js";
 import type { PendingDelete, PendingDeletes } from "../../node-daemon/cni/pending-deletes.js";
 import type { AllocationJournal } from "../../node-daemon/ipam/journal.js";
 import type { BridgeSpec, KernelRoute, LinkInfo, Netlink, OwnedRoute, VethSpec, VethState } from "../../node-daemon/net/netlink.js";
+import { type Cidr, parseIpv4 } from "../../proto/core/cidr.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import {
   type AddAttachmentResponse,
@@ -312,11 +313,16 @@ export class MemoryAllocationMirror implements AllocationMirror {
   }
 
   /** The daemon's batched write: one call, every record then every release. */
+  /** When set, like the control plane: a sync recording an address outside it fails as a whole. */
+  subnet?: Cidr;
+
   sync(recorded: readonly AllocationRecord[], released: readonly string[]): Promise<void> {
     this.calls.push({ method: "sync", recorded: recorded.map((r) => r.address), released: [...released] });
     return this.track(async () => {
       await yieldTurn();
       if (this.failWrites) throw this.failWrites;
+      const outside = this.subnet && recorded.find((r) => !this.subnet?.contains(parseIpv4(r.address)));
+      if (outside) throw new TrellisError("INVALID_ARGUMENT", `address ${outside.address} is outside the node's subnet`);
       for (const r of recorded) this.records.set(r.address, clone(AllocationRecordSchema, r));
       for (const a of released) this.records.delete(a);
     });

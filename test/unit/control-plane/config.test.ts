@@ -23,6 +23,7 @@ describe("parseControlPlaneArgs", () => {
       policy: { ttlMs: 40_000, graceMs: 600_000, disruptionShare: 0.33 },
       joinPort: 6444,
       nodeCertificateLifetimeS: 168 * 3600,
+      etcdHistory: 100_000,
     });
   });
 

@@ -169,3 +169,45 @@ describe("pickFreeSubnet property: picking until exhausted", () => {
     if (count >= 4n) expect(strings(leased)).not.toContain(p.cluster.subnet(prefix, 0n).toString());
   });
 });
+
+describe("pickFreeSubnet with freed subnets: never-used first, then the one freed longest ago", () => {
+  // 10.244.0.0/22 in /24s: .1, .2 and .3 usable (index 0 stays unused)
+  const small = pool("10.244.0.0/22", 24);
+  const freed = (...entries: Array<[string, number]>) => entries.map(([s, rev]) => ({ subnet: cidr(s), freedRevision: BigInt(rev) }));
+
+  it("skips a freed subnet while a never-used one is left, with or without rand", () => {
+    const p = pool("10.244.0.0/16", 24);
+    const f = freed(["10.244.2.0/24", 10]);
+    expect(pickFreeSubnet(p, [cidr("10.244.1.0/24"), cidr("10.244.3.0/24")], undefined, f).toString()).toBe("10.244.4.0/24");
+    const onlyOneNeverUsed = freed(["10.244.1.0/24", 5], ["10.244.2.0/24", 6]);
+    for (const r of [0, 0.1, 0.5, 0.9999]) expect(pickFreeSubnet(small, [], () => r, onlyOneNeverUsed).toString()).toBe("10.244.3.0/24");
+  });
+
+  it("with only freed subnets left, takes the oldest-freed, not the lowest", () => {
+    expect(
+      pickFreeSubnet(small, [], undefined, freed(["10.244.1.0/24", 30], ["10.244.3.0/24", 10], ["10.244.2.0/24", 20])).toString(),
+    ).toBe("10.244.3.0/24");
+    expect(pickFreeSubnet(small, [cidr("10.244.3.0/24")], undefined, freed(["10.244.1.0/24", 30], ["10.244.2.0/24", 20])).toString()).toBe(
+      "10.244.2.0/24",
+    );
+  });
+
+  it("with rand, spreads over the older half of the freed subnets only", () => {
+    const p = pool("10.244.0.0/21", 24); // 7 usable: .1 to .7
+    const f = freed(["10.244.1.0/24", 1], ["10.244.2.0/24", 7], ["10.244.3.0/24", 3], ["10.244.4.0/24", 5]);
+    const leased = [cidr("10.244.5.0/24"), cidr("10.244.6.0/24"), cidr("10.244.7.0/24")];
+    const picks = new Set([0, 0.2, 0.49, 0.5, 0.7, 0.9999].map((r) => pickFreeSubnet(p, leased, () => r, f).toString()));
+    expect([...picks].sort()).toEqual(["10.244.1.0/24", "10.244.3.0/24"]);
+  });
+
+  it("ignores freed records of leased subnets, other sizes, subnets outside the cluster and the unused first subnet", () => {
+    const f = freed(["10.244.1.0/24", 1], ["10.244.2.0/25", 2], ["10.9.0.0/24", 3], ["10.244.0.0/24", 4], ["10.244.3.0/24", 9]);
+    expect(pickFreeSubnet(small, [cidr("10.244.1.0/24")], undefined, f).toString()).toBe("10.244.2.0/24"); // never used as a /24
+    expect(pickFreeSubnet(small, [cidr("10.244.1.0/24"), cidr("10.244.2.0/24")], undefined, f).toString()).toBe("10.244.3.0/24");
+  });
+
+  it("throws EXHAUSTED when every subnet is leased, whatever was freed before", () => {
+    const leased = [1n, 2n, 3n].map((i) => small.cluster.subnet(24, i));
+    expect(() => pickFreeSubnet(small, leased, undefined, freed(["10.244.1.0/24", 1]))).toThrow(/no free \/24 subnet/);
+  });
+});

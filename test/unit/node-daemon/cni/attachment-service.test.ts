@@ -849,4 +849,24 @@ describe("AttachmentService.moveTo (the node got another subnet after losing its
     await service.delete(attachment("old-2"));
     expect(service.strandedAllocations).toEqual([]);
   });
+
+  it("the mirror keeps syncing after the move: pods stranded on the old subnet are not sent (the control plane refuses them)", async () => {
+    const mirror = new MemoryAllocationMirror();
+    const { service } = await started({ mirror });
+    const old = await podAddressOf(service.add(attachment("old-1")));
+    await service.syncMirror();
+    await mirror.settled();
+    // The control plane dropped the node's old allocations with its old lease.
+    await mirror.release(old?.split("/")[0] ?? "");
+    const before = mirror.calls.length;
+    await service.moveTo({ subnet: Cidr.parse("10.244.9.0/24"), bridgeName: "trellis0", mtu: 1450 });
+    mirror.subnet = Cidr.parse("10.244.9.0/24");
+    await service.add(attachment("new"));
+    await mirror.settled();
+    await service.syncMirror();
+    await service.syncMirror();
+    expect(mirror.addresses).toContain("10.244.9.2");
+    const refused = mirror.calls.slice(before).filter((c) => c.method === "sync" && c.recorded.some((a) => a.startsWith("10.244.3.")));
+    expect(refused).toEqual([]);
+  });
 });
