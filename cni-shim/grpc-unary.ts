@@ -28,6 +28,7 @@ export const grpcStatus = {
   ok: 0,
   cancelled: 1,
   unknown: 2,
+  invalidArgument: 3,
   deadlineExceeded: 4,
   unimplemented: 12,
   internal: 13,
@@ -345,8 +346,9 @@ export async function unaryCall(
   const started = performance.now();
   if (message.length + 5 > maxRequestBytes) {
     // Within the server's initial flow-control window, so the request never waits for a WINDOW_UPDATE.
+    // Oversized inputs (a huge container id, pod name or GC list) made it: INVALID_ARGUMENT, not a bug.
     return {
-      status: grpcStatus.internal,
+      status: grpcStatus.invalidArgument,
       message: `the request is ${message.length} bytes; the shim sends at most ${maxRequestBytes - 5}`,
       metadata: new Map(),
       notSent: true,

@@ -7,11 +7,11 @@ import { pendingDeletesDirName } from "../proto/core/protocol.js";
 import type { Attachment } from "../proto/gen/trellis/cni/v1/cni_wire.js";
 import { bunDial } from "./bun-socket.js";
 import { createDaemonClient } from "./daemon-client.js";
-import { runShim, type ShimIo } from "./skel.js";
+import { maxStdinBytes, runShim, type ShimIo } from "./skel.js";
 
 /** The part of Bun's API used here; resolves to the runtime's global. */
 declare const Bun: {
-  stdin: { text(): Promise<string> };
+  stdin: { stream(): AsyncIterable<Uint8Array> };
   stdout: unknown;
   stderr: unknown;
   write(destination: unknown, data: string): Promise<number>;
@@ -52,11 +52,29 @@ async function leavePendingDelete(daemonSocket: string, attachment: Attachment):
   }
 }
 
+/** Reads the network config, refusing more than maxStdinBytes (DESIGN.md §6: every input is bounded). */
+async function readStdin(): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of Bun.stdin.stream()) {
+    size += chunk.length;
+    if (size > maxStdinBytes) throw new Error(`it is over ${maxStdinBytes} bytes`);
+    chunks.push(chunk);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.length;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
 let stdout = "";
 let stderr = "";
 const io: ShimIo = {
   env: process.env,
-  readStdin: () => Bun.stdin.text(),
+  readStdin,
   writeStdout: (text) => {
     stdout += `${text}\n`;
   },

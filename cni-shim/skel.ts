@@ -10,9 +10,13 @@ import {
 } from "../proto/gen/trellis/cni/v1/cni_wire.js";
 import { CniError, cniCodes, latestCniVersion, toCniError, toCniResult, versionAtLeast, versionResult } from "./result.js";
 
+/** The most network config the shim reads from stdin: a conflist entry with prevResult is a few KiB. */
+export const maxStdinBytes = 1 << 20;
+
 /** Process I/O of one shim run, injected so the dispatcher stays pure. */
 export interface ShimIo {
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** Rejects when stdin holds more than maxStdinBytes. */
   readStdin(): Promise<string>;
   writeStdout(text: string): void;
   /** One JSON log line on stderr (stdout carries only the CNI result). */
@@ -160,7 +164,14 @@ export async function parseCniRequest(command: "ADD" | "DEL" | "CHECK", io: Shim
   const netns = env.CNI_NETNS ?? "";
   if (command !== "DEL") {
     if (!netns) throw envError(`CNI_NETNS is not set; ${command} needs the pod's network namespace`);
-    if (!(await io.pathExists(netns))) throw envError(`CNI_NETNS ${netns} does not exist`);
+    // The daemon opens it from its own working directory: only an absolute path names the same file there.
+    if (!netns.startsWith("/")) throw envError(`CNI_NETNS ${netns} is not an absolute path`);
+    const exists = await Promise.resolve()
+      .then(() => io.pathExists(netns))
+      .catch((err: unknown) => {
+        throw envError(`CNI_NETNS cannot be checked: ${(err as Error).message}`); // e.g. ENAMETOOLONG
+      });
+    if (!exists) throw envError(`CNI_NETNS ${netns} does not exist`);
   }
   if (!env.CNI_PATH) throw envError("CNI_PATH is not set");
   const args = parseCniArgs(env.CNI_ARGS);

@@ -135,7 +135,7 @@ describe("the shim's client against the daemon's server", () => {
   it("a request the daemon's flow-control window could hold back is refused before it is sent", async () => {
     await daemon({});
     const reply = await unaryCall(nodeDial, socketPath, Wire.garbageCollect.path, new Uint8Array(70_000), { timeoutMs: 5_000 });
-    expect(reply).toMatchObject({ status: grpcStatus.internal, notSent: true });
+    expect(reply).toMatchObject({ status: grpcStatus.invalidArgument, notSent: true });
     expect(reply.message).toMatch(/the request is 70000 bytes; the shim sends at most 65530/);
   });
 

@@ -137,6 +137,7 @@ describe("runShim: input errors print one CNI error and never call the daemon", 
     ["IgnoreUnknown=0 with an unknown key", { ...addEnv, CNI_ARGS: "IgnoreUnknown=0;FOO=bar" }, conf(), 4, "FOO"],
     ["CNI_ARGS entry without =", { ...addEnv, CNI_ARGS: "K8S_POD_NAME" }, conf(), 4, "K8S_POD_NAME"],
     ["DEL without CNI_CONTAINERID", { ...without("CNI_CONTAINERID"), CNI_COMMAND: "DEL" }, conf(), 4, "CNI_CONTAINERID"],
+    ["a relative CNI_NETNS (the daemon would resolve it elsewhere)", { ...addEnv, CNI_NETNS: "var/run/netns/pod1" }, conf(), 4, "absolute"],
   ])("%s -> code %s", async (_what, env, stdin, code, inMessage) => {
     const run = await shim(env, stdin);
     const err = cniError(run);
@@ -155,6 +156,19 @@ describe("runShim: input errors print one CNI error and never call the daemon", 
     ["2.0.0", "1.1.0"],
   ])("an error of a %s request answers in cniVersion %s (the request's when supported, else the latest)", async (requested, answered) => {
     expect(cniError(await shim({ ...addEnv, CNI_CONTAINERID: "" }, conf({ cniVersion: requested }))).cniVersion).toBe(answered);
+  });
+
+  it("a CNI_NETNS the shim cannot even look up (ENAMETOOLONG) is code 4, not an internal error", async () => {
+    class UncheckablePaths extends FakeShimIo {
+      override pathExists(path: string): Promise<boolean> {
+        throw new Error(`ENAMETOOLONG: name too long, open '${path}'`); // as Bun.file() throws, synchronously
+      }
+    }
+    const io = new UncheckablePaths({ ...addEnv, CNI_NETNS: `/${"a".repeat(70_000)}` }, conf());
+    const daemon = new FakeDaemonClient(reply);
+    expect(await runShim(io, () => daemon)).toBe(1);
+    expect(JSON.parse(io.stdout[0] ?? "")).toMatchObject({ code: 4, msg: expect.stringContaining("ENAMETOOLONG") });
+    expect(daemon.added).toEqual([]);
   });
 
   it("the stderr log line carries the command and ids, never the config", async () => {
