@@ -8,6 +8,7 @@ import { maxStdinBytes, runShim, type ShimIo } from "../../cni-shim/skel.js";
 import { supportedCniVersions } from "../../proto/core/protocol.js";
 import { allocationFiles, hostVeths, Lab, type LabNode, pluginConf } from "../support/lab.js";
 import { nodeDial } from "../support/node-dial.js";
+import { seeded } from "../support/prng.js";
 import { waitFor } from "../support/wait.js";
 
 // Issue 9, point 7 (DESIGN.md §6: every input from outside is bounded and validated): seeded random and
@@ -50,16 +51,6 @@ const sharedNetnsCount = 4;
 const podIfNames = ["eth0", "eth1", "net1", "é", "x_y.z-0", "a".repeat(15)] as const;
 
 /** mulberry32: a small seeded PRNG, so a failing run replays from its seed. */
-function mulberry32(s: number): () => number {
-  let a = s >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rand {
   constructor(readonly next: () => number) {}
@@ -602,7 +593,7 @@ function generate(g: Ground, rand: Rand): { cases: FuzzCase[]; tasks: FuzzCase[]
       [10, "VERSION"],
     ]);
     const caseSeed = rand.int(2 ** 32);
-    cases.push({ n, kind, exec: false, build: () => makeCall(g, new Rand(mulberry32(caseSeed)), kind, command, n, made) });
+    cases.push({ n, kind, exec: false, build: () => makeCall(g, new Rand(seeded(caseSeed)), kind, command, n, made) });
   }
   // The chains start spread over the run, so real pods come and go while the daemon takes everything else.
   const inChain = new Set(chains.flat());
@@ -848,7 +839,7 @@ describe.skipIf(!isRoot)("fuzzed CNI calls against a live node daemon (needs roo
   it(
     `${totalInputs} random and mutated inputs: bounded, one JSON object each, no crash; nothing left after DEL`,
     async () => {
-      const rand = new Rand(mulberry32(seed));
+      const rand = new Rand(seeded(seed));
       const { cases, tasks } = generate(ground, rand);
       chooseExecs(cases, rand);
       const shim = join(lab.binDir, "trellis");

@@ -6,6 +6,7 @@ import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { describe, expect, it } from "vitest";
 import { file_trellis_cni_v1_cni } from "../../../proto/gen/trellis/cni/v1/cni_pb.js";
 import * as wire from "../../../proto/gen/trellis/cni/v1/cni_wire.js";
+import { seeded } from "../../support/prng.js";
 
 type Codec = { encode: (m: unknown) => BinaryWriter; decode: (b: Uint8Array) => Record<string, unknown> };
 const codecs = wire as unknown as Record<string, Codec["encode"] | Codec["decode"]>;
@@ -15,17 +16,6 @@ const codecOf = (msg: DescMessage): Codec => ({
 });
 
 /** A small deterministic PRNG, so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomScalar(field: DescField, rand: () => number): unknown {
   const pick = rand();
   if (field.enum) return field.enum.values[Math.floor(pick * field.enum.values.length)]?.number ?? 0;
@@ -79,7 +69,7 @@ describe("the generated wire codec agrees with protoc-gen-es", () => {
   it.each(messages.map((m) => [m.name, m] as const))("%s, 200 random messages both ways", (_name, msg) => {
     const { encode, decode } = codecOf(msg);
     expect(encode, `cni_wire.ts has no encode${msg.name}: run npm run generate`).toBeTypeOf("function");
-    const rand = prng(msg.name.length * 7919);
+    const rand = seeded(msg.name.length * 7919);
     for (let i = 0; i < 200; i++) {
       const reference = create(msg, randomInit(msg, rand));
       const bytes = toBinary(msg, reference);

@@ -11,6 +11,7 @@ import { createSubnetPool } from "../../../../control-plane/ipam/subnet-pool.js"
 import { Cidr } from "../../../../proto/core/cidr.js";
 import { DisruptionRecordSchema } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { asClusterStore, MemoryLivenessStore } from "../../../support/memory-liveness-store.js";
+import { seeded } from "../../../support/prng.js";
 
 const ttlMs = 40_000;
 const intervalMs = 10_000;
@@ -115,16 +116,6 @@ class Cluster {
 }
 
 /** mulberry32: a small seeded generator, so random trials are the same on every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 describe("disruption: many nodes going quiet over several seconds keep their routes", () => {
   it.each([

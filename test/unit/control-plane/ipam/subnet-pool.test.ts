@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createSubnetPool, pickFreeSubnet, type SubnetPool } from "../../../../control-plane/ipam/subnet-pool.js";
 import { Cidr } from "../../../../proto/core/cidr.js";
+import { seeded } from "../../../support/prng.js";
 import { rejectsWith, trellisErrorOf } from "../../expect-error.js";
 
 const cidr = (text: string) => Cidr.parse(text);
@@ -8,16 +9,6 @@ const pool = (cluster: string, prefix: number) => createSubnetPool(cidr(cluster)
 const strings = (cs: readonly Cidr[]) => cs.map((c) => c.toString());
 
 /** Deterministic PRNG (mulberry32) so a failing property run can be replayed from its seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("createSubnetPool", () => {
   it("keeps the cluster and the subnet size", () => {
