@@ -3,7 +3,7 @@ import { TrellisError } from "../../proto/core/errors.js";
 import { parseFlags, parseIntFlag } from "../../proto/core/flags.js";
 import { checkIdentity, type Identity, type IdentityKind, identityKinds } from "../../proto/core/identity.js";
 
-export const caHelp = `Usage: trellis-ca init  --dir DIR [--days N]
+export const caHelp = `Usage: trellis-ca init  --dir DIR [--days N] [--admin NAME --out DIR]
        trellis-ca issue --dir DIR --kind KIND --name NAME --out DIR [--hours N] [--dns NAMES] [--ip ADDRESSES]
 
 The Trellis cluster CA. Every control-plane replica, node daemon and operator holds a certificate it
@@ -11,6 +11,7 @@ signed; the certificate's one URI SAN, spiffe://trellis/KIND/NAME, says who it s
 
 Commands:
   init        create the CA in --dir: ca.crt (give it to every node and operator) and ca.key (mode 0600;
+              with --admin, also the first admin's credential in --out;
               keep it on the control-plane hosts only). Refuses to overwrite an existing CA.
   issue       make a key and a certificate signed by the CA in --dir, written to --out as
               KIND-NAME.key (mode 0600) and KIND-NAME.crt, for an operator or a control-plane replica.
@@ -18,6 +19,7 @@ Commands:
 Flags:
   --dir DIR          the CA's directory
   --days N           init: the CA's lifetime in days (default 3650)
+  --admin NAME       init: also issue the first admin credential (12 h) to --out
   --kind KIND        issue: admin, viewer or control-plane (nodes join with a token instead: the
                      control plane accepts only node certificates it issued itself)
   --name NAME        issue: the operator's name, the node name, or the replica's name
@@ -30,7 +32,13 @@ Flags:
 `;
 
 export type CaCommand =
-  | { readonly command: "init"; readonly dir: string; readonly days: number }
+  | {
+      readonly command: "init";
+      readonly dir: string;
+      readonly days: number;
+      /** The first admin's credential (12 h), written to `out`. */
+      readonly admin?: { readonly identity: Identity; readonly out: string };
+    }
   | {
       readonly command: "issue";
       readonly dir: string;
@@ -58,11 +66,17 @@ export function parseCaArgs(argv: readonly string[]): CaCommand | "help" {
     hours: { type: "string", default: "" },
     dns: { type: "string", default: "" },
     ip: { type: "string", default: "" },
+    admin: { type: "string", default: "" },
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) return "help";
   if (!values.dir) throw new TrellisError("INVALID_ARGUMENT", "--dir is required: the CA's directory");
-  if (command === "init") return { command, dir: values.dir, days: parseIntFlag(values.days, "--days", 1, 36_500) };
+  if (command === "init") {
+    const days = parseIntFlag(values.days, "--days", 1, 36_500);
+    if (!values.admin) return { command, dir: values.dir, days };
+    if (!values.out) throw new TrellisError("INVALID_ARGUMENT", "--admin needs --out: where to write the admin's key and certificate");
+    return { command, dir: values.dir, days, admin: { identity: checkIdentity({ kind: "admin", name: values.admin }), out: values.out } };
+  }
   if (command !== "issue")
     throw new TrellisError("INVALID_ARGUMENT", `unknown command ${JSON.stringify(command)}; use init or issue (see --help)`);
   if (values.kind === "node") {

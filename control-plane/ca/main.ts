@@ -11,6 +11,12 @@ async function main(): Promise<void> {
   if (cmd.command === "init") {
     const { certificate, key } = await initCa(cmd.dir, cmd.days);
     process.stdout.write(`created the cluster CA: ${certificate} (share it) and ${key} (mode 0600; keep it secret)\n`);
+    if (cmd.admin) {
+      const admin = await issueCredential(cmd.dir, cmd.admin.out, cmd.admin.identity, 12 * 3600);
+      process.stdout.write(
+        `issued the first admin, ${cmd.admin.identity.name}, for 12 h: ${admin.certificate} and ${admin.key} (mode 0600)\n`,
+      );
+    }
     return;
   }
   const { certificate, key } = await issueCredential(cmd.dir, cmd.out, cmd.identity, cmd.hours * 3600, cmd.server);

@@ -32,6 +32,15 @@ describe("trellis-ca", () => {
     expect(again.stderr).toMatch(/ca\.key exists already; remove it first if you mean to replace it/);
   });
 
+  it("init --admin also writes the first admin's credential, 0600", async () => {
+    const caDir = join(dir, "ca-admin");
+    const res = await ca("init", "--dir", caDir, "--admin", "alice", "--out", join(dir, "alice"));
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/issued the first admin, alice, for 12 h/);
+    expect(await mode(join(dir, "alice", "admin-alice.key"))).toBe(0o600);
+    expect(identityOfCertificate(await readFile(join(dir, "alice", "admin-alice.crt"), "utf8"))).toEqual({ kind: "admin", name: "alice" });
+  });
+
   it("issue writes a 0600 key and a certificate for exactly that identity, signed by the CA", async () => {
     const caDir = join(dir, "ca");
     await ca("init", "--dir", caDir);

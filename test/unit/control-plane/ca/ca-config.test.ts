@@ -9,6 +9,13 @@ describe("trellis-ca arguments", () => {
   it("init takes the directory and a lifetime", () => {
     expect(parseCaArgs(["init", "--dir", "/etc/trellis/ca"])).toEqual({ command: "init", dir: "/etc/trellis/ca", days: 3650 });
     expect(parseCaArgs(["init", "--dir", "d", "--days", "30"])).toEqual({ command: "init", dir: "d", days: 30 });
+    expect(parseCaArgs(["init", "--dir", "d", "--admin", "alice", "--out", "o"])).toEqual({
+      command: "init",
+      dir: "d",
+      days: 3650,
+      admin: { identity: { kind: "admin", name: "alice" }, out: "o" },
+    });
+    expect(() => parseCaArgs(["init", "--dir", "d", "--admin", "alice"])).toThrow(/--admin needs --out/);
   });
 
   it("issue defaults to 12 hours for operators and 7 days for the rest", () => {
