@@ -126,7 +126,7 @@ export class LeaseManager {
           registeredAtMs: now,
         });
         const lease = create(SubnetLeaseRecordSchema, { subnet, nodeName: reg.name, leasedAtMs: now });
-        if (await store.claimSubnet(lease, node, 0n, ip)) {
+        if (await store.claimSubnet(lease, node, 0n, ip, mine?.subnet === subnet)) {
           log.info({ node: reg.name, subnet }, "subnet leased");
           this.logTakeover(reg, ip);
           this.sightings.saw(reg.name, 0n, this.monotonic()); // a new node (no heartbeat key yet): seen now

@@ -113,12 +113,21 @@ export class EtcdClusterStore implements ClusterStore {
     };
   }
 
-  async claimSubnet(lease: SubnetLeaseRecord, node: NodeRecord, nodeModRevision: bigint, ip: NodeIpClaim): Promise<boolean> {
+  async claimSubnet(
+    lease: SubnetLeaseRecord,
+    node: NodeRecord,
+    nodeModRevision: bigint,
+    ip: NodeIpClaim,
+    reservedForNode = false,
+  ): Promise<boolean> {
     const subnet = Cidr.parse(lease.subnet);
     const leaseKey = this.keys.subnet(subnet);
     const nodeKey = this.keys.node(node.name);
+    const free = this.etcd.if(leaseKey, "Version", "==", 0).and(nodeKey, "Mod", "==", String(nodeModRevision));
+    // Not reserved for another node meanwhile (issue 10, finding 11): the reservation is part of the claim.
+    const unreserved = reservedForNode ? free : free.and(this.keys.reservation(subnet), "Version", "==", 0);
     const res = await this.call(`claim ${lease.subnet} for ${node.name}`, () =>
-      this.ifNodeIpHolds(this.etcd.if(leaseKey, "Version", "==", 0).and(nodeKey, "Mod", "==", String(nodeModRevision)), node, ip)
+      this.ifNodeIpHolds(unreserved, node, ip)
         .then(
           this.etcd.put(leaseKey).value(toJsonString(SubnetLeaseRecordSchema, lease)),
           this.etcd.put(nodeKey).value(toJsonString(NodeRecordSchema, node)),

@@ -100,7 +100,14 @@ export interface ClusterStore {
    * `nodeModRevision` (0n: still absent) and `ip` holds. The subnet's freed record goes. False when a race
    * was lost.
    */
-  claimSubnet(lease: SubnetLeaseRecord, node: NodeRecord, nodeModRevision: bigint, ip: NodeIpClaim): Promise<boolean>;
+  claimSubnet(
+    lease: SubnetLeaseRecord,
+    node: NodeRecord,
+    nodeModRevision: bigint,
+    ip: NodeIpClaim,
+    /** The subnet is reserved for this node; otherwise the claim holds only while no reservation exists for it. */
+    reservedForNode?: boolean,
+  ): Promise<boolean>;
   /**
    * Writes `node` if its record is unchanged since `modRevision`; with `ip` (a registration), only if `ip`
    * holds too, and the node-ips entry of its address names it afterwards. False when a race was lost.

@@ -1,12 +1,14 @@
 // Issue 10, finding 5 (second half): after etcd was restored from an older snapshot a node's record may be
 // gone while its pods still hold addresses of its subnet. The node says which subnet it holds when it
 // registers, and gets it back when that subnet is free; never one another node's pods use.
+import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
 import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
 import { Cidr } from "../../proto/core/cidr.js";
+import { SubnetReservationRecordSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { namespace } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 
@@ -62,5 +64,29 @@ describe("node IPs that cannot be a next hop (issue 10, finding 7)", () => {
     await expect(leases.register({ name: "a", nodeIp: "10.244.3.7", mtu: 1500 })).rejects.toThrow(
       /inside the pod network 10\.244\.0\.0\/16/,
     );
+  });
+});
+
+describe("reservations are part of the claim (issue 10, finding 11)", () => {
+  it("a subnet reserved for another node between the read and the claim is not leased to this one", async () => {
+    const leases = leaseManager();
+    const s = store as EtcdClusterStore;
+    // Reserve the subnet the registration chose, just before its claim commits: a reservation made meanwhile.
+    const claim = s.claimSubnet.bind(s);
+    let raced = false;
+    s.claimSubnet = async (lease, node, rev, ip, mine) => {
+      if (!raced) {
+        raced = true;
+        await s.createReservation(create(SubnetReservationRecordSchema, { subnet: lease.subnet, nodeName: "other", createdAtMs: 1n }));
+      }
+      return claim(lease, node, rev, ip, mine);
+    };
+    const got = await leases.register({ name: "a", nodeIp: "192.168.1.11", mtu: 1500 });
+    expect(raced).toBe(true);
+    const reserved = (await s.listReservations()).map((r) => r.subnet);
+    expect(reserved).toHaveLength(1);
+    expect(got.subnet).not.toBe(reserved[0]);
+    // The node it is reserved for gets it.
+    expect((await leases.register({ name: "other", nodeIp: "192.168.1.12", mtu: 1500 })).subnet).toBe(reserved[0]);
   });
 });
