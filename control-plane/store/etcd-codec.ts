@@ -2,7 +2,7 @@
 // validated): failures become UNAVAILABLE naming what was being done; a value that is not the record it
 // should be is DATA_LOSS naming its key.
 import { type DescMessage, fromJsonString, type MessageShape } from "@bufbuild/protobuf";
-import type { Etcd3, IKeyValue } from "etcd3";
+import type { Etcd3, IKeyValue, Watcher } from "etcd3";
 import { TrellisError } from "../../proto/core/errors.js";
 import { type EtcdConnection, explainEtcdFailure } from "./etcd-client.js";
 
@@ -23,6 +23,34 @@ export function decodeRecord<Desc extends DescMessage>(schema: Desc, kv: IKeyVal
   }
 }
 
+/**
+ * Ends `watcher` when `signal` aborts, and calls `onLost` once when it ends by itself: an error (its
+ * revision was compacted) or a broken stream. etcd3 would resume a broken stream from a revision of its
+ * choosing, which after etcd was restored from an older snapshot lies in the future, so nothing would
+ * ever be delivered (issue 10, finding 5); every watcher of ours starts over from a fresh listing instead.
+ */
+export function endWatch(watcher: Watcher, signal: AbortSignal, onLost?: (err: Error) => void): void {
+  let lost = false;
+  const lose = (err: Error | undefined) => {
+    if (signal.aborted || lost) return;
+    lost = true;
+    void watcher.cancel().catch(() => undefined);
+    onLost?.(err ?? new Error("etcd watch stream disconnected"));
+  };
+  watcher.on("error", lose);
+  watcher.on("disconnected", lose);
+  const stop = () => void watcher.cancel().catch(() => undefined);
+  if (signal.aborted) stop();
+  else signal.addEventListener("abort", stop, { once: true });
+}
+
+/** The end of the key range holding every key that starts with `prefix`. */
+export function prefixEnd(prefix: string): Buffer {
+  const end = Buffer.from(prefix);
+  end[end.length - 1] = (end[end.length - 1] ?? 0) + 1;
+  return end;
+}
+
 /** Keys per page of a paged read: a page stays far below gRPC's 4 MiB message limit. */
 export const etcdPageSize = 500;
 
@@ -36,8 +64,7 @@ export async function rangePaged(
   prefix: string,
   options: { keysOnly?: boolean; pageSize?: number } = {},
 ): Promise<{ kvs: IKeyValue[]; revision: bigint }> {
-  const end = Buffer.from(prefix);
-  end[end.length - 1] = (end[end.length - 1] ?? 0) + 1;
+  const end = prefixEnd(prefix);
   const kvs: IKeyValue[] = [];
   let key = Buffer.from(prefix);
   let revision: string | undefined;

@@ -8,7 +8,7 @@ import {
   NodeCertificatesRecordSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { createEtcdClient, type EtcdConnection } from "./etcd-client.js";
-import { decodeRecord, etcdCall } from "./etcd-codec.js";
+import { decodeRecord, endWatch, etcdCall } from "./etcd-codec.js";
 import type { CertificateWatchHandlers, IdentityStore } from "./identity-store.js";
 import { createKeys, type Keys } from "./keys.js";
 import type { Versioned } from "./store.js";
@@ -131,15 +131,8 @@ export class EtcdIdentityStore implements IdentityStore {
           handlers.onChange(node, event.type === "Put" ? decodeRecord(NodeCertificatesRecordSchema, event.kv) : undefined);
         }
       });
-      // etcd3 resumes a broken stream by itself; an error means the watch ended for good (compaction):
-      // start over from a fresh listing.
-      watcher.on("error", () => {
-        void watcher.cancel().catch(() => undefined);
-        restart();
-      });
-      const stop = () => void watcher.cancel().catch(() => undefined);
-      if (signal.aborted) stop();
-      else signal.addEventListener("abort", stop, { once: true });
+      // Compacted, or etcd restarted or restored: start over from a fresh listing.
+      endWatch(watcher, signal, restart);
     };
     const restart = (): void => {
       if (!signal.aborted) listAndWatch().catch(() => setTimeout(restart, 1_000).unref());

@@ -20,7 +20,7 @@ import {
   SubnetReservationRecordSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { createEtcdClient, type EtcdConnection } from "./etcd-client.js";
-import { decodeRecord, etcdCall, rangePaged } from "./etcd-codec.js";
+import { decodeRecord, endWatch, etcdCall, prefixEnd, rangePaged } from "./etcd-codec.js";
 import { createKeys, type Keys } from "./keys.js";
 import type {
   ClusterEvent,
@@ -291,18 +291,7 @@ export class EtcdClusterStore implements ClusterStore {
         }
       }
     });
-    // Compacted away, or etcd restarted (perhaps restored, where etcd3's own resume would wait forever):
-    // the watcher ends, and says so, rather than hang.
-    const lose = (err: Error) => {
-      if (signal.aborted) return;
-      void watcher.cancel().catch(() => undefined);
-      onLost?.(err ?? new Error("etcd watch stream disconnected"));
-    };
-    watcher.on("error", lose);
-    watcher.on("disconnected", lose);
-    const stop = () => void watcher.cancel().catch(() => undefined);
-    if (signal.aborted) stop();
-    else signal.addEventListener("abort", stop, { once: true });
+    endWatch(watcher, signal, onLost);
   }
 
   async getDisruption(): Promise<DisruptionRecord | undefined> {
@@ -385,22 +374,7 @@ export class EtcdClusterStore implements ClusterStore {
       const revision = res.events.reduce((max, e) => (BigInt(e.kv.mod_revision) > max ? BigInt(e.kv.mod_revision) : max), 0n);
       onBatch({ revision, changes });
     });
-    // An error means the watch was cancelled for good (compaction). A broken stream etcd3 would resume by
-    // itself, from a revision of its choosing: after etcd was restored from an older snapshot, that
-    // revision lies in the future and nothing is ever delivered (issue 10, finding 5). Either way the
-    // caller starts over from a fresh listing.
-    let lost = false;
-    const lose = (err: Error) => {
-      if (signal.aborted || lost) return;
-      lost = true;
-      void watcher.cancel().catch(() => undefined);
-      onLost?.(err);
-    };
-    watcher.on("error", lose);
-    watcher.on("disconnected", (err: Error) => lose(err ?? new Error("etcd watch stream disconnected")));
-    const stop = () => void watcher.cancel().catch(() => undefined);
-    if (signal.aborted) stop();
-    else signal.addEventListener("abort", stop, { once: true });
+    endWatch(watcher, signal, onLost);
   }
 
   async putAllocation(node: string, record: AllocationRecord): Promise<void> {
@@ -439,10 +413,8 @@ export class EtcdClusterStore implements ClusterStore {
   ): Promise<{ allocations: Array<{ node: string; record: AllocationRecord }>; next: string }> {
     const base = this.keys.allocationsPrefix;
     const prefix = node === undefined ? base : this.keys.nodeAllocationsPrefix(node);
-    const end = Buffer.from(prefix);
-    end[end.length - 1] = (end[end.length - 1] ?? 0) + 1;
     const res = await this.call("list a page of allocations", () =>
-      this.etcd.kv.range({ key: Buffer.from(after ? `${base}${after}\0` : prefix), range_end: end, limit: String(limit) }),
+      this.etcd.kv.range({ key: Buffer.from(after ? `${base}${after}\0` : prefix), range_end: prefixEnd(prefix), limit: String(limit) }),
     );
     const allocations = res.kvs.map((kv) => ({
       node: kv.key.toString().slice(base.length).split("/")[0] ?? "",
