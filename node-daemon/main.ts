@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 // The node daemon's entry: flags, the real implementations (STYLE.md §1: only main.ts builds them), signals.
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import { type Logger, pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
@@ -94,21 +93,13 @@ function credentialKeeper(config: DaemonConfig, tls: NonNullable<DaemonConfig["t
   return new CredentialKeeper({
     nodeName: config.nodeName,
     path: tls.credentialFile,
-    readJoinToken: tokenFile ? () => readJoinTokenFile(tokenFile) : undefined,
+    readJoinToken: tokenFile ? async () => (await readPemFile(tokenFile, "--join-token-file")).trim() : undefined,
     joinVia,
     log,
     clock: Date.now,
     rand: Math.random,
     sleep,
   });
-}
-
-async function readJoinTokenFile(path: string): Promise<string> {
-  try {
-    return (await readFile(path, "utf8")).trim();
-  } catch (err) {
-    throw new TrellisError("INVALID_ARGUMENT", `--join-token-file ${path} cannot be read: ${(err as Error).message}`, { cause: err });
-  }
 }
 
 main().catch((err) => {

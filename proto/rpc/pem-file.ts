@@ -1,4 +1,5 @@
-// TLS material named by a command-line flag: read once at start, with an error that names the flag.
+// A secret file named by a command-line flag (TLS material, a join token): read with an error that names
+// the flag.
 import { readFile } from "node:fs/promises";
 import { TrellisError } from "../core/errors.js";
 
