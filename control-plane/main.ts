@@ -4,7 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
 import { configOrReport } from "../proto/core/flags.js";
-import { ClusterConfigRecordSchema } from "../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { ClusterConfigRecordSchema } from "../proto/gen/trellis/store/v1/store_pb.js";
 import { readPemFile } from "../proto/rpc/pem-file.js";
 import { importPrivateKey } from "../proto/rpc/x509.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";

@@ -2,7 +2,7 @@
 // replica follows the node-certificates allow-list in etcd into memory and checks each NodeService call
 // against it. A serial it has not seen yet (issued a moment ago by another replica) is looked up in etcd
 // before it is refused.
-import type { NodeCertificatesRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { NodeCertificatesRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import type { IdentityStore } from "../store/identity-store.js";
 
 export class CertificateRegistry {

@@ -3,7 +3,7 @@
 // the secret's SHA-256 is stored, and it is compared in constant time.
 import { createHash, timingSafeEqual } from "node:crypto";
 import { TrellisError } from "../../proto/core/errors.js";
-import type { JoinTokenRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { JoinTokenRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
 
 const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
 const tokenPattern = /^([a-z0-9]{6})\.([a-z0-9]{16})$/;

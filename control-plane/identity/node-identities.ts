@@ -12,7 +12,7 @@ import {
   JoinTokenRecordSchema,
   type NodeCertificatesRecord,
   NodeCertificatesRecordSchema,
-} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+} from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { normalizeSerial } from "../../proto/rpc/peer-identity.js";
 import { type CertificateAuthority, issueCertificate, publicKeyOfRequest } from "../../proto/rpc/x509.js";
 import type { IdentityStore } from "../store/identity-store.js";

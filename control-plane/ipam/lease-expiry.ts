@@ -1,4 +1,4 @@
-import type { NodeRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { NodeRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
 
 export interface ExpiryPolicy {
   /** A live node whose heartbeat this replica has not seen change for this long loses its route. */

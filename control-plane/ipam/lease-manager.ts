@@ -11,7 +11,7 @@ import {
   SubnetLeaseRecordSchema,
   type SubnetReservationRecord,
   SubnetReservationRecordSchema,
-} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+} from "../../proto/gen/trellis/store/v1/store_pb.js";
 import type { ClusterStore, NodeIpClaim, NodeIpEntry, Versioned } from "../store/store.js";
 import { type ExpiryPlan, type ExpiryPolicy, planExpiry, Sightings } from "./lease-expiry.js";
 import { pickFreeSubnet, type SubnetPool } from "./subnet-pool.js";

@@ -5,7 +5,8 @@
 // never.
 import { create } from "@bufbuild/protobuf";
 import { TrellisError } from "../../proto/core/errors.js";
-import { type ReportedRoutesRecord, ReportedRoutesRecordSchema, type Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { type ReportedRoutesRecord, ReportedRoutesRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import type { ClusterStore } from "../store/store.js";
 
 export interface RouteReport {

@@ -1,13 +1,13 @@
 import { create } from "@bufbuild/protobuf";
 import { desiredRoutes } from "../../proto/core/route-plan.js";
 import {
-  type NodeRecord,
   type Route,
   type RouteEvent,
   RouteEventSchema,
   RouteEventType,
   RouteSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { NodeRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import type { NodeChange } from "../store/store.js";
 
 /** The cluster's route set, by node name. Pure. */

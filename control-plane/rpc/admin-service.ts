@@ -32,7 +32,8 @@ import {
   WatchEventsResponseSchema,
 } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
-import type { NodeRecord, Route, SubnetReservationRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { NodeRecord, SubnetReservationRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { describePeer, peerKey } from "../../proto/rpc/peer-identity.js";
 import type { NodeIdentities } from "../identity/node-identities.js";
 import type { ExpiryPolicy } from "../ipam/lease-expiry.js";

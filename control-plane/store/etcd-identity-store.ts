@@ -6,7 +6,7 @@ import {
   JoinTokenRecordSchema,
   type NodeCertificatesRecord,
   NodeCertificatesRecordSchema,
-} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+} from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { createEtcdClient, type EtcdConnection } from "./etcd-client.js";
 import { decodeRecord, endWatch, etcdCall } from "./etcd-codec.js";
 import type { CertificateWatchHandlers, IdentityStore } from "./identity-store.js";

@@ -18,7 +18,7 @@ import {
   SubnetLeaseRecordSchema,
   type SubnetReservationRecord,
   SubnetReservationRecordSchema,
-} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+} from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { createEtcdClient, type EtcdConnection } from "./etcd-client.js";
 import { decodeRecord, endWatch, etcdCall, prefixEnd, rangePaged } from "./etcd-codec.js";
 import { createKeys, type Keys } from "./keys.js";

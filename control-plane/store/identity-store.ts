@@ -2,7 +2,7 @@
 // serials of the certificates it may use now. A port of its own, apart from ClusterStore: etcd is the
 // only implementation in production; test/support has an in-memory one, and both pass
 // test/contract/identity-store.ts.
-import type { JoinTokenRecord, NodeCertificatesRecord } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { JoinTokenRecord, NodeCertificatesRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import type { Versioned } from "./store.js";
 
 export interface IdentityStore {

@@ -6,7 +6,7 @@ import type {
   ReportedRoutesRecord,
   SubnetLeaseRecord,
   SubnetReservationRecord,
-} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+} from "../../proto/gen/trellis/store/v1/store_pb.js";
 
 /** A value read from the store together with the etcd revision that last modified it. */
 export interface Versioned<T> {

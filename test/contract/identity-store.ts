@@ -8,7 +8,7 @@ import {
   JoinTokenRecordSchema,
   type NodeCertificatesRecord,
   NodeCertificatesRecordSchema,
-} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+} from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { waitFor } from "../support/wait.js";
 
 const token = (nodeName: string, expiresAtMs = 2_000_000_000_000n) =>

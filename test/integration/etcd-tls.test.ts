@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EtcdClusterStore, type EtcdStoreOptions } from "../../control-plane/store/etcd-store.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../proto/gen/grpc/health/v1/health_pb.js";
-import { SubnetReservationRecordSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { SubnetReservationRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { createCertificateAuthority } from "../../proto/rpc/x509.js";
 import { namespace, spawnControlPlane } from "../support/control-plane.js";
 import { type EtcdHandle, type EtcdTls, freePort, type PemPair, startEtcd, writeIssued } from "../support/etcd.js";

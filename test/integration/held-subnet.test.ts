@@ -8,7 +8,7 @@ import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
 import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
 import { Cidr } from "../../proto/core/cidr.js";
-import { SubnetReservationRecordSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { SubnetReservationRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { namespace } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateRegistry } from "../../control-plane/identity/certificate-registry.js";
 import { EtcdIdentityStore } from "../../control-plane/store/etcd-identity-store.js";
-import { IssuedCertificateSchema, NodeCertificatesRecordSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { IssuedCertificateSchema, NodeCertificatesRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { describeIdentityStoreContract } from "../contract/identity-store.js";
 import { namespace } from "../support/control-plane.js";
 import { type EtcdHandle, freePort, startEtcd } from "../support/etcd.js";

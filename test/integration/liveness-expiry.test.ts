@@ -6,7 +6,7 @@ import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
 import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
 import type { Versioned } from "../../control-plane/store/store.js";
 import { Cidr } from "../../proto/core/cidr.js";
-import { DisruptionRecordSchema, type NodeRecord, NodeRecordSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { DisruptionRecordSchema, type NodeRecord, NodeRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { namespace } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 

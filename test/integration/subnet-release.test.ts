@@ -9,7 +9,8 @@ import { Cidr } from "../../proto/core/cidr.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { AllocationRecordSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
-import { NodeService, ReportedRoutesRecordSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { ReportedRoutesRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { namespace, startInProcessControlPlane } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 

@@ -9,7 +9,7 @@ import {
   JoinTokenRecordSchema,
   type NodeCertificatesRecord,
   NodeCertificatesRecordSchema,
-} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+} from "../../proto/gen/trellis/store/v1/store_pb.js";
 
 export class MemoryIdentityStore implements IdentityStore {
   private revision = 0n;

@@ -11,7 +11,7 @@ import {
   DisruptionRecordSchema,
   type NodeRecord,
   NodeRecordSchema,
-} from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+} from "../../proto/gen/trellis/store/v1/store_pb.js";
 
 export type LivenessStore = Pick<
   ClusterStore,

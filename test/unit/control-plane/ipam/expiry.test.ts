@@ -9,7 +9,7 @@ import type { ExpiryPolicy } from "../../../../control-plane/ipam/lease-expiry.j
 import { ExpiryLoop, LeaseManager } from "../../../../control-plane/ipam/lease-manager.js";
 import { createSubnetPool } from "../../../../control-plane/ipam/subnet-pool.js";
 import { Cidr } from "../../../../proto/core/cidr.js";
-import { DisruptionRecordSchema } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { DisruptionRecordSchema } from "../../../../proto/gen/trellis/store/v1/store_pb.js";
 import { asClusterStore, MemoryLivenessStore } from "../../../support/memory-liveness-store.js";
 import { seeded } from "../../../support/prng.js";
 

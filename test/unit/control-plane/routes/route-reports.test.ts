@@ -6,12 +6,12 @@ import { describe, expect, it } from "vitest";
 import { RouteReports, reportMatches } from "../../../../control-plane/routes/route-reports.js";
 import type { ClusterStore } from "../../../../control-plane/store/store.js";
 import { routeDigest } from "../../../../proto/core/route-plan.js";
+import { RouteSchema } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import {
   NodeRecordSchema,
   type ReportedRoutesRecord,
   ReportedRoutesRecordSchema,
-  RouteSchema,
-} from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
+} from "../../../../proto/gen/trellis/store/v1/store_pb.js";
 
 /** Just the ClusterStore methods RouteReports uses, counting writes and the bytes they hold. */
 function store() {

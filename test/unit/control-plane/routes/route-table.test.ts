@@ -2,7 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { applyNodeChanges, type RouteTable, routeOf, tableOf } from "../../../../control-plane/routes/route-table.js";
 import type { NodeChange } from "../../../../control-plane/store/store.js";
-import { type NodeRecord, NodeRecordSchema, RouteEventType } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { RouteEventType } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { type NodeRecord, NodeRecordSchema } from "../../../../proto/gen/trellis/store/v1/store_pb.js";
 
 const node = (name: string, subnet: string, nodeIp: string, live = true): NodeRecord =>
   create(NodeRecordSchema, { name, subnet, nodeIp, live, mtu: 1500, registeredAtMs: 1n });
