@@ -1,7 +1,7 @@
 import { Cidr } from "../proto/core/cidr.js";
 import { TrellisError } from "../proto/core/errors.js";
 import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/core/flags.js";
-import type { ExpiryPolicy } from "./ipam/lease-expiry.js";
+import type { ExpiryPolicy } from "./nodes/expiry-plan.js";
 
 export interface ControlPlaneConfig {
   readonly etcdEndpoints: readonly string[];

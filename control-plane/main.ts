@@ -7,17 +7,16 @@ import { configOrReport } from "../proto/core/flags.js";
 import { ClusterConfigRecordSchema } from "../proto/gen/trellis/store/v1/store_pb.js";
 import { readPemFile } from "../proto/rpc/pem-file.js";
 import { importPrivateKey } from "../proto/rpc/x509.js";
+import { AllocationMirror } from "./allocations/allocation-mirror.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
 import { CertificateRegistry } from "./identity/certificate-registry.js";
 import { NodeIdentities } from "./identity/node-identities.js";
-import { AllocationMirror } from "./ipam/allocation-mirror.js";
-import { ExpiryLoop, LeaseManager } from "./ipam/lease-manager.js";
-import { checkSameClusterConfig, createSubnetPool } from "./ipam/subnet-pool.js";
+import { ExpiryLoop, Liveness } from "./nodes/liveness.js";
+import { Registrar } from "./nodes/registrar.js";
 import { RouteFeed } from "./routes/route-feed.js";
 import { startControlPlaneServer } from "./rpc/server.js";
-import { EtcdCompactor } from "./store/etcd-compactor.js";
-import { EtcdIdentityStore } from "./store/etcd-identity-store.js";
-import { EtcdClusterStore } from "./store/etcd-store.js";
+import { openEtcdStores } from "./store/etcd-stores.js";
+import { checkSameClusterConfig, createSubnetPool } from "./subnets/subnet-pool.js";
 
 async function main(): Promise<void> {
   const config = configOrReport("trellis-control-plane", process.argv.slice(2), parseControlPlaneArgs, controlPlaneHelp, process);
@@ -28,24 +27,16 @@ async function main(): Promise<void> {
     cert: await readPemFile(config.etcdTls.certFile, "--etcd-cert"),
     key: await readPemFile(config.etcdTls.keyFile, "--etcd-key"),
   };
-  const store = new EtcdClusterStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix, tls: etcdTls });
-  const identityStore = new EtcdIdentityStore({ endpoints: config.etcdEndpoints, root: config.etcdPrefix, tls: etcdTls });
-  const compactor = new EtcdCompactor({ endpoints: config.etcdEndpoints, tls: etcdTls });
+  // One etcd client for every store port.
+  const stores = openEtcdStores({ endpoints: config.etcdEndpoints, root: config.etcdPrefix, tls: etcdTls });
   const pool = createSubnetPool(config.clusterCidr, config.subnetPrefixLength);
   const stop = new AbortController();
   // Liveness is judged by this replica's own monotonic clock, never by times other machines wrote (DESIGN.md §2).
   const monotonic = () => performance.now();
-  const leases = new LeaseManager({
-    store,
-    pool,
-    log,
-    clock: Date.now,
-    monotonicClock: monotonic,
-    rand: Math.random,
-    policy: config.policy,
-  });
-  const feed = new RouteFeed({ store, log });
-  const mirror = new AllocationMirror({ store, log });
+  const liveness = new Liveness({ ...stores, log, clock: Date.now, monotonicClock: monotonic, policy: config.policy });
+  const registrar = new Registrar({ ...stores, liveness, pool, log, clock: Date.now, rand: Math.random });
+  const feed = new RouteFeed({ nodes: stores.nodes, log });
+  const mirror = new AllocationMirror({ ...stores, log });
   let ready = false;
   const tls = config.tls && {
     cert: await readPemFile(config.tls.certFile, "--tls-cert"),
@@ -55,22 +46,23 @@ async function main(): Promise<void> {
   const ca = config.caKeyFile &&
     tls && { certificatePem: tls.ca, privateKey: await importPrivateKey(await readPemFile(config.caKeyFile, "--ca-key")) };
   const identities = new NodeIdentities({
-    store: identityStore,
+    store: stores.identity,
     ca: ca || undefined,
     log,
     clock: Date.now,
     randomBytes: (n) => randomBytes(n),
     certificateLifetimeS: config.nodeCertificateLifetimeS,
   });
-  const registry = new CertificateRegistry(identityStore, Date.now);
+  const registry = new CertificateRegistry(stores.identity, Date.now);
   const server = await startControlPlaneServer({
     identities,
     registry,
     joinPort: ca ? config.joinPort : undefined,
-    leases,
+    registrar,
+    liveness,
     feed,
     mirror,
-    store,
+    stores,
     pool,
     log,
     clusterCidr: config.clusterCidr,
@@ -91,7 +83,7 @@ async function main(): Promise<void> {
   for (let attempt = 1, delay = 200; !stop.signal.aborted; attempt++, delay = Math.min(delay * 2, 5_000)) {
     try {
       checkSameClusterConfig(
-        await store.ensureClusterConfig(
+        await stores.clusterConfig.ensureClusterConfig(
           create(ClusterConfigRecordSchema, { clusterCidr: pool.cluster.toString(), subnetPrefixLength: pool.prefixLength }),
         ),
         pool,
@@ -107,13 +99,13 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, delay));
     }
   }
-  const expiry = new ExpiryLoop({ leases, clock: monotonic, log });
+  const expiry = new ExpiryLoop({ liveness, clock: monotonic, log });
   const sweepEveryMs = Math.max(500, Math.min(5_000, config.policy.ttlMs / 4));
   const sweeper = setInterval(() => void expiry.tick(), sweepEveryMs);
   const compaction =
     config.etcdHistory > 0
       ? setInterval(() => {
-          compactor
+          stores.compactor
             .compact(config.etcdHistory)
             .then((to) => to !== undefined && log.info({ revision: String(to) }, "etcd history compacted"))
             .catch((err: unknown) => log.warn({ err }, "could not compact etcd's history"));
@@ -126,12 +118,10 @@ async function main(): Promise<void> {
     clearInterval(sweeper);
     clearInterval(tokenSweeper);
     clearInterval(compaction);
-    compactor.close();
     log.info(`shutting down on ${signal}`);
     stop.abort();
     await server.close();
-    await store.close();
-    await identityStore.close();
+    stores.close();
     process.exit(0);
   };
   process.once("SIGTERM", () => void shutdown("SIGTERM"));

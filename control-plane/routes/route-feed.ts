@@ -3,11 +3,11 @@ import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/core/errors.js";
 import { type WatchRoutesResponse, WatchRoutesResponseSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import type { ClusterStore, NodeWatchBatch } from "../store/store.js";
+import type { NodeStore, NodeWatchBatch } from "../store/node-store.js";
 import { applyNodeChanges, type RouteTable, tableOf } from "./route-table.js";
 
 export interface RouteFeedDeps {
-  readonly store: ClusterStore;
+  readonly nodes: NodeStore;
   readonly log: Logger;
   /** How many change messages are kept for resuming streams (older resumes get a snapshot). */
   readonly historySize?: number;
@@ -65,14 +65,14 @@ export class RouteFeed {
   }
 
   private async load(signal: AbortSignal): Promise<void> {
-    const snapshot = await this.deps.store.listNodes();
+    const snapshot = await this.deps.nodes.listNodes();
     const reloaded = this.epochValue !== 0n;
     this.epochValue = (this.deps.newEpoch ?? randomEpoch)();
     this.table = tableOf(snapshot.nodes);
     this.revision = snapshot.revision;
     this.history = [];
     this.historyFloor = snapshot.revision;
-    await this.deps.store.watchNodes(
+    await this.deps.nodes.watchNodes(
       snapshot.revision + 1n,
       (batch) => this.onBatch(batch),
       signal,

@@ -7,7 +7,8 @@ import { create } from "@bufbuild/protobuf";
 import { TrellisError } from "../../proto/core/errors.js";
 import type { Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { type ReportedRoutesRecord, ReportedRoutesRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import type { ClusterStore } from "../store/store.js";
+import type { NodeStore } from "../store/node-store.js";
+import type { RouteReportStore } from "../store/route-report-store.js";
 
 export interface RouteReport {
   readonly revision: bigint;
@@ -37,15 +38,22 @@ export class RouteReports {
   private readonly pending = new Map<string, RouteReport>();
   private flusher?: ReturnType<typeof setInterval>;
 
-  constructor(private readonly deps: { readonly store: ClusterStore; readonly clock: () => number; readonly minIntervalMs?: number }) {}
+  constructor(
+    private readonly deps: {
+      readonly nodes: NodeStore;
+      readonly routeReports: RouteReportStore;
+      readonly clock: () => number;
+      readonly minIntervalMs?: number;
+    },
+  ) {}
 
   async record(node: string, report: RouteReport): Promise<void> {
     const [missing, all] = keysOf(report);
     const now = this.deps.clock();
     let last = this.written.get(node);
     if (last === undefined) {
-      if (!(await this.deps.store.findNode(node))) throw new TrellisError("NOT_FOUND", `node ${node} is not registered; register it first`);
-      const stored = await this.deps.store.findReportedRoutes(node);
+      if (!(await this.deps.nodes.findNode(node))) throw new TrellisError("NOT_FOUND", `node ${node} is not registered; register it first`);
+      const stored = await this.deps.routeReports.findReportedRoutes(node);
       if (stored) {
         const [m, a] = keysOf(stored);
         last = { missing: m, all: a, atMs: now };
@@ -69,7 +77,7 @@ export class RouteReports {
     const [missing, all] = keysOf(report);
     const now = this.deps.clock();
     this.pending.delete(node);
-    await this.deps.store.putReportedRoutes(
+    await this.deps.routeReports.putReportedRoutes(
       node,
       create(ReportedRoutesRecordSchema, {
         revision: report.revision,

@@ -8,7 +8,7 @@ import {
   RouteSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { NodeRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import type { NodeChange } from "../store/store.js";
+import type { NodeChange } from "../store/node-store.js";
 
 /** The cluster's route set, by node name. Pure. */
 export type RouteTable = ReadonlyMap<string, Route>;

@@ -36,17 +36,18 @@ import type { Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { NodeRecord, SubnetReservationRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { describePeer, peerKey } from "../../proto/rpc/peer-identity.js";
 import type { NodeIdentities } from "../identity/node-identities.js";
-import type { ExpiryPolicy } from "../ipam/lease-expiry.js";
-import type { LeaseManager } from "../ipam/lease-manager.js";
-import type { SubnetPool } from "../ipam/subnet-pool.js";
+import type { ExpiryPolicy } from "../nodes/expiry-plan.js";
+import type { Registrar } from "../nodes/registrar.js";
 import { reportMatches } from "../routes/route-reports.js";
 import { desiredRoutesFor, diffRoutes } from "../routes/route-table.js";
-import type { ClusterEvent, ClusterStore } from "../store/store.js";
+import type { ClusterEvent } from "../store/event-store.js";
+import type { Stores } from "../store/stores.js";
+import type { SubnetPool } from "../subnets/subnet-pool.js";
 
 export interface AdminDeps {
-  readonly store: ClusterStore;
+  readonly stores: Stores;
   readonly pool: SubnetPool;
-  readonly leases: LeaseManager;
+  readonly registrar: Registrar;
   readonly policy: ExpiryPolicy;
   readonly clock: () => number;
   readonly identities: NodeIdentities;
@@ -91,23 +92,23 @@ const eventKinds: Record<ClusterEvent["kind"], EventKind> = {
   reservation: EventKind.RESERVATION,
 };
 
-/** The operator's view of the pod network (DESIGN.md §2, admin API). Reads etcd; writes through LeaseManager. */
+/** The operator's view of the pod network (DESIGN.md §2, admin API). Reads the stores; writes through the Registrar. */
 export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminService> {
-  const { store, pool, leases, policy } = deps;
+  const { stores, pool, registrar, policy } = deps;
 
   async function describeNodes(only?: string): Promise<Node[]> {
     // Pods are counted from the keys alone and every list is read in pages (issue 10, finding 2).
     const [{ nodes }, heartbeats, pods, reported] = await Promise.all([
-      store.listNodes(),
-      store.listHeartbeats(),
-      store.countAllocations(),
-      store.listReportedRoutes(),
+      stores.nodes.listNodes(),
+      stores.liveness.listHeartbeats(),
+      stores.allocations.countAllocations(),
+      stores.routeReports.listReportedRoutes(),
     ]);
     const now = deps.clock();
     return nodes
       .filter((n) => only === undefined || n.name === only)
       .map((n: NodeRecord) => {
-        const lastSeen = heartbeats.get(n.name) ?? n.registeredAtMs;
+        const lastSeen = heartbeats.get(n.name)?.lastSeenMs ?? n.registeredAtMs;
         return create(NodeSchema, {
           name: n.name,
           nodeIp: n.nodeIp,
@@ -137,7 +138,7 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       return create(GetNodeResponseSchema, { node });
     },
     async listLeases() {
-      const [records, { nodes }] = await Promise.all([store.listLeases(), store.listNodes()]);
+      const [records, { nodes }] = await Promise.all([stores.subnets.listLeases(), stores.nodes.listNodes()]);
       const byName = new Map(nodes.map((n) => [n.name, n]));
       return create(ListLeasesResponseSchema, {
         leases: records.map((l) =>
@@ -152,11 +153,16 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       });
     },
     async listReservations() {
-      return create(ListReservationsResponseSchema, { reservations: (await store.listReservations()).map(reservationOf) });
+      return create(ListReservationsResponseSchema, { reservations: (await stores.subnets.listReservations()).map(reservationOf) });
     },
     async listAllocations(req) {
-      if (req.nodeName && !(await store.findNode(req.nodeName))) throw new TrellisError("NOT_FOUND", `node ${req.nodeName} is not known`);
-      const page = await store.listAllocationsPage(req.nodeName || undefined, req.pageToken, req.pageSize || maxAllocationsPage);
+      if (req.nodeName && !(await stores.nodes.findNode(req.nodeName)))
+        throw new TrellisError("NOT_FOUND", `node ${req.nodeName} is not known`);
+      const page = await stores.allocations.listAllocationsPage(
+        req.nodeName || undefined,
+        req.pageToken,
+        req.pageSize || maxAllocationsPage,
+      );
       return create(ListAllocationsResponseSchema, {
         allocations: page.allocations.map((a) => allocationOf(a.node, a.record)),
         nextPageToken: page.next,
@@ -167,10 +173,10 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       if (!pool.cluster.contains(address)) {
         throw new TrellisError("INVALID_ARGUMENT", `address ${req.address} is outside the cluster CIDR ${pool.cluster.toString()}`);
       }
-      const { nodes } = await store.listNodes();
+      const { nodes } = await stores.nodes.listNodes();
       const holder = nodes.find((n) => Cidr.parse(n.subnet).contains(address));
       const text = req.address.trim();
-      const found = holder && (await store.listAllocations(holder.name)).find((a) => a.record.address === text);
+      const found = holder && (await stores.allocations.listAllocations(holder.name)).find((a) => a.record.address === text);
       if (!found)
         throw new TrellisError(
           "NOT_FOUND",
@@ -180,7 +186,7 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
     },
     async getRoutes(req) {
       const name = required(req.nodeName, "node_name");
-      const [{ nodes }, reported] = await Promise.all([store.listNodes(), store.findReportedRoutes(name)]);
+      const [{ nodes }, reported] = await Promise.all([stores.nodes.listNodes(), stores.routeReports.findReportedRoutes(name)]);
       if (!nodes.some((n) => n.name === name)) throw new TrellisError("NOT_FOUND", `node ${name} is not known`);
       const desired = desiredRoutesFor(name, nodes, pool.cluster.toString());
       const common = {
@@ -210,7 +216,8 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       });
     },
     async getClusterConfig() {
-      const [disruption, { nodes }] = await Promise.all([store.getDisruption(), store.listNodes()]);
+      const [found, { nodes }] = await Promise.all([stores.liveness.findDisruption(), stores.nodes.listNodes()]);
+      const disruption = found?.value;
       return create(GetClusterConfigResponseSchema, {
         clusterCidr: pool.cluster.toString(),
         subnetPrefixLength: pool.prefixLength,
@@ -232,7 +239,7 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       return create(CreateJoinTokenResponseSchema, { token, expiresAt: ts(expiresAtMs) });
     },
     async setRouter(req) {
-      await leases.setRouter(required(req.nodeName, "node_name"), req.router);
+      await registrar.setRouter(required(req.nodeName, "node_name"), req.router);
       const [node] = await describeNodes(req.nodeName);
       return create(SetRouterResponseSchema, { node });
     },
@@ -240,18 +247,18 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       const name = required(req.name, "name");
       // Revoked first: an evicted node must not be able to come straight back with its old certificate.
       await deps.identities.revoke(name);
-      await leases.withdraw(name, "evicted");
+      await registrar.withdraw(name, "evicted");
       return create(EvictNodeResponseSchema);
     },
     async releaseLease(req) {
-      return create(ReleaseLeaseResponseSchema, { nodeName: await leases.release(required(req.subnet, "subnet")) });
+      return create(ReleaseLeaseResponseSchema, { nodeName: await registrar.release(required(req.subnet, "subnet")) });
     },
     async reserveSubnet(req) {
-      const reservation = await leases.reserve(required(req.subnet, "subnet"), required(req.nodeName, "node_name"));
+      const reservation = await registrar.reserve(required(req.subnet, "subnet"), required(req.nodeName, "node_name"));
       return create(ReserveSubnetResponseSchema, { reservation: reservationOf(reservation) });
     },
     async deleteReservation(req) {
-      await store.deleteReservation(Cidr.parse(required(req.subnet, "subnet"), "subnet").toString());
+      await stores.subnets.deleteReservation(Cidr.parse(required(req.subnet, "subnet"), "subnet").toString());
       return create(DeleteReservationResponseSchema);
     },
     async *watchEvents(_req, ctx) {
@@ -269,7 +276,7 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
         wake?.();
       };
       try {
-        await store.watchEvents(
+        await stores.events.watchEvents(
           (e) => {
             if (ended) return;
             if (queue.length >= maxQueuedEvents) {

@@ -16,24 +16,26 @@ import {
   ReportRoutesResponseSchema,
   SyncAllocationsResponseSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import type { AllocationMirror } from "../allocations/allocation-mirror.js";
 import type { NodeIdentities } from "../identity/node-identities.js";
-import type { AllocationMirror } from "../ipam/allocation-mirror.js";
-import type { LeaseManager } from "../ipam/lease-manager.js";
+import type { Liveness } from "../nodes/liveness.js";
+import type { Registrar } from "../nodes/registrar.js";
 import type { RouteFeed } from "../routes/route-feed.js";
 import { RouteReports } from "../routes/route-reports.js";
-import type { ClusterStore } from "../store/store.js";
+import type { Stores } from "../store/stores.js";
 import { actFor } from "./authorize.js";
 
 export function createNodeService(deps: {
-  leases: LeaseManager;
+  registrar: Registrar;
+  liveness: Liveness;
   feed: RouteFeed;
   mirror: AllocationMirror;
   clusterCidr: Cidr;
-  store: ClusterStore;
+  stores: Pick<Stores, "nodes" | "routeReports">;
   clock: () => number;
   identities: NodeIdentities;
 }): ServiceImpl<typeof NodeService> {
-  const reports = new RouteReports({ store: deps.store, clock: deps.clock });
+  const reports = new RouteReports({ nodes: deps.stores.nodes, routeReports: deps.stores.routeReports, clock: deps.clock });
   return {
     async registerNode(req, ctx) {
       actFor(ctx, req.nodeName);
@@ -43,7 +45,7 @@ export function createNodeService(deps: {
           `node ${req.nodeName} asked to be the central router: router mode is cluster config that only an admin sets (AdminService.SetRouter); start the daemon without --router`,
         );
       }
-      const node = await deps.leases.register({
+      const node = await deps.registrar.register({
         name: req.nodeName,
         nodeIp: req.nodeIp,
         mtu: req.mtu || 1500,
@@ -53,12 +55,12 @@ export function createNodeService(deps: {
     },
     async heartbeat(req, ctx) {
       actFor(ctx, req.nodeName);
-      await deps.leases.heartbeat(req.nodeName);
+      await deps.liveness.heartbeat(req.nodeName);
       return create(HeartbeatResponseSchema);
     },
     async deregisterNode(req, ctx) {
       actFor(ctx, req.nodeName);
-      await deps.leases.withdraw(req.nodeName);
+      await deps.registrar.withdraw(req.nodeName);
       return create(DeregisterNodeResponseSchema);
     },
     watchRoutes(req, ctx) {

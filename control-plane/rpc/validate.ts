@@ -1,7 +1,7 @@
 // Every field of every control-plane request is checked before a handler sees it (DESIGN.md §6: "every
 // RPC field is validated"): one pure validator per method, keyed "<service type name>/<Method>", and the
 // interceptor that runs it. Each string is bounded before anything parses it (or quotes it in an error);
-// the checks themselves are the ones the domain applies (proto/core, ipam, identity), not copies.
+// the checks themselves are the ones the domain applies (proto/core, nodes, subnets, allocations, identity), not copies.
 import type { DescMethod, DescService, Message, MessageShape } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
@@ -11,10 +11,10 @@ import { checkNodeName } from "../../proto/core/node-name.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import type { AllocationRecord } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { JoinService, NodeService, type Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { checkSyncBatchSize } from "../allocations/allocation-mirror.js";
 import { joinTokenLifetimeS, parseJoinToken } from "../identity/join-token.js";
-import { checkSyncBatchSize } from "../ipam/allocation-mirror.js";
-import { checkMtu } from "../ipam/lease-manager.js";
-import { subnetPrefixLengths } from "../ipam/subnet-pool.js";
+import { checkMtu } from "../nodes/registrar.js";
+import { subnetPrefixLengths } from "../subnets/subnet-pool.js";
 import { maxAllocationsPage } from "./admin-service.js";
 
 /** The bounds applied here, in one place (the unit test and the report name them). */

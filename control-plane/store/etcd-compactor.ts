@@ -4,27 +4,15 @@
 // compaction to a revision already compacted is refused by etcd and harmless, so replicas need not agree
 // on who does it. The database file keeps its size until an operator defragments (etcdctl defrag);
 // compacted pages are reused, so it stops growing.
-import type { Etcd3 } from "etcd3";
-import { createEtcdClient, type EtcdConnection } from "./etcd-client.js";
-import { etcdCall } from "./etcd-codec.js";
+import { EtcdStore } from "./etcd-context.js";
 
-export class EtcdCompactor {
-  private readonly etcd: Etcd3;
-
-  constructor(private readonly connection: EtcdConnection) {
-    this.etcd = createEtcdClient(connection);
-  }
-
+export class EtcdCompactor extends EtcdStore {
   /**
    * Compacts history older than `keepRevisions` behind the current revision; returns the revision
    * compacted to, or undefined when there was nothing to do.
    */
   async compact(keepRevisions: number): Promise<bigint | undefined> {
-    const status = await etcdCall(
-      "read the current revision",
-      () => this.etcd.kv.range({ key: Buffer.from("\0"), limit: "1" }),
-      this.connection,
-    );
+    const status = await this.call("read the current revision", () => this.etcd.kv.range({ key: Buffer.from("\0"), limit: "1" }));
     const target = BigInt(status.header.revision) - BigInt(keepRevisions);
     if (target <= 0n) return undefined;
     try {
@@ -35,9 +23,5 @@ export class EtcdCompactor {
       throw err;
     }
     return target;
-  }
-
-  close(): void {
-    this.etcd.close();
   }
 }

@@ -1,29 +1,18 @@
 // IdentityStore over etcd (DESIGN.md §5-6): keys join-tokens/<id> and node-certificates/<node>.
 import { toJsonString } from "@bufbuild/protobuf";
-import type { Etcd3, Watcher } from "etcd3";
+import type { Watcher } from "etcd3";
 import {
   type JoinTokenRecord,
   JoinTokenRecordSchema,
   type NodeCertificatesRecord,
   NodeCertificatesRecordSchema,
 } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import { createEtcdClient, type EtcdConnection } from "./etcd-client.js";
-import { decodeRecord, endWatch, etcdCall } from "./etcd-codec.js";
+import { decodeRecord, endWatch } from "./etcd-codec.js";
+import { EtcdStore } from "./etcd-context.js";
 import type { CertificateWatchHandlers, IdentityStore } from "./identity-store.js";
-import { createKeys, type Keys } from "./keys.js";
-import type { Versioned } from "./store.js";
+import type { Versioned } from "./versioned.js";
 
-export class EtcdIdentityStore implements IdentityStore {
-  private readonly etcd: Etcd3;
-  private readonly keys: Keys;
-  private readonly connection: EtcdConnection;
-
-  constructor(options: EtcdConnection & { readonly root?: string }) {
-    this.connection = options;
-    this.etcd = createEtcdClient(options);
-    this.keys = createKeys(options.root);
-  }
-
+export class EtcdIdentityStore extends EtcdStore implements IdentityStore {
   async createJoinToken(id: string, record: JoinTokenRecord): Promise<boolean> {
     const key = this.keys.joinToken(id);
     const res = await this.call(`store a join token for ${record.nodeName}`, () =>
@@ -138,13 +127,5 @@ export class EtcdIdentityStore implements IdentityStore {
       if (!signal.aborted) listAndWatch().catch(() => setTimeout(restart, 1_000).unref());
     };
     await listAndWatch();
-  }
-
-  private call<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    return etcdCall(what, fn, this.connection);
-  }
-
-  async close(): Promise<void> {
-    this.etcd.close();
   }
 }

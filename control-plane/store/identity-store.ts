@@ -1,9 +1,9 @@
 // What the control plane keeps about identities (DESIGN.md §6): join tokens (hashed) and, per node, the
-// serials of the certificates it may use now. A port of its own, apart from ClusterStore: etcd is the
+// serials of the certificates it may use now. A port of its own, like every other store port: etcd is the
 // only implementation in production; test/support has an in-memory one, and both pass
 // test/contract/identity-store.ts.
 import type { JoinTokenRecord, NodeCertificatesRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import type { Versioned } from "./store.js";
+import type { Versioned } from "./versioned.js";
 
 export interface IdentityStore {
   /** Stores a new join token under `id`; false when that id exists already. */

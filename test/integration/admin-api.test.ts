@@ -97,6 +97,14 @@ describe("admin API", () => {
     await expect(
       node("n1").syncAllocations({ nodeName: "n1", recorded: [allocation("10.244.1.202", "x", "x")], released: ["10.244.1.202"] }),
     ).rejects.toThrow(/10\.244\.1\.202 both recorded and released/);
+    // An address twice in one list would be two writes of one key in one etcd transaction, which etcd refuses.
+    await expect(
+      node("n1").syncAllocations({
+        nodeName: "n1",
+        recorded: [allocation("10.244.1.203", "a", "a"), allocation("10.244.1.203", "b", "b")],
+        released: [],
+      }),
+    ).rejects.toThrow(/recorded holds 10\.244\.1\.203 twice/);
     expect((await admin.listAllocations({ nodeName: "n1" })).allocations).toHaveLength(31);
   });
 

@@ -63,7 +63,7 @@ describe("control plane against a real etcd", () => {
         expect(cluster.covers(a)).toBe(true);
         for (const b of subnets.slice(i + 1)) expect(a.overlaps(b)).toBe(false);
       }
-      const stored = await replicas[0].store.listLeases();
+      const stored = await replicas[0].stores.subnets.listLeases();
       expect(stored).toHaveLength(50);
       expect(new Set(stored.map((l) => l.nodeName)).size).toBe(50);
     } finally {
@@ -94,12 +94,12 @@ describe("control plane against a real etcd", () => {
         message: expect.stringMatching(/node_name/),
       });
       await expect(client.registerNode({ nodeName: "n1", nodeIp: "300.1.1.1", mtu: 1500 })).rejects.toThrow(/node_ip/);
-      expect(await a.store.listLeases()).toHaveLength(0);
+      expect(await a.stores.subnets.listLeases()).toHaveLength(0);
       await client.registerNode({ nodeName: "n1", nodeIp: "192.168.1.11", mtu: 1500 });
       await expect(nodeClient(a, "n2").registerNode({ nodeName: "n2", nodeIp: "192.168.1.11", mtu: 1500 })).rejects.toThrow(
         /already registered by live node n1/,
       );
-      expect(await a.store.listLeases()).toHaveLength(1);
+      expect(await a.stores.subnets.listLeases()).toHaveLength(1);
     } finally {
       await Promise.all([a.stop(), b.stop()]);
     }

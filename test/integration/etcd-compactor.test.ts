@@ -1,7 +1,7 @@
 // Issue 10, finding 1: etcd's history is compacted, so that a busy cluster does not fill etcd's quota.
 import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EtcdCompactor } from "../../control-plane/store/etcd-compactor.js";
+import { openEtcdStores } from "../../control-plane/store/etcd-stores.js";
 import { namespace } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 
@@ -13,10 +13,11 @@ afterAll(async () => {
   await etcd?.stop();
 });
 
-describe("EtcdCompactor", () => {
+describe("the etcd compactor", () => {
   it("compacts history older than the revisions it keeps; old revisions are then gone, current values stay", async () => {
     const client = new Etcd3({ hosts: [etcd.endpoint] });
-    const compactor = new EtcdCompactor({ endpoints: [etcd.endpoint] });
+    const stores = openEtcdStores({ endpoints: [etcd.endpoint] });
+    const compactor = stores.compactor;
     try {
       const key = `${namespace()}/k`;
       const first = await client.put(key).value("0").exec();
@@ -29,7 +30,7 @@ describe("EtcdCompactor", () => {
       await expect(compactor.compact(10)).resolves.toBeUndefined();
       expect(await compactor.compact(1_000_000)).toBeUndefined();
     } finally {
-      compactor.close();
+      stores.close();
       client.close();
     }
   });

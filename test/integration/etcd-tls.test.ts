@@ -9,7 +9,8 @@ import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EtcdClusterStore, type EtcdStoreOptions } from "../../control-plane/store/etcd-store.js";
+import type { EtcdStoreOptions } from "../../control-plane/store/etcd-context.js";
+import { type EtcdStores, openEtcdStores } from "../../control-plane/store/etcd-stores.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../proto/gen/grpc/health/v1/health_pb.js";
 import { SubnetReservationRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
@@ -42,15 +43,15 @@ afterAll(async () => {
 });
 
 /** Runs `fn` on a store made with `options`; returns the TrellisError it fails with. */
-async function failureOf(options: EtcdStoreOptions, fn: (s: EtcdClusterStore) => Promise<unknown>): Promise<TrellisError> {
-  const store = new EtcdClusterStore(options);
+async function failureOf(options: EtcdStoreOptions, fn: (s: EtcdStores) => Promise<unknown>): Promise<TrellisError> {
+  const store = openEtcdStores(options);
   try {
     await fn(store);
   } catch (err) {
     expect(err).toBeInstanceOf(TrellisError);
     return err as TrellisError;
   } finally {
-    await store.close();
+    store.close();
   }
   throw new Error("expected the etcd call to fail");
 }
@@ -68,20 +69,20 @@ describe("etcd with client certificates (--client-cert-auth)", () => {
   });
 
   it("the store with the client certificate reads and writes", async () => {
-    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root: namespace(), tls: tls.connection });
+    const store = openEtcdStores({ endpoints: [etcd.endpoint], root: namespace(), tls: tls.connection });
     try {
-      expect(await store.createReservation(reservation("10.244.7.0/24"))).toBe(true);
-      expect(await store.createReservation(reservation("10.244.7.0/24"))).toBe(false);
-      expect((await store.listReservations()).map((r) => [r.subnet, r.nodeName])).toEqual([["10.244.7.0/24", "n1"]]);
-      await store.deleteReservation("10.244.7.0/24");
-      expect(await store.listReservations()).toEqual([]);
+      expect(await store.subnets.createReservation(reservation("10.244.7.0/24"))).toBe(true);
+      expect(await store.subnets.createReservation(reservation("10.244.7.0/24"))).toBe(false);
+      expect((await store.subnets.listReservations()).map((r) => [r.subnet, r.nodeName])).toEqual([["10.244.7.0/24", "n1"]]);
+      await store.subnets.deleteReservation("10.244.7.0/24");
+      expect(await store.subnets.listReservations()).toEqual([]);
     } finally {
-      await store.close();
+      store.close();
     }
   });
 
   it("without a client certificate (cleartext to the TLS port) calls fail UNAVAILABLE and say to give the flags", async () => {
-    const err = await failureOf({ endpoints: [plainEndpoint()], root: namespace() }, (s) => s.listReservations());
+    const err = await failureOf({ endpoints: [plainEndpoint()], root: namespace() }, (s) => s.subnets.listReservations());
     expect(err.reason).toBe("UNAVAILABLE");
     expect(err.message).toMatch(/^etcd: could not list reservations: etcd does not answer cleartext gRPC here: /);
     expect(err.message).toContain("give https:// endpoints and --etcd-ca, --etcd-cert and --etcd-key");
@@ -90,7 +91,7 @@ describe("etcd with client certificates (--client-cert-auth)", () => {
   it("a client certificate from another CA is refused: UNAVAILABLE naming --etcd-cert", async () => {
     const err = await failureOf(
       { endpoints: [etcd.endpoint], root: namespace(), tls: { ca: tls.ca, cert: stranger.cert, key: stranger.key } },
-      (s) => s.createReservation(reservation("10.244.8.0/24")),
+      (s) => s.subnets.createReservation(reservation("10.244.8.0/24")),
     );
     expect(err.reason).toBe("UNAVAILABLE");
     expect(err.message).toMatch(
@@ -102,14 +103,14 @@ describe("etcd with client certificates (--client-cert-auth)", () => {
   it("an --etcd-ca that did not sign etcd's serving certificate: UNAVAILABLE naming --etcd-ca", async () => {
     const err = await failureOf(
       { endpoints: [etcd.endpoint], root: namespace(), tls: { ca: strangerCa, cert: tls.client.cert, key: tls.client.key } },
-      (s) => s.listReservations(),
+      (s) => s.subnets.listReservations(),
     );
     expect(err.reason).toBe("UNAVAILABLE");
     expect(err.message).toContain("etcd's serving certificate does not verify against --etcd-ca");
   });
 
   it("TLS material and endpoint schemes that disagree, or a key that is not the certificate's, are INVALID_ARGUMENT at once", () => {
-    const make = (options: EtcdStoreOptions) => () => new EtcdClusterStore(options);
+    const make = (options: EtcdStoreOptions) => () => openEtcdStores(options);
     expect(make({ endpoints: [etcd.endpoint] })).toThrow(
       /etcd endpoint https:\/\/127\.0\.0\.1:\d+ is https:\/\/, but no etcd CA, client certificate and key are given: give all three \(--etcd-ca, --etcd-cert, --etcd-key\)/,
     );
@@ -161,7 +162,7 @@ describe("etcd with client certificates (--client-cert-auth)", () => {
     const exited = new Promise((resolve) => child.once("exit", resolve));
     try {
       const line = await waitForLog(logFile, "etcd not reachable yet, retrying", 10_000);
-      // Which store's call fails first is main.ts's business; EtcdClusterStore's message is checked above.
+      // Which store's call fails first is main.ts's business; the stores' message is checked above.
       expect((line.err as { message?: string } | undefined)?.message).toMatch(/^etcd: could not .*alert bad certificate/);
       const health = createClient(Health, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
       expect((await health.check({})).status).toBe(HealthCheckResponse_ServingStatus.NOT_SERVING);

@@ -1,7 +1,7 @@
 import { type Client, createClient } from "@connectrpc/connect";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
+import { openEtcdStores } from "../../control-plane/store/etcd-stores.js";
 import { ControlClient, type RouteSet } from "../../node-daemon/control/control-client.js";
 import { createControlPlaneApi } from "../../node-daemon/rpc/control-plane-client.js";
 import { Cidr } from "../../proto/core/cidr.js";
@@ -69,7 +69,7 @@ describe("control-plane replicas over one etcd", () => {
       [0, 1, 2].map(() => spawnControlPlane({ etcd: [etcd.endpoint], root, pki, joined, join: joiner.join })),
     );
     const stop = new AbortController();
-    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root });
+    const store = openEtcdStores({ endpoints: [etcd.endpoint], root });
     try {
       const names = Array.from({ length: 200 }, (_, i) => `node-${i}`);
       const subnetOf = new Map<string, string>();
@@ -118,7 +118,7 @@ describe("control-plane replicas over one etcd", () => {
 
       // every node registering again (through any replica) keeps its subnet
       await inBatches(names, 25, (n) => register(n, names.indexOf(n)));
-      const leases = await store.listLeases();
+      const leases = await store.subnets.listLeases();
       expect(leases).toHaveLength(200);
       const cidrs = leases.map((l) => Cidr.parse(l.subnet));
       expect(new Set(cidrs.map(String)).size).toBe(200);
@@ -143,7 +143,7 @@ describe("a 3-member etcd cluster", () => {
     const root = namespace();
     const joiner = createNodeJoiner({ etcd: cluster.endpoints, root, pki });
     const replica = await spawnControlPlane({ etcd: cluster.endpoints, root, pki, join: joiner.join });
-    const store = new EtcdClusterStore({ endpoints: cluster.endpoints, root });
+    const store = openEtcdStores({ endpoints: cluster.endpoints, root });
     try {
       // The nodes join before the member dies: this test is about registrations.
       await Promise.all(Array.from({ length: 60 }, (_, i) => replica.nodeCredential(`n${i}`)));
@@ -168,12 +168,12 @@ describe("a 3-member etcd cluster", () => {
       await cluster.members[0]!.start();
       await registerRange(40, 60);
       expect(acknowledged.size).toBeGreaterThan(40);
-      const leases = new Map((await store.listLeases()).map((l) => [l.nodeName, l.subnet]));
+      const leases = new Map((await store.subnets.listLeases()).map((l) => [l.nodeName, l.subnet]));
       for (const [name, subnet] of acknowledged) expect(leases.get(name), name).toBe(subnet);
       // and through the restarted member alone, too
-      const only = new EtcdClusterStore({ endpoints: [cluster.members[0]!.endpoint], root });
+      const only = openEtcdStores({ endpoints: [cluster.members[0]!.endpoint], root });
       try {
-        await waitFor("the restarted member caught up", async () => (await only.listLeases()).length >= acknowledged.size, 15_000);
+        await waitFor("the restarted member caught up", async () => (await only.subnets.listLeases()).length >= acknowledged.size, 15_000);
       } finally {
         await only.close();
       }

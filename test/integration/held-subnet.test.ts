@@ -2,39 +2,31 @@
 // gone while its pods still hold addresses of its subnet. The node says which subnet it holds when it
 // registers, and gets it back when that subnet is free; never one another node's pods use.
 import { create } from "@bufbuild/protobuf";
-import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
-import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
-import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
+import type { Registrar } from "../../control-plane/nodes/registrar.js";
+import { type EtcdStores, openEtcdStores } from "../../control-plane/store/etcd-stores.js";
+import { createSubnetPool } from "../../control-plane/subnets/subnet-pool.js";
 import { Cidr } from "../../proto/core/cidr.js";
 import { SubnetReservationRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import { namespace } from "../support/control-plane.js";
+import { namespace, replicaServices } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 
 let etcd: EtcdHandle;
-let store: EtcdClusterStore | undefined;
+let store: EtcdStores | undefined;
 beforeAll(async () => {
   etcd = await startEtcd();
 });
 afterEach(async () => {
-  await store?.close();
+  store?.close();
 });
 afterAll(async () => {
   await etcd?.stop();
 });
 
-function leaseManager(): LeaseManager {
-  store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root: namespace() });
+function leaseManager(): Registrar {
+  store = openEtcdStores({ endpoints: [etcd.endpoint], root: namespace() });
   const policy = { ttlMs: 40_000, graceMs: 600_000, disruptionShare: 0.33 };
-  return new LeaseManager({
-    store,
-    pool: createSubnetPool(Cidr.parse("10.244.0.0/16"), 24),
-    log: pino({ level: "silent" }),
-    clock: Date.now,
-    rand: Math.random,
-    policy,
-  });
+  return replicaServices(store, { pool: createSubnetPool(Cidr.parse("10.244.0.0/16"), 24), policy }).registrar;
 }
 
 describe("registration with the subnet the node holds", () => {
@@ -70,20 +62,22 @@ describe("node IPs that cannot be a next hop (issue 10, finding 7)", () => {
 describe("reservations are part of the claim (issue 10, finding 11)", () => {
   it("a subnet reserved for another node between the read and the claim is not leased to this one", async () => {
     const leases = leaseManager();
-    const s = store as EtcdClusterStore;
+    const s = store as EtcdStores;
     // Reserve the subnet the registration chose, just before its claim commits: a reservation made meanwhile.
-    const claim = s.claimSubnet.bind(s);
+    const claim = s.nodes.claimSubnet.bind(s.nodes);
     let raced = false;
-    s.claimSubnet = async (lease, node, rev, ip, mine) => {
+    s.nodes.claimSubnet = async (lease, node, rev, ip, mine) => {
       if (!raced) {
         raced = true;
-        await s.createReservation(create(SubnetReservationRecordSchema, { subnet: lease.subnet, nodeName: "other", createdAtMs: 1n }));
+        await s.subnets.createReservation(
+          create(SubnetReservationRecordSchema, { subnet: lease.subnet, nodeName: "other", createdAtMs: 1n }),
+        );
       }
       return claim(lease, node, rev, ip, mine);
     };
     const got = await leases.register({ name: "a", nodeIp: "192.168.1.11", mtu: 1500 });
     expect(raced).toBe(true);
-    const reserved = (await s.listReservations()).map((r) => r.subnet);
+    const reserved = (await s.subnets.listReservations()).map((r) => r.subnet);
     expect(reserved).toHaveLength(1);
     expect(got.subnet).not.toBe(reserved[0]);
     // The node it is reserved for gets it.

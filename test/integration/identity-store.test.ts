@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateRegistry } from "../../control-plane/identity/certificate-registry.js";
-import { EtcdIdentityStore } from "../../control-plane/store/etcd-identity-store.js";
+import { openEtcdStores } from "../../control-plane/store/etcd-stores.js";
 import { IssuedCertificateSchema, NodeCertificatesRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { describeIdentityStoreContract } from "../contract/identity-store.js";
 import { namespace } from "../support/control-plane.js";
@@ -16,14 +16,15 @@ afterAll(async () => {
   await etcd?.stop();
 });
 
-describeIdentityStoreContract("etcd", async () => new EtcdIdentityStore({ endpoints: [etcd.endpoint], root: namespace() }));
+describeIdentityStoreContract("etcd", async () => openEtcdStores({ endpoints: [etcd.endpoint], root: namespace() }).identity);
 
 describe("the certificate registry over etcd replaced under it", () => {
   it("a restore that no longer holds a node's certificates revokes them on this replica too", async () => {
     const clientPort = await freePort();
     const peerPort = await freePort();
     let own = await startEtcd({ clientPort, peerPort });
-    const store = new EtcdIdentityStore({ endpoints: [own.endpoint], root: namespace(), callTimeoutMs: 2_000 });
+    const stores = openEtcdStores({ endpoints: [own.endpoint], root: namespace(), callTimeoutMs: 2_000 });
+    const store = stores.identity;
     const stop = new AbortController();
     try {
       const record = create(NodeCertificatesRecordSchema, {
@@ -41,7 +42,7 @@ describe("the certificate registry over etcd replaced under it", () => {
       expect(await registry.isValid("n1", "aa")).toBe(false);
     } finally {
       stop.abort();
-      await store.close();
+      stores.close();
       await own.stop();
     }
   }, 60_000);

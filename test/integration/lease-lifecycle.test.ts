@@ -1,7 +1,7 @@
 import { createClient } from "@connectrpc/connect";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ExpiryLoop } from "../../control-plane/ipam/lease-manager.js";
+import { ExpiryLoop } from "../../control-plane/nodes/liveness.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { type InProcessControlPlane, namespace, startInProcessControlPlane } from "../support/control-plane.js";
@@ -67,7 +67,7 @@ describe("subnet leases follow their node", () => {
       await node("n1").heartbeat({ nodeName: "n1" });
       await node("n2").heartbeat({ nodeName: "n2" });
       now += 11_000; // n3: 41 s without a heartbeat
-      const plan = await cp.leases.sweep(0);
+      const plan = await cp.liveness.sweep(0);
       expect(plan.expire).toEqual(["n3"]);
       await waitFor("n3's route withdrawn", async () =>
         seen.flatMap((m) => m.events).some((e) => e.type === RouteEventType.DELETE && e.route?.nodeName === "n3"),
@@ -83,7 +83,7 @@ describe("subnet leases follow their node", () => {
       // coming back counts as a heartbeat: an expiry round before its first heartbeat leaves it live
       await node("n1").heartbeat({ nodeName: "n1" });
       await node("n2").heartbeat({ nodeName: "n2" });
-      expect((await cp.leases.sweep(0)).expire).toEqual([]);
+      expect((await cp.liveness.sweep(0)).expire).toEqual([]);
       await waitFor("n3's route back after its withdrawal", async () => {
         const events = seen.flatMap((m) => m.events).filter((e) => e.route?.nodeName === "n3");
         return events.at(-1)?.type === RouteEventType.UPSERT && events.some((e) => e.type === RouteEventType.DELETE);
@@ -100,9 +100,9 @@ describe("subnet leases follow their node", () => {
     await node("n2").deregisterNode({ nodeName: "n2" }); // graceful shutdown: route out now, subnet kept
     expect((await admin.getNode({ name: "n2" })).node).toMatchObject({ live: false, releasedReason: "withdrawn" });
     now += graceMs - 1_000;
-    expect((await cp.leases.sweep(0)).free).toEqual([]);
+    expect((await cp.liveness.sweep(0)).free).toEqual([]);
     now += 2_000;
-    expect((await cp.leases.sweep(0)).free).toEqual(["n2"]);
+    expect((await cp.liveness.sweep(0)).free).toEqual(["n2"]);
     expect((await admin.listLeases({})).leases.map((l) => l.nodeName)).toEqual(["n1"]);
     await expect(admin.getNode({ name: "n2" })).rejects.toThrow(/not known/);
     const newcomer = await node("n9").registerNode({ nodeName: "n9", nodeIp: "192.168.1.19", mtu: 1500 });
@@ -117,14 +117,14 @@ describe("subnet leases follow their node", () => {
     now += 30_000;
     for (const n of ["n1", "n2", "n3"]) await node(n).heartbeat({ nodeName: n });
     now += 11_000; // n4, n5, n6 overdue: 3 of 6
-    const plan = await cp.leases.sweep(0);
+    const plan = await cp.liveness.sweep(0);
     expect(plan.expire).toEqual([]);
     expect(plan.keptInDisruption).toEqual(["n4", "n5", "n6"]);
     expect((await admin.listNodes({})).nodes.every((n) => n.live)).toBe(true);
     const config = await admin.getClusterConfig({});
     expect(config).toMatchObject({ disruption: true, disruptionOverdueNodes: ["n4", "n5", "n6"] });
     for (const n of ["n1", "n2", "n3", "n4", "n5", "n6"]) await node(n).heartbeat({ nodeName: n });
-    await cp.leases.sweep(0);
+    await cp.liveness.sweep(0);
     expect((await admin.getClusterConfig({})).disruption).toBe(false);
   });
 
@@ -132,7 +132,7 @@ describe("subnet leases follow their node", () => {
     const { cp, node } = await start();
     await registerAll(node, 3);
     now += 5 * ttlMs; // every replica (or etcd) was down: nobody could heartbeat
-    const loop = new ExpiryLoop({ leases: cp.leases, clock: () => now, log: pino({ level: "silent" }) }); // a replica starting
+    const loop = new ExpiryLoop({ liveness: cp.liveness, clock: () => now, log: pino({ level: "silent" }) }); // a replica starting
     expect((await loop.tick())?.expire).toEqual([]);
     now += ttlMs - 1_000;
     await node("n1").heartbeat({ nodeName: "n1" });

@@ -1,12 +1,11 @@
-import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
-import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
-import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
-import type { ClusterStore } from "../../control-plane/store/store.js";
+import type { Registrar } from "../../control-plane/nodes/registrar.js";
+import { type EtcdStores, openEtcdStores } from "../../control-plane/store/etcd-stores.js";
+import type { Stores } from "../../control-plane/store/stores.js";
+import { createSubnetPool } from "../../control-plane/subnets/subnet-pool.js";
 import { Cidr } from "../../proto/core/cidr.js";
 import { TrellisError } from "../../proto/core/errors.js";
-import { namespace } from "../support/control-plane.js";
+import { namespace, replicaServices } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 
 // Issue 10, finding 8: "two live nodes can share an IP". The node-ips index is the authority on who holds
@@ -21,9 +20,9 @@ afterAll(async () => {
   await etcd?.stop();
 });
 
-let store: EtcdClusterStore | undefined;
+let store: EtcdStores | undefined;
 afterEach(async () => {
-  await store?.close();
+  store?.close();
   store = undefined;
 });
 
@@ -31,14 +30,14 @@ const pool = createSubnetPool(Cidr.parse("10.244.0.0/16"), 24);
 const policy = { ttlMs: 40_000, graceMs: 600_000, disruptionShare: 0.33 };
 
 /** A replica's lease manager over `over` (each call is a separate replica as far as etcd can tell). */
-function replica(over: ClusterStore): LeaseManager {
-  return new LeaseManager({ store: over, pool, log: pino({ level: "silent" }), clock: Date.now, rand: Math.random, policy });
+function replica(over: Stores): Registrar {
+  return replicaServices(over, { pool, policy }).registrar;
 }
 
 let root = "";
-function openStore(): EtcdClusterStore {
+function openStore(): EtcdStores {
   root = namespace();
-  store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root });
+  store = openEtcdStores({ endpoints: [etcd.endpoint], root });
   return store;
 }
 
@@ -46,7 +45,7 @@ function openStore(): EtcdClusterStore {
  * `inner` with the first call of `method` whose first argument is `nodeName`'s record held back until
  * `release()`: `reached` resolves when that call has been made (its reads are done, its write not sent).
  */
-function holdWrite(inner: ClusterStore, method: "claimSubnet" | "updateNode", nodeName: string) {
+function holdWrite(inner: Stores, method: "claimSubnet" | "updateNode", nodeName: string) {
   let reached!: () => void;
   let open!: () => void;
   const reachedP = new Promise<void>((r) => {
@@ -56,7 +55,7 @@ function holdWrite(inner: ClusterStore, method: "claimSubnet" | "updateNode", no
     open = r;
   });
   let held = false;
-  const wrapped = new Proxy(inner, {
+  const nodes = new Proxy(inner.nodes, {
     get(target, prop, receiver) {
       const value = Reflect.get(target, prop, receiver) as unknown;
       if (typeof value !== "function") return value;
@@ -72,12 +71,13 @@ function holdWrite(inner: ClusterStore, method: "claimSubnet" | "updateNode", no
       };
     },
   });
+  const wrapped: Stores = { ...inner, nodes };
   return { store: wrapped, reached: reachedP, release: open };
 }
 
 /** Names of the live nodes registered at `ip`. */
-async function liveAt(s: ClusterStore, ip: string): Promise<string[]> {
-  return (await s.listNodes()).nodes
+async function liveAt(s: Stores, ip: string): Promise<string[]> {
+  return (await s.nodes.listNodes()).nodes
     .filter((n) => n.live && n.nodeIp === ip)
     .map((n) => n.name)
     .sort();
@@ -145,7 +145,7 @@ describe("the node-IP index is checked inside the claim and update transactions"
 
   it("two registrations with different names and one IP, racing through two replicas: never both live (40 trials)", async () => {
     const s = openStore();
-    const other = new EtcdClusterStore({ endpoints: [etcd.endpoint], root });
+    const other = openEtcdStores({ endpoints: [etcd.endpoint], root });
     try {
       const [r1, r2] = [replica(s), replica(other)];
       let refused = 0;
@@ -159,7 +159,7 @@ describe("the node-IP index is checked inside the claim and update transactions"
       }
       expect(refused).toBe(40);
     } finally {
-      await other.close();
+      other.close();
     }
   });
 });
@@ -184,7 +184,7 @@ describe("a node's index entry is deleted only while it names that node", () => 
     await plain.withdraw("old");
     await plain.register(reg("new", "192.168.1.50"));
     await plain.release(old.subnet);
-    expect(await s.findNode("old")).toBeUndefined();
+    expect(await s.nodes.findNode("old")).toBeUndefined();
     const err = await failureOf(plain.register(reg("third", "192.168.1.50")));
     expect(err.message).toMatch(/already registered by live node new/);
     expect(await liveAt(s, "192.168.1.50")).toEqual(["new"]);
@@ -212,9 +212,9 @@ describe("a node's index entry is deleted only while it names that node", () => 
     await plain.release(gone.subnet);
     await plain.withdraw("mover");
     await plain.register(reg("mover", "192.168.1.72"));
-    expect(await s.findNodeByIp("192.168.1.70")).toBeUndefined();
-    expect(await s.findNodeByIp("192.168.1.71")).toBeUndefined();
-    expect(await s.findNodeByIp("192.168.1.72")).toBe("mover");
+    expect(await s.nodes.findNodeByIp("192.168.1.70")).toBeUndefined();
+    expect(await s.nodes.findNodeByIp("192.168.1.71")).toBeUndefined();
+    expect(await s.nodes.findNodeByIp("192.168.1.72")).toBe("mover");
     await plain.register(reg("x", "192.168.1.70"));
     await plain.register(reg("y", "192.168.1.71"));
     expect(await liveAt(s, "192.168.1.70")).toEqual(["x"]);

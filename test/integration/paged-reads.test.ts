@@ -3,7 +3,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAdminService } from "../../control-plane/rpc/admin-service.js";
-import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
+import { openEtcdStores } from "../../control-plane/store/etcd-stores.js";
 import { ListAllocationsRequestSchema, type ListAllocationsResponse } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { AllocationRecordSchema, AttachmentSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { namespace } from "../support/control-plane.js";
@@ -19,7 +19,7 @@ afterAll(async () => {
 
 describe("paged reads", () => {
   it("12,000 allocations (about 6 MiB) list whole, and count per node from the keys", async () => {
-    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root: namespace(), callTimeoutMs: 30_000 });
+    const store = openEtcdStores({ endpoints: [etcd.endpoint], root: namespace(), callTimeoutMs: 30_000 });
     try {
       const nodes = 40;
       const perNode = 300;
@@ -40,18 +40,18 @@ describe("paged reads", () => {
             }),
           }),
         );
-        writes.push(store.applyAllocations(`node-${n}`, records, []));
+        writes.push(store.allocations.applyAllocations(`node-${n}`, records, []));
       }
       await Promise.all(writes);
-      const all = await store.listAllocations();
+      const all = await store.allocations.listAllocations();
       expect(all).toHaveLength(nodes * perNode);
       expect(all.reduce((n, a) => n + toBinary(AllocationRecordSchema, a.record).length, 0)).toBeGreaterThan(4 << 20);
-      const counts = await store.countAllocations();
+      const counts = await store.allocations.countAllocations();
       expect(counts.size).toBe(nodes);
       expect([...counts.values()].every((c) => c === perNode)).toBe(true);
 
       // The admin API pages too: every allocation once, in answers of at most 1000.
-      const admin = createAdminService({ store } as unknown as Parameters<typeof createAdminService>[0]);
+      const admin = createAdminService({ stores: store } as unknown as Parameters<typeof createAdminService>[0]);
       const seen = new Set<string>();
       let token = "";
       let pages = 0;
@@ -68,7 +68,7 @@ describe("paged reads", () => {
       expect(seen.size).toBe(nodes * perNode);
       expect(pages).toBe(12);
     } finally {
-      await store.close();
+      store.close();
     }
   }, 90_000);
 });

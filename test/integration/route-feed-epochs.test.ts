@@ -5,8 +5,8 @@ import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
-import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
-import type { NodeWatchBatch } from "../../control-plane/store/store.js";
+import { type EtcdStores, openEtcdStores } from "../../control-plane/store/etcd-stores.js";
+import type { NodeWatchBatch } from "../../control-plane/store/node-store.js";
 import type { WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { NodeRecordSchema, SubnetLeaseRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { namespace } from "../support/control-plane.js";
@@ -19,11 +19,11 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
 });
 
-async function addNode(store: EtcdClusterStore, i: number): Promise<void> {
+async function addNode(store: EtcdStores, i: number): Promise<void> {
   const subnet = `10.${i >> 8}.${i & 255}.0/24`;
   const node = create(NodeRecordSchema, { name: `n${i}`, nodeIp: `192.168.${i >> 8}.${i & 255}`, subnet, mtu: 1500, live: true });
   const ip = { entry: { ip: node.nodeIp, modRevision: 0n } };
-  if (!(await store.claimSubnet(create(SubnetLeaseRecordSchema, { subnet, nodeName: `n${i}` }), node, 0n, ip)))
+  if (!(await store.nodes.claimSubnet(create(SubnetLeaseRecordSchema, { subnet, nodeName: `n${i}` }), node, 0n, ip)))
     throw new Error(`claim n${i}`);
 }
 
@@ -46,12 +46,12 @@ describe("the route feed over a real etcd", () => {
     let etcd: EtcdHandle = await startEtcd({ clientPort, peerPort });
     cleanups.push(() => etcd.stop());
     const root = namespace();
-    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root, callTimeoutMs: 2_000 });
-    cleanups.push(() => store.close());
+    const store = openEtcdStores({ endpoints: [etcd.endpoint], root, callTimeoutMs: 2_000 });
+    cleanups.push(async () => store.close());
     for (let i = 1; i <= 30; i++) await addNode(store, i); // the old etcd's revision is well past the new one's
     const stop = new AbortController();
     cleanups.push(async () => stop.abort());
-    const feed = new RouteFeed({ store, log, reloadDelayMs: 200 });
+    const feed = new RouteFeed({ nodes: store.nodes, log, reloadDelayMs: 200 });
     await feed.start(stop.signal);
     const before = feed.epoch;
     const seen = follow(feed);
@@ -73,14 +73,14 @@ describe("the route feed over a real etcd", () => {
   it("a catch-up that arrives in several responses: each batch is stamped with the highest mod revision it holds", async () => {
     const etcd = await startEtcd();
     cleanups.push(() => etcd.stop());
-    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root: namespace() });
-    cleanups.push(() => store.close());
-    const from = (await store.listNodes()).revision + 1n;
+    const store = openEtcdStores({ endpoints: [etcd.endpoint], root: namespace() });
+    cleanups.push(async () => store.close());
+    const from = (await store.nodes.listNodes()).revision + 1n;
     for (let i = 1; i <= 1500; i++) await addNode(store, i); // as in the issue: 1500 revisions to catch up
     const batches: NodeWatchBatch[] = [];
     const stop = new AbortController();
     cleanups.push(async () => stop.abort());
-    await store.watchNodes(from, (b) => batches.push(b), stop.signal);
+    await store.nodes.watchNodes(from, (b) => batches.push(b), stop.signal);
     await waitFor("every change", async () => batches.reduce((n, b) => n + b.changes.length, 0) >= 1500, 15_000);
     expect(batches.length).toBeGreaterThan(1);
     for (let i = 1; i < batches.length; i++) expect(batches[i]?.revision).toBeGreaterThan(batches[i - 1]?.revision ?? 0n);
@@ -89,16 +89,16 @@ describe("the route feed over a real etcd", () => {
   it("a stream that does not read is not queued for without bound: it is sent one fresh snapshot instead", async () => {
     const etcd = await startEtcd();
     cleanups.push(() => etcd.stop());
-    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root: namespace() });
-    cleanups.push(() => store.close());
+    const store = openEtcdStores({ endpoints: [etcd.endpoint], root: namespace() });
+    cleanups.push(async () => store.close());
     const stop = new AbortController();
     cleanups.push(async () => stop.abort());
-    const feed = new RouteFeed({ store, log, maxQueued: 8 });
+    const feed = new RouteFeed({ nodes: store.nodes, log, maxQueued: 8 });
     await feed.start(stop.signal);
     const iterator = feed.subscribe(stop.signal)[Symbol.asyncIterator]();
     expect((await iterator.next()).value?.snapshot).toBe(true);
     for (let i = 1; i <= 40; i++) await addNode(store, i);
-    await waitFor("the feed to see them", async () => (await store.listNodes()).nodes.length === 40);
+    await waitFor("the feed to see them", async () => (await store.nodes.listNodes()).nodes.length === 40);
     await new Promise((r) => setTimeout(r, 300));
     const next = (await iterator.next()).value;
     expect(next?.snapshot).toBe(true);

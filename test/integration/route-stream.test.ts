@@ -3,8 +3,8 @@ import { Etcd3 } from "etcd3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
-import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
-import type { ClusterStore } from "../../control-plane/store/store.js";
+import { openEtcdStores } from "../../control-plane/store/etcd-stores.js";
+import type { NodeStore } from "../../control-plane/store/node-store.js";
 import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { type JoinedNodes, namespace, startInProcessControlPlane } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
@@ -80,7 +80,7 @@ describe("route stream revisions", () => {
 
   it("etcd reports a node watch whose revision was compacted away as lost", async () => {
     const root = namespace();
-    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root });
+    const store = openEtcdStores({ endpoints: [etcd.endpoint], root });
     const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root, pki });
     const raw = new Etcd3({ hosts: [etcd.endpoint] });
     const stop = new AbortController();
@@ -94,7 +94,7 @@ describe("route stream revisions", () => {
       });
       expect(compacted.code, compacted.stderr).toBe(0);
       const lost: Error[] = [];
-      await store.watchNodes(
+      await store.nodes.watchNodes(
         BigInt(start),
         () => undefined,
         stop.signal,
@@ -112,20 +112,15 @@ describe("route stream revisions", () => {
 
   it("when its etcd watch is lost, the feed reloads and sends every open stream a fresh snapshot", async () => {
     const root = namespace();
-    const store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root });
+    const store = openEtcdStores({ endpoints: [etcd.endpoint], root });
     let loseWatch: ((err: Error) => void) | undefined;
-    const watched: ClusterStore = Object.assign(Object.create(store) as ClusterStore, {
-      watchNodes: (
-        from: bigint,
-        onBatch: Parameters<ClusterStore["watchNodes"]>[1],
-        signal: AbortSignal,
-        onLost?: (err: Error) => void,
-      ) => {
+    const watched: NodeStore = Object.assign(Object.create(store.nodes) as NodeStore, {
+      watchNodes: (from: bigint, onBatch: Parameters<NodeStore["watchNodes"]>[1], signal: AbortSignal, onLost?: (err: Error) => void) => {
         loseWatch = onLost;
-        return store.watchNodes(from, onBatch, signal, onLost);
+        return store.nodes.watchNodes(from, onBatch, signal, onLost);
       },
     });
-    const feed = new RouteFeed({ store: watched, log: pino({ level: "silent" }), reloadDelayMs: 10 });
+    const feed = new RouteFeed({ nodes: watched, log: pino({ level: "silent" }), reloadDelayMs: 10 });
     const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root, pki });
     const stop = new AbortController();
     try {

@@ -5,7 +5,7 @@ import { type Client, Code, ConnectError, createClient } from "@connectrpc/conne
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { syncAllocationsLimit } from "../../control-plane/ipam/allocation-mirror.js";
+import { syncAllocationsLimit } from "../../control-plane/allocations/allocation-mirror.js";
 import { AllocationRecordSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { createCertificateAuthority, createCertificateRequest, generateKeyPair, issueCertificate } from "../../proto/rpc/x509.js";
@@ -82,7 +82,7 @@ describe("request validation over mutual TLS", () => {
     expect(err.rawMessage).toBe('node_ip "192.168.1.300" is not an IPv4 address');
     expect(err.metadata.get("trellis-reason")).toBe("INVALID_ARGUMENT");
     expect(await etcdState()).toEqual(before);
-    expect((await cp.store.listNodes()).nodes).toEqual([]);
+    expect((await cp.stores.nodes.listNodes()).nodes).toEqual([]);
   });
 
   it("the check runs before the handler: a node_ip only the validator refuses (0.0.0.0) changes nothing either", async () => {
@@ -104,6 +104,6 @@ describe("request validation over mutual TLS", () => {
       `recorded holds ${syncAllocationsLimit + 1} entries; at most ${syncAllocationsLimit} recorded and ${syncAllocationsLimit} released allocations per call, split the batch`,
     );
     expect(await etcdState()).toEqual(before);
-    expect(await cp.store.listAllocations("node-1")).toEqual([]);
+    expect(await cp.stores.allocations.listAllocations("node-1")).toEqual([]);
   });
 });

@@ -1,17 +1,16 @@
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
-import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
-import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
+import type { Registrar } from "../../control-plane/nodes/registrar.js";
+import { type EtcdStores, openEtcdStores } from "../../control-plane/store/etcd-stores.js";
+import { createSubnetPool } from "../../control-plane/subnets/subnet-pool.js";
 import { Cidr } from "../../proto/core/cidr.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { AllocationRecordSchema } from "../../proto/gen/trellis/cni/v1/cni_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { ReportedRoutesRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import { namespace, startInProcessControlPlane } from "../support/control-plane.js";
+import { namespace, replicaServices, startInProcessControlPlane } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 
 // Issue 10, finding 9: "a subnet can be in use twice". A live node's lease is never released from under
@@ -26,21 +25,21 @@ afterAll(async () => {
   await etcd?.stop();
 });
 
-let store: EtcdClusterStore | undefined;
+let store: EtcdStores | undefined;
 afterEach(async () => {
-  await store?.close();
+  store?.close();
   store = undefined;
 });
 
-function leaseManager(clusterCidr = "10.244.0.0/16"): { leases: LeaseManager; store: EtcdClusterStore } {
-  store = new EtcdClusterStore({ endpoints: [etcd.endpoint], root: namespace() });
+function leaseManager(clusterCidr = "10.244.0.0/16"): { leases: Registrar; store: EtcdStores } {
+  store = openEtcdStores({ endpoints: [etcd.endpoint], root: namespace() });
   const pool = createSubnetPool(Cidr.parse(clusterCidr), 24);
   const policy = { ttlMs: 40_000, graceMs: 600_000, disruptionShare: 0.33 };
-  const leases = new LeaseManager({ store, pool, log: pino({ level: "silent" }), clock: Date.now, rand: Math.random, policy });
+  const leases = replicaServices(store, { pool, policy }).registrar;
   return { leases, store };
 }
 
-async function registerAll(leases: LeaseManager, names: readonly string[]): Promise<Map<string, string>> {
+async function registerAll(leases: Registrar, names: readonly string[]): Promise<Map<string, string>> {
   const subnets = new Map<string, string>();
   for (const [i, name] of names.entries()) {
     subnets.set(name, (await leases.register({ name, nodeIp: `192.168.1.${11 + i}`, mtu: 1500 })).subnet);
@@ -49,18 +48,18 @@ async function registerAll(leases: LeaseManager, names: readonly string[]): Prom
 }
 
 /** Takes `name` out (EvictNode), then frees its subnet (ReleaseLease), as an operator does. */
-async function evictAndRelease(leases: LeaseManager, subnet: string, name: string): Promise<void> {
+async function evictAndRelease(leases: Registrar, subnet: string, name: string): Promise<void> {
   await leases.withdraw(name, "evicted");
   expect(await leases.release(subnet)).toBe(name);
 }
 
-const subnetOf = async (leases: LeaseManager, name: string, ip: string) => (await leases.register({ name, nodeIp: ip, mtu: 1500 })).subnet;
+const subnetOf = async (leases: Registrar, name: string, ip: string) => (await leases.register({ name, nodeIp: ip, mtu: 1500 })).subnet;
 
 describe("ReleaseLease frees only the subnet of a node that is not live", () => {
   it("refuses a live node's lease with CONFLICT, saying to evict it first, and changes nothing", async () => {
     const { leases, store } = leaseManager();
     const subnets = await registerAll(leases, ["n1", "n2", "n3"]);
-    const before = { leases: await store.listLeases(), n2: await store.findNode("n2") };
+    const before = { leases: await store.subnets.listLeases(), n2: await store.nodes.findNode("n2") };
     const err = await leases.release(subnets.get("n2") ?? "").then(
       () => undefined,
       (e: unknown) => e,
@@ -68,8 +67,8 @@ describe("ReleaseLease frees only the subnet of a node that is not live", () => 
     expect(err).toBeInstanceOf(TrellisError);
     expect(err).toMatchObject({ reason: "CONFLICT" });
     expect((err as Error).message).toMatch(/10\.244\.2\.0\/24 is leased by n2, which is live: evict it first \(EvictNode\), then release/);
-    expect(await store.listLeases()).toEqual(before.leases);
-    expect(await store.findNode("n2")).toEqual(before.n2);
+    expect(await store.subnets.listLeases()).toEqual(before.leases);
+    expect(await store.nodes.findNode("n2")).toEqual(before.n2);
   });
 
   it.each(["evicted", "withdrawn"] as const)("releases the lease of a %s node", async (reason) => {
@@ -77,8 +76,8 @@ describe("ReleaseLease frees only the subnet of a node that is not live", () => 
     const subnets = await registerAll(leases, ["n1", "n2"]);
     await leases.withdraw("n2", reason);
     expect(await leases.release(subnets.get("n2") ?? "")).toBe("n2");
-    expect((await store.listLeases()).map((l) => l.nodeName)).toEqual(["n1"]);
-    expect(await store.findNode("n2")).toBeUndefined();
+    expect((await store.subnets.listLeases()).map((l) => l.nodeName)).toEqual(["n1"]);
+    expect(await store.nodes.findNode("n2")).toBeUndefined();
   });
 
   it("through the admin API: a live node's lease is refused (ABORTED), then released once the node is evicted", async () => {
@@ -134,7 +133,7 @@ describe("a freed subnet goes to the back of the line", () => {
     for (const name of names.slice(0, 10)) await evictAndRelease(leases, subnets.get(name) ?? "", name);
     const got = await Promise.all(Array.from({ length: 10 }, (_, i) => subnetOf(leases, `m${i}`, `192.168.2.${i + 1}`)));
     expect(new Set(got).size).toBe(10);
-    expect((await store.listLeases()).map((l) => l.subnet).sort()).toEqual([...subnets.values()].sort());
+    expect((await store.subnets.listLeases()).map((l) => l.subnet).sort()).toEqual([...subnets.values()].sort());
   });
 });
 
@@ -143,12 +142,16 @@ describe("a released node leaves nothing behind (issue 10, finding 10)", () => {
     const { leases, store } = leaseManager();
     const subnets = await registerAll(leases, ["n1", "n2"]);
     const record = create(AllocationRecordSchema, { address: "10.244.2.5", hostVeth: "tr00000000001" });
-    await store.applyAllocations("n2", [record], []);
-    await store.putReportedRoutes("n2", create(ReportedRoutesRecordSchema, { revision: 1n, routeCount: 1 }));
-    await store.applyAllocations("n1", [create(AllocationRecordSchema, { address: "10.244.1.5", hostVeth: "tr00000000002" })], []);
+    await store.allocations.applyAllocations("n2", [record], []);
+    await store.routeReports.putReportedRoutes("n2", create(ReportedRoutesRecordSchema, { revision: 1n, routeCount: 1 }));
+    await store.allocations.applyAllocations(
+      "n1",
+      [create(AllocationRecordSchema, { address: "10.244.1.5", hostVeth: "tr00000000002" })],
+      [],
+    );
     await evictAndRelease(leases, subnets.get("n2") ?? "", "n2");
-    expect(await store.listAllocations("n2")).toEqual([]);
-    expect(await store.findReportedRoutes("n2")).toBeUndefined();
-    expect((await store.listAllocations("n1")).map((a) => a.record.address)).toEqual(["10.244.1.5"]);
+    expect(await store.allocations.listAllocations("n2")).toEqual([]);
+    expect(await store.routeReports.findReportedRoutes("n2")).toBeUndefined();
+    expect((await store.allocations.listAllocations("n1")).map((a) => a.record.address)).toEqual(["10.244.1.5"]);
   });
 });

@@ -7,16 +7,17 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { type Logger, pino } from "pino";
+import { AllocationMirror } from "../../control-plane/allocations/allocation-mirror.js";
 import { CertificateRegistry } from "../../control-plane/identity/certificate-registry.js";
 import { NodeIdentities } from "../../control-plane/identity/node-identities.js";
-import { AllocationMirror } from "../../control-plane/ipam/allocation-mirror.js";
-import type { ExpiryPolicy } from "../../control-plane/ipam/lease-expiry.js";
-import { LeaseManager } from "../../control-plane/ipam/lease-manager.js";
-import { createSubnetPool } from "../../control-plane/ipam/subnet-pool.js";
+import type { ExpiryPolicy } from "../../control-plane/nodes/expiry-plan.js";
+import { Liveness } from "../../control-plane/nodes/liveness.js";
+import { Registrar } from "../../control-plane/nodes/registrar.js";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
 import { type ControlPlaneServer, startControlPlaneServer } from "../../control-plane/rpc/server.js";
-import { EtcdIdentityStore } from "../../control-plane/store/etcd-identity-store.js";
-import { EtcdClusterStore } from "../../control-plane/store/etcd-store.js";
+import { type EtcdStores, openEtcdStores } from "../../control-plane/store/etcd-stores.js";
+import type { Stores } from "../../control-plane/store/stores.js";
+import { createSubnetPool, type SubnetPool } from "../../control-plane/subnets/subnet-pool.js";
 import { createJoinApi } from "../../node-daemon/rpc/control-plane-client.js";
 import { Cidr } from "../../proto/core/cidr.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
@@ -110,16 +111,16 @@ export interface NodeJoiner {
  * round trips per node (for tests that join hundreds of nodes to spawned replicas).
  */
 export function createNodeJoiner(options: { etcd: readonly string[]; root: string; pki: TestPki }): NodeJoiner {
-  const store = new EtcdIdentityStore({ endpoints: [...options.etcd], root: options.root });
+  const stores = openEtcdStores({ endpoints: [...options.etcd], root: options.root });
   const identities = new NodeIdentities({
-    store,
+    store: stores.identity,
     ca: options.pki.ca,
     log: pino({ level: "silent" }),
     clock: Date.now,
     randomBytes: (n) => randomBytes(n),
     certificateLifetimeS: 7 * 86_400,
   });
-  return { join: (name) => joinThrough(identities, name), close: () => store.close() };
+  return { join: (name) => joinThrough(identities, name), close: async () => stores.close() };
 }
 
 function makeClients(at: {
@@ -176,10 +177,10 @@ function makeClients(at: {
 }
 
 export interface InProcessControlPlane extends ControlPlaneClients {
-  readonly store: EtcdClusterStore;
-  readonly identityStore: EtcdIdentityStore;
+  readonly stores: EtcdStores;
   readonly identities: NodeIdentities;
-  readonly leases: LeaseManager;
+  readonly registrar: Registrar;
+  readonly liveness: Liveness;
   stop(): Promise<void>;
 }
 
@@ -218,35 +219,35 @@ export async function startInProcessControlPlane(options: {
   const tls = options.tls ?? pki?.serverTls;
   const ca = options.ca ?? (options.tls ? undefined : pki?.ca);
   const log = options.log ?? pino({ level: "silent" });
-  const store = new EtcdClusterStore({ endpoints: [options.etcd], root: options.root });
+  const stores = openEtcdStores({ endpoints: [options.etcd], root: options.root });
   const clusterCidr = Cidr.parse(options.clusterCidr ?? "10.244.0.0/16");
   const pool = createSubnetPool(clusterCidr, options.subnetSize ?? 24);
   const stop = new AbortController();
   const clock = options.clock ?? Date.now;
   const identityClock = options.identityClock ?? clock;
-  const leases = new LeaseManager({ store, pool, log, clock, rand: Math.random, policy: options.policy ?? defaultPolicy });
-  const feed = new RouteFeed({ store, log });
-  const mirror = new AllocationMirror({ store, log });
-  const identityStore = new EtcdIdentityStore({ endpoints: [options.etcd], root: options.root });
+  const { registrar, liveness } = replicaServices(stores, { pool, log, clock, policy: options.policy });
+  const feed = new RouteFeed({ nodes: stores.nodes, log });
+  const mirror = new AllocationMirror({ ...stores, log });
   const identities = new NodeIdentities({
-    store: identityStore,
+    store: stores.identity,
     ca,
     log,
     clock: identityClock,
     randomBytes: (n) => randomBytes(n),
     certificateLifetimeS: options.nodeCertificateLifetimeS ?? 7 * 86_400,
   });
-  const registry = new CertificateRegistry(identityStore, identityClock);
+  const registry = new CertificateRegistry(stores.identity, identityClock);
   await registry.start(stop.signal);
   await feed.start(stop.signal);
   const server: ControlPlaneServer = await startControlPlaneServer({
     identities,
     registry,
     joinPort: ca ? 0 : undefined,
-    leases,
+    registrar,
+    liveness,
     feed,
     mirror,
-    store,
+    stores,
     pool,
     log,
     clusterCidr,
@@ -267,15 +268,14 @@ export async function startInProcessControlPlane(options: {
   });
   return {
     ...clients,
-    store,
-    identityStore,
+    stores,
     identities,
-    leases,
+    registrar,
+    liveness,
     async stop() {
       stop.abort();
       await server.close();
-      await store.close();
-      await identityStore.close();
+      stores.close();
       await ownPki?.destroy();
     },
   };
@@ -379,4 +379,16 @@ export async function spawnControlPlane(options: {
     throw err;
   }
   return replica;
+}
+
+/** One replica's domain services over `stores`, composed as main.ts composes them; `clock` is wall and monotonic alike. */
+export function replicaServices(
+  stores: Stores,
+  options: { pool?: SubnetPool; log?: Logger; clock?: () => number; rand?: () => number; policy?: ExpiryPolicy } = {},
+): { registrar: Registrar; liveness: Liveness } {
+  const log = options.log ?? pino({ level: "silent" });
+  const clock = options.clock ?? Date.now;
+  const liveness = new Liveness({ ...stores, log, clock, policy: options.policy ?? defaultPolicy });
+  const pool = options.pool ?? createSubnetPool(Cidr.parse("10.244.0.0/16"), 24);
+  return { liveness, registrar: new Registrar({ ...stores, liveness, pool, log, clock, rand: options.rand ?? Math.random }) };
 }

@@ -3,7 +3,7 @@
 // same contract as the etcd one.
 import { clone } from "@bufbuild/protobuf";
 import type { CertificateWatchHandlers, IdentityStore } from "../../control-plane/store/identity-store.js";
-import type { Versioned } from "../../control-plane/store/store.js";
+import type { Versioned } from "../../control-plane/store/versioned.js";
 import {
   type JoinTokenRecord,
   JoinTokenRecordSchema,

@@ -61,7 +61,8 @@ const nodeIo = ["fs", "net", "child_process", "http2", "http", "https", "dgram",
 
 /** STYLE.md §3 pure modules; `*\/config.ts` is every program's config. */
 const pureModules = [
-  "control-plane/ipam/subnet-pool.ts",
+  "control-plane/subnets/subnet-pool.ts",
+  "control-plane/nodes/expiry-plan.ts",
   "control-plane/routes/route-table.ts",
   "control-plane/ca/ca-config.ts",
   "node-daemon/cni/plan.ts",
@@ -130,6 +131,10 @@ const rules: Record<string, (i: Import) => boolean> = {
     !pureModules.includes(i.target),
   "etcd3 is imported only by control-plane/store/etcd-*.ts": (i) =>
     isPackage(i.specifier, "etcd3") && !/^control-plane\/store\/etcd-[^/]+\.ts$/.test(i.file),
+  "control-plane domain services and rpc/ reach etcd only through the store ports, never an etcd-* adapter": (i) =>
+    /^control-plane\/(nodes|subnets|allocations|routes|identity|rpc)\//.test(i.file) &&
+    i.target !== undefined &&
+    /^control-plane\/store\/etcd-/.test(i.target),
   "no source spawns processes (node:child_process): the daemon talks rtnetlink itself": (i) => nodeBuiltin(i.specifier, "child_process"),
   "koffi (FFI) is imported only by node-daemon/net/netlink-worker.ts": (i) =>
     isPackage(i.specifier, "koffi") && i.file !== "node-daemon/net/netlink-worker.ts",
@@ -193,7 +198,7 @@ describe("the scanner", () => {
     expect(files.length).toBeGreaterThan(20);
     for (const f of pureModules) expect(files, `pure module ${f} is missing; update the list`).toContain(f);
     const seen = (file: string, specifier: string) => imports.some((i) => i.file === file && i.specifier === specifier);
-    expect(seen("control-plane/store/etcd-store.ts", "etcd3")).toBe(true);
+    expect(seen("control-plane/store/etcd-node-store.ts", "etcd3")).toBe(true);
     expect(seen("node-daemon/net/netlink-worker.ts", "koffi")).toBe(true);
     expect(imports.some((i) => i.file.startsWith("proto/gen/") && i.specifier.startsWith("@bufbuild/protobuf"))).toBe(true);
     expect(imports.find((i) => i.file === "cni-shim/skel.ts" && i.specifier === "./result.js")?.target).toBe("cni-shim/result.ts");
@@ -227,7 +232,11 @@ describe("the scanner", () => {
       "pure modules import only proto/ and other pure modules (import type allowed)",
       resolved("node-daemon/cni/plan.ts", "../net/rtnetlink.js"),
     ],
-    ["etcd3 is imported only by control-plane/store/etcd-*.ts", resolved("control-plane/ipam/lease-manager.ts", "etcd3")],
+    ["etcd3 is imported only by control-plane/store/etcd-*.ts", resolved("control-plane/nodes/registrar.ts", "etcd3")],
+    [
+      "control-plane domain services and rpc/ reach etcd only through the store ports, never an etcd-* adapter",
+      resolved("control-plane/nodes/registrar.ts", "../store/etcd-node-store.js"),
+    ],
     [
       "no source spawns processes (node:child_process): the daemon talks rtnetlink itself",
       resolved("node-daemon/net/rtnetlink.ts", "node:child_process"),

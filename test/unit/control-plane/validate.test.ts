@@ -10,7 +10,7 @@ import {
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { syncAllocationsLimit } from "../../../control-plane/ipam/allocation-mirror.js";
+import { syncAllocationsLimit } from "../../../control-plane/allocations/allocation-mirror.js";
 import { methodKey, requestLimits, requestValidation, requestValidators, validateRequest } from "../../../control-plane/rpc/validate.js";
 import { mirrorBatchLimit } from "../../../node-daemon/cni/mirror-queue.js";
 import { Health } from "../../../proto/gen/grpc/health/v1/health_pb.js";

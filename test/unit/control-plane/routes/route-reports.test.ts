@@ -4,7 +4,8 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { RouteReports, reportMatches } from "../../../../control-plane/routes/route-reports.js";
-import type { ClusterStore } from "../../../../control-plane/store/store.js";
+import type { NodeStore } from "../../../../control-plane/store/node-store.js";
+import type { RouteReportStore } from "../../../../control-plane/store/route-report-store.js";
 import { routeDigest } from "../../../../proto/core/route-plan.js";
 import { RouteSchema } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import {
@@ -13,12 +14,13 @@ import {
   ReportedRoutesRecordSchema,
 } from "../../../../proto/gen/trellis/store/v1/store_pb.js";
 
-/** Just the ClusterStore methods RouteReports uses, counting writes and the bytes they hold. */
+/** Just the store methods RouteReports uses, counting writes and the bytes they hold. */
 function store() {
   const reports = new Map<string, ReportedRoutesRecord>();
   const stats = { writes: 0, routes: 0 };
-  const s = {
-    findNode: async (name: string) => ({ value: create(NodeRecordSchema, { name }), modRevision: 1n }),
+  const nodes = { findNode: async (name: string) => ({ value: create(NodeRecordSchema, { name }), modRevision: 1n }) };
+  const routeReports: RouteReportStore = {
+    listReportedRoutes: async () => new Map(reports),
     findReportedRoutes: async (node: string) => reports.get(node),
     putReportedRoutes: async (node: string, record: ReportedRoutesRecord) => {
       stats.writes++;
@@ -26,7 +28,7 @@ function store() {
       reports.set(node, create(ReportedRoutesRecordSchema, record));
     },
   };
-  return { store: s as unknown as ClusterStore, reports, stats };
+  return { store: { nodes: nodes as unknown as NodeStore, routeReports }, reports, stats };
 }
 
 const hostRoutes = (n: number, except: number) =>
@@ -38,7 +40,7 @@ describe("RouteReports", () => {
   it("a 200-node bring-up, every node reporting after every join, writes O(nodes) records, not O(nodes²)", async () => {
     const { store: s, stats } = store();
     let now = 0;
-    const reports = new RouteReports({ store: s, clock: () => now });
+    const reports = new RouteReports({ ...s, clock: () => now });
     const n = 100;
     for (let joined = 1; joined <= n; joined++) {
       now += 100; // 10 joins per second
@@ -63,7 +65,7 @@ describe("RouteReports", () => {
   it("the same report again writes nothing; what is missing is written at once; a legacy full list is kept", async () => {
     const { store: s, stats, reports: stored } = store();
     const now = 0;
-    const reports = new RouteReports({ store: s, clock: () => now });
+    const reports = new RouteReports({ ...s, clock: () => now });
     const held = hostRoutes(3, 0);
     const base = { revision: 1n, routeCount: 2, digest: routeDigest(held), missing: [], routes: [] };
     await reports.record("node-0", base);
@@ -74,7 +76,7 @@ describe("RouteReports", () => {
     expect(stats.writes).toBe(2);
     expect(stored.get("node-0")?.missing).toHaveLength(1);
     // A second replica (no memory of node-0) reads what is stored instead of writing it again.
-    const other = new RouteReports({ store: s, clock: () => now });
+    const other = new RouteReports({ ...s, clock: () => now });
     await other.record("node-0", { ...base, routeCount: 1, missing });
     expect(stats.writes).toBe(2);
   });
@@ -91,7 +93,7 @@ describe("RouteReports held back by the interval", () => {
   it("writes the latest held-back report once the interval has passed", async () => {
     const { store: s, stats, reports: stored } = store();
     let now = 0;
-    const reports = new RouteReports({ store: s, clock: () => now, minIntervalMs: 5_000 });
+    const reports = new RouteReports({ ...s, clock: () => now, minIntervalMs: 5_000 });
     for (let count = 1; count <= 5; count++) {
       const held = hostRoutes(count + 1, 0);
       await reports.record("node-0", {

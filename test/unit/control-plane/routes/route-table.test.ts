@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { applyNodeChanges, type RouteTable, routeOf, tableOf } from "../../../../control-plane/routes/route-table.js";
-import type { NodeChange } from "../../../../control-plane/store/store.js";
+import type { NodeChange } from "../../../../control-plane/store/node-store.js";
 import { RouteEventType } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { type NodeRecord, NodeRecordSchema } from "../../../../proto/gen/trellis/store/v1/store_pb.js";
 

@@ -3,13 +3,13 @@
 import type { HandlerContext } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { createAdminService } from "../../../../control-plane/rpc/admin-service.js";
-import type { ClusterEvent, ClusterStore } from "../../../../control-plane/store/store.js";
+import type { ClusterEvent, EventStore } from "../../../../control-plane/store/event-store.js";
 
 const event: ClusterEvent = { kind: "node", type: "put", nodeName: "n1", subnet: "", address: "", live: true, revision: 1n };
 
-function serviceWith(watch: ClusterStore["watchEvents"]) {
-  const store = { watchEvents: watch } as unknown as ClusterStore;
-  return createAdminService({ store } as unknown as Parameters<typeof createAdminService>[0]);
+function serviceWith(watch: EventStore["watchEvents"]) {
+  const events: EventStore = { watchEvents: watch };
+  return createAdminService({ stores: { events } } as unknown as Parameters<typeof createAdminService>[0]);
 }
 
 const ctx = (signal: AbortSignal) => ({ signal }) as unknown as HandlerContext;

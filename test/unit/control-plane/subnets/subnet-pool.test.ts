@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createSubnetPool, pickFreeSubnet, type SubnetPool } from "../../../../control-plane/ipam/subnet-pool.js";
+import { createSubnetPool, pickFreeSubnet, type SubnetPool } from "../../../../control-plane/subnets/subnet-pool.js";
 import { Cidr } from "../../../../proto/core/cidr.js";
 import { seeded } from "../../../support/prng.js";
 import { rejectsWith, trellisErrorOf } from "../../expect-error.js";

@@ -4,30 +4,27 @@ import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import { checkNodeName } from "../../proto/core/node-name.js";
 import {
-  type DisruptionRecord,
-  DisruptionRecordSchema,
   type NodeRecord,
   NodeRecordSchema,
   SubnetLeaseRecordSchema,
   type SubnetReservationRecord,
   SubnetReservationRecordSchema,
 } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import type { ClusterStore, NodeIpClaim, NodeIpEntry, Versioned } from "../store/store.js";
-import { type ExpiryPlan, type ExpiryPolicy, planExpiry, Sightings } from "./lease-expiry.js";
-import { pickFreeSubnet, type SubnetPool } from "./subnet-pool.js";
+import type { NodeIpClaim, NodeIpEntry, NodeStore } from "../store/node-store.js";
+import type { SubnetStore } from "../store/subnet-store.js";
+import { pickFreeSubnet, type SubnetPool } from "../subnets/subnet-pool.js";
+import type { Liveness } from "./liveness.js";
 
-export interface LeaseManagerDeps {
-  readonly store: ClusterStore;
+export interface RegistrarDeps {
+  readonly nodes: NodeStore;
+  readonly subnets: SubnetStore;
+  /** Told of every registration: a node registering is a sign of life. */
+  readonly liveness: Liveness;
   readonly pool: SubnetPool;
   readonly log: Logger;
+  /** Wall clock, for the times records show operators. */
   readonly clock: () => number;
   readonly rand: () => number;
-  readonly policy: ExpiryPolicy;
-  /**
-   * The monotonic clock liveness is judged by (main.ts: performance.now()); default `clock`. Times that
-   * other machines wrote are never compared with it.
-   */
-  readonly monotonicClock?: () => number;
   /** How many lost etcd races a registration tolerates before it gives up with CONFLICT. */
   readonly maxRaces?: number;
 }
@@ -42,24 +39,21 @@ export interface Registration {
   readonly heldSubnet?: string;
 }
 
-/** Hands each node one subnet of the pool; all authority is in the store (etcd transactions). */
-export class LeaseManager {
+/**
+ * Registration and the ways a node leaves: hands each node one subnet of the pool and gives it back when
+ * the node returns. All authority is in the store (etcd transactions).
+ */
+export class Registrar {
   private readonly maxRaces: number;
-  /** When this replica last saw each live node's heartbeat key change, by its own monotonic clock. */
-  private readonly sightings = new Sightings();
-  /** The disruption record's mod revision as of this replica's last round (undefined before its first). */
-  private disruptionRevision: bigint | undefined;
-  /** When (monotonic) this replica last saw a disruption end: every live node got a full TTL from then. */
-  private disruptionEndedAtMs = Number.NEGATIVE_INFINITY;
 
-  constructor(private readonly deps: LeaseManagerDeps) {
+  constructor(private readonly deps: RegistrarDeps) {
     this.maxRaces = deps.maxRaces ?? 16;
   }
 
   /** Registers a node and returns its record; a node registering again gets its own subnet back. */
   async register(reg: Registration): Promise<NodeRecord> {
     validateRegistration(reg, this.deps.pool);
-    const { store, pool, log } = this.deps;
+    const { nodes: store, pool, log } = this.deps;
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
       // One read for everything the choice depends on; the write below is a transaction against it.
       const view = await store.readRegistration(reg.name, reg.nodeIp);
@@ -79,7 +73,7 @@ export class LeaseManager {
       if (existing && current) {
         // Coming back is a sign of life: without this, the node would look overdue (by its old heartbeat)
         // until its first heartbeat, and an expiry round in between would withdraw it again.
-        await store.putHeartbeat(reg.name, BigInt(this.deps.clock()));
+        await this.deps.liveness.recordHeartbeat(reg.name);
         const next = create(NodeRecordSchema, {
           ...current,
           nodeIp: reg.nodeIp,
@@ -103,7 +97,7 @@ export class LeaseManager {
         }));
         const mine = reservations.find((r) => r.nodeName === reg.name);
         if (mine && leasedSubnets.includes(mine.subnet)) {
-          const holder = (await store.listLeases()).find((l) => l.subnet === mine.subnet);
+          const holder = (await this.deps.subnets.listLeases()).find((l) => l.subnet === mine.subnet);
           if (holder) {
             throw new TrellisError(
               "CONFLICT",
@@ -129,7 +123,7 @@ export class LeaseManager {
         if (await store.claimSubnet(lease, node, 0n, ip, mine?.subnet === subnet)) {
           log.info({ node: reg.name, subnet }, "subnet leased");
           this.logTakeover(reg, ip);
-          this.sightings.saw(reg.name, 0n, this.monotonic()); // a new node (no heartbeat key yet): seen now
+          this.deps.liveness.sawNewNode(reg.name);
           return node;
         }
       }
@@ -166,7 +160,7 @@ export class LeaseManager {
    */
   async setRouter(name: string, router: boolean): Promise<NodeRecord> {
     if (router) {
-      for (const other of (await this.deps.store.listNodes()).nodes) {
+      for (const other of (await this.deps.nodes.listNodes()).nodes) {
         if (other.router && other.name !== name) await this.updateRouterFlag(other.name, false);
       }
     }
@@ -178,7 +172,7 @@ export class LeaseManager {
       const existing = await this.getNode(name);
       if (existing.value.router === router) return existing.value;
       const next = create(NodeRecordSchema, { ...existing.value, router });
-      if (await this.deps.store.updateNode(next, existing.modRevision)) {
+      if (await this.deps.nodes.updateNode(next, existing.modRevision)) {
         this.deps.log.info({ node: name, router }, router ? "node is now the central router" : "node is no longer the central router");
         return next;
       }
@@ -200,7 +194,7 @@ export class LeaseManager {
         releasedAtMs: BigInt(this.deps.clock()),
         releasedReason: reason,
       });
-      if (await this.deps.store.updateNode(next, existing.modRevision)) {
+      if (await this.deps.nodes.updateNode(next, existing.modRevision)) {
         this.deps.log.info({ node: name, subnet: next.subnet, reason }, `node ${reason}`);
         return;
       }
@@ -216,9 +210,9 @@ export class LeaseManager {
   async release(subnetText: string): Promise<string> {
     const subnet = Cidr.parse(subnetText, "subnet").toString();
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
-      const lease = (await this.deps.store.listLeases()).find((l) => l.subnet === subnet);
+      const lease = (await this.deps.subnets.listLeases()).find((l) => l.subnet === subnet);
       if (!lease) throw new TrellisError("NOT_FOUND", `subnet ${subnet} is not leased`);
-      const node = await this.deps.store.findNode(lease.nodeName);
+      const node = await this.deps.nodes.findNode(lease.nodeName);
       if (!node) throw new TrellisError("DATA_LOSS", `subnet ${subnet} is leased by ${lease.nodeName}, which has no node record`);
       if (node.value.live) {
         throw new TrellisError(
@@ -226,7 +220,7 @@ export class LeaseManager {
           `subnet ${subnet} is leased by ${lease.nodeName}, which is live: evict it first (EvictNode), then release its subnet`,
         );
       }
-      if (await this.deps.store.removeNode(node.value, node.modRevision)) {
+      if (await this.deps.nodes.removeNode(node.value, node.modRevision)) {
         this.deps.log.info({ node: lease.nodeName, subnet }, "subnet lease released");
         return lease.nodeName;
       }
@@ -238,14 +232,14 @@ export class LeaseManager {
   async reserve(subnetText: string, node: string): Promise<SubnetReservationRecord> {
     checkNodeName(node, "node_name");
     const subnet = Cidr.parse(subnetText, "subnet");
-    const { pool, store } = this.deps;
+    const { pool, subnets: store } = this.deps;
     if (subnet.prefixLength !== pool.prefixLength || !pool.cluster.covers(subnet)) {
       throw new TrellisError(
         "INVALID_ARGUMENT",
         `subnet ${subnet.toString()} is not a /${pool.prefixLength} node subnet of cluster CIDR ${pool.cluster.toString()}`,
       );
     }
-    const holder = (await store.listLeases()).find((l) => Cidr.parse(l.subnet).overlaps(subnet) && l.nodeName !== node);
+    const holder = (await this.deps.subnets.listLeases()).find((l) => Cidr.parse(l.subnet).overlaps(subnet) && l.nodeName !== node);
     if (holder) {
       throw new TrellisError(
         "INVALID_ARGUMENT",
@@ -264,117 +258,8 @@ export class LeaseManager {
     return reservation;
   }
 
-  async heartbeat(name: string): Promise<void> {
-    const node = await this.getNode(name);
-    if (!node.value.live) {
-      throw new TrellisError("NOT_FOUND", `node ${name} is not live (${node.value.releasedReason || "withdrawn"}); register it again`);
-    }
-    const revision = await this.deps.store.putHeartbeat(name, BigInt(this.deps.clock()));
-    this.sightings.saw(name, revision, this.monotonic()); // this replica saw the key change: it wrote it
-  }
-
-  /**
-   * One expiry round (DESIGN.md §2). This replica judges each live node by its own monotonic clock, from
-   * when it last saw the node's heartbeat key change; `healthySinceMs` (same clock) is since when it has
-   * seen etcd without interruption: no node is judged on time before it. Nodes overdue by the TTL lose
-   * their route, unless the cluster is in disruption: the record in etcd, read here and changed only by
-   * compare-and-swap, says so, or this round finds too many nodes gone quiet and records it. Each expiry
-   * is a transaction that also checks the node's heartbeat key and the disruption record against what
-   * this round read, so a replica that paused after deciding, or decided on a stale view, expires
-   * nobody. Nodes past the grace period lose their subnet.
-   */
-  async sweep(healthySinceMs: number): Promise<ExpiryPlan> {
-    const { store, log, policy } = this.deps;
-    const [{ nodes }, heartbeatRevisions, disruption] = await Promise.all([
-      store.listNodes(),
-      store.listHeartbeatRevisions(),
-      store.findDisruption(),
-    ]);
-    const nowMs = this.monotonic();
-    const wallNowMs = this.deps.clock();
-    const disruptionRevision = disruption?.modRevision ?? 0n;
-    const seenBefore = this.disruptionRevision;
-    this.disruptionRevision = disruptionRevision;
-    if (disruption && !disruption.value.active && seenBefore !== undefined && seenBefore !== disruptionRevision) {
-      // Another replica ended a disruption since this one's last round: every live node gets a full TTL.
-      this.disruptionEndedAtMs = nowMs;
-    }
-    const live = nodes.filter((n) => n.live).map((n) => n.name);
-    const sightings = this.sightings.update(live, heartbeatRevisions, nowMs);
-    const plan = planExpiry(
-      {
-        nodes,
-        sightings,
-        nowMs,
-        healthySinceMs: Math.max(healthySinceMs, this.disruptionEndedAtMs),
-        wallNowMs,
-        disruptionRecorded: disruption?.value.active ?? false,
-      },
-      policy,
-    );
-    await this.recordDisruption(plan, disruption, nowMs, wallNowMs);
-    for (const name of plan.expire) {
-      const found = await store.findNode(name);
-      if (!found?.value.live) continue;
-      const judgedBy = sightings.get(name)?.heartbeatRevision ?? 0n;
-      const next = create(NodeRecordSchema, { ...found.value, live: false, releasedAtMs: BigInt(wallNowMs), releasedReason: "expired" });
-      if (await store.expireNode(next, found.modRevision, judgedBy, disruptionRevision))
-        log.warn({ node: name, subnet: next.subnet }, "node missed its heartbeats for the lease TTL; route withdrawn");
-      else log.debug({ node: name }, "node heartbeated, changed or a disruption was recorded since this round read it; not expired");
-    }
-    for (const name of plan.free) {
-      const found = await store.findNode(name);
-      if (!found || found.value.live) continue;
-      if (await store.removeNode(found.value, found.modRevision))
-        log.info({ node: name, subnet: found.value.subnet }, "grace period over; subnet freed");
-    }
-    return plan;
-  }
-
-  /**
-   * Brings the disruption record in line with this round's view, by compare-and-swap against the record
-   * the round read: enters or leaves disruption, or updates the overdue nodes it keeps. A lost race
-   * changes nothing here; the next round reads the winner's record and decides again.
-   */
-  private async recordDisruption(
-    plan: ExpiryPlan,
-    before: Versioned<DisruptionRecord> | undefined,
-    nowMs: number,
-    wallNowMs: number,
-  ): Promise<void> {
-    const { store, log } = this.deps;
-    const active = plan.disruption;
-    const recorded = before?.value.active ?? false;
-    const overdue = [...plan.keptInDisruption].sort();
-    if (!active && !recorded) return;
-    if (active && recorded && before?.value.overdueNodes.join() === overdue.join()) return;
-    const since = active ? (recorded && before ? before.value.sinceMs : BigInt(wallNowMs)) : 0n;
-    const written = await store.putDisruption(
-      create(DisruptionRecordSchema, { active, sinceMs: since, overdueNodes: overdue, liveNodes: BigInt(plan.liveCount) }),
-      before?.modRevision ?? 0n,
-    );
-    if (written === undefined) {
-      log.debug({ reason: "disruption" }, "another replica changed the disruption record first; deciding again next round");
-      return;
-    }
-    this.disruptionRevision = written;
-    if (!active) {
-      this.disruptionEndedAtMs = nowMs;
-      log.info({ reason: "disruption" }, "disruption over: heartbeats are back; every live node gets a full lease TTL");
-    } else if (!recorded) {
-      log.warn(
-        { reason: "disruption" },
-        `${plan.quiet.length} of ${plan.liveCount} live nodes went quiet at once: keeping every route (disruption mode)`,
-      );
-    } else log.debug({ reason: "disruption" }, `${overdue.length} overdue nodes kept in disruption mode`);
-  }
-
-  private monotonic(): number {
-    return (this.deps.monotonicClock ?? this.deps.clock)();
-  }
-
   private async getNode(name: string) {
-    const existing = await this.deps.store.findNode(name);
+    const existing = await this.deps.nodes.findNode(name);
     if (!existing) throw new TrellisError("NOT_FOUND", `node ${name} is not registered; register it first`);
     return existing;
   }
@@ -387,7 +272,7 @@ export class LeaseManager {
   private async claimNodeIp(reg: Registration, entry: NodeIpEntry, previousIp: string | undefined): Promise<NodeIpClaim> {
     const holder = entry.nodeName;
     if (holder === undefined || holder === reg.name) return { entry, previousIp };
-    const other = await this.deps.store.findNode(holder);
+    const other = await this.deps.nodes.findNode(holder);
     if (other?.value.live && other.value.nodeIp === reg.nodeIp) {
       throw new TrellisError(
         "ALREADY_EXISTS",
@@ -430,41 +315,4 @@ export function checkMtu(mtu: number): number {
     throw new TrellisError("INVALID_ARGUMENT", `mtu ${mtu} is not between 576 and 65535`);
   }
   return mtu;
-}
-
-/**
- * Runs expiry rounds and remembers since when etcd has answered without interruption: after an outage
- * of ours (etcd, or this replica just started) every live node gets a full TTL again before anything
- * expires, since no node could heartbeat through it. `clock` is the LeaseManager's monotonic clock.
- */
-export class ExpiryLoop {
-  private healthySinceMs: number;
-  private healthy = true;
-  private running = false;
-
-  constructor(private readonly deps: { leases: LeaseManager; clock: () => number; log: Logger }) {
-    this.healthySinceMs = deps.clock();
-  }
-
-  /** One round; none while the last one still runs (a slow etcd), so rounds never overlap. */
-  async tick(): Promise<ExpiryPlan | undefined> {
-    if (this.running) return undefined;
-    this.running = true;
-    const startedMs = this.deps.clock();
-    try {
-      const plan = await this.deps.leases.sweep(this.healthy ? this.healthySinceMs : startedMs);
-      if (!this.healthy) {
-        this.healthy = true;
-        this.healthySinceMs = startedMs;
-        this.deps.log.info("etcd answers again: every live node gets a full lease TTL");
-      }
-      return plan;
-    } catch (err) {
-      if (this.healthy) this.deps.log.warn({ err }, "lease expiry round failed; no node expires until etcd answers again");
-      this.healthy = false;
-      return undefined;
-    } finally {
-      this.running = false;
-    }
-  }
 }

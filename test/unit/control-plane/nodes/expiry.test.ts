@@ -1,16 +1,18 @@
-// Liveness and expiry (DESIGN.md §2) with LeaseManager and ExpiryLoop replicas over one in-memory store,
+// Liveness and expiry (DESIGN.md §2) with Liveness and ExpiryLoop replicas over one in-memory store,
 // driven by an injected clock in fixed steps: heartbeats spread over the interval, replicas sweeping at
 // their own offsets, partitions, clock skew between replicas, and a replica paused between planning and
 // committing. Every interleaving is deterministic.
 import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import type { ExpiryPolicy } from "../../../../control-plane/ipam/lease-expiry.js";
-import { ExpiryLoop, LeaseManager } from "../../../../control-plane/ipam/lease-manager.js";
-import { createSubnetPool } from "../../../../control-plane/ipam/subnet-pool.js";
+import type { ExpiryPolicy } from "../../../../control-plane/nodes/expiry-plan.js";
+import { ExpiryLoop, type Liveness } from "../../../../control-plane/nodes/liveness.js";
+import { createSubnetPool } from "../../../../control-plane/subnets/subnet-pool.js";
 import { Cidr } from "../../../../proto/core/cidr.js";
-import { DisruptionRecordSchema } from "../../../../proto/gen/trellis/store/v1/store_pb.js";
-import { asClusterStore, MemoryLivenessStore } from "../../../support/memory-liveness-store.js";
+import { type DisruptionRecord, DisruptionRecordSchema } from "../../../../proto/gen/trellis/store/v1/store_pb.js";
+import { registerNode } from "../../../contract/node-store.js";
+import { replicaServices } from "../../../support/control-plane.js";
+import { openMemoryStores } from "../../../support/memory-stores.js";
 import { seeded } from "../../../support/prng.js";
 
 const ttlMs = 40_000;
@@ -25,7 +27,7 @@ const log = pino({ level: "silent" });
 const pool = createSubnetPool(Cidr.parse("10.244.0.0/16"), 24);
 
 interface Replica {
-  readonly leases: LeaseManager;
+  readonly liveness: Liveness;
   readonly loop: ExpiryLoop;
   readonly sweepOffsetMs: number;
 }
@@ -38,7 +40,7 @@ interface Replica {
 class Cluster {
   /** Simulated time, ms since the start. */
   t = 0;
-  readonly store = new MemoryLivenessStore();
+  readonly store = openMemoryStores();
   readonly replicas: Replica[] = [];
   /** Nodes that send no heartbeats (partitioned or dead). */
   readonly silent = new Set<string>();
@@ -52,6 +54,8 @@ class Cluster {
   readonly paused = new Set<number>();
 
   private readonly phases: number[];
+  /** The nodes registered, before the first step. */
+  private readonly seeded: Promise<void>;
 
   /** `rand` (seeded) draws heartbeat phases and sweep offsets; without it they are spread evenly. */
   constructor(
@@ -62,9 +66,25 @@ class Cluster {
   ) {
     const onStep = (ms: number) => Math.floor(ms / stepMs) * stepMs;
     this.phases = Array.from({ length: nodeCount }, (_, i) => onStep(rand ? rand() * intervalMs : (i * intervalMs) / nodeCount));
-    for (let i = 0; i < nodeCount; i++) this.store.addNode(this.name(i), BigInt(epoch), i + 1);
+    this.seeded = this.seed();
     for (let r = 0; r < replicaCount; r++)
       this.addReplica(skewsMs[r] ?? 0, rand ? onStep(rand() * sweepMs) : 300 + onStep((r * sweepMs) / replicaCount));
+  }
+
+  private async seed(): Promise<void> {
+    for (let i = 0; i < this.nodeCount; i++) {
+      const n = i + 1;
+      await registerNode(this.store, this.name(i), `192.168.${n >> 8}.${n & 255}`, `10.244.${n}.0/24`);
+    }
+  }
+
+  /** Names of the nodes that are not live. */
+  async expiredNodes(): Promise<string[]> {
+    return (await this.store.nodes.listNodes()).nodes.filter((n) => !n.live).map((n) => n.name);
+  }
+
+  async disruptionRecord(): Promise<DisruptionRecord | undefined> {
+    return (await this.store.liveness.findDisruption())?.value;
   }
 
   name(i: number): string {
@@ -74,8 +94,8 @@ class Cluster {
   /** A replica (starting now) whose clock reads the simulated time plus `skewMs`. */
   addReplica(skewMs: number, sweepOffsetMs: number): Replica {
     const clock = () => epoch + this.t + skewMs;
-    const leases = new LeaseManager({ store: asClusterStore(this.store), pool, log, clock, rand: Math.random, policy });
-    const replica = { leases, loop: new ExpiryLoop({ leases, clock, log }), sweepOffsetMs };
+    const { liveness } = replicaServices(this.store, { pool, log, clock, policy });
+    const replica = { liveness, loop: new ExpiryLoop({ liveness, clock, log }), sweepOffsetMs };
     this.replicas.push(replica);
     return replica;
   }
@@ -85,6 +105,7 @@ class Cluster {
   }
 
   async runUntil(endMs: number): Promise<void> {
+    await this.seeded;
     while (this.t < endMs) {
       this.t += stepMs;
       await this.step();
@@ -99,7 +120,7 @@ class Cluster {
       const via = this.replicas.map((_, k) => (i + k) % this.replicas.length).find((r) => !this.paused.has(r));
       if (via === undefined) continue;
       try {
-        await this.replicas[via]?.leases.heartbeat(name);
+        await this.replicas[via]?.liveness.heartbeat(name);
         this.lastBeat.set(name, this.t);
       } catch {
         // expired (a daemon would register again) or etcd down: either way no heartbeat reached etcd
@@ -111,7 +132,7 @@ class Cluster {
       if (plan && plan.keptInDisruption.length > 0) this.disruptionSeen = true; // kept routes of overdue nodes
     }
     for (const { name, live } of this.store.liveChanges) if (!live && !this.expiredAt.has(name)) this.expiredAt.set(name, this.t);
-    if (this.store.disruptionRecord()?.active) this.disruptionSeen = true;
+    if (!this.store.down && (await this.disruptionRecord())?.active) this.disruptionSeen = true;
   }
 }
 
@@ -134,14 +155,14 @@ describe("disruption: many nodes going quiet over several seconds keep their rou
         .map((i) => cluster.name(i));
       for (const name of cut) cluster.silent.add(name);
       await cluster.runUntil(60_000 + 3 * ttlMs);
-      expect(cluster.store.expiredNodes()).toEqual([]);
-      expect(cluster.store.disruptionRecord()).toMatchObject({ active: true, liveNodes: 100n });
-      expect([...(cluster.store.disruptionRecord()?.overdueNodes ?? [])].sort()).toEqual([...cut].sort());
+      expect(await cluster.expiredNodes()).toEqual([]);
+      expect(await cluster.disruptionRecord()).toMatchObject({ active: true, liveNodes: 100n });
+      expect([...((await cluster.disruptionRecord())?.overdueNodes ?? [])].sort()).toEqual([...cut].sort());
 
       cluster.silent.clear(); // the partition heals
       await cluster.runUntil(60_000 + 3 * ttlMs + 2 * ttlMs);
       expect(cluster.store.liveChanges).toEqual([]);
-      expect(cluster.store.disruptionRecord()?.active).toBe(false);
+      expect((await cluster.disruptionRecord())?.active).toBe(false);
     },
   );
 
@@ -156,7 +177,7 @@ describe("disruption: many nodes going quiet over several seconds keep their rou
           for (let i = 0; i < 100; i++) if (partitioned()) cluster.silent.add(cluster.name(i));
           const partitionAt = 60_000 + Math.floor(rand() * 100) * stepMs;
           await cluster.runUntil(partitionAt + 3 * ttlMs);
-          expect(cluster.store.expiredNodes(), `trial ${trial}`).toEqual([]);
+          expect(await cluster.expiredNodes(), `trial ${trial}`).toEqual([]);
         }
       }
     },
@@ -168,7 +189,7 @@ describe("disruption: many nodes going quiet over several seconds keep their rou
     cluster.silent.add("n42");
     const last = cluster.lastBeat.get("n42") ?? 0;
     await cluster.runUntil(60_000 + 2 * ttlMs);
-    expect(cluster.store.expiredNodes()).toEqual(["n42"]);
+    expect(await cluster.expiredNodes()).toEqual(["n42"]);
     const at = cluster.expiredAt.get("n42") ?? Number.NaN;
     expect(at).toBeGreaterThan(last + ttlMs);
     expect(at).toBeLessThanOrEqual(last + ttlMs + sweepMs);
@@ -184,15 +205,15 @@ describe("disruption: many nodes going quiet over several seconds keep their rou
     cluster.store.beforeNodeWrite = async (name) => {
       if (name !== "n3" || recorded) return;
       recorded = true; // between this replica's reads and its commit, another one enters disruption mode
-      const before = await cluster.store.findDisruption();
-      await cluster.store.putDisruption(
+      const before = await cluster.store.liveness.findDisruption();
+      await cluster.store.liveness.putDisruption(
         create(DisruptionRecordSchema, { active: true, sinceMs: BigInt(epoch + cluster.t), liveNodes: 10n }),
         before?.modRevision ?? 0n,
       );
     };
     await cluster.runUntil(20_000 + ttlMs + 2 * sweepMs);
     expect(recorded).toBe(true);
-    expect(cluster.store.expiredNodes()).toEqual([]);
+    expect(await cluster.expiredNodes()).toEqual([]);
   });
 });
 
@@ -207,7 +228,7 @@ describe("liveness is judged by each replica's own clock, from when it saw the h
       cluster.silent.add("n7");
       const last = cluster.lastBeat.get("n7") ?? 0;
       await cluster.runUntil(3 * ttlMs + 2 * ttlMs);
-      expect(cluster.store.expiredNodes()).toEqual(["n7"]);
+      expect(await cluster.expiredNodes()).toEqual(["n7"]);
       expect(cluster.expiredAt.get("n7")).toBeLessThanOrEqual(last + ttlMs + sweepMs);
       expect(cluster.disruptionSeen).toBe(false);
     },
@@ -224,7 +245,7 @@ describe("liveness is judged by each replica's own clock, from when it saw the h
       // back and heartbeats through the other replica.
       resumedAt = cluster.t;
       cluster.silent.delete("n4");
-      await cluster.replicas[1]?.leases.heartbeat("n4");
+      await cluster.replicas[1]?.liveness.heartbeat("n4");
       cluster.lastBeat.set("n4", cluster.t);
     };
     await cluster.runUntil(20_000 + ttlMs + 2 * sweepMs);
@@ -235,7 +256,7 @@ describe("liveness is judged by each replica's own clock, from when it saw the h
     cluster.silent.add("n4");
     const last = cluster.lastBeat.get("n4") ?? 0;
     await cluster.runUntil(cluster.t + 2 * ttlMs);
-    expect(cluster.store.expiredNodes()).toEqual(["n4"]);
+    expect(await cluster.expiredNodes()).toEqual(["n4"]);
     expect(cluster.expiredAt.get("n4")).toBeLessThanOrEqual(last + ttlMs + sweepMs);
   });
 
@@ -260,7 +281,7 @@ describe("liveness is judged by each replica's own clock, from when it saw the h
     await cluster.runUntil(backAt + ttlMs);
     expect(cluster.store.liveChanges).toEqual([]);
     await cluster.runUntil(backAt + ttlMs + 2 * sweepMs);
-    expect(cluster.store.expiredNodes()).toEqual(["n5"]);
+    expect(await cluster.expiredNodes()).toEqual(["n5"]);
   });
 
   it("a replica that starts gives every live node a full TTL: it never saw their heartbeats", async () => {
@@ -273,6 +294,6 @@ describe("liveness is judged by each replica's own clock, from when it saw the h
     expect(cluster.store.liveChanges).toEqual([]);
     // first seen at the replica's first round, then a full TTL, then the next round
     await cluster.runUntil(startedAt + ttlMs + 2 * sweepMs);
-    expect(cluster.store.expiredNodes()).toEqual(["n5"]);
+    expect(await cluster.expiredNodes()).toEqual(["n5"]);
   });
 });

@@ -1,0 +1,196 @@
+import { create } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import { TrellisError } from "../../proto/core/errors.js";
+import { type DisruptionRecord, DisruptionRecordSchema, NodeRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
+import type { LivenessStore } from "../store/liveness-store.js";
+import type { NodeStore } from "../store/node-store.js";
+import type { Versioned } from "../store/versioned.js";
+import { type ExpiryPlan, type ExpiryPolicy, planExpiry, Sightings } from "./expiry-plan.js";
+
+export interface LivenessDeps {
+  readonly nodes: NodeStore;
+  readonly liveness: LivenessStore;
+  readonly log: Logger;
+  /** Wall clock, only for the times records show operators. */
+  readonly clock: () => number;
+  /**
+   * The monotonic clock liveness is judged by (main.ts: performance.now()); default `clock`. Times that
+   * other machines wrote are never compared with it.
+   */
+  readonly monotonicClock?: () => number;
+  readonly policy: ExpiryPolicy;
+}
+
+/**
+ * Heartbeats, expiry and disruption (DESIGN.md §2): which nodes are live, judged by this replica's own
+ * clock and decided by transactions every replica can check.
+ */
+export class Liveness {
+  /** When this replica last saw each live node's heartbeat key change, by its own monotonic clock. */
+  private readonly sightings = new Sightings();
+  /** The disruption record's mod revision as of this replica's last round (undefined before its first). */
+  private disruptionRevision: bigint | undefined;
+  /** When (monotonic) this replica last saw a disruption end: every live node got a full TTL from then. */
+  private disruptionEndedAtMs = Number.NEGATIVE_INFINITY;
+
+  constructor(private readonly deps: LivenessDeps) {}
+
+  /** A heartbeat of a live node; NOT_FOUND for a node that is not registered or not live. */
+  async heartbeat(name: string): Promise<void> {
+    const node = await this.deps.nodes.findNode(name);
+    if (!node) throw new TrellisError("NOT_FOUND", `node ${name} is not registered; register it first`);
+    if (!node.value.live) {
+      throw new TrellisError("NOT_FOUND", `node ${name} is not live (${node.value.releasedReason || "withdrawn"}); register it again`);
+    }
+    await this.recordHeartbeat(name);
+  }
+
+  /** Writes node `name`'s heartbeat key; this replica saw it change (it wrote it). */
+  async recordHeartbeat(name: string): Promise<void> {
+    const revision = await this.deps.liveness.putHeartbeat(name, BigInt(this.deps.clock()));
+    this.sightings.saw(name, revision, this.monotonic());
+  }
+
+  /** A new node (no heartbeat key yet) registered through this replica: seen now. */
+  sawNewNode(name: string): void {
+    this.sightings.saw(name, 0n, this.monotonic());
+  }
+
+  /**
+   * One expiry round (DESIGN.md §2). This replica judges each live node by its own monotonic clock, from
+   * when it last saw the node's heartbeat key change; `healthySinceMs` (same clock) is since when it has
+   * seen etcd without interruption: no node is judged on time before it. Nodes overdue by the TTL lose
+   * their route, unless the cluster is in disruption: the record in etcd, read here and changed only by
+   * compare-and-swap, says so, or this round finds too many nodes gone quiet and records it. Each expiry
+   * is a transaction that also checks the node's heartbeat key and the disruption record against what
+   * this round read, so a replica that paused after deciding, or decided on a stale view, expires
+   * nobody. Nodes past the grace period lose their subnet.
+   */
+  async sweep(healthySinceMs: number): Promise<ExpiryPlan> {
+    const { nodes: store, liveness, log, policy } = this.deps;
+    const [{ nodes }, heartbeats, disruption] = await Promise.all([
+      store.listNodes(),
+      liveness.listHeartbeats(),
+      liveness.findDisruption(),
+    ]);
+    const heartbeatRevisions = new Map([...heartbeats].map(([name, h]) => [name, h.revision]));
+    const nowMs = this.monotonic();
+    const wallNowMs = this.deps.clock();
+    const disruptionRevision = disruption?.modRevision ?? 0n;
+    const seenBefore = this.disruptionRevision;
+    this.disruptionRevision = disruptionRevision;
+    if (disruption && !disruption.value.active && seenBefore !== undefined && seenBefore !== disruptionRevision) {
+      // Another replica ended a disruption since this one's last round: every live node gets a full TTL.
+      this.disruptionEndedAtMs = nowMs;
+    }
+    const live = nodes.filter((n) => n.live).map((n) => n.name);
+    const sightings = this.sightings.update(live, heartbeatRevisions, nowMs);
+    const plan = planExpiry(
+      {
+        nodes,
+        sightings,
+        nowMs,
+        healthySinceMs: Math.max(healthySinceMs, this.disruptionEndedAtMs),
+        wallNowMs,
+        disruptionRecorded: disruption?.value.active ?? false,
+      },
+      policy,
+    );
+    await this.recordDisruption(plan, disruption, nowMs, wallNowMs);
+    for (const name of plan.expire) {
+      const found = await store.findNode(name);
+      if (!found?.value.live) continue;
+      const judgedBy = sightings.get(name)?.heartbeatRevision ?? 0n;
+      const next = create(NodeRecordSchema, { ...found.value, live: false, releasedAtMs: BigInt(wallNowMs), releasedReason: "expired" });
+      if (await liveness.expireNode(next, found.modRevision, judgedBy, disruptionRevision))
+        log.warn({ node: name, subnet: next.subnet }, "node missed its heartbeats for the lease TTL; route withdrawn");
+      else log.debug({ node: name }, "node heartbeated, changed or a disruption was recorded since this round read it; not expired");
+    }
+    for (const name of plan.free) {
+      const found = await store.findNode(name);
+      if (!found || found.value.live) continue;
+      if (await store.removeNode(found.value, found.modRevision))
+        log.info({ node: name, subnet: found.value.subnet }, "grace period over; subnet freed");
+    }
+    return plan;
+  }
+
+  /**
+   * Brings the disruption record in line with this round's view, by compare-and-swap against the record
+   * the round read: enters or leaves disruption, or updates the overdue nodes it keeps. A lost race
+   * changes nothing here; the next round reads the winner's record and decides again.
+   */
+  private async recordDisruption(
+    plan: ExpiryPlan,
+    before: Versioned<DisruptionRecord> | undefined,
+    nowMs: number,
+    wallNowMs: number,
+  ): Promise<void> {
+    const { liveness: store, log } = this.deps;
+    const active = plan.disruption;
+    const recorded = before?.value.active ?? false;
+    const overdue = [...plan.keptInDisruption].sort();
+    if (!active && !recorded) return;
+    if (active && recorded && before?.value.overdueNodes.join() === overdue.join()) return;
+    const since = active ? (recorded && before ? before.value.sinceMs : BigInt(wallNowMs)) : 0n;
+    const written = await store.putDisruption(
+      create(DisruptionRecordSchema, { active, sinceMs: since, overdueNodes: overdue, liveNodes: BigInt(plan.liveCount) }),
+      before?.modRevision ?? 0n,
+    );
+    if (written === undefined) {
+      log.debug({ reason: "disruption" }, "another replica changed the disruption record first; deciding again next round");
+      return;
+    }
+    this.disruptionRevision = written;
+    if (!active) {
+      this.disruptionEndedAtMs = nowMs;
+      log.info({ reason: "disruption" }, "disruption over: heartbeats are back; every live node gets a full lease TTL");
+    } else if (!recorded) {
+      log.warn(
+        { reason: "disruption" },
+        `${plan.quiet.length} of ${plan.liveCount} live nodes went quiet at once: keeping every route (disruption mode)`,
+      );
+    } else log.debug({ reason: "disruption" }, `${overdue.length} overdue nodes kept in disruption mode`);
+  }
+
+  private monotonic(): number {
+    return (this.deps.monotonicClock ?? this.deps.clock)();
+  }
+}
+
+/**
+ * Runs expiry rounds and remembers since when etcd has answered without interruption: after an outage
+ * of ours (etcd, or this replica just started) every live node gets a full TTL again before anything
+ * expires, since no node could heartbeat through it. `clock` is the Liveness's monotonic clock.
+ */
+export class ExpiryLoop {
+  private healthySinceMs: number;
+  private healthy = true;
+  private running = false;
+
+  constructor(private readonly deps: { liveness: Liveness; clock: () => number; log: Logger }) {
+    this.healthySinceMs = deps.clock();
+  }
+
+  /** One round; none while the last one still runs (a slow etcd), so rounds never overlap. */
+  async tick(): Promise<ExpiryPlan | undefined> {
+    if (this.running) return undefined;
+    this.running = true;
+    const startedMs = this.deps.clock();
+    try {
+      const plan = await this.deps.liveness.sweep(this.healthy ? this.healthySinceMs : startedMs);
+      if (!this.healthy) {
+        this.healthy = true;
+        this.healthySinceMs = startedMs;
+        this.deps.log.info("etcd answers again: every live node gets a full lease TTL");
+      }
+      return plan;
+    } catch (err) {
+      if (this.healthy) this.deps.log.warn({ err }, "lease expiry round failed; no node expires until etcd answers again");
+      this.healthy = false;
+      return undefined;
+    } finally {
+      this.running = false;
+    }
+  }
+}

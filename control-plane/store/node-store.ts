@@ -1,0 +1,110 @@
+import type { NodeRecord, SubnetLeaseRecord, SubnetReservationRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
+import type { Versioned } from "./versioned.js";
+
+export interface NodeChange {
+  readonly type: "put" | "delete";
+  readonly name: string;
+  /** The new record for "put". */
+  readonly node?: NodeRecord;
+}
+
+export interface NodeWatchBatch {
+  readonly revision: bigint;
+  readonly changes: readonly NodeChange[];
+}
+
+export interface NodeSnapshot {
+  readonly revision: bigint;
+  readonly nodes: readonly NodeRecord[];
+}
+
+/** A node-ips index entry as read: the node it names (none when absent) and its mod revision (0n: absent). */
+export interface NodeIpEntry {
+  readonly ip: string;
+  readonly nodeName?: string;
+  readonly modRevision: bigint;
+}
+
+/**
+ * The node-ips index condition of a registration's write (the index is the authority on who holds an
+ * underlay address): the entry of the node's address is unchanged since `entry` was read, and when it names
+ * another node (one no longer live at that address, whose address this node takes over), that node's record
+ * is unchanged since `displaced.modRevision` (0n: absent). The write makes the entry name this node.
+ */
+export interface NodeIpClaim {
+  readonly entry: NodeIpEntry;
+  readonly displaced?: { readonly name: string; readonly modRevision: bigint };
+  /** The address the node had; when it moves, that entry is deleted in the same transaction if it still names it. */
+  readonly previousIp?: string;
+}
+
+/** A subnet freed and not leased since, with the revision of the transaction that freed it. */
+export interface FreedSubnetEntry {
+  readonly subnet: string;
+  readonly freedRevision: bigint;
+}
+
+/** What choosing a subnet for a new node depends on. */
+export interface SubnetChoiceInput {
+  readonly leasedSubnets: readonly string[];
+  readonly reservations: readonly SubnetReservationRecord[];
+  readonly freedSubnets: readonly FreedSubnetEntry[];
+}
+
+/** Everything a registration decides on, read at one revision in one etcd round trip. */
+export interface RegistrationView {
+  readonly node?: Versioned<NodeRecord>;
+  /** The node-ips index entry of the address the node registers with. */
+  readonly nodeIp: NodeIpEntry;
+  /** Only when the node has no record (a known node keeps its subnet, so a restart reads no lists). */
+  readonly choice?: SubnetChoiceInput;
+}
+
+/**
+ * Node records, the node-ips index and what a registration writes with them (its subnet's lease): the
+ * aggregate a registration, a withdrawal and a removal change in one transaction each.
+ */
+export interface NodeStore {
+  findNode(name: string): Promise<Versioned<NodeRecord> | undefined>;
+  /** The node that holds underlay address `ip`, from the node-ips index. */
+  findNodeByIp(ip: string): Promise<string | undefined>;
+  listNodes(): Promise<NodeSnapshot>;
+  /**
+   * Calls `onBatch` with every change to node records from `fromRevision` on, in order, until `signal`
+   * aborts; `onLost` when the watch ends for good (its revision was compacted): the caller starts over.
+   */
+  watchNodes(
+    fromRevision: bigint,
+    onBatch: (batch: NodeWatchBatch) => void,
+    signal: AbortSignal,
+    onLost?: (err: Error) => void,
+  ): Promise<void>;
+  /** Node `name`'s record and the node-ips entry of `ip`, or, for a new node, what choosing its subnet takes: one round trip. */
+  readRegistration(name: string, ip: string): Promise<RegistrationView>;
+  /**
+   * Atomically creates the lease of `lease.subnet`, writes `node` and makes the node-ips entry of its
+   * address name it, provided the subnet is still free, the node record is unchanged since
+   * `nodeModRevision` (0n: still absent) and `ip` holds. The subnet's freed record goes. False when a race
+   * was lost.
+   */
+  claimSubnet(
+    lease: SubnetLeaseRecord,
+    node: NodeRecord,
+    nodeModRevision: bigint,
+    ip: NodeIpClaim,
+    /** The subnet is reserved for this node; otherwise the claim holds only while no reservation exists for it. */
+    reservedForNode?: boolean,
+  ): Promise<boolean>;
+  /**
+   * Writes `node` if its record is unchanged since `modRevision`; with `ip` (a registration), only if `ip`
+   * holds too, and the node-ips entry of its address names it afterwards. False when a race was lost.
+   */
+  updateNode(node: NodeRecord, modRevision: bigint, ip?: NodeIpClaim): Promise<boolean>;
+  /**
+   * Deletes a node's record, its heartbeat, its subnet lease, its allocations and its route report in one
+   * transaction, if the record is unchanged since `modRevision`; records the subnet as freed (at the back
+   * of the line), and deletes the node-ips entry of its address only if it still names this node. False
+   * when a race was lost.
+   */
+  removeNode(node: NodeRecord, modRevision: bigint): Promise<boolean>;
+}
