@@ -52,6 +52,22 @@ export class Sightings {
   }
 }
 
+/**
+ * When this replica first saw each not-live node so (its own monotonic clock): what the grace period is
+ * judged by. A node seen live again is forgotten; a replica that starts gives every such node a full
+ * grace period from its first round, erring on keeping a subnet longer.
+ */
+export class ReleaseSightings {
+  private readonly since = new Map<string, number>();
+
+  update(nodes: readonly NodeRecord[], nowMs: number): ReadonlyMap<string, number> {
+    const released = new Set(nodes.filter((n) => !n.live).map((n) => n.name));
+    for (const name of this.since.keys()) if (!released.has(name)) this.since.delete(name);
+    for (const name of released) if (!this.since.has(name)) this.since.set(name, nowMs);
+    return new Map(this.since);
+  }
+}
+
 export interface ExpiryInput {
   readonly nodes: readonly NodeRecord[];
   /** This replica's sightings of the live nodes (`Sightings.update`). */
@@ -64,8 +80,11 @@ export interface ExpiryInput {
    * before it, and every live node gets a full TTL again.
    */
   readonly healthySinceMs: number;
-  /** Wall clock, for the grace period of nodes that are no longer live (`releasedAtMs`). */
-  readonly wallNowMs: number;
+  /**
+   * When (monotonic) this replica first saw each not-live node so: the grace period runs from then, by
+   * this replica's own clock, never from `releasedAtMs`, which another replica's wall clock wrote.
+   */
+  readonly releasedSeenAtMs: ReadonlyMap<string, number>;
   /** Whether the disruption record in etcd, read in this round, says the cluster is in disruption. */
   readonly disruptionRecorded: boolean;
 }
@@ -116,7 +135,7 @@ export function planExpiry(input: ExpiryInput, policy: ExpiryPolicy): ExpiryPlan
   const tooMany = (count: number) => count >= 2 && count > live.length * policy.disruptionShare;
   const disruption = input.disruptionRecorded ? tooMany(quiet.length) : tooMany(wentQuietInWindow.length);
   const free = input.nodes
-    .filter((n) => !n.live && n.releasedAtMs > 0n && input.wallNowMs - Number(n.releasedAtMs) > policy.graceMs)
+    .filter((n) => !n.live && input.nowMs - (input.releasedSeenAtMs.get(n.name) ?? input.nowMs) > policy.graceMs)
     .map((n) => n.name);
   return {
     expire: disruption || input.disruptionRecorded ? [] : overdue,

@@ -5,7 +5,7 @@ import { type DisruptionRecord, DisruptionRecordSchema, NodeRecordSchema } from 
 import type { LivenessStore } from "../store/liveness-store.js";
 import type { NodeStore } from "../store/node-store.js";
 import type { Versioned } from "../store/versioned.js";
-import { type ExpiryPlan, type ExpiryPolicy, planExpiry, Sightings } from "./expiry-plan.js";
+import { type ExpiryPlan, type ExpiryPolicy, planExpiry, ReleaseSightings, Sightings } from "./expiry-plan.js";
 
 export interface LivenessDeps {
   readonly nodes: NodeStore;
@@ -28,6 +28,8 @@ export interface LivenessDeps {
 export class Liveness {
   /** When this replica last saw each live node's heartbeat key change, by its own monotonic clock. */
   private readonly sightings = new Sightings();
+  /** When this replica first saw each not-live node so, by its own monotonic clock: the grace period runs from then. */
+  private readonly releases = new ReleaseSightings();
   /** The disruption record's mod revision as of this replica's last round (undefined before its first). */
   private disruptionRevision: bigint | undefined;
   /** When (monotonic) this replica last saw a disruption end: every live node got a full TTL from then. */
@@ -91,7 +93,7 @@ export class Liveness {
         sightings,
         nowMs,
         healthySinceMs: Math.max(healthySinceMs, this.disruptionEndedAtMs),
-        wallNowMs,
+        releasedSeenAtMs: this.releases.update(nodes, nowMs),
         disruptionRecorded: disruption?.value.active ?? false,
       },
       policy,

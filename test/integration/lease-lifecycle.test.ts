@@ -99,6 +99,7 @@ describe("subnet leases follow their node", () => {
     const subnets = await registerAll(node, 2);
     await node("n2").deregisterNode({ nodeName: "n2" }); // graceful shutdown: route out now, subnet kept
     expect((await admin.getNode({ name: "n2" })).node).toMatchObject({ live: false, releasedReason: "withdrawn" });
+    expect((await cp.liveness.sweep(0)).free).toEqual([]); // this replica's round sees n2 withdrawn: its grace period starts
     now += graceMs - 1_000;
     expect((await cp.liveness.sweep(0)).free).toEqual([]);
     now += 2_000;

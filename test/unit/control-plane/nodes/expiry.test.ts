@@ -10,7 +10,7 @@ import { ExpiryLoop, type Liveness } from "../../../../control-plane/nodes/liven
 import { createSubnetPool } from "../../../../control-plane/subnets/subnet-pool.js";
 import { Cidr } from "../../../../proto/core/cidr.js";
 import { type DisruptionRecord, DisruptionRecordSchema } from "../../../../proto/gen/trellis/store/v1/store_pb.js";
-import { registerNode } from "../../../contract/node-store.js";
+import { changeNode, registerNode } from "../../../contract/node-store.js";
 import { replicaServices } from "../../../support/control-plane.js";
 import { openMemoryStores } from "../../../support/memory-stores.js";
 import { seeded } from "../../../support/prng.js";
@@ -296,4 +296,24 @@ describe("liveness is judged by each replica's own clock, from when it saw the h
     await cluster.runUntil(startedAt + ttlMs + 2 * sweepMs);
     expect(await cluster.expiredNodes()).toEqual(["n5"]);
   });
+});
+
+describe("the grace period is judged by each replica's own clock too", () => {
+  it.each([11 * 60_000, -11 * 60_000])(
+    "a replica whose clock is %i ms off frees a withdrawn node's subnet only after the grace period by its own clock",
+    async (skewMs) => {
+      const cluster = new Cluster(3, 2, [skewMs, 0]);
+      await cluster.runUntil(20_000);
+      cluster.silent.add("n1");
+      // withdrawn through the replica with the right clock, which writes its wall clock into the record
+      await changeNode(cluster.store, "n1", { live: false, releasedAtMs: BigInt(epoch + cluster.t), releasedReason: "withdrawn" });
+      const withdrawnAt = cluster.t;
+      await cluster.runUntil(withdrawnAt + 3 * sweepMs);
+      expect((await cluster.store.nodes.findNode("n1"))?.value.live).toBe(false); // still holds its subnet
+      await cluster.runUntil(withdrawnAt + policy.graceMs - sweepMs);
+      expect(await cluster.store.nodes.findNode("n1")).toBeDefined();
+      await cluster.runUntil(withdrawnAt + policy.graceMs + 2 * sweepMs);
+      expect(await cluster.store.nodes.findNode("n1")).toBeUndefined(); // freed
+    },
+  );
 });
