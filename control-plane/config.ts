@@ -50,9 +50,11 @@ Flags:
   --lease-ttl S             a node that has not heartbeated for S seconds loses its route (default 40)
   --grace-period S          a node that lost its route keeps its subnet S more seconds, and gets it back
                             when it returns within them (default 600)
+  --heartbeat-interval S    how often the node daemons heartbeat (their --heartbeat-interval): a node that
+                            missed one counts as quiet (default: a quarter of --lease-ttl; at most half of it)
   --disruption-share F      when more than this share of live nodes (and at least 2) go quiet within one
-                            heartbeat interval (taken as a quarter of the TTL) plus the TTL, routes are
-                            kept (disruption mode) until heartbeats are back (default 0.33)
+                            heartbeat interval plus the TTL, routes are kept (disruption mode) until
+                            heartbeats are back (default 0.33)
   --tls-cert FILE           this replica's certificate (trellis-ca issue --kind control-plane)
   --tls-key FILE            its private key
   --client-ca FILE          the cluster CA certificate: every caller must present a certificate it signed;
@@ -91,6 +93,7 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     "lease-ttl": { type: "string", default: "40" },
     "grace-period": { type: "string", default: "600" },
     "disruption-share": { type: "string", default: "0.33" },
+    "heartbeat-interval": { type: "string", default: "" },
     "tls-cert": { type: "string", default: "" },
     "tls-key": { type: "string", default: "" },
     "client-ca": { type: "string", default: "" },
@@ -110,11 +113,21 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
       `--disruption-share ${JSON.stringify(values["disruption-share"])} is not a number between 0 and 1`,
     );
   }
-  const policy: ExpiryPolicy = {
+  let policy: ExpiryPolicy = {
     ttlMs: parseIntFlag(values["lease-ttl"], "--lease-ttl", 1, 86_400) * 1000,
     graceMs: parseIntFlag(values["grace-period"], "--grace-period", 0, 30 * 86_400) * 1000,
     disruptionShare: share,
   };
+  if (values["heartbeat-interval"] !== "") {
+    const intervalS = parseIntFlag(values["heartbeat-interval"], "--heartbeat-interval", 1, 3600);
+    if (intervalS * 2000 > policy.ttlMs) {
+      throw new TrellisError(
+        "INVALID_ARGUMENT",
+        `--heartbeat-interval ${intervalS} is more than half of --lease-ttl ${policy.ttlMs / 1000}: a node would look quiet between two heartbeats; give a longer --lease-ttl or a shorter interval (and the same to the daemons)`,
+      );
+    }
+    policy = { ...policy, heartbeatIntervalMs: intervalS * 1000 };
+  }
   const subnetPrefixLength = parseIntFlag(values["subnet-size"], "--subnet-size", 1, 30);
   const clusterCidr = Cidr.parse(values["cluster-cidr"], "--cluster-cidr");
   if (clusterCidr.subnetCount(subnetPrefixLength) === 0n) {

@@ -45,6 +45,12 @@ export interface Registration {
  */
 export class Registrar {
   private readonly maxRaces: number;
+  /**
+   * Subnets this replica's registrations are claiming right now: a burst of new nodes through one replica
+   * picks different ones instead of all racing for the lowest free subnet (each lost race is another round
+   * trip).
+   */
+  private readonly claiming = new Set<string>();
 
   constructor(private readonly deps: RegistrarDeps) {
     this.maxRaces = deps.maxRaces ?? 16;
@@ -71,9 +77,6 @@ export class Registrar {
       // The node-ips index says who holds the address; the write below holds only if it is unchanged.
       const ip = await this.claimNodeIp(reg, view.nodeIp, current?.nodeIp);
       if (existing && current) {
-        // Coming back is a sign of life: without this, the node would look overdue (by its old heartbeat)
-        // until its first heartbeat, and an expiry round in between would withdraw it again.
-        await this.deps.liveness.recordHeartbeat(reg.name);
         const next = create(NodeRecordSchema, {
           ...current,
           nodeIp: reg.nodeIp,
@@ -82,7 +85,14 @@ export class Registrar {
           releasedAtMs: 0n,
           releasedReason: "",
         });
-        if (await store.updateNode(next, existing.modRevision, ip)) {
+        // Coming back is a sign of life: without the heartbeat, the node would look overdue (by its old
+        // heartbeat) until its first one, and an expiry round in between would withdraw it again. Written
+        // beside the record, not before it: a registration is two etcd round trips, the read and this.
+        const [, updated] = await Promise.all([
+          this.deps.liveness.recordHeartbeat(reg.name),
+          store.updateNode(next, existing.modRevision, ip),
+        ]);
+        if (updated) {
           log.info({ node: reg.name, subnet: next.subnet }, "node registered again");
           this.logTakeover(reg, ip);
           return next;
@@ -106,10 +116,11 @@ export class Registrar {
           }
         }
         const othersReserved = reservations.filter((r) => r.nodeName !== reg.name).map((r) => Cidr.parse(r.subnet, "stored reservation"));
+        const inFlight = [...this.claiming].map((c) => Cidr.parse(c));
         const subnet =
           mine?.subnet ??
           this.heldSubnet(reg, leased, othersReserved) ??
-          pickFreeSubnet(pool, [...leased, ...othersReserved], attempt === 1 ? undefined : this.deps.rand, freed).toString();
+          pickFreeSubnet(pool, [...leased, ...othersReserved, ...inFlight], attempt === 1 ? undefined : this.deps.rand, freed).toString();
         const now = BigInt(this.deps.clock());
         const node = create(NodeRecordSchema, {
           name: reg.name,
@@ -120,7 +131,10 @@ export class Registrar {
           registeredAtMs: now,
         });
         const lease = create(SubnetLeaseRecordSchema, { subnet, nodeName: reg.name, leasedAtMs: now });
-        if (await store.claimSubnet(lease, node, 0n, ip, mine?.subnet === subnet)) {
+        if (this.claiming.has(subnet)) continue; // a reserved or held subnet another registration here is claiming
+        this.claiming.add(subnet);
+        const claimed = await store.claimSubnet(lease, node, 0n, ip, mine?.subnet === subnet).finally(() => this.claiming.delete(subnet));
+        if (claimed) {
           log.info({ node: reg.name, subnet }, "subnet leased");
           this.logTakeover(reg, ip);
           this.deps.liveness.sawNewNode(reg.name);

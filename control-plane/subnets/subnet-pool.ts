@@ -52,7 +52,8 @@ export function pickFreeSubnet(pool: SubnetPool, leased: readonly Cidr[], rand?:
   const first = firstIndex(pool);
   const usable = count - first;
   const taken = new Set(leased.filter((c) => c.prefixLength === pool.prefixLength).map((c) => c.network));
-  const overlapsOther = (s: Cidr) => leased.some((c) => c.prefixLength !== pool.prefixLength && c.overlaps(s));
+  const others = leased.filter((c) => c.prefixLength !== pool.prefixLength); // usually none: O(leases), not O(leases²)
+  const overlapsOther = (s: Cidr) => others.length > 0 && others.some((c) => c.overlaps(s));
   const isFree = (s: Cidr) => !taken.has(s.network) && !overlapsOther(s);
   const usedBefore = new Set(freed.filter((f) => f.subnet.prefixLength === pool.prefixLength).map((f) => f.subnet.network));
   const start = rand ? BigInt(Math.floor(rand() * Number(usable))) % usable : 0n;

@@ -41,6 +41,13 @@ describe("parseControlPlaneArgs", () => {
   it("takes the lease lifecycle flags", () => {
     const c = config(["--lease-ttl", "12", "--grace-period", "0", "--disruption-share", "0.5"]);
     expect(c.policy).toEqual({ ttlMs: 12_000, graceMs: 0, disruptionShare: 0.5 });
+    expect(config(["--lease-ttl", "60", "--heartbeat-interval", "20"]).policy.heartbeatIntervalMs).toBe(20_000);
+  });
+
+  it("refuses a heartbeat interval over half the TTL: a node would look quiet between two heartbeats", () => {
+    expect(() => parseControlPlaneArgs(["--lease-ttl", "40", "--heartbeat-interval", "21"])).toThrow(
+      /--heartbeat-interval 21 is more than half of --lease-ttl 40/,
+    );
   });
 
   it.each([
@@ -50,6 +57,7 @@ describe("parseControlPlaneArgs", () => {
     ["--disruption-share", "1"],
     ["--disruption-share", "0"],
     ["--disruption-share", "a third"],
+    ["--heartbeat-interval", "0"],
   ])("rejects %s %s naming the flag", (flag, value) => {
     expect(() => parseControlPlaneArgs([flag, value])).toThrow(flag);
   });
