@@ -47,6 +47,7 @@ export class RouteFeed {
   private started: Promise<void> | undefined;
   private signal?: AbortSignal;
   private epochValue = 0n;
+  private lastSnapshot?: { readonly table: RouteTable; readonly message: WatchRoutesResponse };
 
   constructor(private readonly deps: RouteFeedDeps) {}
 
@@ -130,13 +131,22 @@ export class RouteFeed {
     }
   }
 
+  /**
+   * The snapshot of the table now; one object for every stream that asks until the table changes, so the
+   * RPC layer encodes it once for all of them (after a failover, thousands of streams ask at once).
+   */
   private snapshot(): WatchRoutesResponse {
-    return create(WatchRoutesResponseSchema, {
+    const cached = this.lastSnapshot;
+    if (cached && cached.table === this.table && cached.message.epoch === this.epochValue && cached.message.revision === this.revision)
+      return cached.message;
+    const message = create(WatchRoutesResponseSchema, {
       revision: this.revision,
       snapshot: true,
       routes: [...this.table.values()],
       epoch: this.epochValue,
     });
+    this.lastSnapshot = { table: this.table, message };
+    return message;
   }
 
   /**
