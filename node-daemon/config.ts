@@ -4,6 +4,7 @@ import { TrellisError } from "../proto/core/errors.js";
 import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/core/flags.js";
 import { checkNodeName } from "../proto/core/node-name.js";
 import { defaultDaemonSocket } from "../proto/core/protocol.js";
+import { type ConflistCniVersion, conflistCniVersions } from "./cni/plan.js";
 
 export interface DaemonConfig {
   readonly nodeName: string;
@@ -13,12 +14,17 @@ export interface DaemonConfig {
   readonly socketPath: string;
   readonly bridge: string;
   readonly stateDir: string;
-  readonly mtu: number;
+  /** The pod MTU from --mtu; undefined: the MTU of the node's uplink (the interface holding the node IP). */
+  readonly mtu?: number;
+  /** Masquerade pod traffic leaving the cluster CIDR to the node's IP (Trellis's own nftables table). */
+  readonly masquerade: boolean;
   readonly heartbeatIntervalMs: number;
   readonly routeResyncIntervalMs: number;
   /** Where the conflist goes once the daemon serves; "" to leave the CNI config to the operator. */
   readonly cniConfDir: string;
   readonly cniConfName: string;
+  /** The conflist's cniVersion (--cni-version). */
+  readonly cniVersion: ConflistCniVersion;
   readonly logLevel: string;
   /**
    * Mutual TLS to the control plane: the cluster CA's file, this node's credential file (key and
@@ -34,6 +40,7 @@ export interface DaemonConfig {
 }
 
 export const daemonHelp = `Usage: trellis-node-daemon --node-name NAME --node-ip IP [flags]
+       trellis-node-daemon leave --node-name NAME --node-ip IP [flags]
 
 The Trellis node daemon: registers the node with the control plane and leases its pod subnet, sets up
 the node bridge (gateway = first address of the subnet) and IPv4 forwarding, serves the CNI shim on a
@@ -47,13 +54,19 @@ Flags:
   --socket PATH             unix socket for the CNI shim, mode 0600 (default ${defaultDaemonSocket})
   --bridge NAME             node bridge name (default trellis0)
   --state-dir DIR           durable allocation records (default /var/lib/trellis)
-  --mtu N                   MTU of the bridge and pod interfaces (default 1500)
+  --mtu N                   MTU of the bridge and pod interfaces (default: the MTU of the node's uplink,
+                            the interface that holds --node-ip)
+  --no-masquerade           do not masquerade pod traffic to outside the cluster CIDR (for networks where
+                            pod addresses are routable); removes Trellis's nftables table (table ip trellis).
+                            Masquerade (the default) needs nftables 0.9.3 or newer (the nft command)
   --heartbeat-interval S    seconds between heartbeats to the control plane (default 10)
   --route-resync S          seconds between full reconciliations (routes against the kernel, allocations
                             against the control plane's copy, DELs left while the daemon was down) (default 30)
   --cni-conf-dir DIR        where to write the CNI conflist once the daemon holds its lease and serves
                             the socket; "" to not write one (default /etc/cni/net.d)
   --cni-conf-name FILE      the conflist's file name (default 10-trellis.conflist)
+  --cni-version V           cniVersion of the conflist: 1.0.0 (default) or 1.1.0; 1.1.0 for runtimes whose
+                            libcni has STATUS and GC (libcni 1.2 or newer); the shim answers both either way
   --ca-cert FILE            the cluster CA certificate: talk to the control plane over mutual TLS, as this
                             node (default: cleartext, for a lab control plane with --insecure-plaintext)
   --credential FILE         this node's private key and certificate, in one file of mode 0600: written when
@@ -65,9 +78,21 @@ Flags:
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
-SIGTERM or SIGINT: stop serving, withdraw the node's route from the cluster (its subnet stays reserved
-for this node name) and exit; pods keep their interfaces and addresses.
+SIGTERM or SIGINT: stop serving and exit; the node keeps its route, its routes to the other nodes and its
+pods (stopping is not leaving: a restart or an upgrade cuts no traffic). A daemon that stays down longer
+than the control plane's --lease-ttl loses its route then; its subnet stays its own for the grace period.
+
+leave: with the daemon stopped (it refuses while one serves --socket), tells the control plane the node
+leaves (its route is withdrawn at once; its subnet stays reserved for the grace period and its certificate
+stays valid), removes this node's routes to the other nodes and Trellis's nftables table, and exits.
+Takes the daemon's own flags (the same environment file); pods keep their interfaces. An admin can do the
+same from elsewhere for a node that is down: AdminService.DrainNode.
 `;
+
+/** The command the first argument names ("leave"), or "run"; the flags that follow. Pure. */
+export function daemonCommand(argv: readonly string[]): { command: "run" | "leave"; flags: readonly string[] } {
+  return argv[0] === "leave" ? { command: "leave", flags: argv.slice(1) } : { command: "run", flags: argv };
+}
 
 /** Parses flags; throws INVALID_ARGUMENT naming the flag. Returns "help" for --help. Pure. */
 export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" {
@@ -82,11 +107,13 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     socket: { type: "string", default: defaultDaemonSocket },
     bridge: { type: "string", default: "trellis0" },
     "state-dir": { type: "string", default: "/var/lib/trellis" },
-    mtu: { type: "string", default: "1500" },
+    mtu: { type: "string", default: "" },
+    "no-masquerade": { type: "boolean", default: false },
     "heartbeat-interval": { type: "string", default: "10" },
     "route-resync": { type: "string", default: "30" },
     "cni-conf-dir": { type: "string", default: "/etc/cni/net.d" },
     "cni-conf-name": { type: "string", default: "10-trellis.conflist" },
+    "cni-version": { type: "string", default: "1.0.0" },
     "log-level": { type: "string", default: "info" },
     router: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
@@ -143,11 +170,24 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     socketPath: values.socket,
     bridge: values.bridge,
     stateDir: values["state-dir"],
-    mtu: parseIntFlag(values.mtu, "--mtu", 576, 65535),
+    ...(values.mtu === "" ? {} : { mtu: parseIntFlag(values.mtu, "--mtu", 576, 65535) }),
+    masquerade: !values["no-masquerade"],
     heartbeatIntervalMs: parseIntFlag(values["heartbeat-interval"], "--heartbeat-interval", 1, 3600) * 1000,
     routeResyncIntervalMs: parseIntFlag(values["route-resync"], "--route-resync", 1, 3600) * 1000,
     logLevel: checkLogLevel(values["log-level"]),
     cniConfDir: values["cni-conf-dir"],
     cniConfName: values["cni-conf-name"],
+    cniVersion: conflistVersion(values["cni-version"]),
   };
+}
+
+function conflistVersion(text: string): ConflistCniVersion {
+  const version = conflistCniVersions.find((v) => v === text);
+  if (!version) {
+    throw new TrellisError(
+      "INVALID_ARGUMENT",
+      `--cni-version ${JSON.stringify(text)} is not a conflist version the daemon writes: give 1.0.0 (the default, for any CNI 1.x runtime) or 1.1.0 (for runtimes whose libcni has STATUS and GC: libcni 1.2 or newer)`,
+    );
+  }
+  return version;
 }

@@ -3,12 +3,15 @@
 // main.ts builds the real implementations and hands them in; everything here goes through ports.
 import type { Logger } from "pino";
 import { Cidr } from "../proto/core/cidr.js";
+import { clusterMtu } from "../proto/core/cluster-mtu.js";
+import { TrellisError } from "../proto/core/errors.js";
 import { AttachmentService } from "./cni/attachment-service.js";
 import type { PendingDeletes } from "./cni/pending-deletes.js";
 import { conflistFor } from "./cni/plan.js";
 import type { DaemonConfig } from "./config.js";
 import type { ControlClient } from "./control/control-client.js";
 import type { AllocationJournal } from "./ipam/journal.js";
+import type { Masquerade } from "./net/masquerade-script.js";
 import type { Netlink } from "./net/netlink.js";
 import { RouteReporter, routeReport } from "./routes/route-reporter.js";
 import { RouteSync } from "./routes/route-sync.js";
@@ -18,6 +21,10 @@ export interface NodeDaemonDeps {
   readonly config: DaemonConfig;
   readonly log: Logger;
   readonly net: Netlink;
+  /** The MTU of the bridge and the pods: --mtu, or the uplink's (main.ts finds it before registering). */
+  readonly podMtu: number;
+  /** Trellis's nftables table: pod egress masquerade (config.masquerade), or its removal. */
+  readonly masquerade: Masquerade;
   readonly journal: AllocationJournal;
   readonly pendingDeletes: PendingDeletes;
   readonly control: ControlClient;
@@ -39,9 +46,15 @@ export class NodeDaemon {
 
   /** Runs until `stop`; resolves once the daemon serves the shim and its loops are running. */
   async start(): Promise<void> {
-    const { config, log, net, control, sleep } = this.deps;
+    const { config, log, net, control, sleep, podMtu, masquerade } = this.deps;
     const signal = this.stopping.signal;
     const registration = await control.register(signal);
+    await masquerade.apply(config.masquerade ? registration.clusterCidr : undefined);
+    log.info(
+      { subnet: registration.clusterCidr },
+      config.masquerade ? "egress masquerade set (table ip trellis)" : "egress masquerade off (table ip trellis removed)",
+    );
+    let mtuOfCluster: number | undefined;
     let current = Cidr.parse(registration.subnet, "leased subnet"); // changes if the node re-registers after losing its lease
     const cni = new AttachmentService({
       net,
@@ -52,7 +65,7 @@ export class NodeDaemon {
       mirror: control,
       pendingDeletes: this.deps.pendingDeletes,
     });
-    await cni.start({ subnet: current, bridgeName: config.bridge, mtu: config.mtu });
+    await cni.start({ subnet: current, bridgeName: config.bridge, mtu: podMtu });
     this.server = await this.deps.serve({
       cni,
       log,
@@ -64,6 +77,13 @@ export class NodeDaemon {
             subnet: current.toString(),
             routesCurrent: false,
             detail: `${stranded} pods still have addresses of this node's previous subnet; recreate them`,
+          };
+        }
+        if (mtuOfCluster !== undefined && mtuOfCluster !== podMtu) {
+          return {
+            subnet: current.toString(),
+            routesCurrent: false,
+            detail: `this node's pod MTU is ${podMtu} but the cluster's is ${mtuOfCluster} (the most common among live nodes); large packets between this node's pods and other nodes' may be lost: set the same MTU on every node (--mtu, or the uplink's)`,
           };
         }
         const missing = this.routes?.missing ?? 0;
@@ -79,7 +99,7 @@ export class NodeDaemon {
     });
     if (config.cniConfDir) {
       // Only now: a runtime that finds the conflist can use it at once (DESIGN.md §4, installation).
-      const path = await this.deps.writeConflist(config.cniConfDir, config.cniConfName, conflistFor(config.socketPath));
+      const path = await this.deps.writeConflist(config.cniConfDir, config.cniConfName, conflistFor(config.socketPath, config.cniVersion));
       log.info({ key: path }, "CNI conflist written");
     }
 
@@ -95,12 +115,13 @@ export class NodeDaemon {
         `SUBNET CHANGED from ${current.toString()} to ${next.toString()}: this node lost its lease while cut off and it was handed on; new pods get ${next.toString()}, pods still on ${current.toString()} must be recreated (STATUS answers 51 until they are)`,
       );
       current = next;
-      await cni.moveTo({ subnet: next, bridgeName: config.bridge, mtu: config.mtu });
+      await cni.moveTo({ subnet: next, bridgeName: config.bridge, mtu: podMtu });
     };
     const keepGoing = (what: string) => (err: unknown) => log.error({ err }, `${what} stopped`);
     control.heartbeatLoop(config.heartbeatIntervalMs, signal, onRegistered).catch(keepGoing("heartbeat loop"));
     control
       .watchRoutes(async (set, revision) => {
+        mtuOfCluster = clusterMtu([...set.values()].map((r) => r.mtu));
         try {
           const { wanted, held } = await routes.setRoutes(set.values());
           reporter.update(routeReport(revision, wanted, held));
@@ -121,11 +142,55 @@ export class NodeDaemon {
     })().catch(keepGoing("route resync"));
   }
 
-  /** Stops the loops and the server, and withdraws the node's route. */
+  /**
+   * Stops the loops and the server. Stopping is not leaving (DESIGN.md §2): the node's route, its routes to
+   * the other nodes, the bridge and the pods all stay, so a daemon started again within the lease TTL cuts
+   * nothing. Leaving is `leaveCluster` (the daemon's leave command) or AdminService.DrainNode.
+   */
   async stop(): Promise<void> {
     this.stopping.abort();
     this.reporter?.stop();
     await this.server?.close();
-    await this.deps.control.deregister().catch((err: unknown) => this.deps.log.warn({ err }, "could not withdraw the node's route"));
   }
+}
+
+export interface LeaveDeps {
+  readonly config: Pick<DaemonConfig, "socketPath">;
+  readonly log: Logger;
+  readonly net: Pick<Netlink, "listRoutes" | "applyRoutes">;
+  readonly control: Pick<ControlClient, "deregister">;
+  /** Trellis's nftables table, removed by `apply(undefined)`. */
+  readonly masquerade: Masquerade;
+  /** Whether a daemon answers on the shim socket now. */
+  readonly serving: (socketPath: string) => Promise<boolean>;
+}
+
+/**
+ * The node leaves the cluster (`trellis-node-daemon leave`): the control plane withdraws its route at once
+ * (its subnet stays its own for the grace period, its certificate stays valid), and the node's own routes
+ * to the other nodes and its nftables table go. The bridge, the pods and their records stay, so the
+ * runtime can still DEL them. Refused while a daemon serves: it would register again at its next heartbeat.
+ */
+export async function leaveCluster(deps: LeaveDeps): Promise<{ routesRemoved: number }> {
+  const { config, log, net, control, masquerade } = deps;
+  if (await deps.serving(config.socketPath)) {
+    throw new TrellisError(
+      "CONFLICT",
+      `the node daemon is running (it serves ${config.socketPath}), and would register the node again at its next heartbeat: stop it first (systemctl stop trellis-node-daemon), then run leave again`,
+    );
+  }
+  try {
+    await control.deregister();
+    log.info("node left the cluster: its route is withdrawn");
+  } catch (err) {
+    // Its record is gone already (the grace period ended, or ReleaseLease): no route points here.
+    if (!(err instanceof TrellisError && err.reason === "NOT_FOUND")) throw err;
+    log.info({ err }, "the control plane does not know this node (its subnet was freed): no route to withdraw");
+  }
+  const owned = (await net.listRoutes()).filter((r) => r.owned);
+  if (owned.length > 0) await net.applyRoutes([], owned);
+  for (const r of owned) log.info({ route: `${r.dst} via ${r.via}` }, "route removed");
+  await masquerade.apply(undefined);
+  log.info("nftables table removed");
+  return { routesRemoved: owned.length };
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The node daemon's entry: flags, the real implementations (STYLE.md §1: only main.ts builds them), signals.
 import { existsSync } from "node:fs";
+import { connect } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import { type Logger, pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
@@ -8,13 +9,14 @@ import { configOrReport, parseHostPort } from "../proto/core/flags.js";
 import { readPemFile } from "../proto/rpc/pem-file.js";
 import { writeConflist } from "./cni/conflist.js";
 import { FilePendingDeletes } from "./cni/pending-deletes.js";
-import { type DaemonConfig, daemonHelp, parseDaemonArgs } from "./config.js";
+import { type DaemonConfig, daemonCommand, daemonHelp, parseDaemonArgs } from "./config.js";
 import { ControlClient } from "./control/control-client.js";
 import { CredentialKeeper } from "./control/credential-keeper.js";
 import type { NodeCredential } from "./control/node-credential.js";
-import { NodeDaemon } from "./daemon.js";
+import { leaveCluster, NodeDaemon } from "./daemon.js";
 import { FileAllocationJournal } from "./ipam/allocation-journal.js";
 import { NetlinkPool } from "./net/netlink-pool.js";
+import { NftMasquerade } from "./net/nft-masquerade.js";
 import { RtNetlink } from "./net/rtnetlink.js";
 import { createControlPlaneApi, createJoinApi } from "./rpc/control-plane-client.js";
 import { startDaemonServer } from "./rpc/server.js";
@@ -26,7 +28,8 @@ const destination = pino.destination({ dest: 1, sync: false });
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
 
 async function main(): Promise<void> {
-  const config = configOrReport("trellis-node-daemon", process.argv.slice(2), parseDaemonArgs, daemonHelp, process);
+  const { command, flags } = daemonCommand(process.argv.slice(2));
+  const config = configOrReport("trellis-node-daemon", flags, parseDaemonArgs, daemonHelp, process);
   if (!config) return;
   const log = pino({ name: "node-daemon", level: config.logLevel }, destination).child({ node: config.nodeName });
   const running = new AbortController();
@@ -39,19 +42,33 @@ async function main(): Promise<void> {
         caPem && credential ? { ca: caPem, cert: credential.certificatePem, key: credential.keyPem } : undefined,
       ),
     );
+  const net = new RtNetlink(new NetlinkPool());
+  if (command === "leave") {
+    await leave(config, caPem, log, net);
+    destination.flushSync();
+    process.exit(0);
+  }
+  // The pod MTU follows the uplink unless --mtu says otherwise; no uplink: a start-up error, before registering.
+  const podMtu = config.mtu ?? (await net.findUplink(config.nodeIp)).mtu;
+  log.info(`pod MTU ${podMtu} (${config.mtu === undefined ? "the uplink's" : "--mtu"})`);
+  // A node without a usable nft says so now, before it joins or registers: it does not half-start.
+  const masquerade = new NftMasquerade();
+  if (config.masquerade) await masquerade.check();
   const credential = await keeper?.obtain(running.signal);
   const control = new ControlClient({
     replicas: replicasWith(credential),
     log,
     nodeName: config.nodeName,
     nodeIp: config.nodeIp,
-    mtu: config.mtu,
+    mtu: podMtu,
     sleep,
   });
   const daemon = new NodeDaemon({
     config,
     log,
-    net: new RtNetlink(new NetlinkPool()),
+    net,
+    podMtu,
+    masquerade,
     journal: new FileAllocationJournal(config.stateDir),
     pendingDeletes: new FilePendingDeletes(config.socketPath),
     control,
@@ -65,7 +82,7 @@ async function main(): Promise<void> {
   const shutdown = async (signal: string) => {
     if (shuttingDown) return;
     shuttingDown = true;
-    log.info(`shutting down on ${signal}`);
+    log.info(`stopping on ${signal}; the node's route stays (leaving is trellis-node-daemon leave, or AdminService.DrainNode)`);
     running.abort();
     await daemon.stop();
     destination.flushSync();
@@ -81,6 +98,51 @@ async function main(): Promise<void> {
       running.signal,
     )
     .catch((err: unknown) => log.error({ err }, "certificate renewal stopped"));
+}
+
+/**
+ * `trellis-node-daemon leave`: withdraws the node's route, removes its routes and nftables table, with the
+ * node's own certificate (never a join: a node without one has nothing to leave, or an admin drains it).
+ */
+async function leave(config: DaemonConfig, caPem: string | undefined, log: Logger, net: RtNetlink): Promise<void> {
+  let credential: NodeCredential | undefined;
+  if (config.tls && caPem) {
+    const keeper = credentialKeeper(config, { ...config.tls, joinTokenFile: undefined }, caPem, log);
+    credential = await keeper.obtain(new AbortController().signal).catch((err: unknown) => {
+      const why = err instanceof Error ? err.message : String(err);
+      throw new TrellisError(
+        "UNAUTHENTICATED",
+        `cannot leave without this node's certificate (${why}); an admin can withdraw the node's route instead (AdminService.DrainNode)`,
+      );
+    });
+  }
+  const control = new ControlClient({
+    replicas: config.controlPlanes.map((address) =>
+      createControlPlaneApi(
+        address,
+        caPem && credential ? { ca: caPem, cert: credential.certificatePem, key: credential.keyPem } : undefined,
+      ),
+    ),
+    log,
+    nodeName: config.nodeName,
+    nodeIp: config.nodeIp,
+    mtu: config.mtu ?? 1500,
+    sleep,
+  });
+  const { routesRemoved } = await leaveCluster({ config, log, net, control, masquerade: new NftMasquerade(), serving: answers });
+  log.info(`left the cluster; removed ${routesRemoved} routes to other nodes`);
+}
+
+/** Whether something accepts connections on the unix socket at `path` (a running daemon). */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
 }
 
 /** The node's credential: from --credential, or by joining with --join-token-file (via each replica's join port). */

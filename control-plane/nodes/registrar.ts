@@ -29,7 +29,11 @@ export interface RegistrarDeps {
   readonly maxRaces?: number;
 }
 
-export type ReleaseReason = "withdrawn" | "evicted" | "expired";
+/**
+ * Why a node is not live: its daemon's leave command ("withdrawn"), an admin's DrainNode ("drained") or
+ * EvictNode ("evicted", which also revokes its certificates), or missed heartbeats ("expired").
+ */
+export type ReleaseReason = "withdrawn" | "drained" | "evicted" | "expired";
 
 export interface Registration {
   readonly name: string;
@@ -195,8 +199,8 @@ export class Registrar {
   }
 
   /**
-   * Takes a node's route out of the cluster at once (graceful shutdown, eviction); its subnet stays its
-   * own for the grace period, so it gets it back when it returns.
+   * Takes a node's route out of the cluster at once (leave, drain, eviction); its subnet stays its own for
+   * the grace period, so it gets it back when it returns.
    */
   async withdraw(name: string, reason: ReleaseReason = "withdrawn"): Promise<void> {
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
@@ -231,7 +235,7 @@ export class Registrar {
       if (node.value.live) {
         throw new TrellisError(
           "CONFLICT",
-          `subnet ${subnet} is leased by ${lease.nodeName}, which is live: evict it first (EvictNode), then release its subnet`,
+          `subnet ${subnet} is leased by ${lease.nodeName}, which is live: drain it (DrainNode) or evict it (EvictNode) first, then release its subnet`,
         );
       }
       if (await this.deps.nodes.removeNode(node.value, node.modRevision)) {

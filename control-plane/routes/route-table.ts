@@ -16,7 +16,7 @@ export type RouteTable = ReadonlyMap<string, Route>;
 /** The route a node record asks for: none for a node that withdrew. */
 export function routeOf(node: NodeRecord): Route | undefined {
   return node.live
-    ? create(RouteSchema, { nodeName: node.name, subnet: node.subnet, nodeIp: node.nodeIp, router: node.router })
+    ? create(RouteSchema, { nodeName: node.name, subnet: node.subnet, nodeIp: node.nodeIp, router: node.router, mtu: node.mtu })
     : undefined;
 }
 
@@ -30,7 +30,7 @@ export function tableOf(nodes: readonly NodeRecord[]): RouteTable {
 }
 
 function sameRoute(a: Route, b: Route): boolean {
-  return a.subnet === b.subnet && a.nodeIp === b.nodeIp && a.router === b.router;
+  return a.subnet === b.subnet && a.nodeIp === b.nodeIp && a.router === b.router && a.mtu === b.mtu;
 }
 
 /** Applies node changes to a table; returns the new table and only the route events they cause. */

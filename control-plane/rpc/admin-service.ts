@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
+import { clusterMtu } from "../../proto/core/cluster-mtu.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import { routeDigest } from "../../proto/core/route-plan.js";
 import {
@@ -10,6 +11,7 @@ import {
   AllocationSchema,
   CreateJoinTokenResponseSchema,
   DeleteReservationResponseSchema,
+  DrainNodeResponseSchema,
   EventKind,
   EvictNodeResponseSchema,
   GetClusterConfigResponseSchema,
@@ -96,7 +98,8 @@ const eventKinds: Record<ClusterEvent["kind"], EventKind> = {
 export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminService> {
   const { stores, pool, registrar, policy } = deps;
 
-  async function describeNodes(only?: string): Promise<Node[]> {
+  /** The nodes (or one), and the cluster's MTU: the most common among live nodes (proto/core/cluster-mtu.ts). */
+  async function describeNodes(only?: string): Promise<{ nodes: Node[]; clusterMtu: number }> {
     // Pods are counted from the keys alone and every list is read in pages (issue 10, finding 2).
     const [{ nodes }, heartbeats, pods, reported] = await Promise.all([
       stores.nodes.listNodes(),
@@ -105,7 +108,8 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
       stores.routeReports.listReportedRoutes(),
     ]);
     const now = deps.clock();
-    return nodes
+    const mtu = clusterMtu(nodes.filter((n) => n.live).map((n) => n.mtu)) ?? 0;
+    const described = nodes
       .filter((n) => only === undefined || n.name === only)
       .map((n: NodeRecord) => {
         const lastSeen = heartbeats.get(n.name)?.lastSeenMs ?? n.registeredAtMs;
@@ -124,16 +128,18 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
           routeRevision: reported.get(n.name)?.revision ?? 0n,
           pods: pods.get(n.name) ?? 0,
           router: n.router,
+          mtuDiffers: n.live && mtu !== 0 && n.mtu !== mtu,
         });
       });
+    return { nodes: described, clusterMtu: mtu };
   }
 
   return {
     async listNodes() {
-      return create(ListNodesResponseSchema, { nodes: await describeNodes() });
+      return create(ListNodesResponseSchema, await describeNodes());
     },
     async getNode(req) {
-      const [node] = await describeNodes(required(req.name, "name"));
+      const [node] = (await describeNodes(required(req.name, "name"))).nodes;
       if (!node) throw new TrellisError("NOT_FOUND", `node ${req.name} is not known`);
       return create(GetNodeResponseSchema, { node });
     },
@@ -240,8 +246,13 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
     },
     async setRouter(req) {
       await registrar.setRouter(required(req.nodeName, "node_name"), req.router);
-      const [node] = await describeNodes(req.nodeName);
+      const [node] = (await describeNodes(req.nodeName)).nodes;
       return create(SetRouterResponseSchema, { node });
+    },
+    async drainNode(req) {
+      // Leaving on a node's behalf: the route goes at once, the certificate stays (a daemon started again comes back).
+      await registrar.withdraw(required(req.name, "name"), "drained");
+      return create(DrainNodeResponseSchema);
     },
     async evictNode(req) {
       const name = required(req.name, "name");

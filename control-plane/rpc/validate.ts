@@ -221,6 +221,7 @@ const adminService: ServiceValidators<typeof AdminService> = {
     joinTokenLifetimeS(req.ttlSeconds, "ttl_seconds");
   },
   setRouter: (req) => nodeName(req.nodeName, "node_name"),
+  drainNode: (req) => nodeName(req.name, "name"),
   evictNode: (req) => nodeName(req.name, "name"),
   releaseLease: (req) => subnet(req.subnet, "subnet"),
   reserveSubnet(req) {

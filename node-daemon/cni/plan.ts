@@ -62,7 +62,14 @@ export function vethProblems(veth: VethSpec, state: VethState): string[] {
   return problems;
 }
 
+/**
+ * The cniVersion values the daemon writes into its conflist (--cni-version): 1.0.0 for any CNI 1.x runtime,
+ * 1.1.0 for runtimes whose libcni has STATUS and GC. The shim answers every version of supportedCniVersions.
+ */
+export const conflistCniVersions = ["1.0.0", "1.1.0"] as const;
+export type ConflistCniVersion = (typeof conflistCniVersions)[number];
+
 /** The CNI network config list a runtime reads (DESIGN.md §4, installation). */
-export function conflistFor(daemonSocket: string, cniVersion = "1.0.0"): Record<string, unknown> {
+export function conflistFor(daemonSocket: string, cniVersion: ConflistCniVersion = "1.0.0"): Record<string, unknown> {
   return { cniVersion, name: "trellis", plugins: [{ type: "trellis", daemonSocket }] };
 }

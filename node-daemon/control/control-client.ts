@@ -220,7 +220,8 @@ export class ControlClient implements AllocationMirror {
     }
   }
 
+  /** Withdraws the node's route at once (the leave command); its subnet stays its own for the grace period. */
   async deregister(): Promise<void> {
-    await this.api.deregisterNode({ nodeName: this.deps.nodeName }, { timeoutMs: this.deps.callTimeoutMs ?? 5_000 });
+    await this.withFailover(() => this.api.deregisterNode({ nodeName: this.deps.nodeName }, this.timeout));
   }
 }

@@ -1,3 +1,5 @@
+import type { Uplink } from "./uplink.js";
+
 /** The node's bridge: the pods' gateway. */
 export interface BridgeSpec {
   readonly name: string;
@@ -68,4 +70,6 @@ export interface Netlink {
   listRoutes(): Promise<KernelRoute[]>;
   /** Replaces (adds or corrects) and removes owned routes in one batch. */
   applyRoutes(replace: readonly OwnedRoute[], remove: readonly OwnedRoute[]): Promise<void>;
+  /** The interface holding `nodeIp` and its MTU; throws INVALID_ARGUMENT, saying what to do, when none does. */
+  findUplink(nodeIp: string): Promise<Uplink>;
 }

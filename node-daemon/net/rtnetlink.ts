@@ -18,6 +18,7 @@ import {
   rtm,
   rtTableMain,
 } from "./rtnetlink-codec.js";
+import { findUplink, type Uplink } from "./uplink.js";
 
 const errnoNames: Record<number, string> = {
   1: "EPERM",
@@ -282,6 +283,15 @@ export class RtNetlink implements Netlink {
       .map((m) => parseRoute(m.payload))
       .filter((r) => r !== undefined && r.table === rtTableMain)
       .map((r) => ({ dst: r?.dst ?? "", via: r?.via ?? "", owned: r?.protocol === trellisRouteProtocol }));
+  }
+
+  async findUplink(nodeIp: string): Promise<Uplink> {
+    const [linkDump, addressDump] = await this.pool.transact(undefined, [requests.dumpLinks(), requests.dumpAddresses()]);
+    const links = check(linkDump, "could not list links")
+      .filter((m) => m.type === rtm.newLink)
+      .map((m) => parseLink(m.payload));
+    const addresses = check(addressDump, "could not list addresses").flatMap((m) => parseAddress(m.payload) ?? []);
+    return findUplink(links, addresses, nodeIp);
   }
 
   /** Applies every change, even after one fails; then names each route the kernel refused. */

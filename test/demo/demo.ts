@@ -1,5 +1,6 @@
 // The main job: a three-node Trellis cluster in network namespaces, two pods per node made through the
-// CNI shim, and a ping matrix. Exits 0 only when every pod reached every other pod. `--keep` leaves it up.
+// CNI shim, a ping matrix and an egress check. Exits 0 only when every pod reached every other pod, and the
+// outside host saw every pod's traffic come from its node's IP. `--keep` leaves it up.
 import { Lab, type LabPod } from "../support/lab.js";
 
 const keep = process.argv.includes("--keep");
@@ -8,7 +9,8 @@ if (process.argv.includes("--help") || process.argv.includes("-h")) {
 
 Builds a three-node Trellis cluster from network namespaces (underlay 192.168.1.0/24, nodes .11-.13,
 etcd and the control plane at 192.168.1.1), adds two pods per node through the trellis CNI shim, prints
-nodes, subnets, pods, each node's routes and a ping matrix between all pods, then tears it all down.
+nodes, subnets, pods, each node's routes, a ping matrix between all pods, and the source address an
+"outside" host (192.168.1.250, no route to the pods) sees from each pod, then tears it all down.
 Needs root. --keep leaves the cluster running and prints how to reach it and how to remove it.
 `);
   process.exit(0);
@@ -119,10 +121,23 @@ async function main(): Promise<number> {
     rows.push(row);
   }
   log(table(rows));
+
+  log(
+    `\nEgress: every pod connects to the outside host ${lab.outside.ip} (namespace ${lab.outside.netns}, no route to the pods), which answers with the source address it saw`,
+  );
+  const egressRows: string[][] = [["POD", "NODE", "NODE IP", "OUTSIDE SAW", ""]];
+  let egressFailed = 0;
+  for (const pod of pods) {
+    const seen = await lab.sourceSeenBy(pod.netns, lab.outside.ip, lab.outside.port).catch((err: unknown) => `none (${String(err)})`);
+    const ok = seen === pod.node.ip;
+    if (!ok) egressFailed++;
+    egressRows.push([`${pod.name} ${pod.address}`, pod.node.name, pod.node.ip, seen, ok ? "ok (masqueraded to the node IP)" : "FAIL"]);
+  }
+  log(table(egressRows));
   const total = pods.length * (pods.length - 1);
   const sorted = [...addTimes].sort((a, b) => a - b);
   log(
-    `\n${total - failed} of ${total} pings succeeded. ADD through the shim: median ${sorted[Math.floor(sorted.length / 2)]?.toFixed(1)} ms over ${sorted.length} pods. Demo took ${((Date.now() - started) / 1000).toFixed(1)} s.`,
+    `\n${total - failed} of ${total} pings succeeded; ${pods.length - egressFailed} of ${pods.length} pods reached the outside host as their node. ADD through the shim: median ${sorted[Math.floor(sorted.length / 2)]?.toFixed(1)} ms over ${sorted.length} pods. Demo took ${((Date.now() - started) / 1000).toFixed(1)} s.`,
   );
   if (keep) {
     log(`
@@ -130,6 +145,7 @@ The cluster stays up (--keep). Work dir: ${lab.workDir}
   Admin API (mutual TLS with the lab's admin certificate; buf curl from the @bufbuild/buf package, through server reflection):
     nsenter --net=/run/netns/${lab.underlay} npx buf curl --protocol grpc --cacert ${lab.pki.ca} -E ${lab.pki.adminCert} --key ${lab.pki.adminKey} https://${lab.controlPlaneAddress}/trellis.admin.v1.AdminService/ListNodes
   A node's routes:       nsenter --net=/run/netns/${lab.nodes[0]?.netns} ip route
+  Its egress masquerade: nsenter --net=/run/netns/${lab.nodes[0]?.netns} nft list table ip trellis
   A pod's view:          nsenter --net=/run/netns/${pods[0]?.netns} ip addr
   Logs:                  ${lab.workDir}/control-plane.log, ${lab.workDir}/node-*/daemon.log
   Tear it down:          kill ${process.pid}   (or Ctrl-C here)
@@ -137,7 +153,7 @@ The cluster stays up (--keep). Work dir: ${lab.workDir}
     await new Promise(() => undefined); // until a signal tears it down
   }
   await lab.destroy();
-  return failed === 0 ? 0 : 1;
+  return failed === 0 && egressFailed === 0 ? 0 : 1;
 }
 
 main().then(

@@ -51,6 +51,20 @@ const buf = (...args: string[]) =>
   run(join(root, "node_modules", ".bin", "buf"), ["curl", "--protocol", "grpc", ...cp.bufCurlFlags(), ...args]);
 
 describe("admin API", () => {
+  it("shows the cluster's MTU (the most common among live nodes) and each node whose MTU differs", async () => {
+    await start();
+    await node("n4").registerNode({ nodeName: "n4", nodeIp: "192.168.1.14", mtu: 9000 });
+    const res = await admin.listNodes({});
+    expect(res.clusterMtu).toBe(1500);
+    expect(Object.fromEntries(res.nodes.map((n) => [n.name, [n.mtu, n.mtuDiffers]]))).toEqual({
+      n1: [1500, false],
+      n2: [1500, false],
+      n3: [1500, false],
+      n4: [9000, true],
+    });
+    expect((await admin.getNode({ name: "n4" })).node?.mtuDiffers).toBe(true);
+  });
+
   it("lists allocations per node and cluster-wide, and says who holds an address", async () => {
     await start();
     await node("n2").recordAllocation({ nodeName: "n2", allocation: allocation("10.244.2.7", "c7", "web-7") });
@@ -203,6 +217,7 @@ describe("admin API", () => {
   it.each([
     ["an unknown node", () => admin.getNode({ name: "ghost" })],
     ["evicting an unknown node", () => admin.evictNode({ name: "ghost" })],
+    ["draining an unknown node", () => admin.drainNode({ name: "ghost" })],
     ["releasing a subnet nobody leases", () => admin.releaseLease({ subnet: "10.244.77.0/24" })],
   ])("answers NOT_FOUND for %s", async (_what, call) => {
     await start();
@@ -221,6 +236,7 @@ describe("admin API", () => {
       GetRoutes: '{"nodeName":"n1"}',
       ReserveSubnet: '{"subnet":"10.244.9.0/24","nodeName":"n9"}',
       DeleteReservation: '{"subnet":"10.244.9.0/24"}',
+      DrainNode: '{"name":"n3"}',
       EvictNode: '{"name":"n3"}',
       CreateJoinToken: '{"nodeName":"n4"}',
       SetRouter: '{"nodeName":"n1","router":false}',
@@ -239,6 +255,7 @@ describe("admin API", () => {
       "SetRouter",
       "ReserveSubnet",
       "DeleteReservation",
+      "DrainNode",
       "EvictNode",
       "ReleaseLease",
     ];

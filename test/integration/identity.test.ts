@@ -231,6 +231,28 @@ describe("joining with a token", () => {
     expect((await admin("admin/alice").getClusterConfig({})).routerNode).toBe("");
   });
 
+  it("a drained node loses its route at once and keeps its certificate: it registers again without a new token (unlike eviction)", async () => {
+    const cred = await join("node-8", await token("node-8"));
+    credentials.set("node/node-8", cred);
+    const own = await node("node/node-8").registerNode({ nodeName: "node-8", nodeIp: "192.168.1.18", mtu: 1500 });
+    expect(await refusal(admin("viewer/bob").drainNode({ name: "node-8" }))).toMatch(
+      /viewer bob may not call DrainNode: it needs an admin certificate/,
+    );
+    expect(await refusal(admin("node/node-8").drainNode({ name: "node-8" }))).toMatch(/node node-8 may not call DrainNode/);
+    expect((await admin("admin/alice").getNode({ name: "node-8" })).node?.live).toBe(true);
+
+    await admin("admin/alice").drainNode({ name: "node-8" });
+    expect((await admin("admin/alice").getNode({ name: "node-8" })).node).toMatchObject({ live: false, releasedReason: "drained" });
+    expect((await admin("admin/alice").getRoutes({ nodeName: "node-1" })).desired.map((r) => r.nodeName)).not.toContain("node-8");
+    expect(await refusal(node("node/node-8").heartbeat({ nodeName: "node-8" }))).toMatch(
+      /node-8 is not live \(drained\); register it again/,
+    );
+    // the same certificate registers again, and gets the same subnet back
+    expect((await node("node/node-8").registerNode({ nodeName: "node-8", nodeIp: "192.168.1.18", mtu: 1500 })).subnet).toBe(own.subnet);
+    expect((await admin("admin/alice").getNode({ name: "node-8" })).node?.live).toBe(true);
+    await expect(admin("admin/alice").drainNode({ name: "ghost" })).rejects.toMatchObject({ code: 5 });
+  });
+
   it("an evicted node is refused, its open route stream is cut, until it joins again with a new token", async () => {
     const cred = await join("node-9", await token("node-9"));
     credentials.set("node/node-9", cred);

@@ -56,7 +56,7 @@ async function evictAndRelease(leases: Registrar, subnet: string, name: string):
 const subnetOf = async (leases: Registrar, name: string, ip: string) => (await leases.register({ name, nodeIp: ip, mtu: 1500 })).subnet;
 
 describe("ReleaseLease frees only the subnet of a node that is not live", () => {
-  it("refuses a live node's lease with CONFLICT, saying to evict it first, and changes nothing", async () => {
+  it("refuses a live node's lease with CONFLICT, saying to drain or evict it first, and changes nothing", async () => {
     const { leases, store } = leaseManager();
     const subnets = await registerAll(leases, ["n1", "n2", "n3"]);
     const before = { leases: await store.subnets.listLeases(), n2: await store.nodes.findNode("n2") };
@@ -66,7 +66,9 @@ describe("ReleaseLease frees only the subnet of a node that is not live", () => 
     );
     expect(err).toBeInstanceOf(TrellisError);
     expect(err).toMatchObject({ reason: "CONFLICT" });
-    expect((err as Error).message).toMatch(/10\.244\.2\.0\/24 is leased by n2, which is live: evict it first \(EvictNode\), then release/);
+    expect((err as Error).message).toMatch(
+      /10\.244\.2\.0\/24 is leased by n2, which is live: drain it \(DrainNode\) or evict it \(EvictNode\) first, then release/,
+    );
     expect(await store.subnets.listLeases()).toEqual(before.leases);
     expect(await store.nodes.findNode("n2")).toEqual(before.n2);
   });
@@ -90,7 +92,9 @@ describe("ReleaseLease frees only the subnet of a node that is not live", () => 
         mtu: 1500,
       });
       await expect(admin.releaseLease({ subnet })).rejects.toMatchObject({ code: 10 });
-      await expect(admin.releaseLease({ subnet })).rejects.toThrow(/n1, which is live: evict it first \(EvictNode\), then release/);
+      await expect(admin.releaseLease({ subnet })).rejects.toThrow(
+        /n1, which is live: drain it \(DrainNode\) or evict it \(EvictNode\) first, then release/,
+      );
       expect((await admin.listLeases({})).leases.map((l) => l.subnet)).toEqual([subnet]);
       await admin.evictNode({ name: "n1" });
       expect((await admin.releaseLease({ subnet })).nodeName).toBe("n1");

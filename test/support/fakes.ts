@@ -52,6 +52,14 @@ export class RecordingNetlink implements Netlink {
     }
   }
 
+  /** The uplink findUplink answers with; undefined: no interface holds the node IP. */
+  uplink?: { name: string; mtu: number } = { name: "eth0", mtu: 1500 };
+
+  async findUplink(nodeIp: string): Promise<{ name: string; mtu: number }> {
+    if (!this.uplink) throw new TrellisError("INVALID_ARGUMENT", `no interface of this node holds --node-ip ${nodeIp}`);
+    return this.uplink;
+  }
+
   callsOf<M extends NetlinkCall["method"]>(method: M): Extract<NetlinkCall, { method: M }>[] {
     return this.calls.filter((c): c is Extract<NetlinkCall, { method: M }> => c.method === method);
   }

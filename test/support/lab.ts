@@ -74,6 +74,18 @@ export interface ShimRun {
 }
 
 const controlPlaneIp = "192.168.1.1";
+/** The lab's "outside" host (a registry, the internet): on the underlay, outside the cluster CIDR, no route to it. */
+const outsideIp = "192.168.1.250";
+const echoPort = 8080;
+/** A TCP server that answers every connection with the address it came from (`node -e SCRIPT IP PORT`). */
+const echoServerScript = `const log = (msg, address) => console.log(JSON.stringify({ msg, address }));
+const s = require("node:net").createServer((c) => { log("peer", c.remoteAddress); c.end(c.remoteAddress + "\\n"); });
+s.listen(Number(process.argv[2]), process.argv[1], () => log("listening"));`;
+/** Connects to an echo server and prints what it answered (`node -e SCRIPT IP PORT`). */
+const echoClientScript = `const c = require("node:net").connect(Number(process.argv[2]), process.argv[1]);
+let d = ""; c.on("data", (x) => { d += x; }); c.on("end", () => { process.stdout.write(d); process.exit(0); });
+c.on("error", (e) => { console.error(e.message); process.exit(1); });
+setTimeout(() => { console.error("no answer within 3 s"); process.exit(1); }, 3000);`;
 /**
  * Node flags the daemon runs with, as the README's systemd unit starts it: a 1 MiB young generation
  * keeps its RSS with 110 pods under 100 MiB (16 MiB semi-spaces grow it by ~15 MiB under bursts).
@@ -100,6 +112,12 @@ export class Lab {
   private readonly namespaces: string[] = [];
   private etcd?: EtcdHandle;
   controlPlane?: Started;
+  /** The "outside" host: its namespace, its address, and an echo server there that tells who connected. */
+  readonly outside: { readonly netns: string; readonly ip: string; readonly port: number };
+  /** Echo servers this lab started (stopped by destroy). */
+  private readonly echoServers: Started[] = [];
+  /** Per-node daemon flags set after the lab was made (setNodeArgs), in place of options.nodeArgs. */
+  private readonly laterNodeArgs = new Map<string, readonly string[]>();
   private destroyed = false;
   private ca?: Awaited<ReturnType<typeof createCertificateAuthority>>;
   /** The lab's cluster CA and an admin credential (files under workDir/pki), as trellis-ca makes them. */
@@ -117,6 +135,7 @@ export class Lab {
   ) {
     this.prefix = `tr-${randomBytes(3).toString("hex")}`;
     this.underlay = `${this.prefix}-ul`;
+    this.outside = { netns: `${this.prefix}-out`, ip: outsideIp, port: echoPort };
     this.binDir = join(workDir, "cni-bin");
     const pki = join(workDir, "pki");
     this.pki = {
@@ -175,6 +194,13 @@ export class Lab {
       stdin: `link add ul0 type bridge\nlink set ul0 up\naddr add ${controlPlaneIp}/24 dev ul0\n`,
     });
     for (let i = 1; i <= count; i++) await this.addNode(i);
+    this.say(`outside host: namespace ${this.outside.netns}, eth0 ${outsideIp}/24 on the underlay, no route to the pods`);
+    await this.addNetns(this.outside.netns);
+    await mustInNetns(this.underlay, "ip", ["-batch", "-"], {
+      stdin: `link add ul-out type veth peer name eth0 netns /run/netns/${this.outside.netns}\nlink set ul-out master ul0 up\n`,
+    });
+    await mustInNetns(this.outside.netns, "ip", ["-batch", "-"], { stdin: `addr add ${outsideIp}/24 dev eth0\nlink set eth0 up\n` });
+    await this.startEcho(this.outside.netns, outsideIp, echoPort);
 
     this.say("etcd (Debian etcd-server) on 127.0.0.1:2379 inside the underlay namespace");
     this.etcd = await startEtcd({ netns: this.underlay, clientPort: 2379, peerPort: 2380 });
@@ -282,6 +308,11 @@ export class Lab {
     return JSON.parse(out || "{}") as Record<string, unknown>;
   }
 
+  /** The extra flags of a node's daemon from its next start on (replacing options.nodeArgs for it). */
+  setNodeArgs(node: LabNode, args: readonly string[]): void {
+    this.laterNodeArgs.set(node.name, args);
+  }
+
   /** Starts (or restarts) a node's daemon and waits until it serves the shim; a node without a credential joins. */
   async startDaemon(node: LabNode): Promise<void> {
     const logFile = node.logFile;
@@ -318,7 +349,7 @@ export class Lab {
         "--join-token-file",
         node.joinTokenFile,
         ...(this.options.daemonArgs ?? []),
-        ...(this.options.nodeArgs?.[node.name] ?? []),
+        ...(this.laterNodeArgs.get(node.name) ?? this.options.nodeArgs?.[node.name] ?? []),
       ],
       logFile,
     );
@@ -445,9 +476,27 @@ export class Lab {
     if (i >= 0) this.namespaces.splice(i, 1);
   }
 
+  /** Starts a TCP server in `netns` that answers each connection with its source address; stopped by destroy. */
+  async startEcho(netns: string, ip: string, port = echoPort): Promise<Started> {
+    const logFile = join(this.workDir, `echo-${netns}-${port}.log`);
+    await writeFile(logFile, "");
+    const server = startInNetns(`echo ${netns}`, netns, process.execPath, ["-e", echoServerScript, ip, String(port)], logFile);
+    this.echoServers.push(server);
+    await waitForLog(logFile, "listening");
+    return server;
+  }
+
+  /** Connects from `netns` to an echo server: the source address the server saw (throws when it cannot connect). */
+  async sourceSeenBy(netns: string, ip: string, port = echoPort): Promise<string> {
+    const res = await inNetns(netns, process.execPath, ["-e", echoClientScript, ip, String(port)], { timeoutMs: 10_000 });
+    if (res.code !== 0) throw new Error(`no connection from ${netns} to ${ip}:${port}: ${res.stderr.trim()}`);
+    return res.stdout.trim();
+  }
+
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
+    for (const server of this.echoServers) await server.stop().catch(() => undefined);
     for (const node of this.nodes) await node.daemon?.stop().catch(() => undefined);
     await this.controlPlane?.stop().catch(() => undefined);
     await this.etcd?.stop().catch(() => undefined);

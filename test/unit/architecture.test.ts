@@ -69,6 +69,8 @@ const pureModules = [
   "node-daemon/cni/start-plan.ts",
   "node-daemon/cni/allocation-index.ts",
   "node-daemon/net/names.ts",
+  "node-daemon/net/masquerade-script.ts",
+  "node-daemon/net/uplink.ts",
   "node-daemon/net/rtnetlink-codec.ts",
   "node-daemon/ipam/pod-allocator.ts",
   "node-daemon/routes/route-diff.ts",
@@ -135,7 +137,8 @@ const rules: Record<string, (i: Import) => boolean> = {
     /^control-plane\/(nodes|subnets|allocations|routes|identity|rpc)\//.test(i.file) &&
     i.target !== undefined &&
     /^control-plane\/store\/etcd-/.test(i.target),
-  "no source spawns processes (node:child_process): the daemon talks rtnetlink itself": (i) => nodeBuiltin(i.specifier, "child_process"),
+  "no source spawns processes (node:child_process): the daemon talks rtnetlink itself; only node-daemon/net/nft-masquerade.ts runs nft -f":
+    (i) => nodeBuiltin(i.specifier, "child_process") && i.file !== "node-daemon/net/nft-masquerade.ts",
   "koffi (FFI) is imported only by node-daemon/net/netlink-worker.ts": (i) =>
     isPackage(i.specifier, "koffi") && i.file !== "node-daemon/net/netlink-worker.ts",
   "@connectrpc/* is imported only by */rpc/ and proto/rpc/": (i) => i.specifier.startsWith("@connectrpc/") && !connectAllowed(i.file),
@@ -200,6 +203,7 @@ describe("the scanner", () => {
     const seen = (file: string, specifier: string) => imports.some((i) => i.file === file && i.specifier === specifier);
     expect(seen("control-plane/store/etcd-node-store.ts", "etcd3")).toBe(true);
     expect(seen("node-daemon/net/netlink-worker.ts", "koffi")).toBe(true);
+    expect(seen("node-daemon/net/nft-masquerade.ts", "node:child_process")).toBe(true);
     expect(imports.some((i) => i.file.startsWith("proto/gen/") && i.specifier.startsWith("@bufbuild/protobuf"))).toBe(true);
     expect(imports.find((i) => i.file === "cni-shim/skel.ts" && i.specifier === "./result.js")?.target).toBe("cni-shim/result.ts");
   });
@@ -238,8 +242,12 @@ describe("the scanner", () => {
       resolved("control-plane/nodes/registrar.ts", "../store/etcd-node-store.js"),
     ],
     [
-      "no source spawns processes (node:child_process): the daemon talks rtnetlink itself",
+      "no source spawns processes (node:child_process): the daemon talks rtnetlink itself; only node-daemon/net/nft-masquerade.ts runs nft -f",
       resolved("node-daemon/net/rtnetlink.ts", "node:child_process"),
+    ],
+    [
+      "no source spawns processes (node:child_process): the daemon talks rtnetlink itself; only node-daemon/net/nft-masquerade.ts runs nft -f",
+      resolved("node-daemon/net/masquerade-script.ts", "node:child_process"),
     ],
     ["koffi (FFI) is imported only by node-daemon/net/netlink-worker.ts", resolved("node-daemon/net/rtnetlink.ts", "koffi")],
     ["@connectrpc/* is imported only by */rpc/ and proto/rpc/", resolved("node-daemon/cni/attachment-service.ts", "@connectrpc/connect")],
@@ -258,6 +266,7 @@ describe("the scanner", () => {
   it.each<[string, Import]>([
     ["a type-only pino import in a pure module", resolved("control-plane/config.ts", "pino", true)],
     ["a type-only interface import in a pure module", resolved("node-daemon/routes/route-diff.ts", "../net/netlink.js", true)],
+    ["nft -f in the one adapter that runs it", resolved("node-daemon/net/nft-masquerade.ts", "node:child_process")],
     ["connect in an rpc/ file", resolved("node-daemon/rpc/server.ts", "@connectrpc/connect-node")],
     ["a program importing proto/", resolved("cni-shim/skel.ts", "../proto/core/errors.js")],
     ["the shim importing a wire codec", resolved("cni-shim/skel.ts", "../proto/gen/trellis/cni/v1/cni_wire.js")],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type DaemonConfig, parseDaemonArgs } from "../../../node-daemon/config.js";
+import { type DaemonConfig, daemonCommand, daemonHelp, parseDaemonArgs } from "../../../node-daemon/config.js";
 import { trellisErrorOf } from "../expect-error.js";
 
 const required = ["--node-name", "node-1", "--node-ip", "192.168.56.11"];
@@ -11,6 +11,16 @@ function config(argv: string[]): DaemonConfig {
 }
 
 describe("parseDaemonArgs", () => {
+  it("the pod MTU follows the uplink unless --mtu is given", () => {
+    expect(config(required).mtu).toBeUndefined();
+    expect(config([...required, "--mtu", "1450"]).mtu).toBe(1450);
+  });
+
+  it("masquerades pod egress unless --no-masquerade", () => {
+    expect(config(required).masquerade).toBe(true);
+    expect(config([...required, "--no-masquerade"]).masquerade).toBe(false);
+  });
+
   it("has the documented defaults next to the required flags", () => {
     expect(config(required)).toEqual({
       nodeName: "node-1",
@@ -19,11 +29,13 @@ describe("parseDaemonArgs", () => {
       socketPath: "/run/trellis/cni.sock",
       bridge: "trellis0",
       stateDir: "/var/lib/trellis",
-      mtu: 1500,
+      mtu: undefined,
+      masquerade: true,
       heartbeatIntervalMs: 10_000,
       routeResyncIntervalMs: 30_000,
       cniConfDir: "/etc/cni/net.d",
       cniConfName: "10-trellis.conflist",
+      cniVersion: "1.0.0",
       logLevel: "info",
     });
   });
@@ -143,5 +155,44 @@ describe("parseDaemonArgs", () => {
 
   it("refuses --router: router mode is cluster config an admin sets", () => {
     expect(() => parseDaemonArgs([...required, "--router"])).toThrow(/AdminService.SetRouter/);
+  });
+});
+
+describe("daemonCommand (stopping is not leaving)", () => {
+  it.each([
+    [["--node-name", "n"], "run", ["--node-name", "n"]],
+    [[], "run", []],
+    [["leave", "--node-name", "n"], "leave", ["--node-name", "n"]],
+  ] as const)("%j is the %s command with flags %j", (argv, command, flags) => {
+    expect(daemonCommand(argv)).toEqual({ command, flags });
+  });
+
+  it("an unknown command word is refused by the flag parser, pointing to --help", () => {
+    const { flags } = daemonCommand(["lave", ...required]);
+    expect(() => parseDaemonArgs(flags)).toThrow(/lave.*see --help/);
+  });
+
+  it("the help says SIGTERM keeps the route, and how to leave", () => {
+    expect(daemonHelp).toMatch(/trellis-node-daemon leave --node-name NAME/);
+    expect(daemonHelp).toMatch(/SIGTERM or SIGINT: stop serving and exit; the node keeps its route/);
+    expect(daemonHelp).not.toMatch(/withdraw the node's route from the cluster \(its subnet/);
+  });
+});
+
+describe("--cni-version (the conflist's cniVersion)", () => {
+  it.each(["1.0.0", "1.1.0"])("takes %s", (v) => {
+    expect(config([...required, "--cni-version", v]).cniVersion).toBe(v);
+  });
+
+  it.each(["0.4.0", "1.2.0", "1.0", "", " 1.0.0"])("refuses %j, naming the versions it writes", (v) => {
+    const err = trellisErrorOf(() => parseDaemonArgs([...required, "--cni-version", v]));
+    expect(err.reason).toBe("INVALID_ARGUMENT");
+    expect(err.message).toBe(
+      `--cni-version ${JSON.stringify(v)} is not a conflist version the daemon writes: give 1.0.0 (the default, for any CNI 1.x runtime) or 1.1.0 (for runtimes whose libcni has STATUS and GC: libcni 1.2 or newer)`,
+    );
+  });
+
+  it("the help lists the flag and both versions", () => {
+    expect(daemonHelp).toMatch(/--cni-version V\s+cniVersion of the conflist: 1\.0\.0 \(default\) or 1\.1\.0/);
   });
 });

@@ -50,8 +50,14 @@ describe("applyNodeChanges", () => {
     expect(next.size).toBe(3);
   });
 
+  it("carries the node's MTU, so every node can compare its own with the cluster's", () => {
+    expect(routeOf(a)?.mtu).toBe(1500);
+    const { events: evs } = applyNodeChanges(base, [put(create(NodeRecordSchema, { ...a, mtu: 9000 }))]);
+    expect(evs.map((e) => e.route?.mtu)).toEqual([9000]);
+  });
+
   it("sends no event for a put that changes nothing the route depends on", () => {
-    const again = create(NodeRecordSchema, { ...a, mtu: 9000, registeredAtMs: 99n });
+    const again = create(NodeRecordSchema, { ...a, registeredAtMs: 99n });
     const { next, events: evs } = applyNodeChanges(base, [put(again)]);
     expect(evs).toEqual([]);
     expect(plain(next)).toEqual(plain(base));

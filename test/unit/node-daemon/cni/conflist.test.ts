@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { conflistFor } from "../../../../node-daemon/cni/plan.js";
+import { conflistCniVersions, conflistFor } from "../../../../node-daemon/cni/plan.js";
 import { supportedCniVersions } from "../../../../proto/core/protocol.js";
 
 describe("conflistFor", () => {
@@ -17,6 +17,11 @@ describe("conflistFor", () => {
 
   it("takes another cniVersion", () => {
     expect(conflistFor("/run/trellis/cni.sock", "1.1.0").cniVersion).toBe("1.1.0");
+  });
+
+  it("every version the daemon may write is one the shim supports", () => {
+    expect(conflistCniVersions).toEqual(["1.0.0", "1.1.0"]);
+    for (const v of conflistCniVersions) expect(supportedCniVersions).toContain(v);
   });
 
   it("its default cniVersion is one the shim supports", () => {

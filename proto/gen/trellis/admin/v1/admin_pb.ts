@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file trellis/admin/v1/admin.proto.
  */
 export const file_trellis_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chx0cmVsbGlzL2FkbWluL3YxL2FkbWluLnByb3RvEhB0cmVsbGlzLmFkbWluLnYxIu4CCgROb2RlEgwKBG5hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRIOCgZzdWJuZXQYAyABKAkSDAoEbGl2ZRgEIAEoCBIxCg1yZWdpc3RlcmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3NlZW4YBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgsKA210dRgHIAEoDRIeChZsZWFzZV90dGxfbGVmdF9zZWNvbmRzGAggASgDEhcKD3JlbGVhc2VkX3JlYXNvbhgJIAEoCRIvCgtyZWxlYXNlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSZ3JhY2VfbGVmdF9zZWNvbmRzGAsgASgDEhYKDnJvdXRlX3JldmlzaW9uGAwgASgDEgwKBHBvZHMYDSABKA0SDgoGcm91dGVyGA4gASgIIoABCgVMZWFzZRIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEi0KCWxlYXNlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEbGl2ZRgEIAEoCBIXCg9yZWxlYXNlZF9yZWFzb24YBSABKAkiYAoLUmVzZXJ2YXRpb24SDgoGc3VibmV0GAEgASgJEhEKCW5vZGVfbmFtZRgCIAEoCRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLDAQoKQWxsb2NhdGlvbhIRCglub2RlX25hbWUYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIUCgxjb250YWluZXJfaWQYAyABKAkSDwoHaWZfbmFtZRgEIAEoCRIVCg1wb2RfbmFtZXNwYWNlGAUgASgJEhAKCHBvZF9uYW1lGAYgASgJEhEKCWhvc3RfdmV0aBgHIAEoCRIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI0CgVSb3V0ZRILCgNkc3QYASABKAkSCwoDdmlhGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCSISChBMaXN0Tm9kZXNSZXF1ZXN0IjoKEUxpc3ROb2Rlc1Jlc3BvbnNlEiUKBW5vZGVzGAEgAygLMhYudHJlbGxpcy5hZG1pbi52MS5Ob2RlIh4KDkdldE5vZGVSZXF1ZXN0EgwKBG5hbWUYASABKAkiNwoPR2V0Tm9kZVJlc3BvbnNlEiQKBG5vZGUYASABKAsyFi50cmVsbGlzLmFkbWluLnYxLk5vZGUiEwoRTGlzdExlYXNlc1JlcXVlc3QiPQoSTGlzdExlYXNlc1Jlc3BvbnNlEicKBmxlYXNlcxgBIAMoCzIXLnRyZWxsaXMuYWRtaW4udjEuTGVhc2UiGQoXTGlzdFJlc2VydmF0aW9uc1JlcXVlc3QiTwoYTGlzdFJlc2VydmF0aW9uc1Jlc3BvbnNlEjMKDHJlc2VydmF0aW9ucxgBIAMoCzIdLnRyZWxsaXMuYWRtaW4udjEuUmVzZXJ2YXRpb24iUgoWTGlzdEFsbG9jYXRpb25zUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiZQoXTGlzdEFsbG9jYXRpb25zUmVzcG9uc2USMQoLYWxsb2NhdGlvbnMYASADKAsyHC50cmVsbGlzLmFkbWluLnYxLkFsbG9jYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIicKFExvb2t1cEFkZHJlc3NSZXF1ZXN0Eg8KB2FkZHJlc3MYASABKAkiWQoVTG9va3VwQWRkcmVzc1Jlc3BvbnNlEjAKCmFsbG9jYXRpb24YASABKAsyHC50cmVsbGlzLmFkbWluLnYxLkFsbG9jYXRpb24SDgoGc3VibmV0GAIgASgJIiUKEEdldFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJIq8CChFHZXRSb3V0ZXNSZXNwb25zZRIoCgdkZXNpcmVkGAEgAygLMhcudHJlbGxpcy5hZG1pbi52MS5Sb3V0ZRIpCghyZXBvcnRlZBgCIAMoCzIXLnRyZWxsaXMuYWRtaW4udjEuUm91dGUSGQoRcmVwb3J0ZWRfcmV2aXNpb24YAyABKAMSLwoLcmVwb3J0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKB21pc3NpbmcYBSADKAsyFy50cmVsbGlzLmFkbWluLnYxLlJvdXRlEiYKBWV4dHJhGAYgAygLMhcudHJlbGxpcy5hZG1pbi52MS5Sb3V0ZRIPCgdpbl9zeW5jGAcgASgIEhYKDnJlcG9ydGVkX2NvdW50GAggASgNIhkKF0dldENsdXN0ZXJDb25maWdSZXF1ZXN0IqICChhHZXRDbHVzdGVyQ29uZmlnUmVzcG9uc2USFAoMY2x1c3Rlcl9jaWRyGAEgASgJEhwKFHN1Ym5ldF9wcmVmaXhfbGVuZ3RoGAIgASgNEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAMgASgDEhwKFGdyYWNlX3BlcmlvZF9zZWNvbmRzGAQgASgDEhgKEGRpc3J1cHRpb25fc2hhcmUYBSABKAESEgoKZGlzcnVwdGlvbhgGIAEoCBI0ChBkaXNydXB0aW9uX3NpbmNlGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgChhkaXNydXB0aW9uX292ZXJkdWVfbm9kZXMYCCADKAkSEwoLcm91dGVyX25vZGUYCSABKAkiIAoQRXZpY3ROb2RlUmVxdWVzdBIMCgRuYW1lGAEgASgJIhMKEUV2aWN0Tm9kZVJlc3BvbnNlIiUKE1JlbGVhc2VMZWFzZVJlcXVlc3QSDgoGc3VibmV0GAEgASgJIikKFFJlbGVhc2VMZWFzZVJlc3BvbnNlEhEKCW5vZGVfbmFtZRgBIAEoCSI5ChRSZXNlcnZlU3VibmV0UmVxdWVzdBIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJIksKFVJlc2VydmVTdWJuZXRSZXNwb25zZRIyCgtyZXNlcnZhdGlvbhgBIAEoCzIdLnRyZWxsaXMuYWRtaW4udjEuUmVzZXJ2YXRpb24iKgoYRGVsZXRlUmVzZXJ2YXRpb25SZXF1ZXN0Eg4KBnN1Ym5ldBgBIAEoCSIbChlEZWxldGVSZXNlcnZhdGlvblJlc3BvbnNlIkAKFkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEhMKC3R0bF9zZWNvbmRzGAIgASgDIlgKF0NyZWF0ZUpvaW5Ub2tlblJlc3BvbnNlEg0KBXRva2VuGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjUKEFNldFJvdXRlclJlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJEg4KBnJvdXRlchgCIAEoCCI5ChFTZXRSb3V0ZXJSZXNwb25zZRIkCgRub2RlGAEgASgLMhYudHJlbGxpcy5hZG1pbi52MS5Ob2RlIhQKEldhdGNoRXZlbnRzUmVxdWVzdCKiAQoTV2F0Y2hFdmVudHNSZXNwb25zZRIpCgRraW5kGAEgASgOMhsudHJlbGxpcy5hZG1pbi52MS5FdmVudEtpbmQSDAoEdHlwZRgCIAEoCRIRCglub2RlX25hbWUYAyABKAkSDgoGc3VibmV0GAQgASgJEg8KB2FkZHJlc3MYBSABKAkSDAoEbGl2ZRgGIAEoCBIQCghyZXZpc2lvbhgHIAEoAyqJAQoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABITCg9FVkVOVF9LSU5EX05PREUQARIUChBFVkVOVF9LSU5EX0xFQVNFEAISGQoVRVZFTlRfS0lORF9BTExPQ0FUSU9OEAMSGgoWRVZFTlRfS0lORF9SRVNFUlZBVElPThAEMqQLCgxBZG1pblNlcnZpY2USVAoJTGlzdE5vZGVzEiIudHJlbGxpcy5hZG1pbi52MS5MaXN0Tm9kZXNSZXF1ZXN0GiMudHJlbGxpcy5hZG1pbi52MS5MaXN0Tm9kZXNSZXNwb25zZRJOCgdHZXROb2RlEiAudHJlbGxpcy5hZG1pbi52MS5HZXROb2RlUmVxdWVzdBohLnRyZWxsaXMuYWRtaW4udjEuR2V0Tm9kZVJlc3BvbnNlElcKCkxpc3RMZWFzZXMSIy50cmVsbGlzLmFkbWluLnYxLkxpc3RMZWFzZXNSZXF1ZXN0GiQudHJlbGxpcy5hZG1pbi52MS5MaXN0TGVhc2VzUmVzcG9uc2USaQoQTGlzdFJlc2VydmF0aW9ucxIpLnRyZWxsaXMuYWRtaW4udjEuTGlzdFJlc2VydmF0aW9uc1JlcXVlc3QaKi50cmVsbGlzLmFkbWluLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXNwb25zZRJmCg9MaXN0QWxsb2NhdGlvbnMSKC50cmVsbGlzLmFkbWluLnYxLkxpc3RBbGxvY2F0aW9uc1JlcXVlc3QaKS50cmVsbGlzLmFkbWluLnYxLkxpc3RBbGxvY2F0aW9uc1Jlc3BvbnNlEmAKDUxvb2t1cEFkZHJlc3MSJi50cmVsbGlzLmFkbWluLnYxLkxvb2t1cEFkZHJlc3NSZXF1ZXN0GicudHJlbGxpcy5hZG1pbi52MS5Mb29rdXBBZGRyZXNzUmVzcG9uc2USVAoJR2V0Um91dGVzEiIudHJlbGxpcy5hZG1pbi52MS5HZXRSb3V0ZXNSZXF1ZXN0GiMudHJlbGxpcy5hZG1pbi52MS5HZXRSb3V0ZXNSZXNwb25zZRJpChBHZXRDbHVzdGVyQ29uZmlnEikudHJlbGxpcy5hZG1pbi52MS5HZXRDbHVzdGVyQ29uZmlnUmVxdWVzdBoqLnRyZWxsaXMuYWRtaW4udjEuR2V0Q2x1c3RlckNvbmZpZ1Jlc3BvbnNlEmYKD0NyZWF0ZUpvaW5Ub2tlbhIoLnRyZWxsaXMuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVxdWVzdBopLnRyZWxsaXMuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVzcG9uc2USVAoJU2V0Um91dGVyEiIudHJlbGxpcy5hZG1pbi52MS5TZXRSb3V0ZXJSZXF1ZXN0GiMudHJlbGxpcy5hZG1pbi52MS5TZXRSb3V0ZXJSZXNwb25zZRJUCglFdmljdE5vZGUSIi50cmVsbGlzLmFkbWluLnYxLkV2aWN0Tm9kZVJlcXVlc3QaIy50cmVsbGlzLmFkbWluLnYxLkV2aWN0Tm9kZVJlc3BvbnNlEl0KDFJlbGVhc2VMZWFzZRIlLnRyZWxsaXMuYWRtaW4udjEuUmVsZWFzZUxlYXNlUmVxdWVzdBomLnRyZWxsaXMuYWRtaW4udjEuUmVsZWFzZUxlYXNlUmVzcG9uc2USYAoNUmVzZXJ2ZVN1Ym5ldBImLnRyZWxsaXMuYWRtaW4udjEuUmVzZXJ2ZVN1Ym5ldFJlcXVlc3QaJy50cmVsbGlzLmFkbWluLnYxLlJlc2VydmVTdWJuZXRSZXNwb25zZRJsChFEZWxldGVSZXNlcnZhdGlvbhIqLnRyZWxsaXMuYWRtaW4udjEuRGVsZXRlUmVzZXJ2YXRpb25SZXF1ZXN0GisudHJlbGxpcy5hZG1pbi52MS5EZWxldGVSZXNlcnZhdGlvblJlc3BvbnNlElwKC1dhdGNoRXZlbnRzEiQudHJlbGxpcy5hZG1pbi52MS5XYXRjaEV2ZW50c1JlcXVlc3QaJS50cmVsbGlzLmFkbWluLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Chx0cmVsbGlzL2FkbWluL3YxL2FkbWluLnByb3RvEhB0cmVsbGlzLmFkbWluLnYxIoMDCgROb2RlEgwKBG5hbWUYASABKAkSDwoHbm9kZV9pcBgCIAEoCRIOCgZzdWJuZXQYAyABKAkSDAoEbGl2ZRgEIAEoCBIxCg1yZWdpc3RlcmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3NlZW4YBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgsKA210dRgHIAEoDRIeChZsZWFzZV90dGxfbGVmdF9zZWNvbmRzGAggASgDEhcKD3JlbGVhc2VkX3JlYXNvbhgJIAEoCRIvCgtyZWxlYXNlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSZ3JhY2VfbGVmdF9zZWNvbmRzGAsgASgDEhYKDnJvdXRlX3JldmlzaW9uGAwgASgDEgwKBHBvZHMYDSABKA0SDgoGcm91dGVyGA4gASgIEhMKC210dV9kaWZmZXJzGA8gASgIIoABCgVMZWFzZRIOCgZzdWJuZXQYASABKAkSEQoJbm9kZV9uYW1lGAIgASgJEi0KCWxlYXNlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEbGl2ZRgEIAEoCBIXCg9yZWxlYXNlZF9yZWFzb24YBSABKAkiYAoLUmVzZXJ2YXRpb24SDgoGc3VibmV0GAEgASgJEhEKCW5vZGVfbmFtZRgCIAEoCRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLDAQoKQWxsb2NhdGlvbhIRCglub2RlX25hbWUYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIUCgxjb250YWluZXJfaWQYAyABKAkSDwoHaWZfbmFtZRgEIAEoCRIVCg1wb2RfbmFtZXNwYWNlGAUgASgJEhAKCHBvZF9uYW1lGAYgASgJEhEKCWhvc3RfdmV0aBgHIAEoCRIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI0CgVSb3V0ZRILCgNkc3QYASABKAkSCwoDdmlhGAIgASgJEhEKCW5vZGVfbmFtZRgDIAEoCSISChBMaXN0Tm9kZXNSZXF1ZXN0Ik8KEUxpc3ROb2Rlc1Jlc3BvbnNlEiUKBW5vZGVzGAEgAygLMhYudHJlbGxpcy5hZG1pbi52MS5Ob2RlEhMKC2NsdXN0ZXJfbXR1GAIgASgNIh4KDkdldE5vZGVSZXF1ZXN0EgwKBG5hbWUYASABKAkiNwoPR2V0Tm9kZVJlc3BvbnNlEiQKBG5vZGUYASABKAsyFi50cmVsbGlzLmFkbWluLnYxLk5vZGUiEwoRTGlzdExlYXNlc1JlcXVlc3QiPQoSTGlzdExlYXNlc1Jlc3BvbnNlEicKBmxlYXNlcxgBIAMoCzIXLnRyZWxsaXMuYWRtaW4udjEuTGVhc2UiGQoXTGlzdFJlc2VydmF0aW9uc1JlcXVlc3QiTwoYTGlzdFJlc2VydmF0aW9uc1Jlc3BvbnNlEjMKDHJlc2VydmF0aW9ucxgBIAMoCzIdLnRyZWxsaXMuYWRtaW4udjEuUmVzZXJ2YXRpb24iUgoWTGlzdEFsbG9jYXRpb25zUmVxdWVzdBIRCglub2RlX25hbWUYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiZQoXTGlzdEFsbG9jYXRpb25zUmVzcG9uc2USMQoLYWxsb2NhdGlvbnMYASADKAsyHC50cmVsbGlzLmFkbWluLnYxLkFsbG9jYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIicKFExvb2t1cEFkZHJlc3NSZXF1ZXN0Eg8KB2FkZHJlc3MYASABKAkiWQoVTG9va3VwQWRkcmVzc1Jlc3BvbnNlEjAKCmFsbG9jYXRpb24YASABKAsyHC50cmVsbGlzLmFkbWluLnYxLkFsbG9jYXRpb24SDgoGc3VibmV0GAIgASgJIiUKEEdldFJvdXRlc1JlcXVlc3QSEQoJbm9kZV9uYW1lGAEgASgJIq8CChFHZXRSb3V0ZXNSZXNwb25zZRIoCgdkZXNpcmVkGAEgAygLMhcudHJlbGxpcy5hZG1pbi52MS5Sb3V0ZRIpCghyZXBvcnRlZBgCIAMoCzIXLnRyZWxsaXMuYWRtaW4udjEuUm91dGUSGQoRcmVwb3J0ZWRfcmV2aXNpb24YAyABKAMSLwoLcmVwb3J0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKB21pc3NpbmcYBSADKAsyFy50cmVsbGlzLmFkbWluLnYxLlJvdXRlEiYKBWV4dHJhGAYgAygLMhcudHJlbGxpcy5hZG1pbi52MS5Sb3V0ZRIPCgdpbl9zeW5jGAcgASgIEhYKDnJlcG9ydGVkX2NvdW50GAggASgNIhkKF0dldENsdXN0ZXJDb25maWdSZXF1ZXN0IqICChhHZXRDbHVzdGVyQ29uZmlnUmVzcG9uc2USFAoMY2x1c3Rlcl9jaWRyGAEgASgJEhwKFHN1Ym5ldF9wcmVmaXhfbGVuZ3RoGAIgASgNEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAMgASgDEhwKFGdyYWNlX3BlcmlvZF9zZWNvbmRzGAQgASgDEhgKEGRpc3J1cHRpb25fc2hhcmUYBSABKAESEgoKZGlzcnVwdGlvbhgGIAEoCBI0ChBkaXNydXB0aW9uX3NpbmNlGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgChhkaXNydXB0aW9uX292ZXJkdWVfbm9kZXMYCCADKAkSEwoLcm91dGVyX25vZGUYCSABKAkiIAoQRHJhaW5Ob2RlUmVxdWVzdBIMCgRuYW1lGAEgASgJIhMKEURyYWluTm9kZVJlc3BvbnNlIiAKEEV2aWN0Tm9kZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFFdmljdE5vZGVSZXNwb25zZSIlChNSZWxlYXNlTGVhc2VSZXF1ZXN0Eg4KBnN1Ym5ldBgBIAEoCSIpChRSZWxlYXNlTGVhc2VSZXNwb25zZRIRCglub2RlX25hbWUYASABKAkiOQoUUmVzZXJ2ZVN1Ym5ldFJlcXVlc3QSDgoGc3VibmV0GAEgASgJEhEKCW5vZGVfbmFtZRgCIAEoCSJLChVSZXNlcnZlU3VibmV0UmVzcG9uc2USMgoLcmVzZXJ2YXRpb24YASABKAsyHS50cmVsbGlzLmFkbWluLnYxLlJlc2VydmF0aW9uIioKGERlbGV0ZVJlc2VydmF0aW9uUmVxdWVzdBIOCgZzdWJuZXQYASABKAkiGwoZRGVsZXRlUmVzZXJ2YXRpb25SZXNwb25zZSJAChZDcmVhdGVKb2luVG9rZW5SZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRITCgt0dGxfc2Vjb25kcxgCIAEoAyJYChdDcmVhdGVKb2luVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI1ChBTZXRSb3V0ZXJSZXF1ZXN0EhEKCW5vZGVfbmFtZRgBIAEoCRIOCgZyb3V0ZXIYAiABKAgiOQoRU2V0Um91dGVyUmVzcG9uc2USJAoEbm9kZRgBIAEoCzIWLnRyZWxsaXMuYWRtaW4udjEuTm9kZSIUChJXYXRjaEV2ZW50c1JlcXVlc3QiogEKE1dhdGNoRXZlbnRzUmVzcG9uc2USKQoEa2luZBgBIAEoDjIbLnRyZWxsaXMuYWRtaW4udjEuRXZlbnRLaW5kEgwKBHR5cGUYAiABKAkSEQoJbm9kZV9uYW1lGAMgASgJEg4KBnN1Ym5ldBgEIAEoCRIPCgdhZGRyZXNzGAUgASgJEgwKBGxpdmUYBiABKAgSEAoIcmV2aXNpb24YByABKAMqiQEKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASEwoPRVZFTlRfS0lORF9OT0RFEAESFAoQRVZFTlRfS0lORF9MRUFTRRACEhkKFUVWRU5UX0tJTkRfQUxMT0NBVElPThADEhoKFkVWRU5UX0tJTkRfUkVTRVJWQVRJT04QBDL6CwoMQWRtaW5TZXJ2aWNlElQKCUxpc3ROb2RlcxIiLnRyZWxsaXMuYWRtaW4udjEuTGlzdE5vZGVzUmVxdWVzdBojLnRyZWxsaXMuYWRtaW4udjEuTGlzdE5vZGVzUmVzcG9uc2USTgoHR2V0Tm9kZRIgLnRyZWxsaXMuYWRtaW4udjEuR2V0Tm9kZVJlcXVlc3QaIS50cmVsbGlzLmFkbWluLnYxLkdldE5vZGVSZXNwb25zZRJXCgpMaXN0TGVhc2VzEiMudHJlbGxpcy5hZG1pbi52MS5MaXN0TGVhc2VzUmVxdWVzdBokLnRyZWxsaXMuYWRtaW4udjEuTGlzdExlYXNlc1Jlc3BvbnNlEmkKEExpc3RSZXNlcnZhdGlvbnMSKS50cmVsbGlzLmFkbWluLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0GioudHJlbGxpcy5hZG1pbi52MS5MaXN0UmVzZXJ2YXRpb25zUmVzcG9uc2USZgoPTGlzdEFsbG9jYXRpb25zEigudHJlbGxpcy5hZG1pbi52MS5MaXN0QWxsb2NhdGlvbnNSZXF1ZXN0GikudHJlbGxpcy5hZG1pbi52MS5MaXN0QWxsb2NhdGlvbnNSZXNwb25zZRJgCg1Mb29rdXBBZGRyZXNzEiYudHJlbGxpcy5hZG1pbi52MS5Mb29rdXBBZGRyZXNzUmVxdWVzdBonLnRyZWxsaXMuYWRtaW4udjEuTG9va3VwQWRkcmVzc1Jlc3BvbnNlElQKCUdldFJvdXRlcxIiLnRyZWxsaXMuYWRtaW4udjEuR2V0Um91dGVzUmVxdWVzdBojLnRyZWxsaXMuYWRtaW4udjEuR2V0Um91dGVzUmVzcG9uc2USaQoQR2V0Q2x1c3RlckNvbmZpZxIpLnRyZWxsaXMuYWRtaW4udjEuR2V0Q2x1c3RlckNvbmZpZ1JlcXVlc3QaKi50cmVsbGlzLmFkbWluLnYxLkdldENsdXN0ZXJDb25maWdSZXNwb25zZRJmCg9DcmVhdGVKb2luVG9rZW4SKC50cmVsbGlzLmFkbWluLnYxLkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QaKS50cmVsbGlzLmFkbWluLnYxLkNyZWF0ZUpvaW5Ub2tlblJlc3BvbnNlElQKCVNldFJvdXRlchIiLnRyZWxsaXMuYWRtaW4udjEuU2V0Um91dGVyUmVxdWVzdBojLnRyZWxsaXMuYWRtaW4udjEuU2V0Um91dGVyUmVzcG9uc2USVAoJRHJhaW5Ob2RlEiIudHJlbGxpcy5hZG1pbi52MS5EcmFpbk5vZGVSZXF1ZXN0GiMudHJlbGxpcy5hZG1pbi52MS5EcmFpbk5vZGVSZXNwb25zZRJUCglFdmljdE5vZGUSIi50cmVsbGlzLmFkbWluLnYxLkV2aWN0Tm9kZVJlcXVlc3QaIy50cmVsbGlzLmFkbWluLnYxLkV2aWN0Tm9kZVJlc3BvbnNlEl0KDFJlbGVhc2VMZWFzZRIlLnRyZWxsaXMuYWRtaW4udjEuUmVsZWFzZUxlYXNlUmVxdWVzdBomLnRyZWxsaXMuYWRtaW4udjEuUmVsZWFzZUxlYXNlUmVzcG9uc2USYAoNUmVzZXJ2ZVN1Ym5ldBImLnRyZWxsaXMuYWRtaW4udjEuUmVzZXJ2ZVN1Ym5ldFJlcXVlc3QaJy50cmVsbGlzLmFkbWluLnYxLlJlc2VydmVTdWJuZXRSZXNwb25zZRJsChFEZWxldGVSZXNlcnZhdGlvbhIqLnRyZWxsaXMuYWRtaW4udjEuRGVsZXRlUmVzZXJ2YXRpb25SZXF1ZXN0GisudHJlbGxpcy5hZG1pbi52MS5EZWxldGVSZXNlcnZhdGlvblJlc3BvbnNlElwKC1dhdGNoRXZlbnRzEiQudHJlbGxpcy5hZG1pbi52MS5XYXRjaEV2ZW50c1JlcXVlc3QaJS50cmVsbGlzLmFkbWluLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message trellis.admin.v1.Node
@@ -38,7 +38,7 @@ export type Node = Message<"trellis.admin.v1.Node"> & {
   subnet: string;
 
   /**
-   * False when the node withdrew (graceful shutdown), was evicted or expired; its subnet stays its own
+   * False when the node left (its daemon's leave command), was drained, evicted or expired; its subnet stays its own
    * until the grace period ends.
    *
    * @generated from field: bool live = 4;
@@ -68,7 +68,8 @@ export type Node = Message<"trellis.admin.v1.Node"> & {
   leaseTtlLeftSeconds: bigint;
 
   /**
-   * Why the node is not live: "withdrawn", "evicted" or "expired"; and since when.
+   * Why the node is not live: "withdrawn" (its daemon's leave command), "drained", "evicted" or "expired";
+   * and since when.
    *
    * @generated from field: string released_reason = 9;
    */
@@ -106,6 +107,14 @@ export type Node = Message<"trellis.admin.v1.Node"> & {
    * @generated from field: bool router = 14;
    */
   router: boolean;
+
+  /**
+   * A live node whose MTU differs from the cluster's (the most common MTU among live nodes; a tie goes to
+   * the smaller). Such a node answers CNI STATUS with 51.
+   *
+   * @generated from field: bool mtu_differs = 15;
+   */
+  mtuDiffers: boolean;
 };
 
 /**
@@ -285,6 +294,13 @@ export type ListNodesResponse = Message<"trellis.admin.v1.ListNodesResponse"> & 
    * @generated from field: repeated trellis.admin.v1.Node nodes = 1;
    */
   nodes: Node[];
+
+  /**
+   * The most common MTU among live nodes (a tie goes to the smaller); 0 when no node is live.
+   *
+   * @generated from field: uint32 cluster_mtu = 2;
+   */
+  clusterMtu: number;
 };
 
 /**
@@ -644,6 +660,36 @@ export const GetClusterConfigResponseSchema: GenMessage<GetClusterConfigResponse
   messageDesc(file_trellis_admin_v1_admin, 20);
 
 /**
+ * @generated from message trellis.admin.v1.DrainNodeRequest
+ */
+export type DrainNodeRequest = Message<"trellis.admin.v1.DrainNodeRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message trellis.admin.v1.DrainNodeRequest.
+ * Use `create(DrainNodeRequestSchema)` to create a new message.
+ */
+export const DrainNodeRequestSchema: GenMessage<DrainNodeRequest> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 21);
+
+/**
+ * @generated from message trellis.admin.v1.DrainNodeResponse
+ */
+export type DrainNodeResponse = Message<"trellis.admin.v1.DrainNodeResponse"> & {
+};
+
+/**
+ * Describes the message trellis.admin.v1.DrainNodeResponse.
+ * Use `create(DrainNodeResponseSchema)` to create a new message.
+ */
+export const DrainNodeResponseSchema: GenMessage<DrainNodeResponse> = /*@__PURE__*/
+  messageDesc(file_trellis_admin_v1_admin, 22);
+
+/**
  * @generated from message trellis.admin.v1.EvictNodeRequest
  */
 export type EvictNodeRequest = Message<"trellis.admin.v1.EvictNodeRequest"> & {
@@ -658,7 +704,7 @@ export type EvictNodeRequest = Message<"trellis.admin.v1.EvictNodeRequest"> & {
  * Use `create(EvictNodeRequestSchema)` to create a new message.
  */
 export const EvictNodeRequestSchema: GenMessage<EvictNodeRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 21);
+  messageDesc(file_trellis_admin_v1_admin, 23);
 
 /**
  * @generated from message trellis.admin.v1.EvictNodeResponse
@@ -671,7 +717,7 @@ export type EvictNodeResponse = Message<"trellis.admin.v1.EvictNodeResponse"> & 
  * Use `create(EvictNodeResponseSchema)` to create a new message.
  */
 export const EvictNodeResponseSchema: GenMessage<EvictNodeResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 22);
+  messageDesc(file_trellis_admin_v1_admin, 24);
 
 /**
  * @generated from message trellis.admin.v1.ReleaseLeaseRequest
@@ -688,7 +734,7 @@ export type ReleaseLeaseRequest = Message<"trellis.admin.v1.ReleaseLeaseRequest"
  * Use `create(ReleaseLeaseRequestSchema)` to create a new message.
  */
 export const ReleaseLeaseRequestSchema: GenMessage<ReleaseLeaseRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 23);
+  messageDesc(file_trellis_admin_v1_admin, 25);
 
 /**
  * @generated from message trellis.admin.v1.ReleaseLeaseResponse
@@ -707,7 +753,7 @@ export type ReleaseLeaseResponse = Message<"trellis.admin.v1.ReleaseLeaseRespons
  * Use `create(ReleaseLeaseResponseSchema)` to create a new message.
  */
 export const ReleaseLeaseResponseSchema: GenMessage<ReleaseLeaseResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 24);
+  messageDesc(file_trellis_admin_v1_admin, 26);
 
 /**
  * @generated from message trellis.admin.v1.ReserveSubnetRequest
@@ -729,7 +775,7 @@ export type ReserveSubnetRequest = Message<"trellis.admin.v1.ReserveSubnetReques
  * Use `create(ReserveSubnetRequestSchema)` to create a new message.
  */
 export const ReserveSubnetRequestSchema: GenMessage<ReserveSubnetRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 25);
+  messageDesc(file_trellis_admin_v1_admin, 27);
 
 /**
  * @generated from message trellis.admin.v1.ReserveSubnetResponse
@@ -746,7 +792,7 @@ export type ReserveSubnetResponse = Message<"trellis.admin.v1.ReserveSubnetRespo
  * Use `create(ReserveSubnetResponseSchema)` to create a new message.
  */
 export const ReserveSubnetResponseSchema: GenMessage<ReserveSubnetResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 26);
+  messageDesc(file_trellis_admin_v1_admin, 28);
 
 /**
  * @generated from message trellis.admin.v1.DeleteReservationRequest
@@ -763,7 +809,7 @@ export type DeleteReservationRequest = Message<"trellis.admin.v1.DeleteReservati
  * Use `create(DeleteReservationRequestSchema)` to create a new message.
  */
 export const DeleteReservationRequestSchema: GenMessage<DeleteReservationRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 27);
+  messageDesc(file_trellis_admin_v1_admin, 29);
 
 /**
  * @generated from message trellis.admin.v1.DeleteReservationResponse
@@ -776,7 +822,7 @@ export type DeleteReservationResponse = Message<"trellis.admin.v1.DeleteReservat
  * Use `create(DeleteReservationResponseSchema)` to create a new message.
  */
 export const DeleteReservationResponseSchema: GenMessage<DeleteReservationResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 28);
+  messageDesc(file_trellis_admin_v1_admin, 30);
 
 /**
  * @generated from message trellis.admin.v1.CreateJoinTokenRequest
@@ -802,7 +848,7 @@ export type CreateJoinTokenRequest = Message<"trellis.admin.v1.CreateJoinTokenRe
  * Use `create(CreateJoinTokenRequestSchema)` to create a new message.
  */
 export const CreateJoinTokenRequestSchema: GenMessage<CreateJoinTokenRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 29);
+  messageDesc(file_trellis_admin_v1_admin, 31);
 
 /**
  * @generated from message trellis.admin.v1.CreateJoinTokenResponse
@@ -826,7 +872,7 @@ export type CreateJoinTokenResponse = Message<"trellis.admin.v1.CreateJoinTokenR
  * Use `create(CreateJoinTokenResponseSchema)` to create a new message.
  */
 export const CreateJoinTokenResponseSchema: GenMessage<CreateJoinTokenResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 30);
+  messageDesc(file_trellis_admin_v1_admin, 32);
 
 /**
  * @generated from message trellis.admin.v1.SetRouterRequest
@@ -850,7 +896,7 @@ export type SetRouterRequest = Message<"trellis.admin.v1.SetRouterRequest"> & {
  * Use `create(SetRouterRequestSchema)` to create a new message.
  */
 export const SetRouterRequestSchema: GenMessage<SetRouterRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 31);
+  messageDesc(file_trellis_admin_v1_admin, 33);
 
 /**
  * @generated from message trellis.admin.v1.SetRouterResponse
@@ -867,7 +913,7 @@ export type SetRouterResponse = Message<"trellis.admin.v1.SetRouterResponse"> & 
  * Use `create(SetRouterResponseSchema)` to create a new message.
  */
 export const SetRouterResponseSchema: GenMessage<SetRouterResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 32);
+  messageDesc(file_trellis_admin_v1_admin, 34);
 
 /**
  * @generated from message trellis.admin.v1.WatchEventsRequest
@@ -880,7 +926,7 @@ export type WatchEventsRequest = Message<"trellis.admin.v1.WatchEventsRequest"> 
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 33);
+  messageDesc(file_trellis_admin_v1_admin, 35);
 
 /**
  * @generated from message trellis.admin.v1.WatchEventsResponse
@@ -931,7 +977,7 @@ export type WatchEventsResponse = Message<"trellis.admin.v1.WatchEventsResponse"
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_trellis_admin_v1_admin, 34);
+  messageDesc(file_trellis_admin_v1_admin, 36);
 
 /**
  * @generated from enum trellis.admin.v1.EventKind
@@ -1066,6 +1112,20 @@ export const AdminService: GenService<{
     output: typeof SetRouterResponseSchema;
   },
   /**
+   * Takes a node's route out at once, for a node whose daemon was stopped for good or is gone (stopping a
+   * daemon keeps its route: DESIGN.md §2). The node keeps its certificate and, for the grace period, its
+   * subnet: a daemon started again registers and comes back, with the same subnet. A daemon that still
+   * runs registers again at its next heartbeat: stop it first (or, on the node, stop it and run
+   * `trellis-node-daemon leave`). Unlike EvictNode, nothing is revoked.
+   *
+   * @generated from rpc trellis.admin.v1.AdminService.DrainNode
+   */
+  drainNode: {
+    methodKind: "unary";
+    input: typeof DrainNodeRequestSchema;
+    output: typeof DrainNodeResponseSchema;
+  },
+  /**
    * Takes a node's route out at once and revokes its certificates (it must join again with a new token);
    * its subnet stays its own for the grace period.
    *
@@ -1077,8 +1137,8 @@ export const AdminService: GenService<{
     output: typeof EvictNodeResponseSchema;
   },
   /**
-   * Frees the subnet of a node that is not live (withdrawn, evicted or expired) now, skipping the grace
-   * period; a live node's is refused (evict it first). A freed subnet goes to the back of the line.
+   * Frees the subnet of a node that is not live (withdrawn, drained, evicted or expired) now, skipping the
+   * grace period; a live node's is refused (drain or evict it first). A freed subnet goes to the back of the line.
    *
    * @generated from rpc trellis.admin.v1.AdminService.ReleaseLease
    */

@@ -95,7 +95,7 @@ export type NodeRecord = Message<"trellis.store.v1.NodeRecord"> & {
   mtu: number;
 
   /**
-   * False once the node withdrew (graceful shutdown), was evicted, or missed heartbeats for the lease TTL:
+   * False once the node left (its daemon's leave command), was drained or evicted, or missed heartbeats for the lease TTL:
    * no route points to it, but the subnet stays its own for the grace period.
    *
    * @generated from field: bool live = 5;
@@ -108,7 +108,7 @@ export type NodeRecord = Message<"trellis.store.v1.NodeRecord"> & {
   registeredAtMs: bigint;
 
   /**
-   * When the node stopped being live (0 while live), and why: "withdrawn", "evicted" or "expired".
+   * When the node stopped being live (0 while live), and why: "withdrawn", "drained", "evicted" or "expired".
    *
    * @generated from field: int64 released_at_ms = 7;
    */
