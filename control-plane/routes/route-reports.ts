@@ -100,12 +100,28 @@ export class RouteReports {
     const now = this.deps.clock();
     for (const [node, report] of [...this.pending]) {
       if (now - (this.written.get(node)?.atMs ?? 0) < this.minIntervalMs) continue;
-      await this.write(node, report).catch(() => undefined); // the node reports again on its next resync
+      await this.flushOne(node, report).catch(() => undefined); // the node reports again on its next resync
     }
     if (this.pending.size === 0 && this.flusher) {
       clearInterval(this.flusher);
       this.flusher = undefined;
     }
+  }
+
+  /**
+   * Writes a held-back report unless a newer one (a later stream revision) was stored meanwhile, through
+   * another replica: then that one stays, and this replica remembers it instead (a node may report to
+   * several replicas; found by the chaos tests).
+   */
+  private async flushOne(node: string, report: RouteReport): Promise<void> {
+    const stored = await this.deps.routeReports.findReportedRoutes(node);
+    if (stored && stored.revision > report.revision) {
+      this.pending.delete(node);
+      const [missing, all] = keysOf(stored);
+      this.remember(node, { missing, all, atMs: this.deps.clock() });
+      return;
+    }
+    await this.write(node, report);
   }
 
   private remember(node: string, entry: { missing: string; all: string; atMs: number }): void {

@@ -54,7 +54,7 @@ export async function createCertificateAuthority(
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
     name: `CN=${commonName}`,
-    notBefore: new Date(now.getTime() - 60_000),
+    notBefore: new Date(now.getTime() - 5 * 60_000), // as the certificates it signs (issueCertificate)
     notAfter: new Date(now.getTime() + days * 86_400_000),
     keys: { publicKey: keys.publicKey, privateKey: keys.privateKey },
     signingAlgorithm: algorithm,
@@ -81,8 +81,10 @@ export interface IssueRequest {
 export async function issueCertificate(ca: CertificateAuthority, req: IssueRequest): Promise<string> {
   const caCert = new x509.X509Certificate(ca.certificatePem);
   const now = req.now ?? new Date();
-  // Backdated a little for clocks slightly behind ours, but never by a large share of a short lifetime.
-  const backdateMs = Math.min(60_000, req.lifetimeS * 100);
+  // Backdated for the clocks of other replicas and nodes behind this one (5 minutes, as Kubernetes' signer
+  // does: a replica 90 s ahead signed certificates the others refused as not yet valid), but never by more
+  // than a tenth of a short lifetime.
+  const backdateMs = Math.min(5 * 60_000, req.lifetimeS * 100);
   const names: x509.JsonGeneralName[] = [{ type: "url", value: identityUri(req.identity) }];
   for (const dns of req.server?.dnsNames ?? []) names.push({ type: "dns", value: dns });
   for (const ip of req.server?.ips ?? []) names.push({ type: "ip", value: ip });

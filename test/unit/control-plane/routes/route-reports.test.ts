@@ -112,3 +112,24 @@ describe("RouteReports held back by the interval", () => {
     expect(stored.get("node-0")?.routeCount).toBe(5);
   });
 });
+
+describe("RouteReports on two replicas", () => {
+  it("a report held back on one replica never overwrites a newer one written through another", async () => {
+    const { store: s, reports: stored } = store();
+    let now = 0;
+    const a = new RouteReports({ ...s, clock: () => now, minIntervalMs: 5_000 });
+    const b = new RouteReports({ ...s, clock: () => now, minIntervalMs: 5_000 });
+    const report = (count: number) => {
+      const held = hostRoutes(count + 1, 0);
+      return { revision: BigInt(count), routeCount: held.length, digest: routeDigest(held), missing: [], routes: [] };
+    };
+    await b.record("node-0", report(1)); // B writes it
+    now += 5_500;
+    await a.record("node-0", report(2)); // A reads report 1 just now: report 2 is held back for A's interval
+    await b.record("node-0", report(3)); // B's interval has passed: written at once
+    now += 7_000;
+    await a.flushDue(); // A's held-back report 2 is older than what is stored now
+    await b.record("node-0", report(3)); // the node says again what it holds; B remembers writing exactly that
+    expect(stored.get("node-0")?.revision).toBe(3n);
+  });
+});
