@@ -33,7 +33,7 @@ function keysOf(r: { routeCount: number; digest: Uint8Array; missing: readonly R
 
 export class RouteReports {
   /** Per node: what this replica last wrote (or read back), and when it wrote. */
-  private readonly written = new Map<string, { missing: string; all: string; atMs: number }>();
+  private readonly written = new Map<string, { missing: string; all: string; atMs: number; revision: bigint }>();
   /** Reports held back by the interval, written by the flush timer once it has passed. */
   private readonly pending = new Map<string, RouteReport>();
   private flusher?: ReturnType<typeof setInterval>;
@@ -56,11 +56,13 @@ export class RouteReports {
       const stored = await this.deps.routeReports.findReportedRoutes(node);
       if (stored) {
         const [m, a] = keysOf(stored);
-        last = { missing: m, all: a, atMs: now };
+        last = { missing: m, all: a, atMs: now, revision: stored.revision };
         this.remember(node, last);
       }
     }
-    if (last?.all === all) {
+    // The same again at the same stream revision (a resync) is not written. At a later revision it is: the
+    // node may have said something else through another replica meanwhile, which this one cannot know.
+    if (last?.all === all && report.revision <= last.revision) {
       this.pending.delete(node);
       return;
     }
@@ -88,7 +90,7 @@ export class RouteReports {
         reportedAtMs: BigInt(now),
       }),
     );
-    this.remember(node, { missing, all, atMs: now });
+    this.remember(node, { missing, all, atMs: now, revision: report.revision });
   }
 
   private get minIntervalMs(): number {
@@ -118,13 +120,13 @@ export class RouteReports {
     if (stored && stored.revision > report.revision) {
       this.pending.delete(node);
       const [missing, all] = keysOf(stored);
-      this.remember(node, { missing, all, atMs: this.deps.clock() });
+      this.remember(node, { missing, all, atMs: this.deps.clock(), revision: stored.revision });
       return;
     }
     await this.write(node, report);
   }
 
-  private remember(node: string, entry: { missing: string; all: string; atMs: number }): void {
+  private remember(node: string, entry: { missing: string; all: string; atMs: number; revision: bigint }): void {
     if (this.written.size >= 100_000) this.written.clear(); // bounded; a miss costs one read
     this.written.set(node, entry);
   }

@@ -255,3 +255,65 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
   }
   return cluster;
 }
+
+/** `etcdctl snapshot save`: a snapshot of the (cleartext) etcd at `endpoint`, written to `file`. */
+export async function snapshotEtcd(endpoint: string, file: string): Promise<void> {
+  const res = await run("etcdctl", ["--endpoints", endpoint, "snapshot", "save", file], { env: { ...process.env, ETCDCTL_API: "3" } });
+  if (res.code !== 0) throw new Error(`etcdctl snapshot save failed (${res.code}): ${res.stderr.trim() || res.stdout.trim()}`);
+}
+
+/**
+ * An etcd restored from `snapshotFile` (`etcdctl snapshot restore` into a new temp data dir), serving
+ * cleartext on 127.0.0.1 at the given ports: with the ports of the etcd the snapshot was taken from
+ * (stopped first), clients see that etcd come back with the snapshot's keys and revision.
+ */
+export async function startRestoredEtcd(snapshotFile: string, options: { clientPort: number; peerPort: number }): Promise<EtcdHandle> {
+  const base = await mkdtemp(join(tmpdir(), "trellis-etcd-restored-"));
+  const dataDir = join(base, "data");
+  const client = `http://127.0.0.1:${options.clientPort}`;
+  const peer = `http://127.0.0.1:${options.peerPort}`;
+  const cluster = ["--name", "lab", "--initial-cluster", `lab=${peer}`, "--initial-advertise-peer-urls", peer];
+  const restored = await run("etcdctl", ["snapshot", "restore", snapshotFile, "--data-dir", dataDir, ...cluster], {
+    env: { ...process.env, ETCDCTL_API: "3" },
+  });
+  if (restored.code !== 0) {
+    await rm(base, { recursive: true, force: true });
+    throw new Error(`etcdctl snapshot restore failed (${restored.code}): ${restored.stderr.trim() || restored.stdout.trim()}`);
+  }
+  const child = spawn(
+    "etcd",
+    [
+      ...cluster,
+      ...["--data-dir", dataDir, "--listen-client-urls", client, "--advertise-client-urls", client, "--listen-peer-urls", peer],
+      ...["--log-level", "error", "--logger", "zap"],
+    ],
+    { stdio: "ignore" },
+  );
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      await exited;
+      clearTimeout(t);
+    }
+    await rm(base, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(
+      "the restored etcd to serve",
+      async () => {
+        if (child.exitCode !== null) throw new Error(`etcd exited with ${child.exitCode}`);
+        return (
+          (await run("etcdctl", ["--endpoints", client, "endpoint", "health"], { env: { ...process.env, ETCDCTL_API: "3" } })).code === 0
+        );
+      },
+      20_000,
+      100,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { endpoint: client, stop };
+}

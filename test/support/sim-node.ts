@@ -1,0 +1,661 @@
+// sim-node: ready
+// A simulated node daemon: what the real one (node-daemon/control/control-client.ts, daemon.ts,
+// routes/) does towards the control plane, without netlink, pods or logging, cheap enough for thousands
+// in one process. Its own HTTP/2 connection with its own certificate; RegisterNode (again on NOT_FOUND,
+// with the subnet it held); Heartbeat on one timer; WatchRoutes resumed by revision and epoch (a
+// snapshot replaces the table); ReportRoutes with the count and digest the daemon sends (SHA-256 of the
+// sorted "dst via\n" lines of what it should hold). On a failed call or stream it moves to the next
+// address after a short jittered backoff, so streams leave a replica that died. partition() cuts it off
+// (no heartbeats, connection dropped, routes kept, as a cut network); heal() resumes.
+// One difference from the daemon, on purpose: the stream shares the node's one connection, so a heartbeat
+// that times out (a frozen replica) moves the stream too. The daemon's stream has its own connection and
+// no keepalive, so it would stay on a frozen replica until that connection breaks.
+import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createSecureContext, type SecureContext } from "node:tls";
+import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { reasonMetadataKey } from "../../proto/core/errors.js";
+import { NodeService, type Route, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { fromConnectError } from "../../proto/rpc/connect-errors.js";
+
+/** A route in a sim's table: the pods of `subnet` are reached via `via` (that node's IP). */
+export interface SimRoute {
+  readonly subnet: string;
+  readonly via: string;
+  readonly router: boolean;
+}
+
+export type RouteChangeKind = "up" | "down";
+/** Called when node `node`'s route appears ("up", also when its subnet or next hop changes) or disappears ("down") in a sim's table. */
+export type RouteListener = (node: string, kind: RouteChangeKind, at: number) => void;
+
+export interface SimNodeOptions {
+  readonly name: string;
+  /** Underlay address, e.g. 10.200.x.y: unicast, not loopback, not in the cluster CIDR. */
+  readonly nodeIp: string;
+  /** Control-plane replicas, "127.0.0.1:port"; the first is used first, a failure moves to the next. */
+  readonly addresses: readonly string[];
+  readonly caPem: string;
+  /** The node's own certificate and key (SpawnedControlPlane.nodeCredential(name)). */
+  readonly credential: { readonly cert: string; readonly key: string };
+  readonly heartbeatIntervalMs: number;
+  /** Clock of the times given to listeners and recorded (default performance.now). Timers are real. */
+  readonly now?: () => number;
+  readonly mtu?: number;
+  /**
+   * Deadline of every unary call (default 5 s, as the daemon's); a heartbeat that misses it moves the node
+   * to the next address. Shorter finds a frozen replica sooner (it must be well under the lease TTL minus
+   * the heartbeat interval for nodes to move before they expire). Heartbeats adapt it as TCP does its
+   * retransmission timeout (smoothed round trip plus four deviations, doubled after a miss, at most 5 s)
+   * so that a loaded machine's slow answers do not turn into reconnection storms. RegisterNode and
+   * DeregisterNode get at least 5 s.
+   */
+  readonly callTimeoutMs?: number;
+  /**
+   * When to send ReportRoutes after an applied stream message: "debounce" (default), as the daemon's
+   * RouteReporter does, once `reportDebounceMs` after the first change, coalescing the changes meanwhile
+   * (one timer shared by every sim in the process); "each": after every applied message; "heartbeat":
+   * on the next heartbeat tick; "off": never. In every mode at most one report is in flight, and one
+   * that failed is sent again on the next heartbeat tick.
+   */
+  readonly reportMode?: "debounce" | "each" | "heartbeat" | "off";
+  /** Default 1000 ms (node-daemon/routes/route-reporter.ts). */
+  readonly reportDebounceMs?: number;
+  /** Reconnect backoff, jittered uniformly between the two (default 100-500 ms). */
+  readonly backoffMs?: { readonly min: number; readonly max: number };
+  readonly rand?: () => number;
+  readonly onRoute?: RouteListener;
+}
+
+export interface SimNodeStats {
+  registrations: number;
+  heartbeats: number;
+  heartbeatFailures: number;
+  /** Connections opened (the first one included). */
+  connections: number;
+  streamMessages: number;
+  snapshots: number;
+  streamFailures: number;
+  reports: number;
+  reportFailures: number;
+  /**
+   * Longest time between two successful heartbeats while not partitioned (heal starts counting afresh),
+   * from the earlier one's request to the later one's answer: never shorter than the time between their
+   * writes in etcd, so a node whose gap stayed under the TTL cannot rightly have expired.
+   */
+  maxHeartbeatGapMs: number;
+  /** Failed calls and streams by "what reason", e.g. "heartbeat TIMEOUT" (the reason as fromConnectError gives it). */
+  failures: Record<string, number>;
+  lastError?: string;
+}
+
+/** Errors that moving to another replica cannot fix: registration gives up on them, as the daemon does. */
+const fatalRegistration = new Set(["INVALID_ARGUMENT", "ALREADY_EXISTS", "EXHAUSTED", "PERMISSION_DENIED", "UNAUTHENTICATED"]);
+
+const lineOf = (r: SimRoute) => `${r.subnet} via ${r.via}\n`;
+
+/**
+ * Whether the replica itself answered with this error (the reason it sends in metadata): it is alive and
+ * the connection works, so there is no reason to leave it. Otherwise (a deadline, a refused or reset
+ * connection) the replica may be dead or frozen: move to the next address.
+ */
+const answered = (err: unknown) => err instanceof ConnectError && err.metadata.has(reasonMetadataKey);
+
+/** Index of `line` in sorted `lines`, or where it would go. */
+function lowerBound(lines: readonly string[], line: string): number {
+  let lo = 0;
+  let hi = lines.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((lines[mid] as string) < line) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Debounced reports due, of every sim in the process, sent by one shared timer (none per sim). */
+const dueReports = new Map<SimNode, { readonly at: number; readonly send: () => void }>();
+let reportTimer: ReturnType<typeof setInterval> | undefined;
+
+function sendDueReports(): void {
+  const now = performance.now();
+  for (const [sim, due] of dueReports) {
+    if (due.at > now) continue;
+    dueReports.delete(sim);
+    due.send();
+  }
+  if (dueReports.size === 0 && reportTimer) {
+    clearInterval(reportTimer);
+    reportTimer = undefined;
+  }
+}
+
+type Connection = { readonly address: string; readonly session: Http2SessionManager; readonly client: Client<typeof NodeService> };
+
+export class SimNode {
+  readonly name: string;
+  readonly nodeIp: string;
+  /** Settable after construction; see RouteListener. */
+  onRoute?: RouteListener;
+  /** Every withdrawal from this sim's table ("down"), in order: for countFlaps. */
+  readonly withdrawals: Array<{ readonly node: string; readonly at: number }> = [];
+  /** When the harness first partitioned, stopped or deregistered this node (its own withdrawals are then no flaps). */
+  disturbedAt?: number;
+  readonly stats: SimNodeStats = {
+    registrations: 0,
+    heartbeats: 0,
+    heartbeatFailures: 0,
+    connections: 0,
+    streamMessages: 0,
+    snapshots: 0,
+    streamFailures: 0,
+    reports: 0,
+    reportFailures: 0,
+    maxHeartbeatGapMs: 0,
+    failures: {},
+  };
+
+  private readonly o: SimNodeOptions;
+  private readonly now: () => number;
+  private readonly rand: () => number;
+  private readonly callTimeoutMs: number;
+  /** The heartbeat's deadline now, and the smoothed round trip and its deviation it comes from. */
+  private heartbeatTimeoutMs: number;
+  private srttMs?: number;
+  private rttVarMs = 0;
+  private table = new Map<string, SimRoute>();
+  /** Sorted "dst via\n" lines of every other node's route (host-gw), for the digest. */
+  private lines: string[] = [];
+  /** Nodes marked central router. */
+  private readonly routers = new Set<string>();
+  private digestCache?: { routeCount: number; digest: Uint8Array };
+  private subnetValue = "";
+  private clusterCidrValue = "";
+  private revisionValue = 0n;
+  private epochValue = 0n;
+  private index = 0;
+  private conn?: Connection;
+  private tls?: SecureContext;
+  /** One per run between start/heal and partition/stop: aborting it ends the loops and cancels calls. */
+  private life?: AbortController;
+  private timer?: ReturnType<typeof setTimeout>;
+  private streamLoop?: Promise<void>;
+  private lastBeatOkAt?: number;
+  private isPartitioned = false;
+  private stopped = false;
+  private reporting = false;
+  /** The table changed since the last report was sent. */
+  private reportDirty = false;
+  /** The last report failed: the next heartbeat tick sends again. */
+  private reportFailed = false;
+
+  constructor(o: SimNodeOptions) {
+    if (o.addresses.length === 0) throw new Error(`sim node ${o.name}: no control-plane address`);
+    this.o = o;
+    this.name = o.name;
+    this.nodeIp = o.nodeIp;
+    this.onRoute = o.onRoute;
+    this.now = o.now ?? (() => performance.now());
+    this.rand = o.rand ?? Math.random;
+    this.callTimeoutMs = o.callTimeoutMs ?? 5_000;
+    this.heartbeatTimeoutMs = this.callTimeoutMs;
+  }
+
+  /** By node name (this node's own included): what the route stream says now. */
+  get routes(): ReadonlyMap<string, SimRoute> {
+    return this.table;
+  }
+
+  /** The subnet RegisterNode gave (empty before start). */
+  get subnet(): string {
+    return this.subnetValue;
+  }
+
+  get clusterCidr(): string {
+    return this.clusterCidrValue;
+  }
+
+  /** Route-stream revision and epoch of the last applied message. */
+  get revision(): bigint {
+    return this.revisionValue;
+  }
+
+  get epoch(): bigint {
+    return this.epochValue;
+  }
+
+  /** The replica it talks to now. */
+  get address(): string {
+    return this.o.addresses[this.index % this.o.addresses.length] as string;
+  }
+
+  get partitioned(): boolean {
+    return this.isPartitioned;
+  }
+
+  /** Since the last successful heartbeat, or the longest gap so far if longer (while not partitioned). */
+  heartbeatGapMs(): number {
+    const current = this.lastBeatOkAt === undefined || this.isPartitioned ? 0 : this.now() - this.lastBeatOkAt;
+    return Math.max(this.stats.maxHeartbeatGapMs, current);
+  }
+
+  /** What this node reports: how many routes it should hold and their digest (as node-daemon/routes does). */
+  digest(): { routeCount: number; digest: Uint8Array } {
+    if (this.digestCache) return this.digestCache;
+    let lines: readonly string[] = this.lines;
+    if (this.routers.size > 0) {
+      // Central-router mode (proto/core/route-plan.ts desiredRoutes): the first router by name; unless it is us,
+      // our one route is the cluster CIDR via it.
+      const router = [...this.routers].sort((a, b) => a.localeCompare(b))[0] as string;
+      const via = this.table.get(router)?.via ?? "";
+      if (router !== this.name) lines = [`${this.clusterCidrValue} via ${via}\n`];
+    }
+    this.digestCache = { routeCount: lines.length, digest: createHash("sha256").update(lines.join("")).digest() };
+    return this.digestCache;
+  }
+
+  /** Registers (retrying on another replica while none answers), then heartbeats and follows the route stream. */
+  async start(): Promise<void> {
+    if (this.life) throw new Error(`sim node ${this.name} started twice`);
+    const life = new AbortController();
+    this.life = life;
+    await this.register(life.signal);
+    this.run(life, this.rand() * this.o.heartbeatIntervalMs);
+  }
+
+  /** A cut network: heartbeats stop, the connection and its stream drop; the route table stays as it is. */
+  partition(): void {
+    if (this.isPartitioned || this.stopped) return;
+    this.isPartitioned = true;
+    this.disturbedAt ??= this.now();
+    this.halt();
+  }
+
+  /** The network is back: reconnect, resume the stream from its revision and epoch, heartbeat again. */
+  heal(): void {
+    if (!this.isPartitioned || this.stopped) return;
+    this.isPartitioned = false;
+    this.lastBeatOkAt = undefined;
+    const life = new AbortController();
+    this.life = life;
+    this.run(life, this.rand() * this.o.heartbeatIntervalMs);
+  }
+
+  /** Stops timers and streams and closes the connection; no DeregisterNode (a crash, or SIGTERM: the route stays). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.disturbedAt ??= this.now();
+    this.halt();
+    await this.streamLoop;
+  }
+
+  /** A graceful leave: DeregisterNode (withdraws the route at once), then stop(). */
+  async deregister(): Promise<void> {
+    this.disturbedAt ??= this.now();
+    let last: unknown;
+    for (let attempt = 0; attempt < 2 * this.o.addresses.length + 1; attempt++) {
+      const c = this.connection();
+      try {
+        await c.client.deregisterNode({ nodeName: this.name }, { timeoutMs: Math.max(5_000, this.callTimeoutMs) });
+        last = undefined;
+        break;
+      } catch (err) {
+        last = fromConnectError(err, `deregister via ${c.address}`);
+        this.rotate(c);
+        await sleep(this.backoff());
+      }
+    }
+    await this.stop();
+    if (last) throw last;
+  }
+
+  private halt(): void {
+    this.life?.abort();
+    dueReports.delete(this);
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const c = this.conn;
+    this.conn = undefined;
+    c?.session.abort();
+  }
+
+  private run(life: AbortController, firstBeatMs: number): void {
+    this.schedule(life.signal, firstBeatMs);
+    this.streamLoop = this.follow(life.signal);
+  }
+
+  private backoff(): number {
+    const { min, max } = this.o.backoffMs ?? { min: 100, max: 500 };
+    return min + this.rand() * (max - min);
+  }
+
+  private connection(): Connection {
+    if (this.conn) return this.conn;
+    const address = this.address;
+    const baseUrl = `https://${address}`;
+    // One TLS context per sim, made once: parsing the CA, certificate and key is most of a reconnect's cost.
+    this.tls ??= createSecureContext({ ca: this.o.caPem, cert: this.o.credential.cert, key: this.o.credential.key });
+    const session = new Http2SessionManager(baseUrl, undefined, { secureContext: this.tls });
+    this.conn = { address, session, client: createClient(NodeService, createGrpcTransport({ baseUrl, sessionManager: session })) };
+    this.stats.connections++;
+    return this.conn;
+  }
+
+  /** `c` failed: drop it and move to the next address (unless another failure did so already). */
+  private rotate(c: Connection): void {
+    if (this.conn !== c) return;
+    this.conn = undefined;
+    c.session.abort();
+    this.index = (this.index + 1) % this.o.addresses.length;
+  }
+
+  private async register(signal: AbortSignal): Promise<void> {
+    for (;;) {
+      if (signal.aborted) throw new Error(`sim node ${this.name}: stopped while registering`);
+      const c = this.connection();
+      const sentAt = this.now();
+      try {
+        const res = await c.client.registerNode(
+          { nodeName: this.name, nodeIp: this.nodeIp, mtu: this.o.mtu ?? 1500, heldSubnet: this.subnetValue || undefined },
+          { signal, timeoutMs: Math.max(5_000, this.callTimeoutMs) },
+        );
+        this.subnetValue = res.subnet;
+        this.clusterCidrValue = res.clusterCidr;
+        this.stats.registrations++;
+        this.lastBeatOkAt = sentAt; // registering is a sign of life (the control plane writes the heartbeat key)
+        this.adaptTimeout(this.now() - sentAt); // the first heartbeat's deadline starts from what this round trip took
+        return;
+      } catch (err) {
+        const e = this.failed("register", err, c);
+        if (signal.aborted) throw e;
+        if (fatalRegistration.has(e.reason)) throw e;
+        if (!answered(err)) this.rotate(c);
+        await sleep(this.backoff(), undefined, { signal }).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Counts a failure of `what` and keeps its message. */
+  private failed(what: string, err: unknown, c: Connection) {
+    const e = fromConnectError(err, `${what} of ${this.name} via ${c.address}`);
+    const key = `${what} ${e.reason}`;
+    this.stats.failures[key] = (this.stats.failures[key] ?? 0) + 1;
+    this.stats.lastError = e.message;
+    return e;
+  }
+
+  private get maxTimeoutMs(): number {
+    return Math.max(5_000, this.callTimeoutMs);
+  }
+
+  /** RFC 6298: the deadline follows the round trips seen, never under callTimeoutMs nor over 5 s. */
+  private adaptTimeout(rttMs: number): void {
+    if (this.srttMs === undefined) {
+      this.srttMs = rttMs;
+      this.rttVarMs = rttMs / 2;
+    } else {
+      this.rttVarMs = 0.75 * this.rttVarMs + 0.25 * Math.abs(this.srttMs - rttMs);
+      this.srttMs = 0.875 * this.srttMs + 0.125 * rttMs;
+    }
+    this.heartbeatTimeoutMs = Math.ceil(Math.min(this.maxTimeoutMs, Math.max(this.callTimeoutMs, this.srttMs + 4 * this.rttVarMs)));
+  }
+
+  private schedule(signal: AbortSignal, ms: number): void {
+    if (signal.aborted) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.beat(signal), ms);
+  }
+
+  private async beat(signal: AbortSignal): Promise<void> {
+    this.timer = undefined;
+    if (signal.aborted) return;
+    const c = this.connection();
+    let next = this.o.heartbeatIntervalMs;
+    const sentAt = this.now();
+    try {
+      await c.client.heartbeat({ nodeName: this.name }, { signal, timeoutMs: this.heartbeatTimeoutMs });
+      const at = this.now();
+      this.adaptTimeout(at - sentAt);
+      if (this.lastBeatOkAt !== undefined) this.stats.maxHeartbeatGapMs = Math.max(this.stats.maxHeartbeatGapMs, at - this.lastBeatOkAt);
+      this.lastBeatOkAt = sentAt;
+      this.stats.heartbeats++;
+    } catch (err) {
+      if (signal.aborted) return;
+      const e = this.failed("heartbeat", err, c);
+      this.stats.heartbeatFailures++;
+      if (e.reason === "NOT_FOUND") {
+        // Expired or withdrawn meanwhile (or etcd restored without it): register again, asking for its subnet back.
+        await this.register(signal).catch((er: unknown) => {
+          this.stats.lastError = String(er);
+        });
+      } else if (!answered(err)) {
+        this.rotate(c); // dead or frozen: the next address, soon
+        next = this.backoff();
+        if (e.reason === "TIMEOUT") this.heartbeatTimeoutMs = Math.min(this.maxTimeoutMs, 2 * this.heartbeatTimeoutMs);
+      }
+    }
+    if (signal.aborted) return;
+    if (this.reportFailed || (this.reportDirty && this.o.reportMode === "heartbeat")) this.sendReport(signal);
+    this.schedule(signal, next);
+  }
+
+  /** WatchRoutes until `signal` aborts: resumes from its revision and epoch, on the next replica after a failure. */
+  private async follow(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const c = this.connection();
+      try {
+        const req = { nodeName: this.name, fromRevision: this.revisionValue, epoch: this.epochValue };
+        for await (const msg of c.client.watchRoutes(req, { signal })) {
+          this.apply(msg);
+          this.requestReport(signal);
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        this.stats.streamFailures++;
+        this.failed("route stream", err, c);
+        if (!answered(err)) this.rotate(c);
+      }
+      await sleep(this.backoff(), undefined, { signal }).catch(() => undefined);
+    }
+  }
+
+  /** The table changed: report it as `reportMode` says. */
+  private requestReport(signal: AbortSignal): void {
+    this.reportDirty = true;
+    const mode = this.o.reportMode ?? "debounce";
+    if (mode === "each") this.sendReport(signal);
+    else if (mode === "debounce" && !dueReports.has(this)) {
+      dueReports.set(this, { at: performance.now() + (this.o.reportDebounceMs ?? 1_000), send: () => this.sendReport(signal) });
+      reportTimer ??= setInterval(sendDueReports, 100).unref();
+    }
+  }
+
+  /** ReportRoutes with the current digest, unless one is in flight (then it follows once that one is done). */
+  private sendReport(signal: AbortSignal): void {
+    if (this.reporting || signal.aborted || this.o.reportMode === "off") return;
+    this.reporting = true;
+    this.reportDirty = false;
+    this.reportFailed = false;
+    const { routeCount, digest } = this.digest();
+    const c = this.connection();
+    c.client
+      .reportRoutes(
+        { nodeName: this.name, revision: this.revisionValue, routeCount, digest, missing: [] },
+        { signal, timeoutMs: this.maxTimeoutMs }, // not urgent: a slow answer is no reason to send it again
+      )
+      .then(
+        () => {
+          this.stats.reports++;
+        },
+        (err: unknown) => {
+          if (signal.aborted) return;
+          this.reportFailed = true; // the next heartbeat tick sends again, never a tight loop
+          this.stats.reportFailures++;
+          this.failed("report routes", err, c);
+        },
+      )
+      .finally(() => {
+        this.reporting = false;
+        if (this.reportDirty && !this.reportFailed && !signal.aborted) this.requestReport(signal);
+      });
+  }
+
+  private apply(msg: WatchRoutesResponse): void {
+    const at = this.now();
+    this.stats.streamMessages++;
+    if (msg.snapshot) {
+      this.stats.snapshots++;
+      const before = this.table;
+      const next = new Map<string, SimRoute>();
+      this.routers.clear();
+      for (const r of msg.routes) {
+        const old = before.get(r.nodeName);
+        const same = old && old.subnet === r.subnet && old.via === r.nodeIp && old.router === r.router;
+        next.set(r.nodeName, same ? old : { subnet: r.subnet, via: r.nodeIp, router: r.router });
+        if (r.router) this.routers.add(r.nodeName);
+      }
+      this.table = next;
+      this.lines = [];
+      for (const [name, r] of next) if (name !== this.name) this.lines.push(lineOf(r));
+      this.lines.sort();
+      this.digestCache = undefined;
+      for (const [name, r] of next) {
+        const old = before.get(name);
+        if (old !== r && (!old || old.subnet !== r.subnet || old.via !== r.via)) this.emit(name, "up", at);
+      }
+      for (const name of before.keys()) if (!next.has(name)) this.emit(name, "down", at);
+    } else {
+      for (const e of msg.events) {
+        if (!e.route) continue;
+        if (e.type === RouteEventType.UPSERT) this.upsert(e.route, at);
+        else if (e.type === RouteEventType.DELETE) this.remove(e.route.nodeName, at);
+      }
+    }
+    this.revisionValue = msg.revision;
+    this.epochValue = msg.epoch;
+  }
+
+  private upsert(r: Route, at: number): void {
+    const old = this.table.get(r.nodeName);
+    if (old && old.subnet === r.subnet && old.via === r.nodeIp && old.router === r.router) return;
+    const route = { subnet: r.subnet, via: r.nodeIp, router: r.router };
+    if (old) this.unindex(r.nodeName, old);
+    this.table.set(r.nodeName, route);
+    if (r.router) this.routers.add(r.nodeName);
+    if (r.nodeName !== this.name) {
+      const line = lineOf(route);
+      this.lines.splice(lowerBound(this.lines, line), 0, line);
+    }
+    this.digestCache = undefined;
+    if (!old || old.subnet !== route.subnet || old.via !== route.via) this.emit(r.nodeName, "up", at);
+  }
+
+  private remove(name: string, at: number): void {
+    const old = this.table.get(name);
+    if (!old) return;
+    this.table.delete(name);
+    this.unindex(name, old);
+    this.digestCache = undefined;
+    this.emit(name, "down", at);
+  }
+
+  private unindex(name: string, old: SimRoute): void {
+    this.routers.delete(name);
+    if (name === this.name) return;
+    const line = lineOf(old);
+    const i = lowerBound(this.lines, line);
+    if (this.lines[i] === line) this.lines.splice(i, 1);
+  }
+
+  private emit(node: string, kind: RouteChangeKind, at: number): void {
+    if (kind === "down") this.withdrawals.push({ node, at });
+    this.onRoute?.(node, kind, at);
+  }
+}
+
+export interface Flap {
+  /** The sim whose table lost the route. */
+  readonly sim: string;
+  /** The node whose route was withdrawn. */
+  readonly node: string;
+  readonly at: number;
+}
+
+/**
+ * Wrongful withdrawals across `sims`: a route of node X withdrawn from a sim's table while X was never
+ * partitioned, stopped or deregistered by the harness (before that moment), and is not in `killed`
+ * (nodes the harness took down by other means). `since`: only withdrawals at or after it (same clock as
+ * the sims' `now`).
+ */
+export function countFlaps(sims: Iterable<SimNode>, options: { killed?: ReadonlySet<string>; since?: number } = {}): Flap[] {
+  const all = [...sims];
+  const disturbedAt = new Map(all.map((s) => [s.name, s.disturbedAt ?? Number.POSITIVE_INFINITY]));
+  const flaps: Flap[] = [];
+  for (const s of all) {
+    for (const w of s.withdrawals) {
+      if (options.since !== undefined && w.at < options.since) continue;
+      if (options.killed?.has(w.node)) continue;
+      if ((disturbedAt.get(w.node) ?? Number.POSITIVE_INFINITY) <= w.at) continue;
+      flaps.push({ sim: s.name, node: w.node, at: w.at });
+    }
+  }
+  return flaps;
+}
+
+/**
+ * The same count as events arrive, for a harness that wants it live: attach it to each sim's onRoute
+ * (`sim.onRoute = counter.listener(sim.name)`), and `excuse(node)` when the harness kills a node by
+ * other means than the sim's partition/stop/deregister (which excuse it by themselves).
+ */
+export class FlapCounter {
+  readonly flaps: Flap[] = [];
+  private readonly excused = new Map<string, number>();
+  private readonly byName = new Map<string, SimNode>();
+
+  constructor(sims: Iterable<SimNode> = []) {
+    for (const s of sims) this.byName.set(s.name, s);
+  }
+
+  excuse(node: string, at = performance.now()): void {
+    if (!this.excused.has(node)) this.excused.set(node, at);
+  }
+
+  listener(sim: string, next?: RouteListener): RouteListener {
+    return (node, kind, at) => {
+      if (kind === "down") {
+        const excusedAt = Math.min(
+          this.excused.get(node) ?? Number.POSITIVE_INFINITY,
+          this.byName.get(node)?.disturbedAt ?? Number.POSITIVE_INFINITY,
+        );
+        if (excusedAt > at) this.flaps.push({ sim, node, at });
+      }
+      next?.(node, kind, at);
+    };
+  }
+}
+
+/** The route set every sim should converge to: each live node's subnet via its node IP, by name. */
+export function expectedRoutes(live: Iterable<SimNode>): Map<string, { subnet: string; via: string }> {
+  return new Map([...live].map((s) => [s.name, { subnet: s.subnet, via: s.nodeIp }]));
+}
+
+/** The names of `sims` whose table differs from `expected` (by subnet and next hop), for waiting and for messages. */
+export function unconverged(sims: Iterable<SimNode>, expected: ReadonlyMap<string, { subnet: string; via: string }>): string[] {
+  const off: string[] = [];
+  for (const s of sims) {
+    let ok = s.routes.size === expected.size;
+    if (ok) {
+      for (const [name, want] of expected) {
+        const got = s.routes.get(name);
+        if (!got || got.subnet !== want.subnet || got.via !== want.via) {
+          ok = false;
+          break;
+        }
+      }
+    }
+    if (!ok) off.push(s.name);
+  }
+  return off;
+}
