@@ -50,7 +50,7 @@ Flags:
   --etcd-members M         etcd cluster members (default 3)
   --ttl S                  the control plane's --lease-ttl, whole seconds (default 40, as in production)
   --heartbeat-interval S   seconds between a node's heartbeats, may be fractional (default TTL/4)
-  --workers W              worker processes driving the nodes (default: one per 2500 nodes)
+  --workers W              worker processes driving the nodes (default: one per 500 nodes, at most 16)
   --reports MODE           when a node reports its route digest after its routes changed: "debounce"
                            (default) 1 s after the first change, as the daemon does; "each" after every
                            route-stream message; "heartbeat" on its next heartbeat. One in flight at a time
@@ -126,7 +126,7 @@ function parseOptions(argv: string[]): Options | "help" | "worker" {
     if (heartbeatIntervalMs < 100) badArg(`--heartbeat-interval ${hb} is below 0.1 s`);
     if (heartbeatIntervalMs >= ttlS * 1000) badArg(`--heartbeat-interval ${hb} is not below --ttl ${ttlS}: every node would expire`);
   }
-  const workers = intFlag(str("workers"), "--workers", Math.ceil(nodes / 2500), 1, 64);
+  const workers = intFlag(str("workers"), "--workers", Math.min(16, Math.ceil(nodes / 500)), 1, 64);
   if (workers > nodes) badArg(`--workers ${workers} is more than --nodes ${nodes}`);
   const reportMode = str("reports") ?? "debounce";
   if (reportMode !== "debounce" && reportMode !== "each" && reportMode !== "heartbeat") {
@@ -285,6 +285,8 @@ async function workerMain(): Promise<void> {
   let expectedRoutes: number | undefined;
   /** The bench went on without the sims still registering: they were stopped, and start no more. */
   let abandoned = false;
+  /** Sims that registered (and were not stopped since). */
+  const started = new Set<number>();
   /** Per sim: its start() was called and has not returned yet. */
   const inStart = new Set<number>();
   let slow: Pick<
@@ -456,6 +458,7 @@ async function workerMain(): Promise<void> {
               inStart.add(i);
               try {
                 await sims[i]!.start();
+                started.add(i);
                 const at = now();
                 firstRegisteredAt = firstRegisteredAt || at;
                 lastRegisteredAt = Math.max(lastRegisteredAt, at);
@@ -484,7 +487,7 @@ async function workerMain(): Promise<void> {
         flapCounter.excuse(raw.node, raw.at);
       } else if (raw.t === "replica-killed") {
         const pending = new Map<number, number>();
-        for (const [i, s] of sims.entries()) if (s.address === raw.address) pending.set(i, s.stats.snapshots);
+        for (const [i, s] of sims.entries()) if (started.has(i) && s.address === raw.address) pending.set(i, s.stats.snapshots);
         failover = { address: raw.address, at: raw.at, pending, lastAt: raw.at, moved: pending.size };
         dirty = true;
       } else if (raw.t === "flush") {
@@ -861,7 +864,7 @@ async function parentMain(opts: Options): Promise<void> {
     const flushed = new Set<number>();
     const ready = new Set<number>();
     const stopped = new Set<number>();
-    const heapMiB = Math.max(2048, Math.ceil((opts.nodes / opts.workers) * 2.5));
+    const heapMiB = Math.max(2048, Math.ceil((opts.nodes / opts.workers) * opts.nodes * 0.002)); // ~2 KiB a route held
     for (let w = 0; w < opts.workers; w++) {
       const child = fork(process.argv[1]!, ["--worker"], {
         execArgv: [`--max-old-space-size=${heapMiB}`, ...(process.env.FLEET_DEBUG_ARGS?.split(" ") ?? [])],
