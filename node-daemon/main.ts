@@ -35,13 +35,6 @@ async function main(): Promise<void> {
   const running = new AbortController();
   const caPem = config.tls && (await readPemFile(config.tls.caFile, "--ca-cert"));
   const keeper = config.tls && caPem ? credentialKeeper(config, config.tls, caPem, log) : undefined;
-  const replicasWith = (credential?: NodeCredential) =>
-    config.controlPlanes.map((address) =>
-      createControlPlaneApi(
-        address,
-        caPem && credential ? { ca: caPem, cert: credential.certificatePem, key: credential.keyPem } : undefined,
-      ),
-    );
   const net = new RtNetlink(new NetlinkPool());
   if (command === "leave") {
     await leave(config, caPem, log, net);
@@ -56,7 +49,7 @@ async function main(): Promise<void> {
   if (config.masquerade) await masquerade.check();
   const credential = await keeper?.obtain(running.signal);
   const control = new ControlClient({
-    replicas: replicasWith(credential),
+    replicas: replicasOf(config, caPem, credential),
     log,
     nodeName: config.nodeName,
     nodeIp: config.nodeIp,
@@ -94,7 +87,7 @@ async function main(): Promise<void> {
   keeper
     ?.renewLoop(
       (csr) => control.renewCertificate(csr),
-      (renewed) => control.useReplicas(replicasWith(renewed)),
+      (renewed) => control.useReplicas(replicasOf(config, caPem, renewed)),
       running.signal,
     )
     .catch((err: unknown) => log.error({ err }, "certificate renewal stopped"));
@@ -117,12 +110,7 @@ async function leave(config: DaemonConfig, caPem: string | undefined, log: Logge
     });
   }
   const control = new ControlClient({
-    replicas: config.controlPlanes.map((address) =>
-      createControlPlaneApi(
-        address,
-        caPem && credential ? { ca: caPem, cert: credential.certificatePem, key: credential.keyPem } : undefined,
-      ),
-    ),
+    replicas: replicasOf(config, caPem, credential),
     log,
     nodeName: config.nodeName,
     nodeIp: config.nodeIp,
@@ -131,6 +119,16 @@ async function leave(config: DaemonConfig, caPem: string | undefined, log: Logge
   });
   const { routesRemoved } = await leaveCluster({ config, log, net, control, masquerade: new NftMasquerade(), serving: answers });
   log.info(`left the cluster; removed ${routesRemoved} routes to other nodes`);
+}
+
+/** A client of each control-plane replica, calling with the node's certificate when it has one. */
+function replicasOf(config: DaemonConfig, caPem: string | undefined, credential: NodeCredential | undefined) {
+  return config.controlPlanes.map((address) =>
+    createControlPlaneApi(
+      address,
+      caPem && credential ? { ca: caPem, cert: credential.certificatePem, key: credential.keyPem } : undefined,
+    ),
+  );
 }
 
 /** Whether something accepts connections on the unix socket at `path` (a running daemon). */

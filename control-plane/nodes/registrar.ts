@@ -75,7 +75,7 @@ export class Registrar {
         // turns with it): a node moves only once it left (drain, or its lease expired).
         throw new TrellisError(
           "ALREADY_EXISTS",
-          `node ${reg.name} is live at ${current.nodeIp}; a registration cannot move it to ${reg.nodeIp}: stop the node at ${current.nodeIp} and drain it (EvictNode), or wait until its lease expires`,
+          `node ${reg.name} is live at ${current.nodeIp}; a registration cannot move it to ${reg.nodeIp}: stop the node at ${current.nodeIp} and drain it (DrainNode), or wait until its lease expires`,
         );
       }
       // The node-ips index says who holds the address; the write below holds only if it is unchanged.
