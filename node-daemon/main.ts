@@ -12,6 +12,7 @@ import { FilePendingDeletes } from "./cni/pending-deletes.js";
 import { type DaemonConfig, daemonCommand, daemonHelp, parseDaemonArgs } from "./config.js";
 import { ControlClient } from "./control/control-client.js";
 import { CredentialKeeper } from "./control/credential-keeper.js";
+import { keyAndRequestInWorker } from "./control/csr-worker.js";
 import type { NodeCredential } from "./control/node-credential.js";
 import { leaveCluster, NodeDaemon } from "./daemon.js";
 import { FileAllocationJournal } from "./ipam/allocation-journal.js";
@@ -159,6 +160,7 @@ function credentialKeeper(config: DaemonConfig, tls: NonNullable<DaemonConfig["t
     clock: Date.now,
     rand: Math.random,
     sleep,
+    keyAndRequest: keyAndRequestInWorker,
   });
 }
 

@@ -4,7 +4,8 @@
 // ones; open streams go on over the connections they have.
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/core/errors.js";
-import { createCertificateRequest, generateKeyPair } from "../../proto/rpc/x509.js";
+import type { Identity } from "../../proto/core/identity.js";
+import { type KeyAndRequest, keyAndRequestInProcess } from "./csr-worker.js";
 import { type NodeCredential, parseCredential, readCredentialFile, renewalDelayMs, writeCredentialFile } from "./node-credential.js";
 
 export interface CredentialKeeperDeps {
@@ -19,6 +20,8 @@ export interface CredentialKeeperDeps {
   readonly clock: () => number;
   readonly rand: () => number;
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Makes a fresh key and its CSR (default: in this process; the daemon uses a worker, csr-worker.ts). */
+  readonly keyAndRequest?: (identity: Identity) => Promise<KeyAndRequest>;
 }
 
 /** Reasons a join or renewal will not succeed by trying again. */
@@ -114,9 +117,8 @@ export class CredentialKeeper {
 
   /** A fresh key, a CSR for it, a certificate from `issue`; stored durably before it is used. */
   private async newCredential(issue: (csrPem: string) => Promise<string>, signal: AbortSignal): Promise<NodeCredential> {
-    const keys = await generateKeyPair();
-    const csr = await createCertificateRequest(keys, { kind: "node", name: this.deps.nodeName });
-    const certificatePem = await issue(csr);
+    const keys = await (this.deps.keyAndRequest ?? keyAndRequestInProcess)({ kind: "node", name: this.deps.nodeName });
+    const certificatePem = await issue(keys.csrPem);
     if (signal.aborted) throw new TrellisError("UNAVAILABLE", "stopping");
     const credential = parseCredential(`${keys.privateKeyPem}\n${certificatePem}`, this.deps.nodeName, "the issued certificate");
     await writeCredentialFile(this.deps.path, credential);

@@ -6,8 +6,7 @@ import { constants } from "node:fs";
 import { mkdir, open, readFile, rename } from "node:fs/promises";
 import { dirname } from "node:path";
 import { TrellisError } from "../../proto/core/errors.js";
-import { normalizeSerial } from "../../proto/rpc/peer-identity.js";
-import { identityOfCertificate } from "../../proto/rpc/x509.js";
+import { identityOfSubjectAltName, normalizeSerial } from "../../proto/rpc/peer-identity.js";
 
 export interface NodeCredential {
   readonly keyPem: string;
@@ -39,7 +38,7 @@ export function parseCredential(text: string, nodeName: string, where: string): 
       cause: err,
     });
   }
-  const identity = identityOfCertificate(certificatePem);
+  const identity = identityOfSubjectAltName(cert.subjectAltName);
   if (identity?.kind !== "node" || identity.name !== nodeName) {
     throw new TrellisError(
       "INVALID_ARGUMENT",

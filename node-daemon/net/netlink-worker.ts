@@ -39,6 +39,9 @@ const setns = libc.func("int setns(int fd, int nstype)");
 const socketCall = libc.func("int socket(int domain, int type, int protocol)");
 const setsockopt = libc.func("int setsockopt(int fd, int level, int name, const void *value, uint32_t len)");
 const strerror = libc.func("const char *strerror(int errnum)");
+// Sockets made by socket() above are closed by libc too: node:fs's close of a descriptor it did not open
+// prints "closed but not opened in unmanaged mode" in a worker, once per pod operation.
+const closeSocket = libc.func("int close(int fd)");
 
 const cloneNewNet = 0x40000000;
 const afNetlink = 16;
@@ -78,7 +81,7 @@ function openSocket(): number {
     timeval.writeBigInt64LE(BigInt(replyTimeoutS));
     setOption(fd, solSocket, 20, timeval); // SO_RCVTIMEO
   } catch (err) {
-    closeSync(fd);
+    closeSocket(fd);
     throw err;
   }
   return fd;
@@ -194,7 +197,7 @@ function addVeth(v: VethSpec): NlMessage[][] {
     );
     return out;
   } finally {
-    closeSync(pod);
+    closeSocket(pod);
   }
 }
 
@@ -228,13 +231,13 @@ function run(job: NetlinkJob): NetlinkJobResult {
     return { id: job.id, replies: transact(fd, job.requests) };
   } catch (err) {
     if ((fd === own || job.kind !== "transact") && own !== undefined) {
-      closeSync(own); // replies may still be in flight on it: start afresh
+      closeSocket(own); // replies may still be in flight on it: start afresh
       own = undefined;
     }
     const code = (err as { code?: string }).code ?? (err instanceof SysError ? `errno ${err.errno}` : undefined);
     return { id: job.id, error: { code, message: (err as Error).message } };
   } finally {
-    if (job.kind === "transact" && job.netns && fd !== undefined) closeSync(fd);
+    if (job.kind === "transact" && job.netns && fd !== undefined) closeSocket(fd);
   }
 }
 
