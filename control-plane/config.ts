@@ -1,6 +1,6 @@
 import { Cidr } from "../proto/core/cidr.js";
 import { TrellisError } from "../proto/core/errors.js";
-import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/core/flags.js";
+import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag, parseMetricsAddress } from "../proto/core/flags.js";
 import type { ExpiryPolicy } from "./nodes/expiry-plan.js";
 
 export interface ControlPlaneConfig {
@@ -24,6 +24,8 @@ export interface ControlPlaneConfig {
   readonly joinPort: number;
   /** Lifetime of the node certificates this replica issues. */
   readonly nodeCertificateLifetimeS: number;
+  /** Where to serve metrics over HTTP (--metrics-address); undefined: no metrics listener. */
+  readonly metrics?: { readonly host: string; readonly port: number };
 }
 
 export const controlPlaneHelp = `Usage: trellis-control-plane [flags]
@@ -69,6 +71,9 @@ Flags:
   --node-cert-hours N       lifetime of node certificates; daemons renew at 70-90% of it (default 168)
   --insecure-plaintext      serve cleartext instead, identifying nobody (anyone who can connect may act for
                             any node and administer the cluster): for a lab, and only on a loopback --listen
+  --metrics-address A       serve Prometheus metrics on HOST:PORT, GET /metrics, plain HTTP without
+                            authentication (default 127.0.0.1:9465, loopback only; port 0 picks a free one;
+                            "off": none). A port in use stops the replica at start-up, before it serves
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
@@ -102,6 +107,7 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
     "join-port": { type: "string", default: "6444" },
     "etcd-history": { type: "string", default: "100000" },
     "node-cert-hours": { type: "string", default: "168" },
+    "metrics-address": { type: "string", default: "127.0.0.1:9465" },
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) return "help";
@@ -194,7 +200,9 @@ export function parseControlPlaneArgs(argv: readonly string[]): ControlPlaneConf
   if (values["ca-key"] && !values["tls-cert"]) {
     throw new TrellisError("INVALID_ARGUMENT", "--ca-key needs TLS: give --tls-cert, --tls-key and --client-ca too");
   }
+  const metrics = parseMetricsAddress(values["metrics-address"], "--metrics-address");
   return {
+    ...(metrics ? { metrics } : {}),
     ...(values["ca-key"] ? { caKeyFile: values["ca-key"] } : {}),
     joinPort: parseIntFlag(values["join-port"], "--join-port", 0, 65535),
     etcdHistory: parseIntFlag(values["etcd-history"], "--etcd-history", 0, 1_000_000_000),

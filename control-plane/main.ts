@@ -5,37 +5,49 @@ import { pino } from "pino";
 import { TrellisError } from "../proto/core/errors.js";
 import { configOrReport } from "../proto/core/flags.js";
 import { ClusterConfigRecordSchema } from "../proto/gen/trellis/store/v1/store_pb.js";
+import { listenMetrics } from "../proto/rpc/metrics-http.js";
 import { readPemFile } from "../proto/rpc/pem-file.js";
 import { importPrivateKey } from "../proto/rpc/x509.js";
 import { AllocationMirror } from "./allocations/allocation-mirror.js";
 import { controlPlaneHelp, parseControlPlaneArgs } from "./config.js";
 import { CertificateRegistry } from "./identity/certificate-registry.js";
 import { NodeIdentities } from "./identity/node-identities.js";
+import { ControlPlaneMetrics } from "./metrics.js";
 import { ExpiryLoop, Liveness } from "./nodes/liveness.js";
 import { Registrar } from "./nodes/registrar.js";
 import { RouteFeed } from "./routes/route-feed.js";
 import { startControlPlaneServer } from "./rpc/server.js";
 import { openEtcdStores } from "./store/etcd-stores.js";
-import { checkSameClusterConfig, createSubnetPool } from "./subnets/subnet-pool.js";
+import { checkSameClusterConfig, createSubnetPool, freeSubnetCount } from "./subnets/subnet-pool.js";
 
 async function main(): Promise<void> {
   const config = configOrReport("trellis-control-plane", process.argv.slice(2), parseControlPlaneArgs, controlPlaneHelp, process);
   if (!config) return;
   const log = pino({ name: "control-plane", level: config.logLevel });
+  const metrics = config.metrics ? new ControlPlaneMetrics() : undefined;
   const etcdTls = config.etcdTls && {
     ca: await readPemFile(config.etcdTls.caFile, "--etcd-ca"),
     cert: await readPemFile(config.etcdTls.certFile, "--etcd-cert"),
     key: await readPemFile(config.etcdTls.keyFile, "--etcd-key"),
   };
   // One etcd client for every store port.
-  const stores = openEtcdStores({ endpoints: config.etcdEndpoints, root: config.etcdPrefix, tls: etcdTls });
+  const stores = openEtcdStores({ endpoints: config.etcdEndpoints, root: config.etcdPrefix, tls: etcdTls, metrics });
   const pool = createSubnetPool(config.clusterCidr, config.subnetPrefixLength);
   const stop = new AbortController();
   // Liveness is judged by this replica's own monotonic clock, never by times other machines wrote (DESIGN.md §2).
   const monotonic = () => performance.now();
-  const liveness = new Liveness({ ...stores, log, clock: Date.now, monotonicClock: monotonic, policy: config.policy });
-  const registrar = new Registrar({ ...stores, liveness, pool, log, clock: Date.now, rand: Math.random });
+  const liveness = new Liveness({ ...stores, log, clock: Date.now, monotonicClock: monotonic, policy: config.policy, metrics });
+  const registrar = new Registrar({ ...stores, liveness, pool, log, clock: Date.now, rand: Math.random, metrics });
   const feed = new RouteFeed({ nodes: stores.nodes, log });
+  metrics?.readGaugesFrom({
+    nodes: () => liveness.view?.nodesByState,
+    subnetsFree: () => {
+      const view = liveness.view;
+      return view && freeSubnetCount(pool, view.nodeRecords);
+    },
+    routeStreams: () => feed.streams,
+    disruption: () => liveness.view?.disruption,
+  });
   const mirror = new AllocationMirror({ ...stores, log });
   let ready = false;
   const tls = config.tls && {
@@ -54,6 +66,10 @@ async function main(): Promise<void> {
     certificateLifetimeS: config.nodeCertificateLifetimeS,
   });
   const registry = new CertificateRegistry(stores.identity, Date.now);
+  // Metrics before serving: a port in use stops the replica here, before it serves or changes anything.
+  const metricsListener =
+    metrics && config.metrics ? await listenMetrics(metrics.registry, config.metrics, "--metrics-address") : undefined;
+  if (metricsListener) log.info({ address: metricsListener.url }, "serving metrics");
   const server = await startControlPlaneServer({
     identities,
     registry,
@@ -121,6 +137,7 @@ async function main(): Promise<void> {
     log.info(`shutting down on ${signal}`);
     stop.abort();
     await server.close();
+    await metricsListener?.close();
     stores.close();
     process.exit(0);
   };

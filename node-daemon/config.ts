@@ -1,7 +1,7 @@
 import { parseIpv4 } from "../proto/core/cidr.js";
 import { invalidIfNameReason } from "../proto/core/cni-names.js";
 import { TrellisError } from "../proto/core/errors.js";
-import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag } from "../proto/core/flags.js";
+import { checkLogLevel, parseFlags, parseHostPort, parseIntFlag, parseMetricsAddress } from "../proto/core/flags.js";
 import { checkNodeName } from "../proto/core/node-name.js";
 import { defaultDaemonSocket } from "../proto/core/protocol.js";
 import { type ConflistCniVersion, conflistCniVersions } from "./cni/plan.js";
@@ -26,6 +26,8 @@ export interface DaemonConfig {
   /** The conflist's cniVersion (--cni-version). */
   readonly cniVersion: ConflistCniVersion;
   readonly logLevel: string;
+  /** Where to serve metrics over HTTP (--metrics-address); undefined: no metrics listener. */
+  readonly metrics?: { readonly host: string; readonly port: number };
   /**
    * Mutual TLS to the control plane: the cluster CA's file, this node's credential file (key and
    * certificate, written by joining and renewed in place), the join token's file, and the port of the
@@ -75,6 +77,9 @@ Flags:
                             while there is no valid certificate in --credential; used once
   --join-port N             port of the control planes' join listener, on the --control-plane hosts
                             (default 6444)
+  --metrics-address A       serve Prometheus metrics on HOST:PORT, GET /metrics, plain HTTP without
+                            authentication (default 127.0.0.1:9464, loopback only; port 0 picks a free one;
+                            "off": none). A port in use stops the daemon at start-up, before it joins
   --log-level LEVEL         trace, debug, info, warn or error (default info)
   -h, --help                print this help and exit
 
@@ -115,6 +120,7 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     "cni-conf-name": { type: "string", default: "10-trellis.conflist" },
     "cni-version": { type: "string", default: "1.0.0" },
     "log-level": { type: "string", default: "info" },
+    "metrics-address": { type: "string", default: "127.0.0.1:9464" },
     router: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   });
@@ -153,7 +159,9 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig | "help" 
     throw new TrellisError("INVALID_ARGUMENT", "--credential and --join-token-file need --ca-cert (the cluster CA certificate)");
   }
   const joinPort = parseIntFlag(values["join-port"], "--join-port", 1, 65535);
+  const metrics = parseMetricsAddress(values["metrics-address"], "--metrics-address");
   return {
+    ...(metrics ? { metrics } : {}),
     ...(values["ca-cert"]
       ? {
           tls: {

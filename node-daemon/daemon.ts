@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { Cidr } from "../proto/core/cidr.js";
 import { clusterMtu } from "../proto/core/cluster-mtu.js";
 import { TrellisError } from "../proto/core/errors.js";
-import { AttachmentService } from "./cni/attachment-service.js";
+import { AttachmentService, type PhaseObserver } from "./cni/attachment-service.js";
 import type { PendingDeletes } from "./cni/pending-deletes.js";
 import { conflistFor } from "./cni/plan.js";
 import type { DaemonConfig } from "./config.js";
@@ -13,9 +13,22 @@ import type { ControlClient } from "./control/control-client.js";
 import type { AllocationJournal } from "./ipam/journal.js";
 import type { Masquerade } from "./net/masquerade-script.js";
 import type { Netlink } from "./net/netlink.js";
+import { routeApplyLagSeconds } from "./routes/apply-lag.js";
 import { RouteReporter, routeReport } from "./routes/route-reporter.js";
 import { RouteSync } from "./routes/route-sync.js";
+import type { CniRequestObserver } from "./rpc/cni-metrics.js";
 import type { DaemonServer, DaemonServerDeps } from "./rpc/server.js";
+
+/** What the daemon reports to its metrics (metrics.ts DaemonMetrics); optional, tests run without. */
+export interface NodeMetrics extends PhaseObserver, CniRequestObserver {
+  observeRouteApplyLag(seconds: number): void;
+  /** The gauges' sources, read when scraped. */
+  readGaugesFrom(sources: {
+    podAddressesInUse: () => number;
+    routes: () => { desired: number; installed: number; failed: number } | undefined;
+    pendingDeletes: () => Promise<number>;
+  }): void;
+}
 
 export interface NodeDaemonDeps {
   readonly config: DaemonConfig;
@@ -34,6 +47,7 @@ export interface NodeDaemonDeps {
   readonly serve: (deps: DaemonServerDeps) => Promise<DaemonServer>;
   /** Writes the conflist atomically; returns its path (cni/conflist.ts). */
   readonly writeConflist: (dir: string, name: string, conflist: Record<string, unknown>) => Promise<string>;
+  readonly metrics?: NodeMetrics;
 }
 
 export class NodeDaemon {
@@ -46,7 +60,7 @@ export class NodeDaemon {
 
   /** Runs until `stop`; resolves once the daemon serves the shim and its loops are running. */
   async start(): Promise<void> {
-    const { config, log, net, control, sleep, podMtu, masquerade } = this.deps;
+    const { config, log, net, control, sleep, podMtu, masquerade, metrics } = this.deps;
     const signal = this.stopping.signal;
     const registration = await control.register(signal);
     await masquerade.apply(config.masquerade ? registration.clusterCidr : undefined);
@@ -64,12 +78,19 @@ export class NodeDaemon {
       pathExists: this.deps.pathExists,
       mirror: control,
       pendingDeletes: this.deps.pendingDeletes,
+      metrics,
     });
     await cni.start({ subnet: current, bridgeName: config.bridge, mtu: podMtu });
+    metrics?.readGaugesFrom({
+      podAddressesInUse: () => cni.allocationCount,
+      routes: () => this.routes?.counts,
+      pendingDeletes: () => this.deps.pendingDeletes.count(),
+    });
     this.server = await this.deps.serve({
       cni,
       log,
       socketPath: config.socketPath,
+      metrics,
       status: () => {
         const stranded = cni.strandedAllocations.length;
         if (stranded > 0) {
@@ -120,11 +141,15 @@ export class NodeDaemon {
     const keepGoing = (what: string) => (err: unknown) => log.error({ err }, `${what} stopped`);
     control.heartbeatLoop(config.heartbeatIntervalMs, signal, onRegistered).catch(keepGoing("heartbeat loop"));
     control
-      .watchRoutes(async (set, revision) => {
+      .watchRoutes(async (set, revision, decidedAtMs) => {
         mtuOfCluster = clusterMtu([...set.values()].map((r) => r.mtu));
         try {
           const { wanted, held } = await routes.setRoutes(set.values());
           reporter.update(routeReport(revision, wanted, held));
+          // A change (never a snapshot: it holds decisions of any age) is applied once every route is in.
+          if (decidedAtMs !== undefined && held.length === wanted.length) {
+            metrics?.observeRouteApplyLag(routeApplyLagSeconds(decidedAtMs, Date.now()));
+          }
         } catch (err) {
           log.error({ err, revision: String(revision) }, "route sync failed");
         }

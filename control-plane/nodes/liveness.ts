@@ -1,7 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/core/errors.js";
-import { type DisruptionRecord, DisruptionRecordSchema, NodeRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
+import {
+  type DisruptionRecord,
+  DisruptionRecordSchema,
+  type NodeRecord,
+  NodeRecordSchema,
+} from "../../proto/gen/trellis/store/v1/store_pb.js";
 import type { LivenessStore } from "../store/liveness-store.js";
 import type { NodeStore } from "../store/node-store.js";
 import type { Versioned } from "../store/versioned.js";
@@ -19,6 +24,38 @@ export interface LivenessDeps {
    */
   readonly monotonicClock?: () => number;
   readonly policy: ExpiryPolicy;
+  /** Counts the nodes this replica expired (trellis_node_expiries_total). */
+  readonly metrics?: { countExpiry(): void };
+}
+
+/** A node's state: "live", or why it is not ("withdrawn", "drained", "evicted", "expired"). */
+export type NodeState = "live" | "withdrawn" | "drained" | "evicted" | "expired";
+
+/** What this replica's last expiry round read and left behind (its metrics; no etcd read of their own). */
+export interface LivenessView {
+  /** Node records by state; every state is present, 0 when no node is in it. */
+  readonly nodesByState: ReadonlyMap<NodeState, number>;
+  /** Node records: each holds its subnet's lease, live or in its grace period. */
+  readonly nodeRecords: number;
+  /** Whether the cluster is in disruption, as the record in etcd says after the round. */
+  readonly disruption: boolean;
+}
+
+const nodeStates: readonly NodeState[] = ["live", "withdrawn", "drained", "evicted", "expired"];
+
+function stateOf(node: NodeRecord): NodeState {
+  if (node.live) return "live";
+  return nodeStates.find((s) => s !== "live" && s === node.releasedReason) ?? "withdrawn";
+}
+
+/** Node records by state. Pure. */
+export function countNodeStates(nodes: readonly NodeRecord[]): Map<NodeState, number> {
+  const counts = new Map(nodeStates.map((s) => [s, 0]));
+  for (const node of nodes) {
+    const state = stateOf(node);
+    counts.set(state, (counts.get(state) ?? 0) + 1);
+  }
+  return counts;
 }
 
 /**
@@ -34,8 +71,14 @@ export class Liveness {
   private disruptionRevision: bigint | undefined;
   /** When (monotonic) this replica last saw a disruption end: every live node got a full TTL from then. */
   private disruptionEndedAtMs = Number.NEGATIVE_INFINITY;
+  private lastView?: LivenessView;
 
   constructor(private readonly deps: LivenessDeps) {}
+
+  /** As of this replica's last expiry round (undefined before its first): nodes by state, disruption. */
+  get view(): LivenessView | undefined {
+    return this.lastView;
+  }
 
   /** A heartbeat of a live node; NOT_FOUND for a node that is not registered or not live. */
   async heartbeat(name: string): Promise<void> {
@@ -98,42 +141,50 @@ export class Liveness {
       },
       policy,
     );
-    await this.recordDisruption(plan, disruption, nowMs, wallNowMs);
+    const inDisruption = await this.recordDisruption(plan, disruption, nowMs, wallNowMs);
+    const after = new Map(nodes.map((n) => [n.name, n]));
     for (const name of plan.expire) {
       const found = await store.findNode(name);
       if (!found?.value.live) continue;
       const judgedBy = sightings.get(name)?.heartbeatRevision ?? 0n;
       const next = create(NodeRecordSchema, { ...found.value, live: false, releasedAtMs: BigInt(wallNowMs), releasedReason: "expired" });
-      if (await liveness.expireNode(next, found.modRevision, judgedBy, disruptionRevision))
+      if (await liveness.expireNode(next, found.modRevision, judgedBy, disruptionRevision)) {
         log.warn({ node: name, subnet: next.subnet }, "node missed its heartbeats for the lease TTL; route withdrawn");
-      else log.debug({ node: name }, "node heartbeated, changed or a disruption was recorded since this round read it; not expired");
+        this.deps.metrics?.countExpiry();
+        after.set(name, next);
+      } else log.debug({ node: name }, "node heartbeated, changed or a disruption was recorded since this round read it; not expired");
     }
     for (const name of plan.free) {
       const found = await store.findNode(name);
       if (!found || found.value.live) continue;
-      if (await store.removeNode(found.value, found.modRevision))
+      if (await store.removeNode(found.value, found.modRevision)) {
         log.info({ node: name, subnet: found.value.subnet }, "grace period over; subnet freed");
+        after.delete(name);
+      }
     }
+    const records = [...after.values()];
+    this.lastView = { nodesByState: countNodeStates(records), nodeRecords: records.length, disruption: inDisruption };
     return plan;
   }
 
   /**
    * Brings the disruption record in line with this round's view, by compare-and-swap against the record
    * the round read: enters or leaves disruption, or updates the overdue nodes it keeps. A lost race
-   * changes nothing here; the next round reads the winner's record and decides again.
+   * changes nothing here; the next round reads the winner's record and decides again. Returns whether the
+   * record says the cluster is in disruption now (as read, after a lost race).
    */
   private async recordDisruption(
     plan: ExpiryPlan,
     before: Versioned<DisruptionRecord> | undefined,
     nowMs: number,
     wallNowMs: number,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const { liveness: store, log } = this.deps;
     const active = plan.disruption;
     const recorded = before?.value.active ?? false;
     const overdue = [...plan.keptInDisruption].sort();
-    if (!active && !recorded) return;
-    if (active && recorded && before?.value.overdueNodes.join() === overdue.join()) return;
+    if (!active && !recorded) return false;
+    if (active && recorded && before?.value.overdueNodes.join() === overdue.join()) return true;
     const since = active ? (recorded && before ? before.value.sinceMs : BigInt(wallNowMs)) : 0n;
     const written = await store.putDisruption(
       create(DisruptionRecordSchema, { active, sinceMs: since, overdueNodes: overdue, liveNodes: BigInt(plan.liveCount) }),
@@ -141,7 +192,7 @@ export class Liveness {
     );
     if (written === undefined) {
       log.debug({ reason: "disruption" }, "another replica changed the disruption record first; deciding again next round");
-      return;
+      return recorded;
     }
     this.disruptionRevision = written;
     if (!active) {
@@ -153,6 +204,7 @@ export class Liveness {
         `${plan.quiet.length} of ${plan.liveCount} live nodes went quiet at once: keeping every route (disruption mode)`,
       );
     } else log.debug({ reason: "disruption" }, `${overdue.length} overdue nodes kept in disruption mode`);
+    return active;
   }
 
   private monotonic(): number {

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { Cidr, parseIpv4 } from "../../proto/core/cidr.js";
-import { TrellisError } from "../../proto/core/errors.js";
+import { type Reason, TrellisError } from "../../proto/core/errors.js";
 import { checkNodeName } from "../../proto/core/node-name.js";
 import {
   type NodeRecord,
@@ -27,6 +27,19 @@ export interface RegistrarDeps {
   readonly rand: () => number;
   /** How many lost etcd races a registration tolerates before it gives up with CONFLICT. */
   readonly maxRaces?: number;
+  /** Counts registrations by result (trellis_registrations_total). */
+  readonly metrics?: RegistrationObserver;
+}
+
+/**
+ * How a registration ended: "new" (a subnet leased), "returned" (a known node registered again, its
+ * record rewritten), "unchanged" (already live as it asks: nothing written), or the reason it failed, in
+ * lower case ("exhausted", "conflict", "already_exists", "invalid_argument", "unavailable", ...).
+ */
+export type RegistrationResult = "new" | "returned" | "unchanged" | Lowercase<Reason>;
+
+export interface RegistrationObserver {
+  countRegistration(result: RegistrationResult): void;
 }
 
 /**
@@ -62,6 +75,18 @@ export class Registrar {
 
   /** Registers a node and returns its record; a node registering again gets its own subnet back. */
   async register(reg: Registration): Promise<NodeRecord> {
+    const metrics = this.deps.metrics;
+    try {
+      const { node, result } = await this.registerNode(reg);
+      metrics?.countRegistration(result);
+      return node;
+    } catch (err) {
+      metrics?.countRegistration(err instanceof TrellisError ? (err.reason.toLowerCase() as Lowercase<Reason>) : "internal");
+      throw err;
+    }
+  }
+
+  private async registerNode(reg: Registration): Promise<{ node: NodeRecord; result: RegistrationResult }> {
     validateRegistration(reg, this.deps.pool);
     const { nodes: store, pool, log } = this.deps;
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
@@ -69,7 +94,7 @@ export class Registrar {
       const view = await store.readRegistration(reg.name, reg.nodeIp);
       const existing = view.node;
       const current = existing?.value;
-      if (current?.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu) return current;
+      if (current?.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu) return { node: current, result: "unchanged" };
       if (current?.live && current.nodeIp !== reg.nodeIp) {
         // Re-pointing a live node would send its pods' traffic elsewhere (or a cloned machine would take
         // turns with it): a node moves only once it left (drain, or its lease expired).
@@ -99,7 +124,7 @@ export class Registrar {
         if (updated) {
           log.info({ node: reg.name, subnet: next.subnet }, "node registered again");
           this.logTakeover(reg, ip);
-          return next;
+          return { node: next, result: "returned" };
         }
       } else {
         if (!view.choice) throw new TrellisError("INTERNAL", `registering ${reg.name}: the store read no subnets to choose from`);
@@ -142,7 +167,7 @@ export class Registrar {
           log.info({ node: reg.name, subnet }, "subnet leased");
           this.logTakeover(reg, ip);
           this.deps.liveness.sawNewNode(reg.name);
-          return node;
+          return { node, result: "new" };
         }
       }
       log.debug({ node: reg.name, attempt }, "registration race lost, retrying");

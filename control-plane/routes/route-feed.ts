@@ -17,6 +17,8 @@ export interface RouteFeedDeps {
   readonly maxQueued?: number;
   /** A new epoch (random by default). */
   readonly newEpoch?: () => bigint;
+  /** Wall clock: change messages carry when this replica saw the change committed (decided_at_ms; default Date.now). */
+  readonly clock?: () => number;
 }
 
 interface Subscriber {
@@ -53,6 +55,11 @@ export class RouteFeed {
 
   get epoch(): bigint {
     return this.epochValue;
+  }
+
+  /** Route streams open on this replica now (trellis_route_streams). */
+  get streams(): number {
+    return this.subscribers.size;
   }
 
   /** Loads the table and starts the watch; resolves once the feed can serve snapshots. */
@@ -105,7 +112,8 @@ export class RouteFeed {
     this.table = next;
     this.revision = batch.revision;
     if (events.length === 0) return;
-    const msg = create(WatchRoutesResponseSchema, { revision: batch.revision, events, epoch: this.epochValue });
+    const decidedAtMs = BigInt((this.deps.clock ?? Date.now)());
+    const msg = create(WatchRoutesResponseSchema, { revision: batch.revision, events, epoch: this.epochValue, decidedAtMs });
     this.history.push(msg);
     const max = this.deps.historySize ?? 4096;
     if (this.history.length > max) {

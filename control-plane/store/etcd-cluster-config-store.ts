@@ -8,7 +8,7 @@ import { EtcdStore } from "./etcd-context.js";
 export class EtcdClusterConfigStore extends EtcdStore implements ClusterConfigStore {
   async ensureClusterConfig(config: ClusterConfigRecord): Promise<ClusterConfigRecord> {
     const key = this.keys.clusterConfig;
-    const res = await this.call("store the cluster config", () =>
+    const res = await this.call("txn", "store the cluster config", () =>
       this.etcd
         .if(key, "Version", "==", 0)
         .then(this.etcd.put(key).value(toJsonString(ClusterConfigRecordSchema, config)))

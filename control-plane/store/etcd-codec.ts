@@ -2,7 +2,7 @@
 // validated): failures become UNAVAILABLE naming what was being done; a value that is not the record it
 // should be is DATA_LOSS naming its key.
 import { type DescMessage, fromJsonString, type MessageShape } from "@bufbuild/protobuf";
-import type { Etcd3, IKeyValue, Watcher } from "etcd3";
+import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from "etcd3";
 import { TrellisError } from "../../proto/core/errors.js";
 import { type EtcdConnection, explainEtcdFailure } from "./etcd-client.js";
 
@@ -24,12 +24,19 @@ export function decodeRecord<Desc extends DescMessage>(schema: Desc, kv: IKeyVal
 }
 
 /**
- * Ends `watcher` when `signal` aborts, and calls `onLost` once when it ends by itself: an error (its
- * revision was compacted) or a broken stream. etcd3 would resume a broken stream from a revision of its
- * choosing, which after etcd was restored from an older snapshot lies in the future, so nothing would
- * ever be delivered (issue 10, finding 5); every watcher of ours starts over from a fresh listing instead.
+ * Delivers `watcher`'s responses to `onData` until `signal` aborts, then ends it; calls `onLost` once when
+ * it ends by itself: an error (its revision was compacted) or a broken stream. etcd3 would resume a
+ * broken stream from a revision of its choosing, which after etcd was restored from an older snapshot
+ * lies in the future, so nothing would ever be delivered (issue 10, finding 5); every watcher of ours
+ * starts over from a fresh listing instead. Nothing is delivered after either end: cancel() is
+ * asynchronous, and responses etcd sent before it took effect would reach a stopped owner.
  */
-export function endWatch(watcher: Watcher, signal: AbortSignal, onLost?: (err: Error) => void): void {
+export function followWatch(
+  watcher: Watcher,
+  signal: AbortSignal,
+  onData: (res: IWatchResponse) => void,
+  onLost?: (err: Error) => void,
+): void {
   let lost = false;
   const lose = (err: Error | undefined) => {
     if (signal.aborted || lost) return;
@@ -37,6 +44,9 @@ export function endWatch(watcher: Watcher, signal: AbortSignal, onLost?: (err: E
     void watcher.cancel().catch(() => undefined);
     onLost?.(err ?? new Error("etcd watch stream disconnected"));
   };
+  watcher.on("data", (res: IWatchResponse) => {
+    if (!signal.aborted && !lost) onData(res);
+  });
   watcher.on("error", lose);
   watcher.on("disconnected", lose);
   const stop = () => void watcher.cancel().catch(() => undefined);

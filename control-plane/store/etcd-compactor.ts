@@ -12,11 +12,13 @@ export class EtcdCompactor extends EtcdStore {
    * compacted to, or undefined when there was nothing to do.
    */
   async compact(keepRevisions: number): Promise<bigint | undefined> {
-    const status = await this.call("read the current revision", () => this.etcd.kv.range({ key: Buffer.from("\0"), limit: "1" }));
+    const status = await this.call("get", "read the current revision", () => this.etcd.kv.range({ key: Buffer.from("\0"), limit: "1" }));
     const target = BigInt(status.header.revision) - BigInt(keepRevisions);
     if (target <= 0n) return undefined;
     try {
-      await this.etcd.kv.compact({ revision: String(target), physical: false });
+      await this.call("compact", `compact the history to revision ${target}`, () =>
+        this.etcd.kv.compact({ revision: String(target), physical: false }),
+      );
     } catch (err) {
       // Another replica compacted past it already.
       if (/compacted|future revision/i.test((err as Error).message)) return undefined;

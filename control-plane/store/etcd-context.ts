@@ -9,7 +9,21 @@ import { createKeys, type Keys } from "./keys.js";
 export type EtcdStoreOptions = EtcdConnection & {
   /** Key root; tests give each test its own. */
   readonly root?: string;
+  /** Times every etcd call and counts lost compare-and-swaps (control-plane/metrics.ts). */
+  readonly metrics?: EtcdObserver;
 };
+
+/**
+ * What one store call asks of etcd, as metrics label it: a key read, a listing (all of its pages), a write,
+ * a delete, a transaction, a watch being created, a compaction.
+ */
+export type EtcdOp = "get" | "range" | "put" | "delete" | "txn" | "watch" | "compact";
+
+export interface EtcdObserver {
+  observeEtcd(op: EtcdOp, seconds: number): void;
+  /** A transaction whose compare failed, so its writes did not apply: a lost race, or a stale read. */
+  countTxnConflict(): void;
+}
 
 export class EtcdContext {
   readonly etcd: Etcd3;
@@ -20,9 +34,25 @@ export class EtcdContext {
     this.keys = createKeys(connection.root);
   }
 
-  /** Runs one etcd call; a failure becomes a TrellisError that says what was being done and why it failed. */
-  call<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    return etcdCall(what, fn, this.connection);
+  /**
+   * Runs one etcd call, timed as `op` (failed ones too); a failure becomes a TrellisError that says what
+   * was being done and why it failed.
+   */
+  async call<T>(op: EtcdOp, what: string, fn: () => Promise<T>): Promise<T> {
+    const metrics = this.connection.metrics;
+    if (!metrics) return etcdCall(what, fn, this.connection);
+    const started = performance.now();
+    try {
+      return await etcdCall(what, fn, this.connection);
+    } finally {
+      metrics.observeEtcd(op, (performance.now() - started) / 1000);
+    }
+  }
+
+  /** Whether a compare-and-swap applied; one that did not is counted as a conflict. */
+  applied(res: { readonly succeeded: boolean }): boolean {
+    if (!res.succeeded) this.connection.metrics?.countTxnConflict();
+    return res.succeeded;
   }
 
   close(): void {
@@ -40,7 +70,12 @@ export abstract class EtcdStore {
     this.keys = context.keys;
   }
 
-  protected call<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    return this.context.call(what, fn);
+  protected call<T>(op: EtcdOp, what: string, fn: () => Promise<T>): Promise<T> {
+    return this.context.call(op, what, fn);
+  }
+
+  /** Whether a compare-and-swap applied (its compare held); one that did not is counted as a conflict. */
+  protected applied(res: { readonly succeeded: boolean }): boolean {
+    return this.context.applied(res);
   }
 }

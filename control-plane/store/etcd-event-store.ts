@@ -1,6 +1,6 @@
-import type { Watcher } from "etcd3";
+import type { IWatchResponse, Watcher } from "etcd3";
 import { NodeRecordSchema, SubnetLeaseRecordSchema, SubnetReservationRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import { decodeRecord, endWatch } from "./etcd-codec.js";
+import { decodeRecord, followWatch } from "./etcd-codec.js";
 import { EtcdStore } from "./etcd-context.js";
 import type { ClusterEvent, EventStore } from "./event-store.js";
 
@@ -8,8 +8,10 @@ import type { ClusterEvent, EventStore } from "./event-store.js";
 export class EtcdEventStore extends EtcdStore implements EventStore {
   async watchEvents(onEvent: (event: ClusterEvent) => void, signal: AbortSignal, onLost?: (err: Error) => void): Promise<void> {
     const k = this.keys;
-    const watcher: Watcher = await this.call("watch cluster events", () => this.etcd.watch().prefix(k.root).withPreviousKV().create());
-    watcher.on("data", (res) => {
+    const watcher: Watcher = await this.call("watch", "watch cluster events", () =>
+      this.etcd.watch().prefix(k.root).withPreviousKV().create(),
+    );
+    const onData = (res: IWatchResponse) => {
       const revision = BigInt(res.header.revision);
       for (const e of res.events) {
         const key = e.kv.key.toString();
@@ -40,7 +42,7 @@ export class EtcdEventStore extends EtcdStore implements EventStore {
           // an undecodable value is reported by the readers that need it; events carry what they can
         }
       }
-    });
-    endWatch(watcher, signal, onLost);
+    };
+    followWatch(watcher, signal, onData, onLost);
   }
 }

@@ -15,13 +15,13 @@ import type { Versioned } from "./versioned.js";
 export class EtcdLivenessStore extends EtcdStore implements LivenessStore {
   async putHeartbeat(name: string, lastSeenMs: bigint): Promise<bigint> {
     const value = toJsonString(HeartbeatRecordSchema, { $typeName: HeartbeatRecordSchema.typeName, lastSeenMs });
-    const res = await this.call(`record heartbeat of ${name}`, () => this.etcd.put(this.keys.heartbeat(name)).value(value).exec());
+    const res = await this.call("put", `record heartbeat of ${name}`, () => this.etcd.put(this.keys.heartbeat(name)).value(value).exec());
     return BigInt(res.header.revision); // a put's revision is the key's new mod revision
   }
 
   async listHeartbeats(): Promise<Map<string, HeartbeatEntry>> {
     const prefix = this.keys.heartbeatsPrefix;
-    const res = await this.call("list heartbeats", () => rangePaged(this.etcd, prefix));
+    const res = await this.call("range", "list heartbeats", () => rangePaged(this.etcd, prefix));
     return new Map(
       res.kvs.map((kv) => [
         kv.key.toString().slice(prefix.length),
@@ -37,7 +37,7 @@ export class EtcdLivenessStore extends EtcdStore implements LivenessStore {
     disruptionModRevision: bigint,
   ): Promise<boolean> {
     const nodeKey = this.keys.node(node.name);
-    const res = await this.call(`expire node ${node.name}`, () =>
+    const res = await this.call("txn", `expire node ${node.name}`, () =>
       this.etcd
         .if(nodeKey, "Mod", "==", String(nodeModRevision))
         .and(this.keys.heartbeat(node.name), "Mod", "==", String(heartbeatModRevision))
@@ -45,23 +45,23 @@ export class EtcdLivenessStore extends EtcdStore implements LivenessStore {
         .then(this.etcd.put(nodeKey).value(toJsonString(NodeRecordSchema, node)))
         .commit(),
     );
-    return res.succeeded;
+    return this.applied(res);
   }
 
   async findDisruption(): Promise<Versioned<DisruptionRecord> | undefined> {
-    const res = await this.call("read disruption status", () => this.etcd.get(this.keys.disruption).exec());
+    const res = await this.call("get", "read disruption status", () => this.etcd.get(this.keys.disruption).exec());
     const kv = res.kvs[0];
     return kv && { value: decodeRecord(DisruptionRecordSchema, kv), modRevision: BigInt(kv.mod_revision) };
   }
 
   async putDisruption(record: DisruptionRecord, modRevision: bigint): Promise<bigint | undefined> {
     const key = this.keys.disruption;
-    const res = await this.call("write disruption status", () =>
+    const res = await this.call("txn", "write disruption status", () =>
       this.etcd
         .if(key, "Mod", "==", String(modRevision))
         .then(this.etcd.put(key).value(toJsonString(DisruptionRecordSchema, record)))
         .commit(),
     );
-    return res.succeeded ? BigInt(res.header.revision) : undefined;
+    return this.applied(res) ? BigInt(res.header.revision) : undefined;
   }
 }

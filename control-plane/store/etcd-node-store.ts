@@ -1,5 +1,5 @@
 import { create, toJsonString } from "@bufbuild/protobuf";
-import { type ComparatorBuilder, CompareResult, CompareTarget, type IRequestOp, type Watcher } from "etcd3";
+import { type ComparatorBuilder, CompareResult, CompareTarget, type IRequestOp, type IWatchResponse, type Watcher } from "etcd3";
 import { Cidr } from "../../proto/core/cidr.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import {
@@ -10,27 +10,35 @@ import {
   SubnetLeaseRecordSchema,
   SubnetReservationRecordSchema,
 } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import { decodeRecord, endWatch, rangePaged } from "./etcd-codec.js";
+import { decodeRecord, followWatch, rangePaged } from "./etcd-codec.js";
 import { EtcdStore } from "./etcd-context.js";
-import type { NodeChange, NodeIpClaim, NodeSnapshot, NodeStore, NodeWatchBatch, RegistrationView } from "./node-store.js";
+import {
+  type NodeChange,
+  type NodeIpClaim,
+  type NodeSnapshot,
+  type NodeStore,
+  type NodeWatchBatch,
+  type RegistrationView,
+  refuseUnreadRecord,
+} from "./node-store.js";
 import type { Versioned } from "./versioned.js";
 
 /** NodeStore over etcd. Node records, the node-ips index and the subnet lease a registration writes with them (DESIGN.md §2, §5). */
 export class EtcdNodeStore extends EtcdStore implements NodeStore {
   async findNode(name: string): Promise<Versioned<NodeRecord> | undefined> {
-    const res = await this.call(`read node ${name}`, () => this.etcd.get(this.keys.node(name)).exec());
+    const res = await this.call("get", `read node ${name}`, () => this.etcd.get(this.keys.node(name)).exec());
     const kv = res.kvs[0];
     return kv && { value: decodeRecord(NodeRecordSchema, kv), modRevision: BigInt(kv.mod_revision) };
   }
 
   async findNodeByIp(ip: string): Promise<string | undefined> {
-    const res = await this.call(`look up node IP ${ip}`, () => this.etcd.get(this.keys.nodeIp(ip)).exec());
+    const res = await this.call("get", `look up node IP ${ip}`, () => this.etcd.get(this.keys.nodeIp(ip)).exec());
     const kv = res.kvs[0];
     return kv && decodeRecord(NodeIpRecordSchema, kv).nodeName;
   }
 
   async listNodes(): Promise<NodeSnapshot> {
-    const res = await this.call("list nodes", () => rangePaged(this.etcd, this.keys.nodesPrefix));
+    const res = await this.call("range", "list nodes", () => rangePaged(this.etcd, this.keys.nodesPrefix));
     return { revision: res.revision, nodes: res.kvs.map((kv) => decodeRecord(NodeRecordSchema, kv)) };
   }
 
@@ -41,10 +49,10 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
     onLost?: (err: Error) => void,
   ): Promise<void> {
     const prefix = this.keys.nodesPrefix;
-    const watcher: Watcher = await this.call("watch nodes", () =>
+    const watcher: Watcher = await this.call("watch", "watch nodes", () =>
       this.etcd.watch().prefix(prefix).startRevision(String(fromRevision)).create(),
     );
-    watcher.on("data", (res) => {
+    const onData = (res: IWatchResponse) => {
       if (res.events.length === 0) return;
       const changes = res.events.map((event): NodeChange => {
         const name = event.kv.key.toString().slice(prefix.length);
@@ -54,8 +62,8 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
       // several responses stamped with one header revision (issue 10, finding 6).
       const revision = res.events.reduce((max, e) => (BigInt(e.kv.mod_revision) > max ? BigInt(e.kv.mod_revision) : max), 0n);
       onBatch({ revision, changes });
-    });
-    endWatch(watcher, signal, onLost);
+    };
+    followWatch(watcher, signal, onData, onLost);
   }
 
   async readRegistration(name: string, ip: string): Promise<RegistrationView> {
@@ -65,7 +73,7 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
       return { request_range: { ...request_range, keys_only: true } };
     };
     const ipOp = await this.etcd.get(k.nodeIp(ip)).op();
-    const res = await this.call(`read what registering ${name} needs`, async () =>
+    const res = await this.call("txn", `read what registering ${name} needs`, async () =>
       this.etcd.kv.txn({
         // A new node: what choosing its subnet takes. A known node keeps its subnet: just its record.
         compare: [{ key: Buffer.from(k.node(name)), target: CompareTarget.Version, result: CompareResult.Equal, version: 0 }],
@@ -118,7 +126,7 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
     const free = this.etcd.if(leaseKey, "Version", "==", 0).and(nodeKey, "Mod", "==", String(nodeModRevision));
     // Not reserved for another node meanwhile (issue 10, finding 11): the reservation is part of the claim.
     const unreserved = reservedForNode ? free : free.and(this.keys.reservation(subnet), "Version", "==", 0);
-    const res = await this.call(`claim ${lease.subnet} for ${node.name}`, () =>
+    const res = await this.call("txn", `claim ${lease.subnet} for ${node.name}`, () =>
       this.ifNodeIpHolds(unreserved, node, ip)
         .then(
           this.etcd.put(leaseKey).value(toJsonString(SubnetLeaseRecordSchema, lease)),
@@ -128,7 +136,7 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
         )
         .commit(),
     );
-    return res.succeeded;
+    return this.applied(res);
   }
 
   async updateNode(node: NodeRecord, modRevision: bigint, ip?: NodeIpClaim): Promise<boolean> {
@@ -136,7 +144,7 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
     const compare = this.etcd.if(nodeKey, "Mod", "==", String(modRevision));
     const takesEntry = ip !== undefined && ip.entry.nodeName !== node.name;
     const left = ip?.previousIp !== node.nodeIp ? ip?.previousIp : undefined; // the address it moved away from
-    const res = await this.call(`update node ${node.name}`, () =>
+    const res = await this.call("txn", `update node ${node.name}`, () =>
       (ip ? this.ifNodeIpHolds(compare, node, ip) : compare)
         .then(
           this.etcd.put(nodeKey).value(toJsonString(NodeRecordSchema, node)),
@@ -145,14 +153,15 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
         )
         .commit(),
     );
-    return res.succeeded;
+    return this.applied(res);
   }
 
   async removeNode(node: NodeRecord, modRevision: bigint): Promise<boolean> {
+    refuseUnreadRecord(node.name, modRevision);
     const nodeKey = this.keys.node(node.name);
     const subnet = Cidr.parse(node.subnet);
     const freed = create(SubnetLeaseRecordSchema, { subnet: subnet.toString(), nodeName: node.name });
-    const res = await this.call(`remove node ${node.name}`, () =>
+    const res = await this.call("txn", `remove node ${node.name}`, () =>
       this.etcd
         .if(nodeKey, "Mod", "==", String(modRevision))
         .then(
@@ -168,7 +177,7 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
         )
         .commit(),
     );
-    return res.succeeded;
+    return this.applied(res);
   }
 
   /**

@@ -8,18 +8,18 @@ import type { RouteReportStore } from "./route-report-store.js";
 export class EtcdRouteReportStore extends EtcdStore implements RouteReportStore {
   async putReportedRoutes(node: string, record: ReportedRoutesRecord): Promise<void> {
     const value = toJsonString(ReportedRoutesRecordSchema, record);
-    await this.call(`record routes reported by ${node}`, () => this.etcd.put(this.keys.reportedRoutes(node)).value(value).exec());
+    await this.call("put", `record routes reported by ${node}`, () => this.etcd.put(this.keys.reportedRoutes(node)).value(value).exec());
   }
 
   async findReportedRoutes(node: string): Promise<ReportedRoutesRecord | undefined> {
-    const res = await this.call(`read routes reported by ${node}`, () => this.etcd.get(this.keys.reportedRoutes(node)).exec());
+    const res = await this.call("get", `read routes reported by ${node}`, () => this.etcd.get(this.keys.reportedRoutes(node)).exec());
     const kv = res.kvs[0];
     return kv && decodeRecord(ReportedRoutesRecordSchema, kv);
   }
 
   async listReportedRoutes(): Promise<Map<string, ReportedRoutesRecord>> {
     const prefix = this.keys.reportedRoutesPrefix;
-    const res = await this.call("list reported routes", () => rangePaged(this.etcd, prefix));
+    const res = await this.call("range", "list reported routes", () => rangePaged(this.etcd, prefix));
     return new Map(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), decodeRecord(ReportedRoutesRecordSchema, kv)]));
   }
 }

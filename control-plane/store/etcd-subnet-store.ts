@@ -13,28 +13,28 @@ import type { SubnetStore } from "./subnet-store.js";
 /** SubnetStore over etcd. Subnet leases (written by EtcdNodeStore's transactions) and reservations. */
 export class EtcdSubnetStore extends EtcdStore implements SubnetStore {
   async listLeases(): Promise<SubnetLeaseRecord[]> {
-    const res = await this.call("list subnet leases", () => rangePaged(this.etcd, this.keys.subnetsPrefix));
+    const res = await this.call("range", "list subnet leases", () => rangePaged(this.etcd, this.keys.subnetsPrefix));
     return res.kvs.map((kv) => decodeRecord(SubnetLeaseRecordSchema, kv));
   }
 
   async listReservations(): Promise<SubnetReservationRecord[]> {
-    const res = await this.call("list reservations", () => rangePaged(this.etcd, this.keys.reservationsPrefix));
+    const res = await this.call("range", "list reservations", () => rangePaged(this.etcd, this.keys.reservationsPrefix));
     return res.kvs.map((kv) => decodeRecord(SubnetReservationRecordSchema, kv));
   }
 
   async createReservation(reservation: SubnetReservationRecord): Promise<boolean> {
     const key = this.keys.reservation(Cidr.parse(reservation.subnet));
-    const res = await this.call(`reserve ${reservation.subnet}`, () =>
+    const res = await this.call("txn", `reserve ${reservation.subnet}`, () =>
       this.etcd
         .if(key, "Version", "==", 0)
         .then(this.etcd.put(key).value(toJsonString(SubnetReservationRecordSchema, reservation)))
         .commit(),
     );
-    return res.succeeded;
+    return this.applied(res);
   }
 
   async deleteReservation(subnet: string): Promise<void> {
-    await this.call(`delete reservation ${subnet}`, () =>
+    await this.call("delete", `delete reservation ${subnet}`, () =>
       this.etcd
         .delete()
         .key(this.keys.reservation(Cidr.parse(subnet)))

@@ -1,3 +1,4 @@
+import { TrellisError } from "../../proto/core/errors.js";
 import type { NodeRecord, SubnetLeaseRecord, SubnetReservationRecord } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import type { Versioned } from "./versioned.js";
 
@@ -107,4 +108,14 @@ export interface NodeStore {
    * when a race was lost.
    */
   removeNode(node: NodeRecord, modRevision: bigint): Promise<boolean>;
+}
+
+/**
+ * removeNode's guard: etcd compares an absent key's mod revision as 0, so a removal "since revision 0"
+ * would succeed for a node that does not exist and free a subnet it never held.
+ */
+export function refuseUnreadRecord(nodeName: string, modRevision: bigint): void {
+  if (modRevision <= 0n) {
+    throw new TrellisError("INTERNAL", `removing node ${nodeName} needs the mod revision its record was read at; it was never read`);
+  }
 }

@@ -33,6 +33,16 @@ function firstIndex(pool: SubnetPool): bigint {
   return pool.cluster.subnetCount(pool.prefixLength) >= 4n ? 1n : 0n;
 }
 
+/**
+ * Subnets of the pool a new node could still get, when `leased` of them are leased (trellis_subnets_free):
+ * the usable ones (all but the unused first, see firstIndex) less the leased ones, never below 0. A subnet
+ * reserved for a node that has not registered yet counts as free: it is free for that node. Pure.
+ */
+export function freeSubnetCount(pool: SubnetPool, leased: number): number {
+  const usable = pool.cluster.subnetCount(pool.prefixLength) - firstIndex(pool);
+  return Math.max(0, Number(usable) - leased);
+}
+
 /** A subnet that was leased once and then freed (DESIGN.md §2: freed subnets go to the back of the line). */
 export interface FreedSubnet {
   readonly subnet: Cidr;

@@ -31,6 +31,15 @@ export interface AttachmentServiceDeps {
   readonly pendingDeletes?: PendingDeletes;
   /** Pod operations worked on at once (the rest wait in order), and how many may wait (default 32 and 4096). */
   readonly concurrency?: { readonly limit: number; readonly maxWaiting: number };
+  /** Times the steps of pod calls (trellis_cni_phase_duration_seconds). */
+  readonly metrics?: PhaseObserver;
+}
+
+/** The steps of a pod call that are timed: choosing an address, recording or releasing it durably, netlink. */
+export type CniPhase = "allocation" | "fsync" | "kernel";
+
+export interface PhaseObserver {
+  observePhase(phase: CniPhase, seconds: number): void;
 }
 
 export interface NodeLease {
@@ -66,6 +75,11 @@ export class AttachmentService {
 
   get allocations(): readonly AllocationRecord[] {
     return this.index.records();
+  }
+
+  /** Pod addresses allocated now (trellis_pod_addresses_in_use). */
+  get allocationCount(): number {
+    return this.index.size;
   }
 
   /**
@@ -233,7 +247,7 @@ export class AttachmentService {
     await this.withLock(attachmentKey(attachment), async () => {
       const record = this.index.find(attachment);
       const hostVeth = record?.hostVeth ?? hostVethName(attachment.containerId, attachment.ifName);
-      const deleted = await this.deps.net.deleteLink(hostVeth);
+      const deleted = await this.timed("kernel", () => this.deps.net.deleteLink(hostVeth));
       if (record) await this.forget(record);
       if (record || deleted) {
         this.deps.log.info(
@@ -256,7 +270,7 @@ export class AttachmentService {
       );
     }
     const veth = planVeth(attachment, lease.subnet, parseIpv4(record.address), lease.bridge);
-    const problems = vethProblems(veth, await this.deps.net.inspectVeth(veth));
+    const problems = vethProblems(veth, await this.timed("kernel", () => this.deps.net.inspectVeth(veth)));
     if (problems.length > 0) {
       throw new TrellisError(
         "KERNEL",
@@ -316,7 +330,9 @@ export class AttachmentService {
     lease: { subnet: Cidr; bridge: BridgeSpec },
   ): Promise<{ record: AllocationRecord; veth: VethSpec }> {
     for (;;) {
+      const choosing = performance.now();
       const address = pickFreeAddress(lease.subnet, this.index.taken, this.index.lastAddress);
+      this.deps.metrics?.observePhase("allocation", (performance.now() - choosing) / 1000);
       this.index.lastAddress = address;
       const record = create(AllocationRecordSchema, {
         address: formatIpv4(address),
@@ -326,11 +342,14 @@ export class AttachmentService {
       });
       const veth = planVeth(attachment, lease.subnet, address, lease.bridge);
       this.index.add(record);
-      const [durable, kernel] = await Promise.allSettled([this.deps.journal.reserve(record), this.deps.net.addVeth(veth)]);
+      const [durable, kernel] = await Promise.allSettled([
+        this.timed("fsync", () => this.deps.journal.reserve(record)),
+        this.timed("kernel", () => this.deps.net.addVeth(veth)),
+      ]);
       const reserved = durable.status === "fulfilled" && durable.value;
       if (reserved && kernel.status === "fulfilled") return { record, veth };
       if (kernel.status === "fulfilled") {
-        await this.deps.net.deleteLink(veth.hostName).catch((err: unknown) => {
+        await this.timed("kernel", () => this.deps.net.deleteLink(veth.hostName)).catch((err: unknown) => {
           this.deps.log.warn(
             { err, hostVeth: veth.hostName },
             "could not undo a veth whose address was not recorded; the next start deletes it",
@@ -351,9 +370,21 @@ export class AttachmentService {
   }
 
   private async forget(record: AllocationRecord): Promise<void> {
-    await this.deps.journal.release(record.address);
+    await this.timed("fsync", () => this.deps.journal.release(record.address));
     this.index.remove(record);
     this.mirrorQueue.release(record.address);
+  }
+
+  /** `work`, timed as `phase` whether it succeeds or fails (with metrics; else just `work`). */
+  private async timed<T>(phase: CniPhase, work: () => Promise<T>): Promise<T> {
+    const metrics = this.deps.metrics;
+    if (!metrics) return work();
+    const started = performance.now();
+    try {
+      return await work();
+    } finally {
+      metrics.observePhase(phase, (performance.now() - started) / 1000);
+    }
   }
 
   /** One operation on one attachment at a time, and at most `concurrency.limit` operations in all. */

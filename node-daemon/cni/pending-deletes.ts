@@ -14,6 +14,8 @@ export interface PendingDelete {
 export interface PendingDeletes {
   list(): Promise<PendingDelete[]>;
   remove(id: string): Promise<void>;
+  /** How many wait, without reading them (trellis_pending_deletes). */
+  count(): Promise<number>;
 }
 
 /** The shim writes them next to the daemon's socket: `<dir of socket>/pending-deletes/<hash>.json`. */
@@ -25,9 +27,8 @@ export class FilePendingDeletes implements PendingDeletes {
   }
 
   async list(): Promise<PendingDelete[]> {
-    const names = await readdir(this.dir).catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? [] : Promise.reject(err)));
     const out: PendingDelete[] = [];
-    for (const name of names.filter((n) => n.endsWith(".json") && !n.startsWith("."))) {
+    for (const name of await this.names()) {
       const text = await readFile(join(this.dir, name), "utf8").catch(() => undefined);
       let attachment: Attachment | undefined;
       try {
@@ -38,6 +39,16 @@ export class FilePendingDeletes implements PendingDeletes {
       out.push({ id: name, attachment });
     }
     return out;
+  }
+
+  async count(): Promise<number> {
+    return (await this.names()).length;
+  }
+
+  /** The finished requests' files (the shim writes a dot-file, then renames it). */
+  private async names(): Promise<string[]> {
+    const names = await readdir(this.dir).catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? [] : Promise.reject(err)));
+    return names.filter((n) => n.endsWith(".json") && !n.startsWith("."));
   }
 
   async remove(id: string): Promise<void> {

@@ -149,9 +149,13 @@ export class ControlClient implements AllocationMirror {
 
   /**
    * Follows the route stream until `signal` aborts, calling `onRoutes` with the full route set after every
-   * message; reconnects with backoff (to the next replica) when the stream breaks.
+   * message, and, for a message of changes, when the control plane decided them (its wall clock, ms; never
+   * for a snapshot); reconnects with backoff (to the next replica) when the stream breaks.
    */
-  async watchRoutes(onRoutes: (routes: RouteSet, revision: bigint) => Promise<void>, signal: AbortSignal): Promise<void> {
+  async watchRoutes(
+    onRoutes: (routes: RouteSet, revision: bigint, decidedAtMs?: number) => Promise<void>,
+    signal: AbortSignal,
+  ): Promise<void> {
     for (let backoffMs = 100; !signal.aborted; backoffMs = Math.min(backoffMs * 2, 5_000)) {
       try {
         const resume = { nodeName: this.deps.nodeName, fromRevision: this.revision, epoch: this.epoch };
@@ -160,7 +164,7 @@ export class ControlClient implements AllocationMirror {
           this.revision = msg.revision;
           this.epoch = msg.epoch;
           backoffMs = 100;
-          await onRoutes(this.routes, this.revision);
+          await onRoutes(this.routes, this.revision, msg.snapshot || msg.decidedAtMs === 0n ? undefined : Number(msg.decidedAtMs));
           this.routeState = { current: true, detail: "" };
         }
         if (!signal.aborted) this.deps.log.warn({ revision: String(this.revision) }, "route stream ended, resuming");

@@ -45,6 +45,16 @@ export class RouteSync {
     return n;
   }
 
+  /**
+   * Routes desired, held in the kernel as of the last reconciliation, and not (trellis_routes); undefined
+   * until the first route set arrived.
+   */
+  get counts(): { desired: number; installed: number; failed: number } | undefined {
+    if (!this.known) return undefined;
+    const failed = this.missing;
+    return { desired: this.desired.size, installed: this.desired.size - failed, failed };
+  }
+
   /** Serialized: concurrent callers wait for one another, the last desired set wins. */
   reconcile(): Promise<void> {
     this.running = this.running.catch(() => undefined).then(() => this.reconcileOnce());

@@ -21,6 +21,7 @@ import { serverInterceptor } from "../../proto/rpc/interceptor.js";
 import { type Http2Listener, listenHttp2, serverLimits } from "../../proto/rpc/listen.js";
 import { addReflectionService } from "../../proto/rpc/reflection.js";
 import type { AttachmentService } from "../cni/attachment-service.js";
+import { type CniRequestObserver, cniMetricsInterceptor } from "./cni-metrics.js";
 
 export interface DaemonServer {
   close(): Promise<void>;
@@ -47,6 +48,8 @@ export interface DaemonServerDeps {
   readonly socketPath: string;
   /** The node's subnet and whether its routes are current, for STATUS. */
   readonly status: () => { subnet: string; routesCurrent: boolean; detail: string };
+  /** Counts and times every CNI request (trellis_cni_requests_total and _duration_seconds). */
+  readonly metrics?: CniRequestObserver;
 }
 
 export async function startDaemonServer(deps: DaemonServerDeps): Promise<DaemonServer> {
@@ -56,7 +59,7 @@ export async function startDaemonServer(deps: DaemonServerDeps): Promise<DaemonS
     grpcWeb: false,
     connect: false,
     readMaxBytes: serverLimits.maxMessageBytes,
-    interceptors: [serverInterceptor(log)],
+    interceptors: [serverInterceptor(log), ...(deps.metrics ? [cniMetricsInterceptor(deps.metrics)] : [])],
     routes: (router: ConnectRouter) => {
       router.service(CniServiceDesc, {
         async addAttachment(req) {

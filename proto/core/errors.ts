@@ -49,6 +49,26 @@ export const grpcCodeOf: Record<Reason, number> = {
   INTERNAL: 13,
 };
 
+/**
+ * CNI error code of each reason (STYLE.md §6): what the shim prints for a failed call, and how the daemon
+ * labels a failed request in its metrics (trellis_cni_requests_total{code}).
+ */
+export const cniCodeOf: Record<Reason, number> = {
+  INVALID_ARGUMENT: 7,
+  NOT_FOUND: 3,
+  ALREADY_EXISTS: 100,
+  PERMISSION_DENIED: 103,
+  UNAUTHENTICATED: 103,
+  EXHAUSTED: 101,
+  VERSION_SKEW: 102,
+  CONFLICT: 11,
+  UNAVAILABLE: 11,
+  TIMEOUT: 11,
+  KERNEL: 999,
+  DATA_LOSS: 999,
+  INTERNAL: 999,
+};
+
 /** Log level an edge uses when it reports a failure with this reason. */
 export const logLevelOf: Record<Reason, "info" | "warn" | "error"> = {
   INVALID_ARGUMENT: "info",

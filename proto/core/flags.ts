@@ -22,6 +22,19 @@ export function parseHostPort(text: string, flag: string): { host: string; port:
   return { host: m[1].replace(/^\[(.*)\]$/, "$1"), port };
 }
 
+/**
+ * A metrics listener's address: HOST:PORT (port 0: any free port), or undefined for "off" (or "") — no
+ * metrics listener. Throws INVALID_ARGUMENT naming the flag. Pure.
+ */
+export function parseMetricsAddress(text: string, flag: string): { host: string; port: number } | undefined {
+  if (text === "off" || text === "") return undefined;
+  try {
+    return parseHostPort(text, flag);
+  } catch {
+    throw new TrellisError("INVALID_ARGUMENT", `${flag} ${JSON.stringify(text)} is not HOST:PORT (e.g. 127.0.0.1:9464) or "off"`);
+  }
+}
+
 export function parseIntFlag(text: string, flag: string, min: number, max: number): number {
   const n = Number(text);
   if (!/^\d+$/.test(text) || n < min || n > max) {

@@ -384,6 +384,14 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
         expect((await s.nodes.readRegistration("c", IP3)).choice?.freedSubnets).toEqual([]);
       });
 
+      it("refuses mod revision 0, which would match a node that does not exist, and frees nothing", async () => {
+        const s = await make();
+        await registerNode(s, "a", IP1, S1);
+        await expect(s.nodes.removeNode(nodeRecord("ghost", IP2, S2), 0n)).rejects.toThrow(/never read/);
+        expect(await s.subnets.listLeases()).toEqual([leaseRecord(S1, "a")]);
+        expect((await s.nodes.readRegistration("c", IP3)).choice?.freedSubnets).toEqual([]);
+      });
+
       it("leaves the node-IP entry that names the node that took the address over", async () => {
         const s = await make();
         await registerNode(s, "old", IP1, S1);

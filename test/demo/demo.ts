@@ -140,6 +140,14 @@ async function main(): Promise<number> {
     `\n${total - failed} of ${total} pings succeeded; ${pods.length - egressFailed} of ${pods.length} pods reached the outside host as their node. ADD through the shim: median ${sorted[Math.floor(sorted.length / 2)]?.toFixed(1)} ms over ${sorted.length} pods. Demo took ${((Date.now() - started) / 1000).toFixed(1)} s.`,
   );
   if (keep) {
+    const curl = (target: Parameters<Lab["metricsOf"]>[0]) => {
+      const { netns, url } = lab!.metricsOf(target);
+      return `nsenter --net=/run/netns/${netns} curl -s ${url}`;
+    };
+    const metrics = [
+      `    control plane: ${curl("control-plane")}`,
+      ...lab.nodes.map((n) => `    ${`${n.name}:`.padEnd(14)} ${curl(n)}`),
+    ].join("\n");
     log(`
 The cluster stays up (--keep). Work dir: ${lab.workDir}
   Admin API (mutual TLS with the lab's admin certificate; buf curl from the @bufbuild/buf package, through server reflection):
@@ -147,6 +155,8 @@ The cluster stays up (--keep). Work dir: ${lab.workDir}
   A node's routes:       nsenter --net=/run/netns/${lab.nodes[0]?.netns} ip route
   Its egress masquerade: nsenter --net=/run/netns/${lab.nodes[0]?.netns} nft list table ip trellis
   A pod's view:          nsenter --net=/run/netns/${pods[0]?.netns} ip addr
+  Metrics (Prometheus text, GET /metrics; each program listens on loopback inside its own namespace):
+${metrics}
   Logs:                  ${lab.workDir}/control-plane.log, ${lab.workDir}/node-*/daemon.log
   Tear it down:          kill ${process.pid}   (or Ctrl-C here)
 `);

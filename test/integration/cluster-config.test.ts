@@ -34,6 +34,8 @@ async function replica(prefix: string, cidr: string, size: string): Promise<{ co
       cidr,
       "--subnet-size",
       size,
+      "--metrics-address",
+      "127.0.0.1:0",
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );

@@ -155,6 +155,7 @@ describe("etcd with client certificates (--client-cert-auth)", () => {
         join(dist, "control-plane", "main.js"),
         ...["--etcd-endpoints", etcd.endpoint, "--etcd-prefix", namespace(), "--listen", `127.0.0.1:${port}`],
         ...["--insecure-plaintext", "--etcd-ca", tls.caFile, "--etcd-cert", stranger.certFile, "--etcd-key", stranger.keyFile],
+        ...["--metrics-address", "127.0.0.1:0"],
       ],
       { stdio: ["ignore", fd, fd] },
     );
@@ -175,7 +176,10 @@ describe("etcd with client certificates (--client-cert-auth)", () => {
 
   it("the binary refuses https:// endpoints without the flags, and unreadable files, naming the flag", async () => {
     const start = (...args: string[]) =>
-      run(process.execPath, [join(dist, "control-plane", "main.js"), "--insecure-plaintext", "--listen", "127.0.0.1:0", ...args]);
+      run(process.execPath, [
+        ...[join(dist, "control-plane", "main.js"), "--insecure-plaintext", "--listen", "127.0.0.1:0"],
+        ...["--metrics-address", "127.0.0.1:0", ...args],
+      ]);
     const noFlags = await start("--etcd-endpoints", etcd.endpoint);
     expect(noFlags.code).toBe(2);
     expect(noFlags.stderr).toContain("give --etcd-ca, --etcd-cert and --etcd-key");

@@ -364,6 +364,8 @@ export async function spawnControlPlane(options: {
           ...["--etcd-endpoints", options.etcd.join(","), "--etcd-prefix", options.root, "--listen", `127.0.0.1:${port}`],
           ...["--tls-cert", pki.server.certFile, "--tls-key", pki.server.keyFile, "--client-ca", pki.caFile],
           ...["--ca-key", pki.caKeyFile, "--join-port", String(joinPort)],
+          // Replicas share this host's loopback: each its own metrics port.
+          ...["--metrics-address", "127.0.0.1:0"],
           ...(options.args ?? []),
         ],
         { stdio: ["ignore", fd, fd] },

@@ -369,4 +369,9 @@ export class MemoryPendingDeletes implements PendingDeletes {
     this.removed.push(id);
     this.entries.delete(id);
   }
+
+  async count(): Promise<number> {
+    await yieldTurn();
+    return this.entries.size;
+  }
 }

@@ -86,6 +86,12 @@ const echoClientScript = `const c = require("node:net").connect(Number(process.a
 let d = ""; c.on("data", (x) => { d += x; }); c.on("end", () => { process.stdout.write(d); process.exit(0); });
 c.on("error", (e) => { console.error(e.message); process.exit(1); });
 setTimeout(() => { console.error("no answer within 3 s"); process.exit(1); }, 3000);`;
+/** GETs a URL and prints the body; exits 1 with the status unless it is 200 (`node -e SCRIPT URL`). */
+const scrapeScript = `fetch(process.argv[1], { signal: AbortSignal.timeout(5000) }).then(async (r) => {
+  const body = await r.text();
+  if (r.status !== 200) { console.error(r.status + " " + body); process.exit(1); }
+  process.stdout.write(body);
+}, (e) => { console.error(e.message); process.exit(1); });`;
 /**
  * Node flags the daemon runs with, as the README's systemd unit starts it: a 1 MiB young generation
  * keeps its RSS with 110 pods under 100 MiB (16 MiB semi-spaces grow it by ~15 MiB under bursts).
@@ -94,6 +100,9 @@ export const daemonNodeFlags = ["--max-semi-space-size=1"];
 /** Debian's containernetworking-plugins. */
 export const referencePluginDir = "/usr/lib/cni";
 const controlPlanePort = 6443;
+/** Metrics listeners: each daemon's on loopback inside its node's namespace, the control plane's inside the underlay's. */
+export const daemonMetricsAddress = "127.0.0.1:9464";
+export const controlPlaneMetricsAddress = "127.0.0.1:9465";
 
 /**
  * A Trellis cluster made of network namespaces (DESIGN.md §7): an underlay namespace with a bridge
@@ -246,6 +255,8 @@ export class Lab {
         this.pki.ca,
         "--ca-key",
         this.pki.caKey,
+        "--metrics-address",
+        controlPlaneMetricsAddress,
         ...(this.options.controlPlaneArgs ?? []),
       ],
       logFile,
@@ -348,6 +359,8 @@ export class Lab {
         node.credential,
         "--join-token-file",
         node.joinTokenFile,
+        "--metrics-address",
+        daemonMetricsAddress,
         ...(this.options.daemonArgs ?? []),
         ...(this.laterNodeArgs.get(node.name) ?? this.options.nodeArgs?.[node.name] ?? []),
       ],
@@ -467,6 +480,22 @@ export class Lab {
       gateway?: string;
       protocol?: string;
     }>;
+  }
+
+  /**
+   * The metrics URL of a node's daemon, or of the control plane, and the namespace to fetch it from (each
+   * listens on loopback inside its own namespace).
+   */
+  metricsOf(target: LabNode | "control-plane"): { netns: string; url: string } {
+    return target === "control-plane"
+      ? { netns: this.underlay, url: `http://${controlPlaneMetricsAddress}/metrics` }
+      : { netns: target.netns, url: `http://${daemonMetricsAddress}/metrics` };
+  }
+
+  /** GET /metrics of a node's daemon or of the control plane, from inside its namespace; throws unless 200. */
+  async scrape(target: LabNode | "control-plane"): Promise<string> {
+    const { netns, url } = this.metricsOf(target);
+    return mustInNetns(netns, process.execPath, ["-e", scrapeScript, url]);
   }
 
   /** Removes a namespace this lab made (a pod "deleted by the runtime"). */

@@ -10,14 +10,15 @@ import type { ClusterConfigStore } from "../../control-plane/store/cluster-confi
 import type { ClusterEvent, EventStore } from "../../control-plane/store/event-store.js";
 import { createKeys, type Keys } from "../../control-plane/store/keys.js";
 import type { HeartbeatEntry, LivenessStore } from "../../control-plane/store/liveness-store.js";
-import type {
-  NodeChange,
-  NodeIpClaim,
-  NodeIpEntry,
-  NodeSnapshot,
-  NodeStore,
-  NodeWatchBatch,
-  RegistrationView,
+import {
+  type NodeChange,
+  type NodeIpClaim,
+  type NodeIpEntry,
+  type NodeSnapshot,
+  type NodeStore,
+  type NodeWatchBatch,
+  type RegistrationView,
+  refuseUnreadRecord,
 } from "../../control-plane/store/node-store.js";
 import type { RouteReportStore } from "../../control-plane/store/route-report-store.js";
 import type { Stores } from "../../control-plane/store/stores.js";
@@ -262,6 +263,7 @@ export class MemoryNodeStore extends MemoryStore implements NodeStore {
   }
 
   async removeNode(node: NodeRecord, modRevision: bigint): Promise<boolean> {
+    refuseUnreadRecord(node.name, modRevision);
     const k = this.keys;
     const subnet = Cidr.parse(node.subnet);
     const freed = create(SubnetLeaseRecordSchema, { subnet: subnet.toString(), nodeName: node.name });

@@ -291,24 +291,32 @@ export class SimNode {
     await this.streamLoop;
   }
 
-  /** A graceful leave: DeregisterNode (withdraws the route at once), then stop(). */
+  /**
+   * A graceful leave, as the daemon's `leave` does it: stop() first, then DeregisterNode (which withdraws
+   * the route at once) on a connection of its own, trying each replica in turn. With the heartbeat and
+   * stream loops still running, their failures rotated the connection under the call ("connection
+   * aborted") until every attempt was used up.
+   */
   async deregister(): Promise<void> {
     this.disturbedAt ??= this.now();
-    let last: unknown;
-    for (let attempt = 0; attempt < 2 * this.o.addresses.length + 1; attempt++) {
-      const c = this.connection();
-      try {
-        await c.client.deregisterNode({ nodeName: this.name }, { timeoutMs: Math.max(5_000, this.callTimeoutMs) });
-        last = undefined;
-        break;
-      } catch (err) {
-        last = fromConnectError(err, `deregister via ${c.address}`);
-        this.rotate(c);
-        await sleep(this.backoff());
-      }
-    }
     await this.stop();
-    if (last) throw last;
+    let last: unknown;
+    try {
+      for (let attempt = 0; attempt < 2 * this.o.addresses.length + 1; attempt++) {
+        const c = this.connection();
+        try {
+          await c.client.deregisterNode({ nodeName: this.name }, { timeoutMs: Math.max(5_000, this.callTimeoutMs) });
+          return;
+        } catch (err) {
+          last = fromConnectError(err, `deregister via ${c.address}`);
+          this.rotate(c);
+          await sleep(this.backoff());
+        }
+      }
+      throw last;
+    } finally {
+      this.halt(); // closes the connection the call used
+    }
   }
 
   private halt(): void {

@@ -74,6 +74,7 @@ const pureModules = [
   "node-daemon/net/rtnetlink-codec.ts",
   "node-daemon/ipam/pod-allocator.ts",
   "node-daemon/routes/route-diff.ts",
+  "node-daemon/routes/apply-lag.ts",
   ...programs.map((p) => `${p}/config.ts`).filter((f) => existsSync(join(root, f))),
   "cni-shim/skel.ts",
   "cni-shim/result.ts",
@@ -142,6 +143,8 @@ const rules: Record<string, (i: Import) => boolean> = {
   "koffi (FFI) is imported only by node-daemon/net/netlink-worker.ts": (i) =>
     isPackage(i.specifier, "koffi") && i.file !== "node-daemon/net/netlink-worker.ts",
   "@connectrpc/* is imported only by */rpc/ and proto/rpc/": (i) => i.specifier.startsWith("@connectrpc/") && !connectAllowed(i.file),
+  "prom-client is imported only by each program's metrics.ts (domain code gets a narrow interface in its deps)": (i) =>
+    isPackage(i.specifier, "prom-client") && !/^(control-plane|node-daemon)\/metrics\.ts$/.test(i.file),
   "the cni-shim loads only its own files, proto/core, wire codecs and a few small modules": (i) =>
     i.file.startsWith("cni-shim/") && !i.file.endsWith(".d.ts") && !shimMayImport(i),
   "proto/gen imports only @bufbuild/protobuf": (i) =>
@@ -204,6 +207,7 @@ describe("the scanner", () => {
     expect(seen("control-plane/store/etcd-node-store.ts", "etcd3")).toBe(true);
     expect(seen("node-daemon/net/netlink-worker.ts", "koffi")).toBe(true);
     expect(seen("node-daemon/net/nft-masquerade.ts", "node:child_process")).toBe(true);
+    expect(seen("node-daemon/metrics.ts", "prom-client")).toBe(true);
     expect(imports.some((i) => i.file.startsWith("proto/gen/") && i.specifier.startsWith("@bufbuild/protobuf"))).toBe(true);
     expect(imports.find((i) => i.file === "cni-shim/skel.ts" && i.specifier === "./result.js")?.target).toBe("cni-shim/result.ts");
   });
@@ -251,6 +255,14 @@ describe("the scanner", () => {
     ],
     ["koffi (FFI) is imported only by node-daemon/net/netlink-worker.ts", resolved("node-daemon/net/rtnetlink.ts", "koffi")],
     ["@connectrpc/* is imported only by */rpc/ and proto/rpc/", resolved("node-daemon/cni/attachment-service.ts", "@connectrpc/connect")],
+    [
+      "prom-client is imported only by each program's metrics.ts (domain code gets a narrow interface in its deps)",
+      resolved("control-plane/nodes/registrar.ts", "prom-client"),
+    ],
+    [
+      "prom-client is imported only by each program's metrics.ts (domain code gets a narrow interface in its deps)",
+      resolved("proto/rpc/metrics-http.ts", "prom-client"),
+    ],
     ["proto/gen imports only @bufbuild/protobuf", resolved("proto/gen/trellis/cni/v1/cni_pb.ts", "../../../../core/errors.js")],
     ...["node:http2", "node:net", "@bufbuild/protobuf", "pino", "../proto/gen/trellis/cni/v1/cni_pb.js", "../proto/rpc/listen.js"].map(
       (specifier): [string, Import] => [
@@ -268,6 +280,7 @@ describe("the scanner", () => {
     ["a type-only interface import in a pure module", resolved("node-daemon/routes/route-diff.ts", "../net/netlink.js", true)],
     ["nft -f in the one adapter that runs it", resolved("node-daemon/net/nft-masquerade.ts", "node:child_process")],
     ["connect in an rpc/ file", resolved("node-daemon/rpc/server.ts", "@connectrpc/connect-node")],
+    ["prom-client in a program's metrics.ts", resolved("control-plane/metrics.ts", "prom-client")],
     ["a program importing proto/", resolved("cni-shim/skel.ts", "../proto/core/errors.js")],
     ["the shim importing a wire codec", resolved("cni-shim/skel.ts", "../proto/gen/trellis/cni/v1/cni_wire.js")],
     ["the shim importing a descriptor-based type", resolved("cni-shim/skel.ts", "../proto/gen/trellis/cni/v1/cni_pb.js", true)],

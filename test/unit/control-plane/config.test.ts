@@ -24,7 +24,20 @@ describe("parseControlPlaneArgs", () => {
       joinPort: 6444,
       nodeCertificateLifetimeS: 168 * 3600,
       etcdHistory: 100_000,
+      metrics: { host: "127.0.0.1", port: 9465 },
     });
+  });
+
+  it("serves metrics on --metrics-address (a free port with 0), or none with off", () => {
+    expect(config(["--metrics-address", "10.0.0.5:9100"]).metrics).toEqual({ host: "10.0.0.5", port: 9100 });
+    expect(config(["--metrics-address", "127.0.0.1:0"]).metrics).toEqual({ host: "127.0.0.1", port: 0 });
+    expect(config(["--metrics-address", "off"]).metrics).toBeUndefined();
+    expect(() => parseControlPlaneArgs(["--insecure-plaintext", "--metrics-address", "9465"])).toThrow(
+      /--metrics-address "9465" is not HOST:PORT \(e\.g\. 127\.0\.0\.1:9464\) or "off"/,
+    );
+    expect(controlPlaneHelp).toMatch(
+      /--metrics-address A\s+serve Prometheus metrics on HOST:PORT[\s\S]*default 127\.0\.0\.1:9465, loopback only/,
+    );
   });
 
   it("signs node certificates with --ca-key, which needs TLS; takes the join port and the node certificate lifetime", () => {

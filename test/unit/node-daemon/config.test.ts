@@ -37,7 +37,24 @@ describe("parseDaemonArgs", () => {
       cniConfName: "10-trellis.conflist",
       cniVersion: "1.0.0",
       logLevel: "info",
+      metrics: { host: "127.0.0.1", port: 9464 },
     });
+  });
+
+  it.each<[string, { host: string; port: number } | undefined]>([
+    ["0.0.0.0:9100", { host: "0.0.0.0", port: 9100 }],
+    ["[::1]:9464", { host: "::1", port: 9464 }],
+    ["127.0.0.1:0", { host: "127.0.0.1", port: 0 }],
+    ["off", undefined],
+    ["", undefined],
+  ])("--metrics-address %j serves metrics at %j (undefined: none)", (value, metrics) => {
+    expect(config([...required, "--metrics-address", value]).metrics).toEqual(metrics);
+  });
+
+  it("the help documents --metrics-address, its loopback default and how to turn it off", () => {
+    expect(daemonHelp).toMatch(/--metrics-address A\s+serve Prometheus metrics on HOST:PORT, GET \/metrics/);
+    expect(daemonHelp).toMatch(/default 127\.0\.0\.1:9464, loopback only/);
+    expect(daemonHelp).toMatch(/"off": none/);
   });
 
   it.each([["--help"], ["-h"], ["--mtu", "1", "-h"]])("%s returns help, even without the required flags", (...argv) => {
@@ -128,6 +145,10 @@ describe("parseDaemonArgs", () => {
     ["--cni-conf-name", [...required, "--cni-conf-name", "10 trellis.conflist"]],
     ["--cluster-cidr", [...required, "--cluster-cidr", "10.244.0.0/16"]],
     ["--node-name", [...required, "--node-name"]],
+    ["--metrics-address", [...required, "--metrics-address", "9464"]],
+    ["--metrics-address", [...required, "--metrics-address", "127.0.0.1:99999"]],
+    ["--metrics-address", [...required, "--metrics-address", "127.0.0.1:"]],
+    ["--metrics-address", [...required, "--metrics-address", "none"]],
   ])("a bad value of %s is INVALID_ARGUMENT naming the flag (%j)", (flag, argv) => {
     const err = trellisErrorOf(() => parseDaemonArgs(argv));
     expect(err.reason).toBe("INVALID_ARGUMENT");

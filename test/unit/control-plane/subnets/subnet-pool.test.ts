@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createSubnetPool, pickFreeSubnet, type SubnetPool } from "../../../../control-plane/subnets/subnet-pool.js";
+import { createSubnetPool, freeSubnetCount, pickFreeSubnet, type SubnetPool } from "../../../../control-plane/subnets/subnet-pool.js";
 import { Cidr } from "../../../../proto/core/cidr.js";
 import { seeded } from "../../../support/prng.js";
 import { rejectsWith, trellisErrorOf } from "../../expect-error.js";
@@ -200,5 +200,25 @@ describe("pickFreeSubnet with freed subnets: never-used first, then the one free
   it("throws EXHAUSTED when every subnet is leased, whatever was freed before", () => {
     const leased = [1n, 2n, 3n].map((i) => small.cluster.subnet(24, i));
     expect(() => pickFreeSubnet(small, leased, undefined, freed(["10.244.1.0/24", 1]))).toThrow(/no free \/24 subnet/);
+  });
+});
+
+describe("freeSubnetCount (trellis_subnets_free)", () => {
+  it.each<[string, number, number, number]>([
+    ["10.244.0.0/16", 24, 0, 255], // the first /24 stays unused (pickFreeSubnet never hands it out)
+    ["10.244.0.0/16", 24, 3, 252],
+    ["10.244.0.0/24", 26, 1, 2], // 4 subnets, the first unused
+    ["10.244.0.0/24", 25, 1, 1], // 2 subnets: both usable
+    ["10.244.0.0/24", 25, 5, 0], // never below 0
+  ])("%s in /%i with %i leased: %i free", (cluster, prefix, leased, free) => {
+    expect(freeSubnetCount(pool(cluster, prefix), leased)).toBe(free);
+  });
+
+  it("agrees with pickFreeSubnet: exactly that many picks succeed", () => {
+    const p = pool("10.244.0.0/24", 27);
+    const leased: Cidr[] = [];
+    while (freeSubnetCount(p, leased.length) > 0) leased.push(pickFreeSubnet(p, leased));
+    expect(leased).toHaveLength(7);
+    expect(() => pickFreeSubnet(p, leased)).toThrow(/no free \/27 subnet left/);
   });
 });

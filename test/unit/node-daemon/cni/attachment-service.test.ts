@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { AttachmentService, type NodeLease } from "../../../../node-daemon/cni/attachment-service.js";
+import { AttachmentService, type CniPhase, type NodeLease } from "../../../../node-daemon/cni/attachment-service.js";
 import { hostVethName } from "../../../../node-daemon/net/names.js";
 import type { LinkInfo } from "../../../../node-daemon/net/netlink.js";
 import { Cidr, parseIpv4 } from "../../../../proto/core/cidr.js";
@@ -45,6 +45,7 @@ interface SetupOptions {
   missingNetns?: string[];
   mirror?: MemoryAllocationMirror;
   pendingDeletes?: MemoryPendingDeletes;
+  metrics?: { observePhase(phase: CniPhase, seconds: number): void };
 }
 
 function unstarted(opts: SetupOptions = {}): Setup {
@@ -60,6 +61,7 @@ function unstarted(opts: SetupOptions = {}): Setup {
     pathExists: async (path) => !missing.has(path),
     ...(opts.mirror ? { mirror: opts.mirror } : {}),
     ...(opts.pendingDeletes ? { pendingDeletes: opts.pendingDeletes } : {}),
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
   });
   return { service, net, journal };
 }
@@ -868,5 +870,56 @@ describe("AttachmentService.moveTo (the node got another subnet after losing its
     expect(mirror.addresses).toContain("10.244.9.2");
     const refused = mirror.calls.slice(before).filter((c) => c.method === "sync" && c.recorded.some((a) => a.startsWith("10.244.3.")));
     expect(refused).toEqual([]);
+  });
+});
+
+describe("AttachmentService metrics (trellis_cni_phase_duration_seconds, trellis_pod_addresses_in_use)", () => {
+  /** Phases observed, in order, with every duration checked to be a real one. */
+  function phases() {
+    const seen: CniPhase[] = [];
+    const metrics = {
+      observePhase(phase: CniPhase, seconds: number) {
+        expect(seconds).toBeGreaterThanOrEqual(0);
+        expect(seconds).toBeLessThan(5);
+        seen.push(phase);
+      },
+    };
+    return { seen, metrics };
+  }
+
+  it("ADD times choosing the address, recording it and the veth; DEL the veth and the release; CHECK the inspection", async () => {
+    const { seen, metrics } = phases();
+    const { service } = await started({ metrics });
+    seen.length = 0; // start's own work is not a pod call
+    await service.add(attachment("a1"));
+    expect([...seen].sort()).toEqual(["allocation", "fsync", "kernel"]);
+    expect(service.allocationCount).toBe(1);
+    seen.length = 0;
+    await service.check(attachment("a1"));
+    expect(seen).toEqual(["kernel"]);
+    seen.length = 0;
+    await service.delete(attachment("a1"));
+    expect(seen).toEqual(["kernel", "fsync"]);
+    expect(service.allocationCount).toBe(0);
+  });
+
+  it("a failed step is timed too: a refused veth costs its kernel time, and the address's record and release", async () => {
+    const { seen, metrics } = phases();
+    const { service, net } = await started({ metrics });
+    seen.length = 0;
+    net.failAddVeth = new TrellisError("KERNEL", "ip link add failed");
+    await expect(service.add(attachment("a1"))).rejects.toThrow("ip link add failed");
+    expect([...seen].sort()).toEqual(["allocation", "fsync", "fsync", "kernel"]);
+    expect(service.allocationCount).toBe(0);
+  });
+
+  it("counts every allocation restored at start", async () => {
+    const a1 = attachment("a1");
+    const a2 = attachment("a2");
+    const { service } = await started({
+      links: [vethOf("a1"), vethOf("a2")],
+      records: [record("10.244.3.5", a1, 1n), record("10.244.3.6", a2, 2n)],
+    });
+    expect(service.allocationCount).toBe(2);
   });
 });

@@ -339,7 +339,7 @@ describe("ControlClient.routesCurrent", () => {
   function watching(
     replicaCount: number,
     streams: RouteStream[][],
-    onRoutes: (routes: RouteSet, revision: bigint) => Promise<void> = async () => undefined,
+    onRoutes: (routes: RouteSet, revision: bigint, decidedAtMs?: number) => Promise<void> = async () => undefined,
   ) {
     const c = cluster(replicaCount);
     for (const [i, r] of c.replicas.entries()) r.streams.push(...(streams[i] ?? []));
@@ -421,6 +421,23 @@ describe("ControlClient.routesCurrent", () => {
     await replicas[0]?.watches.reached(2);
     expect(client.routesCurrent.current).toBe(false);
     expect(client.routesCurrent.detail).toContain("ip route replace failed");
+    stop.abort();
+    await done;
+  });
+
+  it("hands on when the control plane decided a change, never for a snapshot (its decisions are of any age)", async () => {
+    const stream = new RouteStream();
+    const seen: Array<[bigint, number | undefined]> = [];
+    const { stop, done } = watching(1, [[stream]], async (_routes, revision, decidedAtMs) => void seen.push([revision, decidedAtMs]));
+    stream.push(create(WatchRoutesResponseSchema, { snapshot: true, routes: [a], revision: 10n, decidedAtMs: 1_700_000_000_000n }));
+    stream.push(create(WatchRoutesResponseSchema, { events: [upsert(b)], revision: 11n, decidedAtMs: 1_700_000_000_123n }));
+    stream.push(events([upsert(c)], 12n)); // from a control plane before decided_at_ms: 0
+    await stream.pulls.reached(4);
+    expect(seen).toEqual([
+      [10n, undefined],
+      [11n, 1_700_000_000_123],
+      [12n, undefined],
+    ]);
     stop.abort();
     await done;
   });

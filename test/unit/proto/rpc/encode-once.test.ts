@@ -9,7 +9,7 @@ const routes = (n: number) =>
 describe("preEncoded", () => {
   it.each([
     ["a snapshot", create(WatchRoutesResponseSchema, { revision: 42n, snapshot: true, routes: routes(200), epoch: 7n })],
-    ["only the last field set", create(WatchRoutesResponseSchema, { epoch: 1n })],
+    ["only the last field set", create(WatchRoutesResponseSchema, { decidedAtMs: 1n })],
     ["a default message", create(WatchRoutesResponseSchema)],
   ])("%s serializes to the same bytes, which decode to the same message", (_, message) => {
     const bytes = toBinary(WatchRoutesResponseSchema, message);

@@ -1,0 +1,66 @@
+// RouteFeed on an in-memory store: what its metrics and the daemons' apply lag read (the feed's epochs,
+// resumes and fan-out are tested against etcd in test/integration/route-feed-epochs.test.ts).
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { RouteFeed } from "../../../../control-plane/routes/route-feed.js";
+import type { WatchRoutesResponse } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { changeNode, registerNode } from "../../../contract/node-store.js";
+import { openMemoryStores } from "../../../support/memory-stores.js";
+import { waitFor } from "../../../support/wait.js";
+
+/** Reads a stream's messages into `into` as they come, until `signal` aborts. */
+async function follow(stream: AsyncGenerator<WatchRoutesResponse>, into: WatchRoutesResponse[]): Promise<void> {
+  for await (const msg of stream) into.push(msg);
+}
+
+const until = (what: string, ok: () => boolean) => waitFor(what, async () => ok(), 5_000, 5);
+
+describe("RouteFeed", () => {
+  it("counts the streams open on it (trellis_route_streams)", async () => {
+    const stores = openMemoryStores();
+    const stop = new AbortController();
+    const feed = new RouteFeed({ nodes: stores.nodes, log: pino({ level: "silent" }) });
+    await feed.start(stop.signal);
+    expect(feed.streams).toBe(0);
+    const first = new AbortController();
+    const second = new AbortController();
+    const got: WatchRoutesResponse[] = [];
+    const a = follow(feed.subscribe(first.signal), got);
+    const b = follow(feed.subscribe(second.signal), []);
+    await until("two streams", () => feed.streams === 2);
+    first.abort();
+    await a;
+    expect(feed.streams).toBe(1);
+    second.abort();
+    await b;
+    expect(feed.streams).toBe(0);
+    stop.abort();
+  });
+
+  it("stamps each change with when it saw it committed (decided_at_ms), never a snapshot", async () => {
+    const stores = openMemoryStores();
+    const stop = new AbortController();
+    let now = 1_700_000_000_000;
+    const feed = new RouteFeed({ nodes: stores.nodes, log: pino({ level: "silent" }), clock: () => now });
+    await registerNode(stores, "n1", "192.168.1.11", "10.244.1.0/24");
+    await feed.start(stop.signal);
+    const got: WatchRoutesResponse[] = [];
+    const stream = new AbortController();
+    const done = follow(feed.subscribe(stream.signal), got);
+    await until("the snapshot", () => got.length === 1);
+    now += 5_000;
+    await registerNode(stores, "n2", "192.168.1.12", "10.244.2.0/24");
+    await until("the change", () => got.length === 2);
+    now += 5_000;
+    await changeNode(stores, "n2", { live: false, releasedReason: "drained" });
+    await until("the next change", () => got.length === 3);
+    expect(got.map((m) => [m.snapshot, m.decidedAtMs])).toEqual([
+      [true, 0n],
+      [false, 1_700_000_005_000n],
+      [false, 1_700_000_010_000n],
+    ]);
+    stream.abort();
+    await done;
+    stop.abort();
+  });
+});
