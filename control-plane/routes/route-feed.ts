@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { TrellisError } from "../../proto/core/errors.js";
-import { type WatchRoutesResponse, WatchRoutesResponseSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { type RouteEvent, type WatchRoutesResponse, WatchRoutesResponseSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { NodeStore, NodeWatchBatch } from "../store/node-store.js";
 import { applyNodeChanges, type RouteTable, tableOf } from "./route-table.js";
 
@@ -19,6 +19,22 @@ export interface RouteFeedDeps {
   readonly newEpoch?: () => bigint;
   /** Wall clock: change messages carry when this replica saw the change committed (decided_at_ms; default Date.now). */
   readonly clock?: () => number;
+  /**
+   * A change is published at once when none was in the last `coalesceMs`; changes that follow within it
+   * wait for its end and go out as one message (default 100). Every stream gets every message, so a burst
+   * of joins at N nodes was N messages to each of N streams; held together, a burst costs each stream a
+   * few messages (issue 10).
+   */
+  readonly coalesceMs?: number;
+}
+
+/** Changes seen but not yet published: the table and revision after them, and their events. */
+interface Held {
+  table: RouteTable;
+  revision: bigint;
+  readonly events: RouteEvent[];
+  /** When the first of them was seen (decided_at_ms of the message). */
+  readonly decidedAtMs: bigint;
 }
 
 interface Subscriber {
@@ -50,6 +66,9 @@ export class RouteFeed {
   private signal?: AbortSignal;
   private epochValue = 0n;
   private lastSnapshot?: { readonly table: RouteTable; readonly message: WatchRoutesResponse };
+  private held?: Held;
+  private heldTimer?: NodeJS.Timeout;
+  private lastPublishedAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly deps: RouteFeedDeps) {}
 
@@ -76,6 +95,7 @@ export class RouteFeed {
     const snapshot = await this.deps.nodes.listNodes();
     const reloaded = this.epochValue !== 0n;
     this.epochValue = (this.deps.newEpoch ?? randomEpoch)();
+    this.dropHeld();
     this.table = tableOf(snapshot.nodes);
     this.revision = snapshot.revision;
     this.history = [];
@@ -108,12 +128,40 @@ export class RouteFeed {
   }
 
   private onBatch(batch: NodeWatchBatch): void {
-    const { next, events } = applyNodeChanges(this.table, batch.changes);
-    this.table = next;
-    this.revision = batch.revision;
-    if (events.length === 0) return;
-    const decidedAtMs = BigInt((this.deps.clock ?? Date.now)());
-    const msg = create(WatchRoutesResponseSchema, { revision: batch.revision, events, epoch: this.epochValue, decidedAtMs });
+    const held = this.held;
+    // Held changes are nobody's yet: applied in place. A published table is shared (snapshots): copied.
+    const { next, events } = applyNodeChanges(held?.table ?? this.table, batch.changes, held !== undefined);
+    if (!held) {
+      if (events.length === 0) {
+        this.table = next;
+        this.revision = batch.revision;
+        return;
+      }
+      this.held = { table: next, revision: batch.revision, events, decidedAtMs: BigInt((this.deps.clock ?? Date.now)()) };
+    } else {
+      held.table = next;
+      held.revision = batch.revision;
+      held.events.push(...events);
+    }
+    const wait = this.lastPublishedAt + (this.deps.coalesceMs ?? 100) - performance.now();
+    if (wait <= 0) this.publish();
+    else this.heldTimer ??= setTimeout(() => this.publish(), wait);
+  }
+
+  /** Publishes the held changes as one message, stamped with the highest mod revision they cover. */
+  private publish(): void {
+    const held = this.held;
+    this.dropHeld();
+    if (!held || this.signal?.aborted) return;
+    this.table = held.table;
+    this.revision = held.revision;
+    this.lastPublishedAt = performance.now();
+    const msg = create(WatchRoutesResponseSchema, {
+      revision: held.revision,
+      events: held.events,
+      epoch: this.epochValue,
+      decidedAtMs: held.decidedAtMs,
+    });
     this.history.push(msg);
     const max = this.deps.historySize ?? 4096;
     if (this.history.length > max) {
@@ -121,6 +169,12 @@ export class RouteFeed {
       this.historyFloor = dropped[dropped.length - 1]?.revision ?? this.historyFloor;
     }
     this.broadcast(msg);
+  }
+
+  private dropHeld(): void {
+    clearTimeout(this.heldTimer);
+    this.heldTimer = undefined;
+    this.held = undefined;
   }
 
   private broadcast(msg: WatchRoutesResponse): void {

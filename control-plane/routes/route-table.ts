@@ -33,9 +33,16 @@ function sameRoute(a: Route, b: Route): boolean {
   return a.subnet === b.subnet && a.nodeIp === b.nodeIp && a.router === b.router && a.mtu === b.mtu;
 }
 
-/** Applies node changes to a table; returns the new table and only the route events they cause. */
-export function applyNodeChanges(table: RouteTable, changes: readonly NodeChange[]): { next: RouteTable; events: RouteEvent[] } {
-  const next = new Map(table);
+/**
+ * Applies node changes to a table; returns the new table (`table` itself when `inPlace`, for a table nobody
+ * else holds yet) and only the route events they cause.
+ */
+export function applyNodeChanges(
+  table: RouteTable,
+  changes: readonly NodeChange[],
+  inPlace = false,
+): { next: RouteTable; events: RouteEvent[] } {
+  const next = inPlace ? (table as Map<string, Route>) : new Map(table);
   const events: RouteEvent[] = [];
   for (const change of changes) {
     const before = next.get(change.name);

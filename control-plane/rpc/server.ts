@@ -56,6 +56,10 @@ export async function startControlPlaneServer(
     grpc: true,
     grpcWeb: false,
     connect: false,
+    // No compression (connect-node's default is gzip and brotli for any client that accepts them, which
+    // every connect and grpc-go client does): a route snapshot is encoded once for every stream, but
+    // would be gzipped again for each one, and after a failover thousands ask at once (issue 10).
+    acceptCompression: [],
     readMaxBytes: serverLimits.maxMessageBytes,
     contextValues: (req) => {
       const values = peerContextValues(req);

@@ -1,7 +1,8 @@
 // Tells the control plane what the node holds of its routes (DESIGN.md §2, "What nodes report"): a count
 // and a digest, and the routes it could not set, if any; never the whole table. At most one report is in
-// flight; a burst of route changes (a cluster coming up) becomes one report per `debounceMs`, and the
-// resync timer repeats the last one (the control plane writes nothing when nothing changed).
+// flight; a burst of route changes (a cluster coming up) becomes one report per `debounceMs`, or per
+// `quietMs` when nothing missing changed, and the resync timer repeats the last one (the control plane
+// writes nothing when nothing changed).
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { type HostRoute, routeDigest } from "../../proto/core/route-plan.js";
@@ -23,24 +24,50 @@ export function routeReport(revision: bigint, wanted: readonly HostRoute[], held
   return { revision, routeCount: held.length, digest: routeDigest(held), missing };
 }
 
+/** The same routes missing (by destination and gateway), in any order. */
+function sameMissing(a: readonly Route[], b: readonly Route[]): boolean {
+  const key = (r: Route) => `${r.subnet} via ${r.nodeIp}`;
+  const seen = new Set(a.map(key));
+  return a.length === b.length && b.every((r) => seen.has(key(r)));
+}
+
 export class RouteReporter {
   private latest?: RouteReport;
+  private lastSent?: { readonly report: RouteReport; readonly at: number };
   private sending = false;
   private due?: ReturnType<typeof setTimeout>;
+  private dueAt = Number.POSITIVE_INFINITY;
 
+  /**
+   * A change of what is missing is reported within `debounceMs`; one of count and digest only (a route
+   * added or withdrawn and set) at most once per `quietMs`, the control plane's own pace for writing
+   * them. While a cluster comes up every node's table changes every second: reporting each was N calls
+   * a second to the control plane for nothing it would write (issue 10).
+   */
   constructor(
     private readonly send: (report: RouteReport) => Promise<void>,
     private readonly log: Logger,
     private readonly debounceMs = 1_000,
+    private readonly quietMs = 5_000,
   ) {}
 
-  /** A new state to report: sent within `debounceMs`, coalesced with any that follow. */
+  /** A new state to report: sent within `debounceMs` (or `quietMs`, see above), coalesced with any that follow. */
   update(report: RouteReport): void {
     this.latest = report;
-    this.due ??= setTimeout(() => {
+    const now = performance.now();
+    const last = this.lastSent;
+    const wait =
+      !last || !sameMissing(last.report.missing, report.missing)
+        ? this.debounceMs
+        : Math.max(this.debounceMs, last.at + this.quietMs - now);
+    if (this.due && this.dueAt <= now + wait) return;
+    clearTimeout(this.due);
+    this.dueAt = now + wait;
+    this.due = setTimeout(() => {
       this.due = undefined;
+      this.dueAt = Number.POSITIVE_INFINITY;
       void this.flush();
-    }, this.debounceMs);
+    }, wait);
   }
 
   /** Sends the latest state now (the resync timer), unless a send is in flight. */
@@ -50,6 +77,7 @@ export class RouteReporter {
     this.sending = true;
     try {
       await this.send(report);
+      this.lastSent = { report, at: performance.now() };
     } catch (err) {
       this.log.debug({ err }, "could not report routes; the next change or resync reports again");
     } finally {
@@ -61,5 +89,6 @@ export class RouteReporter {
   stop(): void {
     clearTimeout(this.due);
     this.due = undefined;
+    this.dueAt = Number.POSITIVE_INFINITY;
   }
 }

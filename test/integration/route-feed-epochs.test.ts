@@ -93,7 +93,7 @@ describe("the route feed over a real etcd", () => {
     cleanups.push(async () => store.close());
     const stop = new AbortController();
     cleanups.push(async () => stop.abort());
-    const feed = new RouteFeed({ nodes: store.nodes, log, maxQueued: 8 });
+    const feed = new RouteFeed({ nodes: store.nodes, log, maxQueued: 8, coalesceMs: 0 }); // each change its own message
     await feed.start(stop.signal);
     const iterator = feed.subscribe(stop.signal)[Symbol.asyncIterator]();
     expect((await iterator.next()).value?.snapshot).toBe(true);

@@ -54,7 +54,8 @@ export interface SimNodeOptions {
   readonly callTimeoutMs?: number;
   /**
    * When to send ReportRoutes after an applied stream message: "debounce" (default), as the daemon's
-   * RouteReporter does, once `reportDebounceMs` after the first change, coalescing the changes meanwhile
+   * RouteReporter does, once `reportDebounceMs` after the first change and at least `reportQuietMs` after
+   * the last report (a sim never misses a route, so its changes are count and digest only), coalescing the changes meanwhile
    * (one timer shared by every sim in the process); "each": after every applied message; "heartbeat":
    * on the next heartbeat tick; "off": never. In every mode at most one report is in flight, and one
    * that failed is sent again on the next heartbeat tick.
@@ -62,6 +63,8 @@ export interface SimNodeOptions {
   readonly reportMode?: "debounce" | "each" | "heartbeat" | "off";
   /** Default 1000 ms (node-daemon/routes/route-reporter.ts). */
   readonly reportDebounceMs?: number;
+  /** Default 5000 ms (node-daemon/routes/route-reporter.ts). */
+  readonly reportQuietMs?: number;
   /** Reconnect backoff, jittered uniformly between the two (default 100-500 ms). */
   readonly backoffMs?: { readonly min: number; readonly max: number };
   readonly rand?: () => number;
@@ -185,6 +188,7 @@ export class SimNode {
   private isPartitioned = false;
   private stopped = false;
   private reporting = false;
+  private lastReportAt = Number.NEGATIVE_INFINITY;
   /** The table changed since the last report was sent. */
   private reportDirty = false;
   /** The last report failed: the next heartbeat tick sends again. */
@@ -475,7 +479,8 @@ export class SimNode {
     const mode = this.o.reportMode ?? "debounce";
     if (mode === "each") this.sendReport(signal);
     else if (mode === "debounce" && !dueReports.has(this)) {
-      dueReports.set(this, { at: performance.now() + (this.o.reportDebounceMs ?? 1_000), send: () => this.sendReport(signal) });
+      const at = Math.max(performance.now() + (this.o.reportDebounceMs ?? 1_000), this.lastReportAt + (this.o.reportQuietMs ?? 5_000));
+      dueReports.set(this, { at, send: () => this.sendReport(signal) });
       reportTimer ??= setInterval(sendDueReports, 100).unref();
     }
   }
@@ -496,6 +501,7 @@ export class SimNode {
       .then(
         () => {
           this.stats.reports++;
+          this.lastReportAt = performance.now();
         },
         (err: unknown) => {
           if (signal.aborted) return;

@@ -63,4 +63,41 @@ describe("RouteFeed", () => {
     await done;
     stop.abort();
   });
+
+  it("publishes a change at once, and the changes that follow within coalesceMs as one message (issue 10: fan-out)", async () => {
+    const stores = openMemoryStores();
+    const stop = new AbortController();
+    const feed = new RouteFeed({ nodes: stores.nodes, log: pino({ level: "silent" }), coalesceMs: 400 });
+    await feed.start(stop.signal);
+    const got: WatchRoutesResponse[] = [];
+    const stream = new AbortController();
+    const done = follow(feed.subscribe(stream.signal), got);
+    await until("the snapshot", () => got.length === 1);
+    await registerNode(stores, "n1", "192.168.1.11", "10.244.1.0/24");
+    await until("the first change, at once", () => got.length === 2);
+    const n2 = await registerNode(stores, "n2", "192.168.1.12", "10.244.2.0/24");
+    const n3 = await registerNode(stores, "n3", "192.168.1.13", "10.244.3.0/24");
+    // A stream that starts now sees the published table: n1 only, then the held-back changes.
+    const late: WatchRoutesResponse[] = [];
+    const lateStream = new AbortController();
+    const lateDone = follow(feed.subscribe(lateStream.signal), late);
+    await until("the late snapshot", () => late.length === 1);
+    expect(late[0]?.routes.map((r) => r.nodeName)).toEqual(["n1"]);
+    expect(got).toHaveLength(2);
+    await until("the held-back changes", () => got.length === 3);
+    expect(got[2]?.events.map((e) => e.route?.nodeName)).toEqual(["n2", "n3"]);
+    expect(got[2]?.revision).toBe(n3.modRevision);
+    expect(got[2]?.revision).toBeGreaterThan(n2.modRevision);
+    await until("the late stream's changes", () => late.length === 2);
+    expect(late[1]).toBe(got[2]); // one message object for every stream: encoded once
+    // A stream resuming after the first change gets exactly the merged message.
+    const resumed: WatchRoutesResponse[] = [];
+    const resumedStream = new AbortController();
+    const resumedDone = follow(feed.subscribe(resumedStream.signal, got[1]?.revision ?? 0n, feed.epoch), resumed);
+    await until("the resumed stream", () => resumed.length === 1);
+    expect(resumed[0]).toBe(got[2]);
+    for (const c of [stream, lateStream, resumedStream]) c.abort();
+    await Promise.all([done, lateDone, resumedDone]);
+    stop.abort();
+  });
 });
