@@ -2,7 +2,7 @@
 // resumes and fan-out are tested against etcd in test/integration/route-feed-epochs.test.ts).
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { RouteFeed } from "../../../../control-plane/routes/route-feed.js";
+import { publishWindowMs, RouteFeed } from "../../../../control-plane/routes/route-feed.js";
 import type { WatchRoutesResponse } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { changeNode, registerNode } from "../../../contract/node-store.js";
 import { openMemoryStores } from "../../../support/memory-stores.js";
@@ -99,5 +99,14 @@ describe("RouteFeed", () => {
     for (const c of [stream, lateStream, resumedStream]) c.abort();
     await Promise.all([done, lateDone, resumedDone]);
     stop.abort();
+  });
+
+  it("holds changes longer the more streams it feeds, within 500 ms", () => {
+    expect(publishWindowMs(0, 100)).toBe(100);
+    expect(publishWindowMs(200, 100)).toBe(100);
+    expect(publishWindowMs(600, 100)).toBe(300);
+    expect(publishWindowMs(1_000, 100)).toBe(500);
+    expect(publishWindowMs(50_000, 100)).toBe(500);
+    expect(publishWindowMs(1, 0)).toBe(0.5);
   });
 });
