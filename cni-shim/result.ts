@@ -1,4 +1,4 @@
-import { type Reason, TrellisError } from "../proto/core/errors.js";
+import { cniCodeOf, TrellisError } from "../proto/core/errors.js";
 import { supportedCniVersions } from "../proto/core/protocol.js";
 import type { AddAttachmentResponse } from "../proto/gen/trellis/cni/v1/cni_wire.js";
 
@@ -17,22 +17,6 @@ export const cniCodes = {
   /** STATUS: existing pods may have limited connectivity. */
   limitedConnectivity: 51,
 } as const;
-
-const codeOfReason: Record<Reason, number> = {
-  INVALID_ARGUMENT: 7,
-  NOT_FOUND: 3,
-  ALREADY_EXISTS: 100,
-  PERMISSION_DENIED: 103,
-  UNAUTHENTICATED: 103,
-  EXHAUSTED: 101,
-  VERSION_SKEW: 102,
-  CONFLICT: 11,
-  UNAVAILABLE: 11,
-  TIMEOUT: 11,
-  KERNEL: 999,
-  DATA_LOSS: 999,
-  INTERNAL: 999,
-};
 
 /** An error found by the shim itself, with its CNI code. */
 export class CniError extends Error {
@@ -58,7 +42,7 @@ export const latestCniVersion = supportedCniVersions[supportedCniVersions.length
 /** Any error -> the one CNI error object printed on stdout. Pure. */
 export function toCniError(err: unknown, cniVersion: string = latestCniVersion): CniErrorJson {
   if (err instanceof CniError) return { cniVersion, code: err.code, msg: err.message, ...(err.details ? { details: err.details } : {}) };
-  if (err instanceof TrellisError) return { cniVersion, code: codeOfReason[err.reason], msg: err.message, details: `reason ${err.reason}` };
+  if (err instanceof TrellisError) return { cniVersion, code: cniCodeOf[err.reason], msg: err.message, details: `reason ${err.reason}` };
   return { cniVersion, code: 999, msg: "internal error in the trellis shim; see its log on stderr" };
 }
 

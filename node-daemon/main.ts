@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { randomUUID } from "node:crypto";
 // The node daemon's entry: flags, the real implementations (STYLE.md §1: only main.ts builds them), signals.
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
@@ -62,6 +63,7 @@ async function main(): Promise<void> {
     nodeName: config.nodeName,
     nodeIp: config.nodeIp,
     mtu: podMtu,
+    instance: randomUUID(),
     sleep,
   });
   const daemon = new NodeDaemon({

@@ -54,6 +54,8 @@ export interface Registration {
   readonly mtu: number;
   /** The subnet the node holds now, if any (its pods have addresses of it). */
   readonly heldSubnet?: string;
+  /** The registering daemon process (new at each start); "" or absent: not checked. */
+  readonly instance?: string;
 }
 
 /**
@@ -94,13 +96,23 @@ export class Registrar {
       const view = await store.readRegistration(reg.name, reg.nodeIp);
       const existing = view.node;
       const current = existing?.value;
-      if (current?.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu) return { node: current, result: "unchanged" };
+      const sameInstance = !reg.instance || current?.instance === reg.instance;
+      if (current?.live && current.nodeIp === reg.nodeIp && current.mtu === reg.mtu && sameInstance)
+        return { node: current, result: "unchanged" };
       if (current?.live && current.nodeIp !== reg.nodeIp) {
         // Re-pointing a live node would send its pods' traffic elsewhere (or a cloned machine would take
         // turns with it): a node moves only once it left (drain, or its lease expired).
         throw new TrellisError(
           "ALREADY_EXISTS",
           `node ${reg.name} is live at ${current.nodeIp}; a registration cannot move it to ${reg.nodeIp}: stop the node at ${current.nodeIp} and drain it (DrainNode), or wait until its lease expires`,
+        );
+      }
+      if (current && !current.live && current.releasedReason === "drained" && reg.instance && current.instance === reg.instance) {
+        // A drain sticks while the daemon that was drained runs: its heartbeats fail and it would register
+        // again at once. A restarted daemon (a new instance) is an operator bringing the node back.
+        throw new TrellisError(
+          "CONFLICT",
+          `node ${reg.name} was drained by an admin (AdminService.DrainNode) at ${new Date(Number(current.releasedAtMs)).toISOString()}; it stays out while this daemon runs: restart the daemon to bring the node back, or stop it (trellis-node-daemon leave) to take it out for good`,
         );
       }
       // The node-ips index says who holds the address; the write below holds only if it is unchanged.
@@ -113,6 +125,7 @@ export class Registrar {
           live: true,
           releasedAtMs: 0n,
           releasedReason: "",
+          instance: reg.instance ?? "",
         });
         // Coming back is a sign of life: without the heartbeat, the node would look overdue (by its old
         // heartbeat) until its first one, and an expiry round in between would withdraw it again. Written
@@ -158,6 +171,7 @@ export class Registrar {
           subnet,
           live: true,
           registeredAtMs: now,
+          instance: reg.instance ?? "",
         });
         const lease = create(SubnetLeaseRecordSchema, { subnet, nodeName: reg.name, leasedAtMs: now });
         if (this.claiming.has(subnet)) continue; // a reserved or held subnet another registration here is claiming

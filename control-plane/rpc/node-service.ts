@@ -60,6 +60,7 @@ export function createNodeService(deps: {
         nodeIp: req.nodeIp,
         mtu: req.mtu || 1500,
         heldSubnet: req.heldSubnet || undefined,
+        instance: req.instance,
       });
       return create(RegisterNodeResponseSchema, { subnet: node.subnet, clusterCidr: deps.clusterCidr.toString() });
     },

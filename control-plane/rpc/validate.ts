@@ -146,6 +146,7 @@ const nodeService: ServiceValidators<typeof NodeService> = {
     nodeIp(req.nodeIp, "node_ip");
     if (req.mtu !== 0) checkMtu(req.mtu); // 0: the default
     if (req.heldSubnet !== "") subnet(req.heldSubnet, "held_subnet");
+    bounded(req.instance, "instance", 64);
   },
   heartbeat: (req) => nodeName(req.nodeName, "node_name"),
   deregisterNode: (req) => nodeName(req.nodeName, "node_name"),

@@ -9,7 +9,7 @@ import type { RouteReport } from "../routes/route-reporter.js";
 /** The NodeService calls the daemon makes; the generated Connect client satisfies it. */
 export interface ControlPlaneApi {
   registerNode(
-    req: { nodeName: string; nodeIp: string; mtu: number; heldSubnet?: string },
+    req: { nodeName: string; nodeIp: string; mtu: number; heldSubnet?: string; instance?: string },
     options?: { signal?: AbortSignal; timeoutMs?: number },
   ): Promise<RegisterNodeResponse>;
   heartbeat(req: { nodeName: string }, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<unknown>;
@@ -36,6 +36,8 @@ export interface ControlClientDeps {
   readonly nodeName: string;
   readonly nodeIp: string;
   readonly mtu: number;
+  /** This daemon process, new at each start (RegisterNodeRequest.instance: a drain sticks while it runs). */
+  readonly instance?: string;
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   readonly callTimeoutMs?: number;
 }
@@ -96,7 +98,7 @@ export class ControlClient implements AllocationMirror {
     for (let attempt = 1, delay = 250; ; attempt++, delay = Math.min(delay * 2, 10_000)) {
       try {
         const res = await this.api.registerNode(
-          { nodeName, nodeIp, mtu, heldSubnet: this.heldSubnet },
+          { nodeName, nodeIp, mtu, heldSubnet: this.heldSubnet, instance: this.deps.instance },
           { signal, timeoutMs: this.deps.callTimeoutMs ?? 5_000 },
         );
         log.info({ subnet: res.subnet, attempt }, "registered with the control plane");
@@ -113,6 +115,12 @@ export class ControlClient implements AllocationMirror {
           reason === "UNAUTHENTICATED"
         )
           throw err;
+        if (reason === "CONFLICT") {
+          // Drained by an admin while running (or lost races): asking again will not change that soon.
+          log.warn({ err, attempt, durationMs: 10_000 }, `not registered: ${(err as Error).message}`);
+          await this.deps.sleep(10_000, signal);
+          continue;
+        }
         log.warn({ err, attempt, durationMs: delay }, "control plane not reachable, retrying registration");
         this.failover();
         await this.deps.sleep(delay, signal);

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -85,6 +86,18 @@ describe.skipIf(!isRoot)("stopping is not leaving (needs root)", () => {
     console.log(`ping across node-2's daemon restart: ${sent} sent, ${received} received, ${lost} lost`);
     expect(lost, output).toBeLessThanOrEqual(1);
     expect(await hasRouteTo(lab, n1, n2)).toBe(true);
+  });
+
+  it("DrainNode of a running node sticks while its daemon runs (registering again is refused), and a restart brings it back", async () => {
+    await lab.admin("DrainNode", { name: n3.name });
+    for (const node of [n1, n2])
+      await waitFor(`node-3's route gone from ${node.name}`, async () => !(await hasRouteTo(lab, node, n3)), 5_000);
+    await sleep(4_000); // four heartbeat intervals: each failed, and each registration again was refused
+    for (const node of [n1, n2]) expect(await hasRouteTo(lab, node, n3)).toBe(false);
+    expect(await readFile(n3.logFile, "utf8")).toMatch(/drained by an admin .*restart the daemon/);
+    await n3.daemon!.stop("SIGTERM");
+    await lab.startDaemon(n3);
+    for (const node of [n1, n2]) await waitFor(`node-3's route back on ${node.name}`, async () => hasRouteTo(lab, node, n3), 10_000);
   });
 
   it("DrainNode withdraws a stopped node's route at once and keeps its certificate: its daemon comes back without a join token", async () => {

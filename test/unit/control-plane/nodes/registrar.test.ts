@@ -29,4 +29,29 @@ describe("Registrar", () => {
     expect(subnets).toEqual(["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]);
     expect(Cidr.parse(subnets[0] ?? "").prefixLength).toBe(24);
   });
+
+  it("a drained node stays out while the drained daemon runs, and comes back when it restarts (issue 11)", async () => {
+    const { registrar } = replicaServices(openMemoryStores());
+    const node = { name: "n1", nodeIp: "192.168.1.11", mtu: 1500 };
+    const first = await registrar.register({ ...node, instance: "process-a" });
+    // The daemon was restarted while live: the new process is the one a drain holds out.
+    await registrar.register({ ...node, instance: "process-b" });
+    await registrar.withdraw("n1", "drained");
+    await expect(registrar.register({ ...node, instance: "process-b", heldSubnet: first.subnet })).rejects.toMatchObject({
+      reason: "CONFLICT",
+      message: expect.stringMatching(/drained by an admin .* restart the daemon/),
+    });
+    const back = await registrar.register({ ...node, instance: "process-c", heldSubnet: first.subnet });
+    expect(back).toMatchObject({ live: true, subnet: first.subnet, instance: "process-c" });
+  });
+
+  it("holds out only a drain: a node that left by itself or expired registers again from the same process", async () => {
+    const { registrar } = replicaServices(openMemoryStores());
+    const node = { name: "n1", nodeIp: "192.168.1.11", mtu: 1500, instance: "process-a" };
+    for (const reason of ["withdrawn", "expired"] as const) {
+      await registrar.register(node);
+      await registrar.withdraw("n1", reason);
+      expect((await registrar.register(node)).live).toBe(true);
+    }
+  });
 });

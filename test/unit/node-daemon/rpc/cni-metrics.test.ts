@@ -1,17 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { toCniError } from "../../../../cni-shim/result.js";
 import { type CniCommand, cniCodeOfFailure, cniCodeOfSuccess, cniMetricsInterceptor } from "../../../../node-daemon/rpc/cni-metrics.js";
-import { cniCodeOf, reasons, TrellisError } from "../../../../proto/core/errors.js";
+import { TrellisError } from "../../../../proto/core/errors.js";
 import { Health } from "../../../../proto/gen/grpc/health/v1/health_pb.js";
 import { CniService, GetStatusResponseSchema, RouteState } from "../../../../proto/gen/trellis/cni/v1/cni_pb.js";
-
-describe("cniCodeOf (proto/core/errors.ts)", () => {
-  it.each(reasons)("%s has the code the shim prints for it", (reason) => {
-    expect(cniCodeOf[reason]).toBe(toCniError(new TrellisError(reason, "x")).code);
-  });
-});
 
 describe("the CNI code of a daemon answer, as the shim reports it", () => {
   it.each<[CniCommand, unknown, number]>([
