@@ -36,7 +36,7 @@ describe("install commands into a temporary root", () => {
     expect((await stat(shim)).size).toBe((await stat(shimBinary)).size);
     const unit = await readFile(join(root, "etc/systemd/system/trellis-node-daemon.service"), "utf8");
     expect(unit).toContain(
-      `ExecStart=${process.execPath} --max-semi-space-size=1 /opt/trellis/dist/node-daemon/main.js $TRELLIS_NODE_DAEMON_FLAGS`,
+      `ExecStart=${process.execPath} --max-semi-space-size=1 --optimize-for-size /opt/trellis/dist/node-daemon/main.js $TRELLIS_NODE_DAEMON_FLAGS`,
     );
     expect(unit).toMatch(/^Restart=on-failure$/m);
     expect(unit).toMatch(/^After=network-online.target$/m);
