@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inNetns, mustInNetns } from "../support/exec.js";
@@ -145,5 +146,19 @@ describe.skipIf(!isRoot)("egress and MTU (needs root and nftables)", () => {
     expect(nodes.nodes.map((n) => n.name)).not.toContain("node-9");
     // the running daemon on that node was not disturbed
     await waitForLog(n2.logFile, "serving the CNI shim");
+  });
+
+  it("the pod MTU follows an uplink that is not 1500: node-2's eth0 at 1450, its daemon restarted", async () => {
+    await n2.daemon!.stop("SIGTERM");
+    await mustInNetns(n2.netns, "ip", ["link", "set", "eth0", "mtu", "1450"]);
+    await lab.startDaemon(n2);
+    const pod = await lab.addPod(n2, "eg-node-2-mtu");
+    const mtu = (JSON.parse(await mustInNetns(pod.netns, "ip", ["-json", "link", "show", pod.ifName])) as Array<{ mtu: number }>)[0]?.mtu;
+    expect(mtu).toBe(1450);
+    expect(await readFile(n2.logFile, "utf8")).toMatch(/pod MTU 1450 \(the uplink's\)/);
+    await waitFor("node-2 registered at MTU 1450", async () => {
+      const listed = (await lab.admin("ListNodes")) as { nodes: Array<{ name: string; mtu: number }> };
+      return listed.nodes.find((n) => n.name === "node-2")?.mtu === 1450;
+    });
   });
 });
