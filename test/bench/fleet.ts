@@ -20,7 +20,7 @@ import { type JoinedNodes, namespace, type SpawnedControlPlane, spawnControlPlan
 import { type EtcdCluster, startEtcdCluster } from "../support/etcd.js";
 import type { Credential } from "../support/pki.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
-import { FlapCounter, SimNode } from "../support/sim-node.js";
+import { addSimTotals, FlapCounter, noSimTotals, SimNode, type SimTotals } from "../support/sim-node.js";
 
 const JOIN_PROBES = 20;
 const DEATH_PROBES = 10;
@@ -188,18 +188,6 @@ type ToWorker =
   | { t: "flush"; seq: number }
   | { t: "stop" };
 
-interface SimTotals {
-  heartbeats: number;
-  heartbeatFailures: number;
-  connections: number;
-  streamMessages: number;
-  snapshots: number;
-  streamFailures: number;
-  reports: number;
-  reportFailures: number;
-  maxHeartbeatGapMs: number;
-}
-
 interface WorkerStats {
   t: "stats";
   index: number;
@@ -303,17 +291,7 @@ async function workerMain(): Promise<void> {
     | "loopDelayMaxMs"
   > = {
     converged: 0,
-    sim: {
-      heartbeats: 0,
-      heartbeatFailures: 0,
-      connections: 0,
-      streamMessages: 0,
-      snapshots: 0,
-      streamFailures: 0,
-      reports: 0,
-      reportFailures: 0,
-      maxHeartbeatGapMs: 0,
-    },
+    sim: noSimTotals(),
     lastErrors: [],
     failures: {},
     registering: 0,
@@ -326,17 +304,7 @@ async function workerMain(): Promise<void> {
   const refreshSlow = () => {
     const fleetSize = expectedRoutes ?? init?.fleetSize ?? 0;
     let converged = 0;
-    const sim: SimTotals = {
-      heartbeats: 0,
-      heartbeatFailures: 0,
-      connections: 0,
-      streamMessages: 0,
-      snapshots: 0,
-      streamFailures: 0,
-      reports: 0,
-      reportFailures: 0,
-      maxHeartbeatGapMs: 0,
-    };
+    const sim = noSimTotals();
     const lastErrors = new Map<string, number>();
     const failures: Record<string, number> = {};
     const errorKind = (s: SimNode) => (s.stats.lastError ?? "none yet").replace(s.name, "NODE").replace(/127\.0\.0\.1:\d+/g, "REPLICA");
@@ -350,15 +318,7 @@ async function workerMain(): Promise<void> {
         failures[k] = (failures[k] ?? 0) + n;
       // A sim's table holds every node's route, its own included, and the probes' it holds.
       if (s.routes.size - probesHeld[i]!.size >= fleetSize) converged++;
-      sim.heartbeats += s.stats.heartbeats;
-      sim.heartbeatFailures += s.stats.heartbeatFailures;
-      sim.connections += s.stats.connections;
-      sim.streamMessages += s.stats.streamMessages;
-      sim.snapshots += s.stats.snapshots;
-      sim.streamFailures += s.stats.streamFailures;
-      sim.reports += s.stats.reports;
-      sim.reportFailures += s.stats.reportFailures;
-      sim.maxHeartbeatGapMs = Math.max(sim.maxHeartbeatGapMs, s.heartbeatGapMs());
+      addSimTotals(sim, { ...s.stats, maxHeartbeatGapMs: s.heartbeatGapMs() });
       if (s.stats.lastError) {
         // The message without the node's own name and the port: one entry per kind of error.
         const kind = errorKind(s);
@@ -938,23 +898,11 @@ async function parentMain(opts: Options): Promise<void> {
     };
     /** What the sims did, summed over the workers, and their most frequent last errors. */
     const simSummary = (when: string) => {
-      const sum: SimTotals = {
-        heartbeats: 0,
-        heartbeatFailures: 0,
-        connections: 0,
-        streamMessages: 0,
-        snapshots: 0,
-        streamFailures: 0,
-        reports: 0,
-        reportFailures: 0,
-        maxHeartbeatGapMs: 0,
-      };
+      const sum = noSimTotals();
       const errs = new Map<string, number>();
       for (const st of workerStats) {
         if (!st) continue;
-        for (const k of Object.keys(sum) as Array<keyof SimTotals>) {
-          sum[k] = k === "maxHeartbeatGapMs" ? Math.max(sum[k], st.sim[k]) : sum[k] + st.sim[k];
-        }
+        addSimTotals(sum, st.sim);
         for (const [e, n] of st.lastErrors) errs.set(e, (errs.get(e) ?? 0) + n);
       }
       say(

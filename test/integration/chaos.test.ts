@@ -317,11 +317,8 @@ describe("chaos at 200 simulated nodes", () => {
     expect(countFlaps(all)).toEqual([]);
   });
 
-  // Found by the partition case: a sim that moved between replicas under load never showed in sync in
-  // GetRoutes, because a report held back on one replica overwrote a newer one written through the other.
-  it("a node reporting through two replicas: the report stored is the latest, after the held-back ones are written", {
-    timeout: 60_000,
-  }, async () => {
+  /** Two replicas over one etcd root, node n1 registered through the first, and its client to each. */
+  async function n1OnTwoReplicas() {
     const root = namespace();
     const joined: JoinedNodes = new Map();
     const [a, b] = await Promise.all([0, 1].map(() => startInProcessControlPlane({ etcd: etcd.endpoint, root, pki, joined })));
@@ -330,6 +327,15 @@ describe("chaos at 200 simulated nodes", () => {
     const viaA = createClient(NodeService, a!.nodeTransport("n1"));
     const viaB = createClient(NodeService, b!.nodeTransport("n1"));
     await viaA.registerNode({ nodeName: "n1", nodeIp: nodeIp(1), mtu: 1500 });
+    return { a: a!, b: b!, viaA, viaB };
+  }
+
+  // Found by the partition case: a sim that moved between replicas under load never showed in sync in
+  // GetRoutes, because a report held back on one replica overwrote a newer one written through the other.
+  it("a node reporting through two replicas: the report stored is the latest, after the held-back ones are written", {
+    timeout: 60_000,
+  }, async () => {
+    const { b, viaA, viaB } = await n1OnTwoReplicas();
     const report = (count: number) => ({
       nodeName: "n1",
       revision: BigInt(count),
@@ -343,7 +349,7 @@ describe("chaos at 200 simulated nodes", () => {
     await viaB.reportRoutes(report(3)); // B writes it at once
     await sleep(7_000); // A's flusher writes report 2
     await viaB.reportRoutes(report(3)); // the node says again what it holds (the daemon's resync)
-    expect((await b!.stores.routeReports.findReportedRoutes("n1"))?.routeCount, "the stored report's route count").toBe(3);
+    expect((await b.stores.routeReports.findReportedRoutes("n1"))?.routeCount, "the stored report's route count").toBe(3);
   });
 
   // The fix above covers held-back reports; this one a node whose routes change and change back while it
@@ -351,14 +357,7 @@ describe("chaos at 200 simulated nodes", () => {
   it("a node whose routes change back while it moves between replicas: the report stored is its latest", {
     timeout: 60_000,
   }, async () => {
-    const root = namespace();
-    const joined: JoinedNodes = new Map();
-    const [a, b] = await Promise.all([0, 1].map(() => startInProcessControlPlane({ etcd: etcd.endpoint, root, pki, joined })));
-    cleanups.push(() => a!.stop());
-    cleanups.push(() => b!.stop());
-    const viaA = createClient(NodeService, a!.nodeTransport("n1"));
-    const viaB = createClient(NodeService, b!.nodeTransport("n1"));
-    await viaA.registerNode({ nodeName: "n1", nodeIp: nodeIp(1), mtu: 1500 });
+    const { a, viaA, viaB } = await n1OnTwoReplicas();
     const report = (count: number, revision: number) => ({
       nodeName: "n1",
       revision: BigInt(revision),
@@ -370,7 +369,7 @@ describe("chaos at 200 simulated nodes", () => {
     await viaB.reportRoutes(report(2, 2)); // B holds it back for its interval, then writes it
     await sleep(7_000);
     await viaA.reportRoutes(report(1, 3)); // the routes are back to what A wrote first
-    expect((await a!.stores.routeReports.findReportedRoutes("n1"))?.routeCount, "the stored report's route count").toBe(1);
+    expect((await a.stores.routeReports.findReportedRoutes("n1"))?.routeCount, "the stored report's route count").toBe(1);
   });
 
   // A replica whose clock was more than 60 s ahead signed node certificates every other replica refused

@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -48,6 +48,20 @@ export async function writeIssued(
   await writeFile(certFile, cert);
   await writeFile(keyFile, keys.privateKeyPem, { mode: 0o600 });
   return { cert, key: keys.privateKeyPem, certFile, keyFile };
+}
+
+/** Resolves when `child` exits (made at spawn, so an early exit is not missed). */
+function exitOf(child: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve) => child.once("exit", () => resolve()));
+}
+
+/** SIGTERM, then SIGKILL if `child` is still running after 5 s; resolves once it exited. */
+async function terminate(child: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill("SIGTERM");
+  const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
+  await exited;
+  clearTimeout(t);
 }
 
 export async function freePort(): Promise<number> {
@@ -105,14 +119,9 @@ export async function startEtcd(
   const child = options.netns
     ? spawn("nsenter", [`--net=/run/netns/${options.netns}`, "etcd", ...args], { stdio: "ignore" })
     : spawn("etcd", args, { stdio: "ignore" });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const exited = exitOf(child);
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await exited;
-      clearTimeout(t);
-    }
+    await terminate(child, exited);
     await rm(dataDir, { recursive: true, force: true });
     if (tlsDir) await rm(tlsDir, { recursive: true, force: true });
   };
@@ -289,14 +298,9 @@ export async function startRestoredEtcd(snapshotFile: string, options: { clientP
     ],
     { stdio: "ignore" },
   );
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const exited = exitOf(child);
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const t = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await exited;
-      clearTimeout(t);
-    }
+    await terminate(child, exited);
     await rm(base, { recursive: true, force: true });
   };
   try {

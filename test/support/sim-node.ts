@@ -93,6 +93,30 @@ export interface SimNodeStats {
   lastError?: string;
 }
 
+/** SimNodeStats' counters, summed over sims (maxHeartbeatGapMs: the longest of them). */
+export type SimTotals = Omit<SimNodeStats, "registrations" | "failures" | "lastError">;
+
+export function noSimTotals(): SimTotals {
+  return {
+    heartbeats: 0,
+    heartbeatFailures: 0,
+    connections: 0,
+    streamMessages: 0,
+    snapshots: 0,
+    streamFailures: 0,
+    reports: 0,
+    reportFailures: 0,
+    maxHeartbeatGapMs: 0,
+  };
+}
+
+/** Adds `more` into `sum`. */
+export function addSimTotals(sum: SimTotals, more: SimTotals): void {
+  for (const k of Object.keys(sum) as Array<keyof SimTotals>) {
+    sum[k] = k === "maxHeartbeatGapMs" ? Math.max(sum[k], more[k]) : sum[k] + more[k];
+  }
+}
+
 /** Errors that moving to another replica cannot fix: registration gives up on them, as the daemon does. */
 const fatalRegistration = new Set(["INVALID_ARGUMENT", "ALREADY_EXISTS", "EXHAUSTED", "PERMISSION_DENIED", "UNAUTHENTICATED"]);
 
@@ -145,19 +169,7 @@ export class SimNode {
   readonly withdrawals: Array<{ readonly node: string; readonly at: number }> = [];
   /** When the harness first partitioned, stopped or deregistered this node (its own withdrawals are then no flaps). */
   disturbedAt?: number;
-  readonly stats: SimNodeStats = {
-    registrations: 0,
-    heartbeats: 0,
-    heartbeatFailures: 0,
-    connections: 0,
-    streamMessages: 0,
-    snapshots: 0,
-    streamFailures: 0,
-    reports: 0,
-    reportFailures: 0,
-    maxHeartbeatGapMs: 0,
-    failures: {},
-  };
+  readonly stats: SimNodeStats = { registrations: 0, ...noSimTotals(), failures: {} };
 
   private readonly o: SimNodeOptions;
   private readonly now: () => number;
