@@ -12,7 +12,8 @@ import {
 } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import type { NodeIpClaim, NodeIpEntry, NodeStore } from "../store/node-store.js";
 import type { SubnetStore } from "../store/subnet-store.js";
-import { pickFreeSubnet, type SubnetPool } from "../subnets/subnet-pool.js";
+import type { FreeSubnets, SubnetPool } from "../subnets/subnet-pool.js";
+import { SubnetUseCache } from "../subnets/subnet-use-cache.js";
 import type { Liveness } from "./liveness.js";
 
 export interface RegistrarDeps {
@@ -27,6 +28,8 @@ export interface RegistrarDeps {
   readonly rand: () => number;
   /** How many lost etcd races a registration tolerates before it gives up with CONFLICT. */
   readonly maxRaces?: number;
+  /** How old the cached view of leased and freed subnets may be when a new node's subnet is chosen from it (default 1 s). */
+  readonly subnetUseMaxAgeMs?: number;
   /** Counts registrations by result (trellis_registrations_total). */
   readonly metrics?: RegistrationObserver;
 }
@@ -70,9 +73,11 @@ export class Registrar {
    * trip).
    */
   private readonly claiming = new Set<string>();
+  private readonly subnetUse: SubnetUseCache;
 
   constructor(private readonly deps: RegistrarDeps) {
     this.maxRaces = deps.maxRaces ?? 16;
+    this.subnetUse = new SubnetUseCache(deps.pool, () => deps.subnets.readSubnetUse(), deps.subnetUseMaxAgeMs);
   }
 
   /** Registers a node and returns its record; a node registering again gets its own subnet back. */
@@ -90,7 +95,7 @@ export class Registrar {
 
   private async registerNode(reg: Registration): Promise<{ node: NodeRecord; result: RegistrationResult }> {
     validateRegistration(reg, this.deps.pool);
-    const { nodes: store, pool, log } = this.deps;
+    const { nodes: store, log } = this.deps;
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
       // One read for everything the choice depends on; the write below is a transaction against it.
       const view = await store.readRegistration(reg.name, reg.nodeIp);
@@ -140,15 +145,10 @@ export class Registrar {
           return { node: next, result: "returned" };
         }
       } else {
-        if (!view.choice) throw new TrellisError("INTERNAL", `registering ${reg.name}: the store read no subnets to choose from`);
-        const { leasedSubnets, reservations, freedSubnets } = view.choice;
-        const leased = leasedSubnets.map((s) => Cidr.parse(s, "stored lease key"));
-        const freed = freedSubnets.map((f) => ({
-          subnet: Cidr.parse(f.subnet, "stored freed subnet key"),
-          freedRevision: f.freedRevision,
-        }));
+        const reservations = view.reservations ?? [];
+        const free = await this.subnetUse.get();
         const mine = reservations.find((r) => r.nodeName === reg.name);
-        if (mine && leasedSubnets.includes(mine.subnet)) {
+        if (mine && !free.isFree(Cidr.parse(mine.subnet, "stored reservation"))) {
           const holder = (await this.deps.subnets.listLeases()).find((l) => l.subnet === mine.subnet);
           if (holder) {
             throw new TrellisError(
@@ -158,11 +158,9 @@ export class Registrar {
           }
         }
         const othersReserved = reservations.filter((r) => r.nodeName !== reg.name).map((r) => Cidr.parse(r.subnet, "stored reservation"));
-        const inFlight = [...this.claiming].map((c) => Cidr.parse(c));
-        const subnet =
-          mine?.subnet ??
-          this.heldSubnet(reg, leased, othersReserved) ??
-          pickFreeSubnet(pool, [...leased, ...othersReserved, ...inFlight], attempt === 1 ? undefined : this.deps.rand, freed).toString();
+        const held = mine ? undefined : this.heldSubnet(reg, free, othersReserved);
+        const picked = mine || held ? undefined : await this.pick(free, othersReserved, attempt);
+        const subnet = mine?.subnet ?? held ?? picked?.subnet.toString() ?? "";
         const now = BigInt(this.deps.clock());
         const node = create(NodeRecordSchema, {
           name: reg.name,
@@ -176,7 +174,12 @@ export class Registrar {
         const lease = create(SubnetLeaseRecordSchema, { subnet, nodeName: reg.name, leasedAtMs: now });
         if (this.claiming.has(subnet)) continue; // a reserved or held subnet another registration here is claiming
         this.claiming.add(subnet);
-        const claimed = await store.claimSubnet(lease, node, 0n, ip, mine?.subnet === subnet).finally(() => this.claiming.delete(subnet));
+        const conditions = { reservedForNode: mine !== undefined, neverUsed: picked?.neverUsed };
+        const claimed = await store.claimSubnet(lease, node, 0n, ip, conditions).finally(() => this.claiming.delete(subnet));
+        // Either way the view may lack it: leased now, or taken by a claim it did not show. A held subnet
+        // that could not be claimed is read again, not skipped: the node must get it back if it is free.
+        if (claimed || picked) this.subnetUse.noteTaken(subnet);
+        else this.subnetUse.invalidate();
         if (claimed) {
           log.info({ node: reg.name, subnet }, "subnet leased");
           this.logTakeover(reg, ip);
@@ -190,18 +193,38 @@ export class Registrar {
   }
 
   /**
+   * A subnet for a new node from the cached view: the lowest free on a first attempt, a random one after a
+   * lost race. A view with none free is read again once before the pool counts as exhausted (the view may
+   * predate a subnet freed meanwhile).
+   */
+  private async pick(free: FreeSubnets, reserved: readonly Cidr[], attempt: number): Promise<{ subnet: Cidr; neverUsed: boolean }> {
+    const alsoTaken = [...reserved, ...[...this.claiming].map((c) => Cidr.parse(c))];
+    const rand = attempt === 1 ? undefined : this.deps.rand;
+    const choose = (f: FreeSubnets) => {
+      const subnet = f.pick(rand, alsoTaken);
+      return { subnet, neverUsed: !f.wasFreed(subnet) };
+    };
+    try {
+      return choose(free);
+    } catch (err) {
+      if (!(err instanceof TrellisError && err.reason === "EXHAUSTED")) throw err;
+      this.subnetUse.invalidate();
+      return choose(await this.subnetUse.get());
+    }
+  }
+
+  /**
    * The subnet a node says it holds (its pods have addresses of it), when that subnet is free and not
    * reserved for another node: after etcd was restored from an older snapshot the node's record may be
    * gone, and it must get its own subnet back rather than one another node's pods use (issue 10,
    * finding 5). Undefined when it holds none, or it is not free: then the node gets another one.
    */
-  private heldSubnet(reg: Registration, leased: readonly Cidr[], reserved: readonly Cidr[]): string | undefined {
+  private heldSubnet(reg: Registration, free: FreeSubnets, reserved: readonly Cidr[]): string | undefined {
     if (!reg.heldSubnet) return undefined;
     const held = Cidr.parse(reg.heldSubnet, "subnet");
     const pool = this.deps.pool;
     const fits = held.prefixLength === pool.prefixLength && pool.cluster.covers(held);
-    const taken = [...leased, ...reserved].some((c) => c.overlaps(held));
-    if (!fits || taken) {
+    if (!fits || !free.isFree(held, reserved)) {
       this.deps.log.warn(
         { node: reg.name, subnet: reg.heldSubnet },
         `node ${reg.name} holds ${reg.heldSubnet}, which is ${fits ? "leased or reserved by another node" : "not a subnet of this cluster"}: it gets another one, and its pods there must be recreated`,
@@ -278,6 +301,7 @@ export class Registrar {
         );
       }
       if (await this.deps.nodes.removeNode(node.value, node.modRevision)) {
+        this.subnetUse.invalidate();
         this.deps.log.info({ node: lease.nodeName, subnet }, "subnet lease released");
         return lease.nodeName;
       }

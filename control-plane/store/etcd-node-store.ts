@@ -13,6 +13,7 @@ import {
 import { decodeRecord, followWatch, rangePaged } from "./etcd-codec.js";
 import { EtcdStore } from "./etcd-context.js";
 import {
+  type ClaimConditions,
   type NodeChange,
   type NodeIpClaim,
   type NodeSnapshot,
@@ -68,49 +69,25 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
 
   async readRegistration(name: string, ip: string): Promise<RegistrationView> {
     const k = this.keys;
-    const keysOnly = async (prefix: string): Promise<IRequestOp> => {
-      const { request_range } = await this.etcd.getAll().prefix(prefix).op();
-      return { request_range: { ...request_range, keys_only: true } };
-    };
     const ipOp = await this.etcd.get(k.nodeIp(ip)).op();
     const res = await this.call("txn", `read what registering ${name} needs`, async () =>
       this.etcd.kv.txn({
-        // A new node: what choosing its subnet takes. A known node keeps its subnet: just its record.
+        // A new node: the reservations (one may be its own). A known node keeps its subnet: just its record.
         compare: [{ key: Buffer.from(k.node(name)), target: CompareTarget.Version, result: CompareResult.Equal, version: 0 }],
-        success: [
-          ipOp,
-          await keysOnly(k.subnetsPrefix),
-          await this.etcd.getAll().prefix(k.reservationsPrefix).op(),
-          await keysOnly(k.freedSubnetsPrefix),
-        ],
+        success: [ipOp, await this.etcd.getAll().prefix(k.reservationsPrefix).op()],
         failure: [ipOp, await this.etcd.get(k.node(name)).op()],
       }),
     );
-    const ranges = res.responses.map((r) => r.response_range.kvs);
-    const ipKv = ranges[0]?.[0];
+    const [ipKvs = [], second = []] = res.responses.map((r) => r.response_range.kvs);
+    const ipKv = ipKvs[0];
     const nodeIp = {
       ip,
       nodeName: ipKv && decodeRecord(NodeIpRecordSchema, ipKv).nodeName,
       modRevision: ipKv ? BigInt(ipKv.mod_revision) : 0n,
     };
-    if (!res.succeeded) {
-      const nodeKv = ranges[1]?.[0];
-      return { nodeIp, node: nodeKv && { value: decodeRecord(NodeRecordSchema, nodeKv), modRevision: BigInt(nodeKv.mod_revision) } };
-    }
-    const [, leaseKvs = [], reservationKvs = [], freedKvs = []] = ranges;
-    const subnetOfKey = (key: Buffer, prefix: string) =>
-      key
-        .toString()
-        .slice(prefix.length)
-        .replace(/-(\d+)$/, "/$1");
-    return {
-      nodeIp,
-      choice: {
-        leasedSubnets: leaseKvs.map((kv) => subnetOfKey(kv.key, k.subnetsPrefix)),
-        reservations: reservationKvs.map((kv) => decodeRecord(SubnetReservationRecordSchema, kv)),
-        freedSubnets: freedKvs.map((kv) => ({ subnet: subnetOfKey(kv.key, k.freedSubnetsPrefix), freedRevision: BigInt(kv.mod_revision) })),
-      },
-    };
+    if (res.succeeded) return { nodeIp, reservations: second.map((kv) => decodeRecord(SubnetReservationRecordSchema, kv)) };
+    const nodeKv = second[0];
+    return { nodeIp, node: nodeKv && { value: decodeRecord(NodeRecordSchema, nodeKv), modRevision: BigInt(nodeKv.mod_revision) } };
   }
 
   async claimSubnet(
@@ -118,16 +95,17 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
     node: NodeRecord,
     nodeModRevision: bigint,
     ip: NodeIpClaim,
-    reservedForNode = false,
+    conditions: ClaimConditions = {},
   ): Promise<boolean> {
     const subnet = Cidr.parse(lease.subnet);
     const leaseKey = this.keys.subnet(subnet);
     const nodeKey = this.keys.node(node.name);
-    const free = this.etcd.if(leaseKey, "Version", "==", 0).and(nodeKey, "Mod", "==", String(nodeModRevision));
+    const compare = this.etcd.if(leaseKey, "Version", "==", 0).and(nodeKey, "Mod", "==", String(nodeModRevision));
     // Not reserved for another node meanwhile (issue 10, finding 11): the reservation is part of the claim.
-    const unreserved = reservedForNode ? free : free.and(this.keys.reservation(subnet), "Version", "==", 0);
+    if (!conditions.reservedForNode) compare.and(this.keys.reservation(subnet), "Version", "==", 0);
+    if (conditions.neverUsed) compare.and(this.keys.freedSubnet(subnet), "Version", "==", 0);
     const res = await this.call("txn", `claim ${lease.subnet} for ${node.name}`, () =>
-      this.ifNodeIpHolds(unreserved, node, ip)
+      this.ifNodeIpHolds(compare, node, ip)
         .then(
           this.etcd.put(leaseKey).value(toJsonString(SubnetLeaseRecordSchema, lease)),
           this.etcd.put(nodeKey).value(toJsonString(NodeRecordSchema, node)),

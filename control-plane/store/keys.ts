@@ -34,3 +34,8 @@ export function createKeys(root = "/trellis/v1") {
 }
 
 export type Keys = ReturnType<typeof createKeys>;
+
+/** The subnet a key under a subnet prefix names: ".../subnets/10.244.3.0-24" is "10.244.3.0/24". */
+export function subnetOfKey(key: string, prefix: string): string {
+  return key.slice(prefix.length).replace(/-(\d+)$/, "/$1");
+}

@@ -39,26 +39,29 @@ export interface NodeIpClaim {
   readonly previousIp?: string;
 }
 
-/** A subnet freed and not leased since, with the revision of the transaction that freed it. */
-export interface FreedSubnetEntry {
-  readonly subnet: string;
-  readonly freedRevision: bigint;
-}
-
-/** What choosing a subnet for a new node depends on. */
-export interface SubnetChoiceInput {
-  readonly leasedSubnets: readonly string[];
-  readonly reservations: readonly SubnetReservationRecord[];
-  readonly freedSubnets: readonly FreedSubnetEntry[];
-}
-
 /** Everything a registration decides on, read at one revision in one etcd round trip. */
 export interface RegistrationView {
   readonly node?: Versioned<NodeRecord>;
   /** The node-ips index entry of the address the node registers with. */
   readonly nodeIp: NodeIpEntry;
-  /** Only when the node has no record (a known node keeps its subnet, so a restart reads no lists). */
-  readonly choice?: SubnetChoiceInput;
+  /**
+   * Only when the node has no record: every reservation (few, and read fresh, so a node always finds the
+   * subnet reserved for it). Which subnets are leased or were freed, the rest of a new node's choice, is
+   * SubnetStore.readSubnetUse, which a replica caches: read per registration it made registering N nodes
+   * cost O(N²).
+   */
+  readonly reservations?: readonly SubnetReservationRecord[];
+}
+
+/** How a claim may fail besides the node's record and its address (claimSubnet). */
+export interface ClaimConditions {
+  /** The subnet is reserved for this node; otherwise the claim holds only while no reservation exists for it. */
+  readonly reservedForNode?: boolean;
+  /**
+   * The subnet was chosen as never leased before (from a cached view, which may be stale): the claim holds
+   * only while it was never freed either, so a just-freed subnet never jumps the line (DESIGN.md §2).
+   */
+  readonly neverUsed?: boolean;
 }
 
 /**
@@ -80,21 +83,20 @@ export interface NodeStore {
     signal: AbortSignal,
     onLost?: (err: Error) => void,
   ): Promise<void>;
-  /** Node `name`'s record and the node-ips entry of `ip`, or, for a new node, what choosing its subnet takes: one round trip. */
+  /** Node `name`'s record and the node-ips entry of `ip`, and for a new node the reservations: one round trip. */
   readRegistration(name: string, ip: string): Promise<RegistrationView>;
   /**
    * Atomically creates the lease of `lease.subnet`, writes `node` and makes the node-ips entry of its
    * address name it, provided the subnet is still free, the node record is unchanged since
-   * `nodeModRevision` (0n: still absent) and `ip` holds. The subnet's freed record goes. False when a race
-   * was lost.
+   * `nodeModRevision` (0n: still absent), `ip` holds and `conditions` hold. The subnet's freed record goes.
+   * False when a race was lost.
    */
   claimSubnet(
     lease: SubnetLeaseRecord,
     node: NodeRecord,
     nodeModRevision: bigint,
     ip: NodeIpClaim,
-    /** The subnet is reserved for this node; otherwise the claim holds only while no reservation exists for it. */
-    reservedForNode?: boolean,
+    conditions?: ClaimConditions,
   ): Promise<boolean>;
   /**
    * Writes `node` if its record is unchanged since `modRevision`; with `ip` (a registration), only if `ip`

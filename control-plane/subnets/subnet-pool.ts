@@ -58,33 +58,97 @@ export interface FreedSubnet {
  * that may still hold addresses of a just-freed subnet have as long as possible to go.
  */
 export function pickFreeSubnet(pool: SubnetPool, leased: readonly Cidr[], rand?: () => number, freed: readonly FreedSubnet[] = []): Cidr {
-  const count = pool.cluster.subnetCount(pool.prefixLength);
-  const first = firstIndex(pool);
-  const usable = count - first;
-  const taken = new Set(leased.filter((c) => c.prefixLength === pool.prefixLength).map((c) => c.network));
-  const others = leased.filter((c) => c.prefixLength !== pool.prefixLength); // usually none: O(leases), not O(leases²)
-  const overlapsOther = (s: Cidr) => others.length > 0 && others.some((c) => c.overlaps(s));
-  const isFree = (s: Cidr) => !taken.has(s.network) && !overlapsOther(s);
-  const usedBefore = new Set(freed.filter((f) => f.subnet.prefixLength === pool.prefixLength).map((f) => f.subnet.network));
-  const start = rand ? BigInt(Math.floor(rand() * Number(usable))) % usable : 0n;
-  for (let i = 0n; i < usable; i++) {
-    const subnet = pool.cluster.subnet(pool.prefixLength, first + ((start + i) % usable));
-    if (!usedBefore.has(subnet.network) && isFree(subnet)) return subnet;
+  return new FreeSubnets(pool, leased, freed).pick(rand);
+}
+
+/**
+ * The free subnets of a pool given the leased and the freed ones, indexed once so that a replica choosing
+ * for many new nodes from one view pays O(leases) once, not per registration: pick() costs about the
+ * number of subnets it passes over. Subnets marked taken later (claimed since the view was read) count as
+ * leased. Pure.
+ */
+export class FreeSubnets {
+  private readonly taken = new Set<bigint>();
+  /** Leases of another prefix length than the pool's (usually none). */
+  private readonly others: Cidr[] = [];
+  private readonly usedBefore: Set<bigint>;
+  /** Freed subnets of the pool, the one freed longest ago first. */
+  private readonly freed: readonly FreedSubnet[];
+  private readonly first: bigint;
+  private readonly usable: bigint;
+  private readonly step: bigint;
+  /** Every subnet index below this one is taken or was used before (a cursor for the lowest free). */
+  private lowest = 0n;
+  private leasedCount = 0;
+
+  constructor(
+    readonly pool: SubnetPool,
+    leased: readonly Cidr[],
+    freed: readonly FreedSubnet[] = [],
+  ) {
+    this.first = firstIndex(pool);
+    this.usable = pool.cluster.subnetCount(pool.prefixLength) - this.first;
+    this.step = 1n << BigInt(32 - pool.prefixLength);
+    for (const c of leased) this.markTaken(c);
+    const ofPool = freed.filter((f) => f.subnet.prefixLength === pool.prefixLength);
+    this.usedBefore = new Set(ofPool.map((f) => f.subnet.network));
+    const unused = this.first === 1n ? pool.cluster.network : undefined;
+    this.freed = ofPool
+      .filter((f) => pool.cluster.covers(f.subnet) && f.subnet.network !== unused)
+      .sort((a, b) =>
+        a.freedRevision === b.freedRevision ? Number(a.subnet.network - b.subnet.network) : a.freedRevision < b.freedRevision ? -1 : 1,
+      );
   }
-  const unused = first === 1n ? pool.cluster.subnet(pool.prefixLength, 0n).network : undefined;
-  const reusable = freed
-    .filter((f) => f.subnet.prefixLength === pool.prefixLength && pool.cluster.covers(f.subnet) && f.subnet.network !== unused)
-    .filter((f) => isFree(f.subnet))
-    .sort((a, b) =>
-      a.freedRevision === b.freedRevision ? Number(a.subnet.network - b.subnet.network) : a.freedRevision < b.freedRevision ? -1 : 1,
+
+  /** `subnet` is leased from now on (claimed since the view was read). */
+  markTaken(subnet: Cidr): void {
+    if (subnet.prefixLength !== this.pool.prefixLength) this.others.push(subnet);
+    else if (!this.taken.has(subnet.network)) this.taken.add(subnet.network);
+    else return;
+    this.leasedCount++;
+  }
+
+  /** A subnet of the pool's size that is not leased (nor overlaps a lease), nor overlaps any of `alsoTaken`. */
+  isFree(subnet: Cidr, alsoTaken: readonly Cidr[] = []): boolean {
+    if (this.taken.has(subnet.network)) return false;
+    return !this.others.some((c) => c.overlaps(subnet)) && !alsoTaken.some((c) => c.overlaps(subnet));
+  }
+
+  /** `subnet` was leased and freed before, and not leased since. */
+  wasFreed(subnet: Cidr): boolean {
+    return subnet.prefixLength === this.pool.prefixLength && this.usedBefore.has(subnet.network);
+  }
+
+  /** As pickFreeSubnet; `alsoTaken` (reservations, claims in flight) are not free either. */
+  pick(rand?: () => number, alsoTaken: readonly Cidr[] = []): Cidr {
+    const { pool, usable } = this;
+    const subnetAt = (i: bigint) => pool.cluster.subnet(pool.prefixLength, this.first + i);
+    const networkAt = (i: bigint) => pool.cluster.network + (this.first + i) * this.step;
+    const unusedAt = (i: bigint) => {
+      const network = networkAt(i);
+      return !this.taken.has(network) && !this.usedBefore.has(network) && (this.others.length === 0 || this.isFree(subnetAt(i)));
+    };
+    if (!rand) {
+      while (this.lowest < usable && !unusedAt(this.lowest)) this.lowest++;
+      for (let i = this.lowest; i < usable; i++) {
+        if (unusedAt(i) && (alsoTaken.length === 0 || this.isFree(subnetAt(i), alsoTaken))) return subnetAt(i);
+      }
+    } else {
+      const start = BigInt(Math.floor(rand() * Number(usable))) % usable;
+      for (let n = 0n; n < usable; n++) {
+        const i = (start + n) % usable;
+        if (unusedAt(i) && (alsoTaken.length === 0 || this.isFree(subnetAt(i), alsoTaken))) return subnetAt(i);
+      }
+    }
+    const reusable = this.freed.filter((f) => this.isFree(f.subnet, alsoTaken));
+    const olderHalf = Math.ceil(reusable.length / 2);
+    const pick = reusable[rand ? Math.min(Math.floor(rand() * olderHalf), olderHalf - 1) : 0];
+    if (pick) return pick.subnet;
+    throw new TrellisError(
+      "EXHAUSTED",
+      `no free /${pool.prefixLength} subnet left in cluster CIDR ${pool.cluster.toString()} (${this.leasedCount} leased)`,
     );
-  const olderHalf = Math.ceil(reusable.length / 2);
-  const pick = reusable[rand ? Math.min(Math.floor(rand() * olderHalf), olderHalf - 1) : 0];
-  if (pick) return pick.subnet;
-  throw new TrellisError(
-    "EXHAUSTED",
-    `no free /${pool.prefixLength} subnet left in cluster CIDR ${pool.cluster.toString()} (${leased.length} leased)`,
-  );
+  }
 }
 
 /**

@@ -82,7 +82,7 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
       it("writes the lease, the node and its node-IP entry at one revision, and every reader reads them back", async () => {
         const s = await make();
         const view = await s.nodes.readRegistration("a", IP1);
-        expect(view).toEqual({ nodeIp: { ip: IP1, modRevision: 0n }, choice: { leasedSubnets: [], reservations: [], freedSubnets: [] } });
+        expect(view).toEqual({ nodeIp: { ip: IP1, modRevision: 0n }, reservations: [] });
         expect(await s.nodes.claimSubnet(leaseRecord(S1, "a"), nodeRecord("a", IP1, S1), 0n, { entry: view.nodeIp })).toBe(true);
         const a = await current(s, "a");
         expect(a.value).toEqual(nodeRecord("a", IP1, S1));
@@ -193,7 +193,10 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
         const s = await make();
         await s.subnets.createReservation(reservation(S1, "a"));
         const view = await s.nodes.readRegistration("a", IP1);
-        expect(await s.nodes.claimSubnet(leaseRecord(S1, "a"), nodeRecord("a", IP1, S1), 0n, { entry: view.nodeIp }, true)).toBe(true);
+        const reservedForNode = { reservedForNode: true };
+        expect(await s.nodes.claimSubnet(leaseRecord(S1, "a"), nodeRecord("a", IP1, S1), 0n, { entry: view.nodeIp }, reservedForNode)).toBe(
+          true,
+        );
         expect(await s.subnets.listLeases()).toEqual([leaseRecord(S1, "a")]);
       });
 
@@ -214,9 +217,21 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
         const a = await registerNode(s, "a", IP1, S1);
         expect(await s.nodes.removeNode(a.value, a.modRevision)).toBe(true);
         const view = await s.nodes.readRegistration("b", IP2);
-        expect(view.choice?.freedSubnets.map((f) => f.subnet)).toEqual([S1]);
+        expect((await s.subnets.readSubnetUse()).freedSubnets.map((f) => f.subnet)).toEqual([S1]);
         expect(await s.nodes.claimSubnet(leaseRecord(S1, "b"), nodeRecord("b", IP2, S1), 0n, { entry: view.nodeIp })).toBe(true);
-        expect((await s.nodes.readRegistration("c", IP3)).choice).toEqual({ leasedSubnets: [S1], reservations: [], freedSubnets: [] });
+        expect(await s.subnets.readSubnetUse()).toEqual({ leasedSubnets: [S1], freedSubnets: [] });
+      });
+
+      it("made as never used fails while the subnet is freed (a cached view missed its lease and release)", async () => {
+        const s = await make();
+        const a = await registerNode(s, "a", IP1, S1);
+        expect(await s.nodes.removeNode(a.value, a.modRevision)).toBe(true);
+        const view = await s.nodes.readRegistration("b", IP2);
+        const claim = (neverUsed: boolean) =>
+          s.nodes.claimSubnet(leaseRecord(S1, "b"), nodeRecord("b", IP2, S1), 0n, { entry: view.nodeIp }, { neverUsed });
+        expect(await claim(true)).toBe(false);
+        expect(await s.subnets.listLeases()).toEqual([]);
+        expect(await claim(false)).toBe(true);
       });
 
       it("with an index entry read for another address is a bug: INTERNAL, and nothing is written", async () => {
@@ -232,23 +247,22 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
     });
 
     describe("readRegistration", () => {
-      it("reads, for a new node, the leased subnets, the reservations and the freed subnets with the revisions that freed them", async () => {
+      it("reads, for a new node, the reservations; SubnetStore.readSubnetUse the leased and freed subnets with the revisions that freed them", async () => {
         const s = await make();
         await registerNode(s, "a", IP1, S1);
         const b = await registerNode(s, "b", IP2, S2);
         await s.subnets.createReservation(reservation(S3, "c"));
         expect(await s.nodes.removeNode(b.value, b.modRevision)).toBe(true);
         const view = await s.nodes.readRegistration("c", IP2);
-        expect(view.node).toBeUndefined();
-        expect(view.nodeIp).toEqual({ ip: IP2, modRevision: 0n });
-        expect(view.choice?.leasedSubnets).toEqual([S1]);
-        expect(view.choice?.reservations).toEqual([reservation(S3, "c")]);
-        expect(view.choice?.freedSubnets).toHaveLength(1);
-        expect(view.choice?.freedSubnets[0]?.subnet).toBe(S2);
-        expect(view.choice?.freedSubnets[0]?.freedRevision).toBeGreaterThan(b.modRevision);
+        expect(view).toEqual({ nodeIp: { ip: IP2, modRevision: 0n }, reservations: [reservation(S3, "c")] });
+        const use = await s.subnets.readSubnetUse();
+        expect(use.leasedSubnets).toEqual([S1]);
+        expect(use.freedSubnets).toHaveLength(1);
+        expect(use.freedSubnets[0]?.subnet).toBe(S2);
+        expect(use.freedSubnets[0]?.freedRevision).toBeGreaterThan(b.modRevision);
         // A known node reads no lists, however many there are.
         const known = await s.nodes.readRegistration("a", IP1);
-        expect(known.choice).toBeUndefined();
+        expect(known.reservations).toBeUndefined();
         expect(known.node?.value.name).toBe("a");
       });
     });
@@ -363,7 +377,7 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
         expect([...(await s.routeReports.listReportedRoutes()).keys()]).toEqual(["b"]);
         expect(await s.nodes.findNodeByIp(IP1)).toBeUndefined();
         expect(await s.nodes.findNodeByIp(IP2)).toBe("b");
-        const freed = (await s.nodes.readRegistration("c", IP3)).choice?.freedSubnets;
+        const freed = (await s.subnets.readSubnetUse()).freedSubnets;
         expect(freed?.map((f) => f.subnet)).toEqual([S1]);
         expect(freed?.[0]?.freedRevision).toBeGreaterThan(a.modRevision);
       });
@@ -381,7 +395,7 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
         expect([...(await s.liveness.listHeartbeats()).keys()]).toEqual(["a"]);
         expect(await s.allocations.listAllocations("a")).toHaveLength(1);
         expect(await s.nodes.findNodeByIp(IP1)).toBe("a");
-        expect((await s.nodes.readRegistration("c", IP3)).choice?.freedSubnets).toEqual([]);
+        expect((await s.subnets.readSubnetUse()).freedSubnets).toEqual([]);
       });
 
       it("refuses mod revision 0, which would match a node that does not exist, and frees nothing", async () => {
@@ -389,7 +403,7 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
         await registerNode(s, "a", IP1, S1);
         await expect(s.nodes.removeNode(nodeRecord("ghost", IP2, S2), 0n)).rejects.toThrow(/never read/);
         expect(await s.subnets.listLeases()).toEqual([leaseRecord(S1, "a")]);
-        expect((await s.nodes.readRegistration("c", IP3)).choice?.freedSubnets).toEqual([]);
+        expect((await s.subnets.readSubnetUse()).freedSubnets).toEqual([]);
       });
 
       it("leaves the node-IP entry that names the node that took the address over", async () => {
@@ -406,7 +420,7 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
       it("records freed subnets in the order they were freed; one leased and freed again goes to the back", async () => {
         const s = await make();
         const freedOrder = async () =>
-          [...((await s.nodes.readRegistration("x", "192.168.9.9")).choice?.freedSubnets ?? [])]
+          [...(await s.subnets.readSubnetUse()).freedSubnets]
             .sort((p, q) => (p.freedRevision < q.freedRevision ? -1 : 1))
             .map((f) => f.subnet);
         const remove = async (n: string) => {
@@ -421,7 +435,7 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
           await registerNode(s, n, ip, subnet);
         for (const n of ["n3", "n1", "n2"]) await remove(n);
         expect(await freedOrder()).toEqual([S3, S1, S2]);
-        const freed = (await s.nodes.readRegistration("x", "192.168.9.9")).choice?.freedSubnets ?? [];
+        const freed = (await s.subnets.readSubnetUse()).freedSubnets;
         expect(new Set(freed.map((f) => f.freedRevision)).size).toBe(3);
         await registerNode(s, "n4", "192.168.1.14", S3);
         expect(await freedOrder()).toEqual([S1, S2]);

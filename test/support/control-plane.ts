@@ -386,11 +386,22 @@ export async function spawnControlPlane(options: {
 /** One replica's domain services over `stores`, composed as main.ts composes them; `clock` is wall and monotonic alike. */
 export function replicaServices(
   stores: Stores,
-  options: { pool?: SubnetPool; log?: Logger; clock?: () => number; rand?: () => number; policy?: ExpiryPolicy } = {},
+  options: {
+    pool?: SubnetPool;
+    log?: Logger;
+    clock?: () => number;
+    rand?: () => number;
+    policy?: ExpiryPolicy;
+    subnetUseMaxAgeMs?: number;
+  } = {},
 ): { registrar: Registrar; liveness: Liveness } {
   const log = options.log ?? pino({ level: "silent" });
   const clock = options.clock ?? Date.now;
   const liveness = new Liveness({ ...stores, log, clock, policy: options.policy ?? defaultPolicy });
   const pool = options.pool ?? createSubnetPool(Cidr.parse("10.244.0.0/16"), 24);
-  return { liveness, registrar: new Registrar({ ...stores, liveness, pool, log, clock, rand: options.rand ?? Math.random }) };
+  const rand = options.rand ?? Math.random;
+  return {
+    liveness,
+    registrar: new Registrar({ ...stores, liveness, pool, log, clock, rand, subnetUseMaxAgeMs: options.subnetUseMaxAgeMs }),
+  };
 }

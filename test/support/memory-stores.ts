@@ -8,9 +8,10 @@ import { create, type DescMessage, fromJsonString, type MessageShape, toJsonStri
 import type { AllocationStore, NodeAllocation } from "../../control-plane/store/allocation-store.js";
 import type { ClusterConfigStore } from "../../control-plane/store/cluster-config-store.js";
 import type { ClusterEvent, EventStore } from "../../control-plane/store/event-store.js";
-import { createKeys, type Keys } from "../../control-plane/store/keys.js";
+import { createKeys, type Keys, subnetOfKey } from "../../control-plane/store/keys.js";
 import type { HeartbeatEntry, LivenessStore } from "../../control-plane/store/liveness-store.js";
 import {
+  type ClaimConditions,
   type NodeChange,
   type NodeIpClaim,
   type NodeIpEntry,
@@ -22,7 +23,7 @@ import {
 } from "../../control-plane/store/node-store.js";
 import type { RouteReportStore } from "../../control-plane/store/route-report-store.js";
 import type { Stores } from "../../control-plane/store/stores.js";
-import type { SubnetStore } from "../../control-plane/store/subnet-store.js";
+import type { SubnetStore, SubnetUse } from "../../control-plane/store/subnet-store.js";
 import type { Versioned } from "../../control-plane/store/versioned.js";
 import { Cidr } from "../../proto/core/cidr.js";
 import { TrellisError } from "../../proto/core/errors.js";
@@ -208,16 +209,7 @@ export class MemoryNodeStore extends MemoryStore implements NodeStore {
       const nodeIp = this.nodeIpEntry(ip);
       const node = this.read(NodeRecordSchema, k.node(name));
       if (node) return { nodeIp, node };
-      return {
-        nodeIp,
-        choice: {
-          leasedSubnets: this.kv.range(k.subnetsPrefix).entries.map(([key]) => subnetOfKey(key, k.subnetsPrefix)),
-          reservations: this.list(SubnetReservationRecordSchema, k.reservationsPrefix),
-          freedSubnets: this.kv
-            .range(k.freedSubnetsPrefix)
-            .entries.map(([key, e]) => ({ subnet: subnetOfKey(key, k.freedSubnetsPrefix), freedRevision: e.modRevision })),
-        },
-      };
+      return { nodeIp, reservations: this.list(SubnetReservationRecordSchema, k.reservationsPrefix) };
     });
   }
 
@@ -226,7 +218,7 @@ export class MemoryNodeStore extends MemoryStore implements NodeStore {
     node: NodeRecord,
     nodeModRevision: bigint,
     ip: NodeIpClaim,
-    reservedForNode = false,
+    conditions: ClaimConditions = {},
   ): Promise<boolean> {
     const k = this.keys;
     const subnet = Cidr.parse(lease.subnet);
@@ -235,7 +227,8 @@ export class MemoryNodeStore extends MemoryStore implements NodeStore {
       const compares: KvCompare[] = [
         { key: k.subnet(subnet), modRevision: 0n },
         { key: k.node(node.name), modRevision: nodeModRevision },
-        ...(reservedForNode ? [] : [{ key: k.reservation(subnet), modRevision: 0n }]),
+        ...(conditions.reservedForNode ? [] : [{ key: k.reservation(subnet), modRevision: 0n }]),
+        ...(conditions.neverUsed ? [{ key: k.freedSubnet(subnet), modRevision: 0n }] : []),
         ...this.nodeIpCompares(node, ip),
       ];
       return this.writeNode(node, compares, [
@@ -356,6 +349,16 @@ export class MemoryLivenessStore extends MemoryStore implements LivenessStore {
 export class MemorySubnetStore extends MemoryStore implements SubnetStore {
   listLeases(): Promise<SubnetLeaseRecord[]> {
     return this.call("list subnet leases", () => this.list(SubnetLeaseRecordSchema, this.keys.subnetsPrefix));
+  }
+
+  readSubnetUse(): Promise<SubnetUse> {
+    const k = this.keys;
+    return this.call("list leased and freed subnets", () => ({
+      leasedSubnets: this.kv.range(k.subnetsPrefix).entries.map(([key]) => subnetOfKey(key, k.subnetsPrefix)),
+      freedSubnets: this.kv
+        .range(k.freedSubnetsPrefix)
+        .entries.map(([key, e]) => ({ subnet: subnetOfKey(key, k.freedSubnetsPrefix), freedRevision: e.modRevision })),
+    }));
   }
 
   listReservations(): Promise<SubnetReservationRecord[]> {
@@ -536,9 +539,4 @@ function decode<Desc extends DescMessage>(schema: Desc, key: string, value: stri
 /** The value of a node-ips entry naming `name`: the same bytes every time, as EtcdNodeStore writes it. */
 function nodeIpValue(name: string): string {
   return toJsonString(NodeIpRecordSchema, create(NodeIpRecordSchema, { nodeName: name }));
-}
-
-/** "…/subnets/10.244.3.0-24" -> "10.244.3.0/24", as EtcdNodeStore.readRegistration reads keys. */
-function subnetOfKey(key: string, prefix: string): string {
-  return key.slice(prefix.length).replace(/-(\d+)$/, "/$1");
 }
