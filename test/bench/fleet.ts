@@ -55,7 +55,8 @@ Flags:
                            (default) 1 s after the first change, as the daemon does; "each" after every
                            route-stream message; "heartbeat" on its next heartbeat. One in flight at a time
   --call-timeout S         deadline of a node's calls, whole seconds (default 5, as the daemon's); a call
-                           that misses it drops the connection and moves to the next replica
+                           that misses it moves the node's calls to the next replica; its route stream
+                           stays where it is until it breaks, as the daemon's does
   -h, --help               print this help and exit
 
 The last line is machine-readable:

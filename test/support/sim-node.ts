@@ -190,7 +190,10 @@ export class SimNode {
   private revisionValue = 0n;
   private epochValue = 0n;
   private index = 0;
+  /** The connection unary calls use now. */
   private conn?: Connection;
+  /** The connection the route stream runs on; it stays there while unary calls move on, as in the daemon. */
+  private streamConn?: Connection;
   private tls?: SecureContext;
   /** One per run between start/heal and partition/stop: aborting it ends the loops and cancels calls. */
   private life?: AbortController;
@@ -340,9 +343,9 @@ export class SimNode {
     dueReports.delete(this);
     clearTimeout(this.timer);
     this.timer = undefined;
-    const c = this.conn;
+    for (const c of new Set([this.conn, this.streamConn])) c?.session.abort();
     this.conn = undefined;
-    c?.session.abort();
+    this.streamConn = undefined;
   }
 
   private run(life: AbortController, firstBeatMs: number): void {
@@ -367,11 +370,16 @@ export class SimNode {
     return this.conn;
   }
 
-  /** `c` failed: drop it and move to the next address (unless another failure did so already). */
+  /**
+   * A call on `c` failed: the next calls go to the next address (unless another failure moved them
+   * already). As the daemon's failover, it leaves a route stream running on `c` alone: that stream ends
+   * by itself if the replica is gone. Closing it on every slow heartbeat made each one a new stream and a
+   * full snapshot, which loaded the replicas more, which slowed more heartbeats.
+   */
   private rotate(c: Connection): void {
     if (this.conn !== c) return;
     this.conn = undefined;
-    c.session.abort();
+    if (c !== this.streamConn) c.session.abort();
     this.index = (this.index + 1) % this.o.addresses.length;
   }
 
@@ -469,6 +477,7 @@ export class SimNode {
   private async follow(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       const c = this.connection();
+      this.streamConn = c;
       try {
         const req = { nodeName: this.name, fromRevision: this.revisionValue, epoch: this.epochValue };
         for await (const msg of c.client.watchRoutes(req, { signal })) {
@@ -479,7 +488,10 @@ export class SimNode {
         if (signal.aborted) return;
         this.stats.streamFailures++;
         this.failed("route stream", err, c);
-        if (!answered(err)) this.rotate(c);
+        this.streamConn = undefined;
+        if (this.conn !== c)
+          c.session.abort(); // unary calls moved on already: nothing uses it
+        else if (!answered(err)) this.rotate(c);
       }
       await sleep(this.backoff(), undefined, { signal }).catch(() => undefined);
     }
