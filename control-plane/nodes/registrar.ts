@@ -97,7 +97,8 @@ export class Registrar {
     validateRegistration(reg, this.deps.pool);
     const { nodes: store, log } = this.deps;
     for (let attempt = 1; attempt <= this.maxRaces; attempt++) {
-      // One read for everything the choice depends on; the write below is a transaction against it.
+      // One read of the node, its address and the reservations; a new node's subnet comes from the cached
+      // view of leased and freed subnets. The write below is a transaction against both.
       const view = await store.readRegistration(reg.name, reg.nodeIp);
       const existing = view.node;
       const current = existing?.value;

@@ -128,16 +128,17 @@ export class FreeSubnets {
       const network = networkAt(i);
       return !this.taken.has(network) && !this.usedBefore.has(network) && (this.others.length === 0 || this.isFree(subnetAt(i)));
     };
+    const choosable = (i: bigint) => unusedAt(i) && (alsoTaken.length === 0 || this.isFree(subnetAt(i), alsoTaken));
     if (!rand) {
       while (this.lowest < usable && !unusedAt(this.lowest)) this.lowest++;
       for (let i = this.lowest; i < usable; i++) {
-        if (unusedAt(i) && (alsoTaken.length === 0 || this.isFree(subnetAt(i), alsoTaken))) return subnetAt(i);
+        if (choosable(i)) return subnetAt(i);
       }
     } else {
       const start = BigInt(Math.floor(rand() * Number(usable))) % usable;
       for (let n = 0n; n < usable; n++) {
         const i = (start + n) % usable;
-        if (unusedAt(i) && (alsoTaken.length === 0 || this.isFree(subnetAt(i), alsoTaken))) return subnetAt(i);
+        if (choosable(i)) return subnetAt(i);
       }
     }
     const reusable = this.freed.filter((f) => this.isFree(f.subnet, alsoTaken));

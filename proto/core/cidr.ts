@@ -26,7 +26,7 @@ export class Cidr {
 
   /** Parses "10.244.0.0/16"; host bits must be zero so that every Cidr has one canonical text. */
   static parse(text: string, what = "CIDR"): Cidr {
-    // Every registration reads every leased subnet: remember the valid ones (Cidr is immutable).
+    // Each read of a replica's subnet view parses every leased subnet: remember the valid ones (Cidr is immutable).
     const known = parsed.get(text);
     if (known) return known;
     const cidr = Cidr.parseUncached(text, what);
