@@ -15,7 +15,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { inNetns, mustInNetns, type RunResult, run } from "../support/exec.js";
 import { allocationFiles, Lab, type LabNode, pluginConf, referencePluginDir, shimBinary } from "../support/lab.js";
 
-const rounds = Number(process.argv[2] ?? 30);
+const rounds = Number(process.argv[2] ?? 50);
 const burstPods = 64;
 const burstConcurrency = [8, 32] as const;
 const parallelPods = 100;
@@ -216,24 +216,38 @@ interface Sequential {
   readonly del: number[];
 }
 
-async function sequential(lab: Lab, plugin: Plugin): Promise<Sequential> {
-  progress(`${plugin.name}: ADD, CHECK, DEL one pod at a time, ${rounds} rounds`);
-  const out: Sequential = { add: [], check: [], del: [] };
-  for (let i = 0; i < rounds; i++) {
-    const [pod] = (await makePods(lab, `${plugin.name[0]}s${i}`, 1)) as [Pod];
-    try {
-      const a = await add(plugin, pod, "sequential");
-      if (pod.result) {
-        out.add.push(a.ms);
-        const c = await timed(() => plugin.exec("CHECK", pod));
-        if (c.res.code === 0) out.check.push(c.ms);
-        else noteFailure(`${plugin.name} sequential CHECK`, pod, c.res);
-      }
-      const d = await del(plugin, pod, "sequential");
-      if (d.res.code === 0) out.del.push(d.ms);
-    } finally {
-      await removePods([pod]);
+/** One round of ADD, CHECK, DEL of one new pod through `plugin`, times added to `out`. */
+async function sequentialRound(lab: Lab, plugin: Plugin, round: number, out: Sequential): Promise<void> {
+  const [pod] = (await makePods(lab, `${plugin.name[0]}s${round}`, 1)) as [Pod];
+  try {
+    const a = await add(plugin, pod, "sequential");
+    if (pod.result) {
+      out.add.push(a.ms);
+      const c = await timed(() => plugin.exec("CHECK", pod));
+      if (c.res.code === 0) out.check.push(c.ms);
+      else noteFailure(`${plugin.name} sequential CHECK`, pod, c.res);
     }
+    const d = await del(plugin, pod, "sequential");
+    if (d.res.code === 0) out.del.push(d.ms);
+  } finally {
+    await removePods([pod]);
+  }
+}
+
+/**
+ * Both plugins one pod at a time, their rounds interleaved (and which goes first alternating), so a
+ * noisy spell on the machine slows both alike and the ratio survives it, as farm-bench --vs pairs runs.
+ */
+async function sequential(lab: Lab, plugins: readonly [Plugin, Plugin]): Promise<[Sequential, Sequential]> {
+  progress(`${plugins[0].name} and ${plugins[1].name}, interleaved: ADD, CHECK, DEL one pod at a time, ${rounds} rounds each`);
+  const out: [Sequential, Sequential] = [
+    { add: [], check: [], del: [] },
+    { add: [], check: [], del: [] },
+  ];
+  for (let i = 0; i < rounds; i++) {
+    const first = i % 2;
+    await sequentialRound(lab, plugins[first]!, i, out[first]!);
+    await sequentialRound(lab, plugins[1 - first]!, i, out[1 - first]!);
   }
   return out;
 }
@@ -267,9 +281,13 @@ async function burst(lab: Lab, plugin: Plugin, concurrency: number): Promise<Bur
   }
 }
 
-async function bursts(lab: Lab, plugin: Plugin): Promise<Burst[]> {
-  const out: Burst[] = [];
-  for (const concurrency of burstConcurrency) out.push(await burst(lab, plugin, concurrency));
+/** Each concurrency for both plugins back to back, so the pair shares the machine's state. */
+async function bursts(lab: Lab, plugins: readonly [Plugin, Plugin]): Promise<[Burst[], Burst[]]> {
+  const out: [Burst[], Burst[]] = [[], []];
+  for (const concurrency of burstConcurrency) {
+    out[0].push(await burst(lab, plugins[0], concurrency));
+    out[1].push(await burst(lab, plugins[1], concurrency));
+  }
   return out;
 }
 
@@ -617,8 +635,8 @@ async function main(): Promise<string> {
     const trellis = trellisPlugin(lab, n1);
     const reference = referencePlugin(lab, n2);
     const results: Results = {
-      seq: [await sequential(lab, trellis), await sequential(lab, reference)],
-      bursts: [await bursts(lab, trellis), await bursts(lab, reference)],
+      seq: await sequential(lab, [trellis, reference]),
+      bursts: await bursts(lab, [trellis, reference]),
       par: await parallel(lab, trellis),
       cost: [await execCost(lab, trellis), await execCost(lab, reference)],
       load: await nodeLoad(lab, trellis),
