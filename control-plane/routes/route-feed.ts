@@ -26,6 +26,17 @@ export interface RouteFeedDeps {
    * messages to each of N streams; held together, a burst costs each stream a few messages (issue 10).
    */
   readonly coalesceMs?: number;
+  /**
+   * Streams woken per turn of the event loop when a message goes out (default 64). Each stream's write
+   * runs through connect-node's pipeline (a few hundred microseconds on a loaded machine); woken all at
+   * once, 2500 streams held the loop for over half a second, and registrations, heartbeats and TLS
+   * handshakes waited behind them until they timed out (issue 10, 5000 nodes).
+   */
+  readonly fanOutSlice?: number;
+  /** Defers the next slice of wakes to a later turn of the event loop (default setImmediate). */
+  readonly nextTurn?: (fn: () => void) => void;
+  /** Monotonic milliseconds (default performance.now): the publish window and the fan-out's duration. */
+  readonly monotonic?: () => number;
 }
 
 /** Changes seen but not yet published: the table and revision after them, and their events. */
@@ -47,11 +58,13 @@ interface Subscriber {
 /**
  * How long changes are held together with `streams` open: at least `minMs`; with many streams, long
  * enough that each stream gets at most two change messages a second (each costs connect-node ~60 us of
- * CPU however small it is); at most 500 ms, so that a change still reaches every node well within the
- * 1 s DESIGN.md §8 asks. 200 streams: 100 ms; 1000 or more: 500 ms. Pure.
+ * CPU however small it is), up to 500 ms, so that a change still reaches every node well within the
+ * 1 s DESIGN.md §8 asks: 200 streams: 100 ms; 1000 or more: 500 ms. And at least as long as the last
+ * fan-out took (`fanOutMs`, at most 5 s): on a machine short of CPU, fanning out then takes at most half
+ * of the replica's time, and registrations and heartbeats get the rest. Pure.
  */
-export function publishWindowMs(streams: number, minMs: number): number {
-  return Math.max(minMs, Math.min(500, streams / 2));
+export function publishWindowMs(streams: number, minMs: number, fanOutMs = 0): number {
+  return Math.max(minMs, Math.min(500, streams / 2), Math.min(5_000, fanOutMs));
 }
 
 const randomEpoch = () => BigInt(`0x${randomBytes(8).toString("hex")}`) | 1n;
@@ -79,6 +92,8 @@ export class RouteFeed {
   private held?: Held;
   private heldTimer?: NodeJS.Timeout;
   private lastPublishedAt = Number.NEGATIVE_INFINITY;
+  /** How long the last fan-out took, from its first wake to the turn after its last. */
+  private lastFanOutMs = 0;
 
   constructor(private readonly deps: RouteFeedDeps) {}
 
@@ -89,6 +104,15 @@ export class RouteFeed {
   /** Route streams open on this replica now (trellis_route_streams). */
   get streams(): number {
     return this.subscribers.size;
+  }
+
+  /** How long a change that follows a published one is held now (publishWindowMs). */
+  get windowMs(): number {
+    return publishWindowMs(this.subscribers.size, this.deps.coalesceMs ?? 100, this.lastFanOutMs);
+  }
+
+  private now(): number {
+    return this.deps.monotonic ? this.deps.monotonic() : performance.now();
   }
 
   /** Loads the table and starts the watch; resolves once the feed can serve snapshots. */
@@ -153,7 +177,7 @@ export class RouteFeed {
       held.revision = batch.revision;
       held.events.push(...events);
     }
-    const wait = this.lastPublishedAt + publishWindowMs(this.subscribers.size, this.deps.coalesceMs ?? 100) - performance.now();
+    const wait = this.lastPublishedAt + this.windowMs - this.now();
     if (wait <= 0) this.publish();
     else this.heldTimer ??= setTimeout(() => this.publish(), wait);
   }
@@ -165,7 +189,7 @@ export class RouteFeed {
     if (!held || this.signal?.aborted) return;
     this.table = held.table;
     this.revision = held.revision;
-    this.lastPublishedAt = performance.now();
+    this.lastPublishedAt = this.now();
     const msg = create(WatchRoutesResponseSchema, {
       revision: held.revision,
       events: held.events,
@@ -187,9 +211,11 @@ export class RouteFeed {
     this.held = undefined;
   }
 
+  /** Queues `msg` for every stream at once (so each sees messages in order), then wakes them in slices. */
   private broadcast(msg: WatchRoutesResponse): void {
     const max = this.deps.maxQueued ?? 256;
-    for (const sub of this.subscribers) {
+    const subs = [...this.subscribers];
+    for (const sub of subs) {
       if (msg.snapshot) {
         sub.queue = [msg];
         sub.behind = false;
@@ -199,8 +225,21 @@ export class RouteFeed {
         sub.queue = [];
         sub.behind = true;
       } else sub.queue.push(msg);
-      sub.wake?.();
     }
+    this.wakeInSlices(subs, this.now());
+  }
+
+  /**
+   * Wakes `subs` a slice per turn of the event loop: a woken stream writes its message in the microtasks
+   * that follow, so between slices the loop serves other calls. The first slice is woken now. Records
+   * how long it all took, for the next publish window.
+   */
+  private wakeInSlices(subs: readonly Subscriber[], startedAt: number, from = 0): void {
+    const slice = this.deps.fanOutSlice ?? 64;
+    const nextTurn = this.deps.nextTurn ?? setImmediate;
+    for (const sub of subs.slice(from, from + slice)) sub.wake?.();
+    if (from + slice < subs.length) nextTurn(() => this.wakeInSlices(subs, startedAt, from + slice));
+    else nextTurn(() => (this.lastFanOutMs = this.now() - startedAt));
   }
 
   /**

@@ -109,4 +109,49 @@ describe("RouteFeed", () => {
     expect(publishWindowMs(50_000, 100)).toBe(500);
     expect(publishWindowMs(1, 0)).toBe(0.5);
   });
+
+  it("holds changes at least as long as the last fan-out took, within 5 s", () => {
+    expect(publishWindowMs(1_000, 100, 50)).toBe(500);
+    expect(publishWindowMs(1_000, 100, 1_200)).toBe(1_200);
+    expect(publishWindowMs(5_000, 100, 60_000)).toBe(5_000);
+  });
+
+  it("wakes the streams a slice per turn of the event loop, and times the whole fan-out (issue 10: 5000 nodes)", async () => {
+    const stores = openMemoryStores();
+    const stop = new AbortController();
+    const turns: (() => void)[] = [];
+    let now = 1_000;
+    const feed = new RouteFeed({
+      nodes: stores.nodes,
+      log: pino({ level: "silent" }),
+      coalesceMs: 10,
+      fanOutSlice: 2,
+      nextTurn: (fn) => turns.push(fn),
+      monotonic: () => now,
+    });
+    await feed.start(stop.signal);
+    const streams = Array.from({ length: 5 }, () => ({ got: [] as WatchRoutesResponse[], stop: new AbortController() }));
+    const done = streams.map((s) => follow(feed.subscribe(s.stop.signal), s.got));
+    const counts = () => streams.map((s) => s.got.length);
+    await until("every snapshot", () => counts().every((n) => n === 1));
+    expect(feed.windowMs).toBe(10);
+
+    await registerNode(stores, "n1", "192.168.1.11", "10.244.1.0/24");
+    await until("the first slice", () => counts()[1] === 2);
+    expect(counts()).toEqual([2, 2, 1, 1, 1]); // the rest wait for later turns
+    turns.shift()?.();
+    await until("the second slice", () => counts()[3] === 2);
+    expect(counts()).toEqual([2, 2, 2, 2, 1]);
+    turns.shift()?.();
+    await until("the last slice", () => counts()[4] === 2);
+    expect(turns).toHaveLength(1); // the turn after the last slice: the fan-out is timed there
+    now += 300;
+    turns.shift()?.();
+    expect(feed.windowMs).toBe(300);
+    expect(new Set(streams.map((s) => s.got[1]))).toHaveLength(1); // one message object for all: encoded once
+
+    for (const s of streams) s.stop.abort();
+    await Promise.all(done);
+    stop.abort();
+  });
 });
