@@ -160,7 +160,7 @@ export class NodeDaemon {
         await sleep(config.routeResyncIntervalMs, signal);
         if (signal.aborted) break;
         await routes.reconcile().catch((err: unknown) => log.error({ err }, "route resync failed"));
-        await reporter.flush();
+        await reporter.resync();
         await cni.completePendingDeletes().catch((err: unknown) => log.error({ err }, "pending deletes failed"));
         await cni.syncMirror();
       }

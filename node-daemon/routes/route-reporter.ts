@@ -24,6 +24,16 @@ export function routeReport(revision: bigint, wanted: readonly HostRoute[], held
   return { revision, routeCount: held.length, digest: routeDigest(held), missing };
 }
 
+/**
+ * How long a node waits between reports that change only count and digest: at least `minMs`, and 10 ms
+ * per route it holds, so that a whole cluster sends at most about 100 such reports a second whatever its
+ * size (5000 nodes coming up each reported every 5 s: 1000 calls a second to the control plane, six
+ * times their heartbeats, for no route anyone needs). Changes of what is missing never wait for it. Pure.
+ */
+export function quietMsFor(routeCount: number, minMs = 5_000): number {
+  return Math.max(minMs, routeCount * 10);
+}
+
 /** The same routes missing (by destination and gateway), in any order. */
 function sameMissing(a: readonly Route[], b: readonly Route[]): boolean {
   const key = (r: Route) => `${r.subnet} via ${r.nodeIp}`;
@@ -40,9 +50,9 @@ export class RouteReporter {
 
   /**
    * A change of what is missing is reported within `debounceMs`; one of count and digest only (a route
-   * added or withdrawn and set) at most once per `quietMs`, the control plane's own pace for writing
-   * them. While a cluster comes up every node's table changes every second: reporting each was N calls
-   * a second to the control plane for nothing it would write (issue 10).
+   * added or withdrawn and set) at most once per quietMsFor(routes, `quietMs`), at least the control
+   * plane's own pace for writing them. While a cluster comes up every node's table changes every second:
+   * reporting each was N calls a second to the control plane for nothing it would write (issue 10).
    */
   constructor(
     private readonly send: (report: RouteReport) => Promise<void>,
@@ -59,7 +69,7 @@ export class RouteReporter {
     const wait =
       !last || !sameMissing(last.report.missing, report.missing)
         ? this.debounceMs
-        : Math.max(this.debounceMs, last.at + this.quietMs - now);
+        : Math.max(this.debounceMs, last.at + quietMsFor(report.routeCount, this.quietMs) - now);
     if (this.due && this.dueAt <= now + wait) return;
     clearTimeout(this.due);
     this.dueAt = now + wait;
@@ -70,7 +80,18 @@ export class RouteReporter {
     }, wait);
   }
 
-  /** Sends the latest state now (the resync timer), unless a send is in flight. */
+  /**
+   * The resync timer: sends the latest state again (a report may have been lost with a control-plane
+   * replica) once the quiet time since the last report has passed; one never sent goes now.
+   */
+  async resync(): Promise<void> {
+    const report = this.latest;
+    const last = this.lastSent;
+    if (report && last && performance.now() - last.at < quietMsFor(report.routeCount, this.quietMs)) return;
+    await this.flush();
+  }
+
+  /** Sends the latest state now, unless a send is in flight. */
   async flush(): Promise<void> {
     const report = this.latest;
     if (!report || this.sending) return;

@@ -15,6 +15,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { createSecureContext, type SecureContext } from "node:tls";
 import { type Client, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { quietMsFor } from "../../node-daemon/routes/route-reporter.js";
 import { reasonMetadataKey } from "../../proto/core/errors.js";
 import { NodeService, type Route, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { fromConnectError } from "../../proto/rpc/connect-errors.js";
@@ -63,7 +64,7 @@ export interface SimNodeOptions {
   readonly reportMode?: "debounce" | "each" | "heartbeat" | "off";
   /** Default 1000 ms (node-daemon/routes/route-reporter.ts). */
   readonly reportDebounceMs?: number;
-  /** Default 5000 ms (node-daemon/routes/route-reporter.ts). */
+  /** The least quiet time, default 5000 ms; longer with more routes (route-reporter.ts quietMsFor). */
   readonly reportQuietMs?: number;
   /** Reconnect backoff, jittered uniformly between the two (default 100-500 ms). */
   readonly backoffMs?: { readonly min: number; readonly max: number };
@@ -503,7 +504,8 @@ export class SimNode {
     const mode = this.o.reportMode ?? "debounce";
     if (mode === "each") this.sendReport(signal);
     else if (mode === "debounce" && !dueReports.has(this)) {
-      const at = Math.max(performance.now() + (this.o.reportDebounceMs ?? 1_000), this.lastReportAt + (this.o.reportQuietMs ?? 5_000));
+      const quietMs = quietMsFor(this.table.size, this.o.reportQuietMs);
+      const at = Math.max(performance.now() + (this.o.reportDebounceMs ?? 1_000), this.lastReportAt + quietMs);
       dueReports.set(this, { at, send: () => this.sendReport(signal) });
       reportTimer ??= setInterval(sendDueReports, 100).unref();
     }

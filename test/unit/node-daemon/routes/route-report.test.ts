@@ -3,7 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { type RouteReport, RouteReporter, routeReport } from "../../../../node-daemon/routes/route-reporter.js";
+import { quietMsFor, type RouteReport, RouteReporter, routeReport } from "../../../../node-daemon/routes/route-reporter.js";
 import { RouteSync } from "../../../../node-daemon/routes/route-sync.js";
 import { routeDigest } from "../../../../proto/core/route-plan.js";
 import { RouteSchema } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
@@ -99,6 +99,31 @@ describe("RouteReporter", () => {
     reporter.update(routeReport(3n, [a, b], [a])); // b refused by the kernel: missing changes
     await waitFor("the missing route, at once", async () => sent.length === 3, 200);
     expect(sent[2]?.missing.map((r) => r.nodeName)).toEqual(["b"]);
+    reporter.stop();
+  });
+
+  it("waits 10 ms per route held between count-only reports: a cluster sends about 100 a second at any size (issue 10)", () => {
+    expect(quietMsFor(0)).toBe(5_000);
+    expect(quietMsFor(500)).toBe(5_000);
+    expect(quietMsFor(1_000)).toBe(10_000);
+    expect(quietMsFor(5_000)).toBe(50_000);
+    expect(quietMsFor(3, 10)).toBe(30);
+  });
+
+  it("resync sends the last report again only once the quiet time has passed", async () => {
+    const sent: RouteReport[] = [];
+    const reporter = new RouteReporter(async (r) => void sent.push(r), log, 5, 300);
+    const a = { nodeName: "a", dst: "10.244.1.0/24", via: "192.168.1.11" };
+    await reporter.resync(); // nothing to report yet
+    expect(sent).toHaveLength(0);
+    reporter.update(routeReport(1n, [a], [a]));
+    await waitFor("the first report", async () => sent.length === 1, 2_000);
+    await reporter.resync();
+    expect(sent).toHaveLength(1); // just sent: the control plane has it
+    await new Promise((r) => setTimeout(r, 320));
+    await reporter.resync();
+    expect(sent).toHaveLength(2);
+    expect(sent[1]).toBe(sent[0]);
     reporter.stop();
   });
 });
