@@ -30,7 +30,8 @@ export interface RouteFeedDeps {
    * Streams woken per turn of the event loop when a message goes out (default 64). Each stream's write
    * runs through connect-node's pipeline (a few hundred microseconds on a loaded machine); woken all at
    * once, 2500 streams held the loop for over half a second, and registrations, heartbeats and TLS
-   * handshakes waited behind them until they timed out (issue 10, 5000 nodes).
+   * handshakes waited behind them until they timed out (issue 10, 5000 nodes). The server accepts new
+   * connections once per turn, so the turns between slices matter as much as the slices.
    */
   readonly fanOutSlice?: number;
   /** Defers the next slice of wakes to a later turn of the event loop (default setImmediate). */
@@ -60,11 +61,11 @@ interface Subscriber {
  * enough that each stream gets at most two change messages a second (each costs connect-node ~60 us of
  * CPU however small it is), up to 500 ms, so that a change still reaches every node well within the
  * 1 s DESIGN.md §8 asks: 200 streams: 100 ms; 1000 or more: 500 ms. And at least as long as the last
- * fan-out took (`fanOutMs`, at most 5 s): on a machine short of CPU, fanning out then takes at most half
- * of the replica's time, and registrations and heartbeats get the rest. Pure.
+ * fan-out took (`fanOutMs`), up to 1 s: on a machine short of CPU, fanning out then takes about half of
+ * the replica's time, and registrations and heartbeats get the rest. Pure.
  */
 export function publishWindowMs(streams: number, minMs: number, fanOutMs = 0): number {
-  return Math.max(minMs, Math.min(500, streams / 2), Math.min(5_000, fanOutMs));
+  return Math.max(minMs, Math.min(500, streams / 2), Math.min(1_000, fanOutMs));
 }
 
 const randomEpoch = () => BigInt(`0x${randomBytes(8).toString("hex")}`) | 1n;

@@ -110,10 +110,10 @@ describe("RouteFeed", () => {
     expect(publishWindowMs(1, 0)).toBe(0.5);
   });
 
-  it("holds changes at least as long as the last fan-out took, within 5 s", () => {
+  it("holds changes at least as long as the last fan-out took, within 1 s", () => {
     expect(publishWindowMs(1_000, 100, 50)).toBe(500);
-    expect(publishWindowMs(1_000, 100, 1_200)).toBe(1_200);
-    expect(publishWindowMs(5_000, 100, 60_000)).toBe(5_000);
+    expect(publishWindowMs(1_000, 100, 800)).toBe(800);
+    expect(publishWindowMs(5_000, 100, 60_000)).toBe(1_000);
   });
 
   it("wakes the streams a slice per turn of the event loop, and times the whole fan-out (issue 10: 5000 nodes)", async () => {
