@@ -1,15 +1,14 @@
 // sim-node: ready
 // A simulated node daemon: what the real one (node-daemon/control/control-client.ts, daemon.ts,
 // routes/) does towards the control plane, without netlink, pods or logging, cheap enough for thousands
-// in one process. Its own HTTP/2 connection with its own certificate; RegisterNode (again on NOT_FOUND,
-// with the subnet it held); Heartbeat on one timer; WatchRoutes resumed by revision and epoch (a
-// snapshot replaces the table); ReportRoutes with the count and digest the daemon sends (SHA-256 of the
-// sorted "dst via\n" lines of what it should hold). On a failed call or stream it moves to the next
-// address after a short jittered backoff, so streams leave a replica that died. partition() cuts it off
-// (no heartbeats, connection dropped, routes kept, as a cut network); heal() resumes.
-// One difference from the daemon, on purpose: the stream shares the node's one connection, so a heartbeat
-// that times out (a frozen replica) moves the stream too. The daemon's stream has its own connection and
-// no keepalive, so it would stay on a frozen replica until that connection breaks.
+// in one process. Its own HTTP/2 connection to each replica it uses, with its own certificate;
+// RegisterNode (again on NOT_FOUND, with the subnet it held); Heartbeat on one timer; WatchRoutes resumed
+// by revision and epoch (a snapshot replaces the table); ReportRoutes with the count and digest the daemon
+// sends (SHA-256 of the sorted "dst via\n" lines of what it should hold). On a failed call or stream it
+// moves to the next address after a short jittered backoff, so streams leave a replica that died; as the
+// daemon's failover, moving keeps the connection it leaves (a replica that is only slow still accepts
+// it). partition() cuts it off (no heartbeats, connections dropped, routes kept, as a cut network);
+// heal() resumes.
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createSecureContext, type SecureContext } from "node:tls";
@@ -191,10 +190,13 @@ export class SimNode {
   private revisionValue = 0n;
   private epochValue = 0n;
   private index = 0;
-  /** The connection unary calls use now. */
-  private conn?: Connection;
-  /** The connection the route stream runs on; it stays there while unary calls move on, as in the daemon. */
-  private streamConn?: Connection;
+  /**
+   * One connection per replica address, kept while the sim runs, as the daemon keeps one client per
+   * replica. Moving to the next address used to abort the connection it left: at 2000 nodes on this
+   * machine, calls that missed their deadline turned into new connections, the replicas' accept queues
+   * filled (512 waiting), a connection took 5-10 s, and every call made on a new one timed out too.
+   */
+  private readonly conns = new Map<string, Connection>();
   private tls?: SecureContext;
   /** One per run between start/heal and partition/stop: aborting it ends the loops and cancels calls. */
   private life?: AbortController;
@@ -344,9 +346,8 @@ export class SimNode {
     dueReports.delete(this);
     clearTimeout(this.timer);
     this.timer = undefined;
-    for (const c of new Set([this.conn, this.streamConn])) c?.session.abort();
-    this.conn = undefined;
-    this.streamConn = undefined;
+    for (const c of this.conns.values()) c.session.abort();
+    this.conns.clear();
   }
 
   private run(life: AbortController, firstBeatMs: number): void {
@@ -360,32 +361,33 @@ export class SimNode {
   }
 
   private connection(): Connection {
-    if (this.conn) return this.conn;
     const address = this.address;
+    const known = this.conns.get(address);
+    if (known) return known;
     const baseUrl = `https://${address}`;
     // One TLS context per sim, made once: parsing the CA, certificate and key is most of a reconnect's cost.
     this.tls ??= createSecureContext({ ca: this.o.caPem, cert: this.o.credential.cert, key: this.o.credential.key });
     const session = new Http2SessionManager(baseUrl, undefined, { secureContext: this.tls });
-    this.conn = { address, session, client: createClient(NodeService, createGrpcTransport({ baseUrl, sessionManager: session })) };
+    const c = { address, session, client: createClient(NodeService, createGrpcTransport({ baseUrl, sessionManager: session })) };
+    this.conns.set(address, c);
     this.stats.connections++;
-    return this.conn;
+    return c;
   }
 
   /**
    * A call on `c` failed: the next calls go to the next address (unless another failure moved them
-   * already). As the daemon's failover, it leaves a route stream running on `c` alone: that stream ends
+   * already). As the daemon's failover, `c` stays open, and so does a route stream on it: that stream ends
    * by itself if the replica is gone. Closing it on every slow heartbeat made each one a new stream and a
    * full snapshot, which loaded the replicas more, which slowed more heartbeats.
    */
   private rotate(c: Connection): void {
-    if (this.conn !== c) return;
-    this.conn = undefined;
-    if (c !== this.streamConn) c.session.abort();
+    if (c.address !== this.address) return;
     this.index = (this.index + 1) % this.o.addresses.length;
   }
 
+  /** As the daemon's ControlClient.register: retried after 250 ms, doubling to 10 s (jittered here). */
   private async register(signal: AbortSignal): Promise<void> {
-    for (;;) {
+    for (let delayMs = 250; ; delayMs = Math.min(2 * delayMs, 10_000)) {
       if (signal.aborted) throw new Error(`sim node ${this.name}: stopped while registering`);
       const c = this.connection();
       const sentAt = this.now();
@@ -405,7 +407,7 @@ export class SimNode {
         if (signal.aborted) throw e;
         if (fatalRegistration.has(e.reason)) throw e;
         if (!answered(err)) this.rotate(c);
-        await sleep(this.backoff(), undefined, { signal }).catch(() => undefined);
+        await sleep(delayMs * (0.5 + this.rand() / 2), undefined, { signal }).catch(() => undefined);
       }
     }
   }
@@ -478,7 +480,6 @@ export class SimNode {
   private async follow(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       const c = this.connection();
-      this.streamConn = c;
       try {
         const req = { nodeName: this.name, fromRevision: this.revisionValue, epoch: this.epochValue };
         for await (const msg of c.client.watchRoutes(req, { signal })) {
@@ -489,10 +490,7 @@ export class SimNode {
         if (signal.aborted) return;
         this.stats.streamFailures++;
         this.failed("route stream", err, c);
-        this.streamConn = undefined;
-        if (this.conn !== c)
-          c.session.abort(); // unary calls moved on already: nothing uses it
-        else if (!answered(err)) this.rotate(c);
+        if (!answered(err)) this.rotate(c);
       }
       await sleep(this.backoff(), undefined, { signal }).catch(() => undefined);
     }
