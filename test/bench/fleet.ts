@@ -37,8 +37,8 @@ const usage = `Usage: npm run bench:fleet -- [flags]
 
 Simulated node daemons against control-plane replicas on an etcd cluster, all on loopback. Every
 simulated node joins by token (its own key and certificate), registers, heartbeats, follows the route
-stream and reports route digests over its own HTTP/2 connection, its replica addresses rotated so that
-the nodes spread over the replicas. Measured: registrations/s (${REGISTER_CONCURRENCY} at a time); join -> route on
+stream and reports route digests over its own HTTP/2 connections (one per replica it has called, kept
+as the daemon keeps them), its replica addresses rotated so that the nodes spread over the replicas. Measured: registrations/s (${REGISTER_CONCURRENCY} at a time); join -> route on
 every node (${JOIN_PROBES} probe nodes registering one at a time once the fleet is up); death -> route gone on every
 node (${DEATH_PROBES} probe nodes stop heartbeating; timed from when etcd shows the node not live); control-plane
 RSS per replica; etcd's database size; route flaps. With 2 or more replicas it SIGKILLs one mid-run
