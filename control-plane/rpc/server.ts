@@ -9,6 +9,7 @@ import { JoinService, NodeService } from "../../proto/gen/trellis/controlplane/v
 import { addHealthService } from "../../proto/rpc/health.js";
 import { serverInterceptor } from "../../proto/rpc/interceptor.js";
 import { type Http2Listener, listenHttp2, serverLimits, type TlsMaterial } from "../../proto/rpc/listen.js";
+import { loadShedding } from "../../proto/rpc/load-shedding.js";
 import { peerContextValues, peerKey } from "../../proto/rpc/peer-identity.js";
 import { addReflectionService } from "../../proto/rpc/reflection.js";
 import type { CertificateRegistry } from "../identity/certificate-registry.js";
@@ -25,6 +26,23 @@ export interface ControlPlaneServer {
   /** The join port, when one is served. */
   readonly joinPort?: number;
   close(): Promise<void>;
+}
+
+/** Never shed: a refused heartbeat is a node that may expire, a refused leave a route left behind. */
+const livenessMethods: ReadonlySet<string> = new Set([NodeService.method.heartbeat.name, NodeService.method.deregisterNode.name]);
+
+/** One warning per 10 s while calls are refused, with how many, instead of a line per refused call. */
+function shedReport(log: Logger): (inFlight: number) => void {
+  let refused = 0;
+  let since = 0;
+  return (inFlight) => {
+    refused++;
+    const now = performance.now();
+    if (now - since < 10_000) return;
+    log.warn({ refused, inFlight }, "overloaded: refusing unary calls (UNAVAILABLE) past the in-flight limit; heartbeats still pass");
+    refused = 0;
+    since = now;
+  };
 }
 
 /**
@@ -78,7 +96,13 @@ export async function startControlPlaneServer(
       }
       return values;
     },
-    interceptors: [serverInterceptor(deps.log), nodeCertificateCheck(deps.registry), requestValidation(), adminAuthorization(deps.log)],
+    interceptors: [
+      loadShedding({ maxInFlight: serverLimits.maxUnaryInFlight, exempt: livenessMethods, onShed: shedReport(deps.log) }),
+      serverInterceptor(deps.log),
+      nodeCertificateCheck(deps.registry),
+      requestValidation(),
+      adminAuthorization(deps.log),
+    ],
     routes: (router: ConnectRouter) => {
       router.service(NodeService, createNodeService(deps));
       router.service(AdminService, createAdminService(deps));

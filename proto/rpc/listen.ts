@@ -22,6 +22,12 @@ export const serverLimits = {
    */
   maxConnections: 16_384,
   maxCallsInFlight: 16_384,
+  /**
+   * Unary calls a control-plane replica works on at once (load-shedding.ts); heartbeats are not counted.
+   * A replica answers a few hundred to a thousand a second here, so 512 in progress is already about a
+   * second of work: a call past it would likely miss its 5 s deadline anyway.
+   */
+  maxUnaryInFlight: 512,
 } as const;
 
 /** The per-listener bounds a server may tighten (the join port, open to callers without a certificate). */
