@@ -6,16 +6,18 @@ import { TrellisError } from "../../proto/core/errors.js";
 
 export interface EtcdConnection {
   readonly endpoints: readonly string[];
-  /** Deadline of one unary etcd call, and of dialing (default 5 s). Streams (watches) have none. */
+  /** Deadline of one unary etcd call, of dialing and of a watch's creation (default 5 s). A watch, once made, has none. */
   readonly callTimeoutMs?: number;
   /** PEM texts; when set, endpoints must be https:// */
   readonly tls?: { readonly ca: string; readonly cert: string; readonly key: string };
 }
 
+export const defaultCallTimeoutMs = 5_000;
+
 /** A client for `connection`; INVALID_ARGUMENT, saying what to do, when the endpoints and TLS disagree. */
 export function createEtcdClient(connection: EtcdConnection): Etcd3 {
   checkEndpoints(connection);
-  const callTimeoutMs = connection.callTimeoutMs ?? 5_000;
+  const callTimeoutMs = connection.callTimeoutMs ?? defaultCallTimeoutMs;
   const { tls } = connection;
   try {
     return new Etcd3({

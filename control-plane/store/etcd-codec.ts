@@ -1,8 +1,10 @@
 // How every Etcd* store calls etcd and reads its values back (DESIGN.md §6: every etcd value read back is
 // validated): failures become UNAVAILABLE naming what was being done; a value that is not the record it
 // should be is DATA_LOSS naming its key.
+
+import { once } from "node:events";
 import { type DescMessage, fromJsonString, type MessageShape } from "@bufbuild/protobuf";
-import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from "etcd3";
+import type { Etcd3, IKeyValue, IWatchResponse, WatchBuilder, Watcher } from "etcd3";
 import { TrellisError } from "../../proto/core/errors.js";
 import { type EtcdConnection, explainEtcdFailure } from "./etcd-client.js";
 
@@ -20,6 +22,23 @@ export function decodeRecord<Desc extends DescMessage>(schema: Desc, kv: IKeyVal
     return fromJsonString(schema, kv.value.toString());
   } catch (err) {
     throw new TrellisError("DATA_LOSS", `etcd key ${kv.key.toString()} does not hold a ${schema.typeName}`, { cause: err });
+  }
+}
+
+/**
+ * The watch `builder` describes, once etcd has confirmed it; fails after `timeoutMs` without that, and
+ * cancels it. etcd3's own create() waits through any number of reconnects, so a replica whose etcd
+ * stopped answering as it started watching waited forever without saying why.
+ */
+export async function createWatcher(builder: WatchBuilder, timeoutMs: number): Promise<Watcher> {
+  const watcher = builder.watcher();
+  const deadline = AbortSignal.timeout(timeoutMs);
+  try {
+    await once(watcher, "connected", { signal: deadline }); // rejects on the watcher's "error" too
+    return watcher;
+  } catch (err) {
+    void watcher.cancel().catch(() => undefined);
+    throw deadline.aborted ? new Error(`etcd did not confirm the watch within ${timeoutMs} ms`) : err;
   }
 }
 

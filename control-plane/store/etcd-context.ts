@@ -1,9 +1,9 @@
 // What every etcd store shares: one client, the key layout and the call wrapper that explains failures.
 // main.ts opens one context and every store port over it (etcd-stores.ts), so a replica holds one etcd
 // connection, not one per port.
-import type { Etcd3 } from "etcd3";
-import { createEtcdClient, type EtcdConnection } from "./etcd-client.js";
-import { etcdCall } from "./etcd-codec.js";
+import type { Etcd3, WatchBuilder, Watcher } from "etcd3";
+import { createEtcdClient, defaultCallTimeoutMs, type EtcdConnection } from "./etcd-client.js";
+import { createWatcher, etcdCall } from "./etcd-codec.js";
 import { createKeys, type Keys } from "./keys.js";
 
 export type EtcdStoreOptions = EtcdConnection & {
@@ -49,6 +49,11 @@ export class EtcdContext {
     }
   }
 
+  /** The watch `builder` describes, confirmed by etcd within the call deadline (createWatcher). */
+  watch(what: string, builder: WatchBuilder): Promise<Watcher> {
+    return this.call("watch", what, () => createWatcher(builder, this.connection.callTimeoutMs ?? defaultCallTimeoutMs));
+  }
+
   /** Whether a compare-and-swap applied; one that did not is counted as a conflict. */
   applied(res: { readonly succeeded: boolean }): boolean {
     if (!res.succeeded) this.connection.metrics?.countTxnConflict();
@@ -72,6 +77,10 @@ export abstract class EtcdStore {
 
   protected call<T>(op: EtcdOp, what: string, fn: () => Promise<T>): Promise<T> {
     return this.context.call(op, what, fn);
+  }
+
+  protected watch(what: string, builder: WatchBuilder): Promise<Watcher> {
+    return this.context.watch(what, builder);
   }
 
   /** Whether a compare-and-swap applied (its compare held); one that did not is counted as a conflict. */

@@ -1,4 +1,4 @@
-import type { IWatchResponse, Watcher } from "etcd3";
+import type { IWatchResponse } from "etcd3";
 import { NodeRecordSchema, SubnetLeaseRecordSchema, SubnetReservationRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
 import { decodeRecord, followWatch } from "./etcd-codec.js";
 import { EtcdStore } from "./etcd-context.js";
@@ -8,9 +8,7 @@ import type { ClusterEvent, EventStore } from "./event-store.js";
 export class EtcdEventStore extends EtcdStore implements EventStore {
   async watchEvents(onEvent: (event: ClusterEvent) => void, signal: AbortSignal, onLost?: (err: Error) => void): Promise<void> {
     const k = this.keys;
-    const watcher: Watcher = await this.call("watch", "watch cluster events", () =>
-      this.etcd.watch().prefix(k.root).withPreviousKV().create(),
-    );
+    const watcher = await this.watch("watch cluster events", this.etcd.watch().prefix(k.root).withPreviousKV());
     const onData = (res: IWatchResponse) => {
       const revision = BigInt(res.header.revision);
       for (const e of res.events) {

@@ -1,6 +1,5 @@
 // IdentityStore over etcd (DESIGN.md §5-6): keys join-tokens/<id> and node-certificates/<node>.
 import { toJsonString } from "@bufbuild/protobuf";
-import type { Watcher } from "etcd3";
 import {
   type JoinTokenRecord,
   JoinTokenRecordSchema,
@@ -111,12 +110,12 @@ export class EtcdIdentityStore extends EtcdStore implements IdentityStore {
       handlers.onSnapshot(
         new Map(res.kvs.map((kv) => [kv.key.toString().slice(prefix.length), decodeRecord(NodeCertificatesRecordSchema, kv)])),
       );
-      const watcher: Watcher = await this.call("watch", "watch node certificates", () =>
+      const watcher = await this.watch(
+        "watch node certificates",
         this.etcd
           .watch()
           .prefix(prefix)
-          .startRevision(String(BigInt(res.header.revision) + 1n))
-          .create(),
+          .startRevision(String(BigInt(res.header.revision) + 1n)),
       );
       // Compacted, or etcd restarted or restored: start over from a fresh listing.
       followWatch(

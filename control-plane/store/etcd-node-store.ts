@@ -1,5 +1,5 @@
 import { create, toJsonString } from "@bufbuild/protobuf";
-import { type ComparatorBuilder, CompareResult, CompareTarget, type IRequestOp, type IWatchResponse, type Watcher } from "etcd3";
+import { type ComparatorBuilder, CompareResult, CompareTarget, type IRequestOp, type IWatchResponse } from "etcd3";
 import { Cidr } from "../../proto/core/cidr.js";
 import { TrellisError } from "../../proto/core/errors.js";
 import {
@@ -50,9 +50,7 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
     onLost?: (err: Error) => void,
   ): Promise<void> {
     const prefix = this.keys.nodesPrefix;
-    const watcher: Watcher = await this.call("watch", "watch nodes", () =>
-      this.etcd.watch().prefix(prefix).startRevision(String(fromRevision)).create(),
-    );
+    const watcher = await this.watch("watch nodes", this.etcd.watch().prefix(prefix).startRevision(String(fromRevision)));
     const onData = (res: IWatchResponse) => {
       if (res.events.length === 0) return;
       const changes = res.events.map((event): NodeChange => {

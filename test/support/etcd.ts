@@ -30,6 +30,8 @@ export interface EtcdHandle {
   readonly endpoint: string;
   /** Set when started with `tls: true`. */
   readonly tls?: EtcdTls;
+  /** etcd's own pid (nsenter execs it), for tests that pause it. */
+  readonly pid: number;
   stop(): Promise<void>;
 }
 
@@ -150,9 +152,10 @@ export async function startEtcd(
     await stop();
     throw err;
   }
-  if (!tls) return { endpoint: client, stop };
+  const pid = child.pid ?? 0;
+  if (!tls) return { endpoint: client, pid, stop };
   const { server: _, ...clientSide } = tls;
-  return { endpoint: client, tls: clientSide, stop };
+  return { endpoint: client, tls: clientSide, pid, stop };
 }
 
 /** The CA, etcd's serving certificate and a client certificate (trellis-control-plane), written into `dir` (keys 0600). */
@@ -319,5 +322,5 @@ export async function startRestoredEtcd(snapshotFile: string, options: { clientP
     await stop();
     throw err;
   }
-  return { endpoint: client, stop };
+  return { endpoint: client, pid: child.pid ?? 0, stop };
 }

@@ -18,20 +18,28 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
   }
 }
 
-/** Waits until a JSON log file has a line whose msg is `msg`; returns that line. */
-export function waitForLog(file: string, msg: string, timeoutMs = 15_000): Promise<Record<string, unknown>> {
-  return waitFor(
-    `"${msg}" in ${file}`,
-    async () => {
-      const text = await readFile(file, "utf8").catch(() => "");
-      for (const line of text.split("\n")) {
-        if (!line.startsWith("{")) continue;
-        const obj = JSON.parse(line) as Record<string, unknown>;
-        if (obj.msg === msg) return obj;
-      }
-      return undefined;
-    },
-    timeoutMs,
-    50,
-  );
+/**
+ * Waits until a JSON log file has a line whose msg is `msg`; returns that line. On timeout the error carries
+ * the log's last lines, so a CI failure says what the process was doing instead (its file is gone by then).
+ */
+export async function waitForLog(file: string, msg: string, timeoutMs = 15_000): Promise<Record<string, unknown>> {
+  const read = () => readFile(file, "utf8").catch(() => "");
+  try {
+    return await waitFor(
+      `"${msg}" in ${file}`,
+      async () => {
+        for (const line of (await read()).split("\n")) {
+          if (!line.startsWith("{")) continue;
+          const obj = JSON.parse(line) as Record<string, unknown>;
+          if (obj.msg === msg) return obj;
+        }
+        return undefined;
+      },
+      timeoutMs,
+      50,
+    );
+  } catch (err) {
+    const tail = (await read()).trimEnd().split("\n").slice(-20).join("\n");
+    throw new Error(`${(err as Error).message}; the log ends with:\n${tail || "(nothing)"}`);
+  }
 }
