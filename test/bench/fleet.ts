@@ -480,6 +480,14 @@ async function rssMiB(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) / 1024;
 }
 
+/** CPU time (user + system) process `pid` has used, in seconds; 0 when it is gone. */
+async function cpuSeconds(pid: number): Promise<number> {
+  if (!pid) return 0;
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // after "pid (comm) ": state is field 3
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
 /** Runs `fn(i)` for i in [0, count), `width` at a time. */
 async function pool(count: number, width: number, fn: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
@@ -1000,6 +1008,26 @@ async function parentMain(opts: Options): Promise<void> {
     await flush();
     simSummary("so far");
     await resources("with the fleet up");
+
+    // The fleet up and quiet: what keeping it up costs (heartbeats, route reports), in cores.
+    const quietMs = Math.max(20_000, 2 * opts.heartbeatIntervalMs);
+    const heartbeats = () => workerStats.reduce((a, st) => a + (st?.sim.heartbeats ?? 0), 0);
+    const cpu = () =>
+      Promise.all(
+        [replicas.map((r) => r.pid), cluster.members.map((m) => m.pid), workers.map((w) => w.pid ?? 0)].map(async (pids) =>
+          (await Promise.all(pids.map(cpuSeconds))).reduce((a, b) => a + b, 0),
+        ),
+      );
+    const [cpuBefore, beatsBefore] = [await cpu(), heartbeats()];
+    await sleep(quietMs);
+    await flush();
+    const [cpuAfter, beatsAfter] = [await cpu(), heartbeats()];
+    const cores = cpuAfter.map((c, i) => (c - cpuBefore[i]!) / (quietMs / 1000));
+    const beatsPerS = (beatsAfter - beatsBefore) / (quietMs / 1000);
+    say(
+      `quiet fleet for ${quietMs / 1000} s: ${beatsPerS.toFixed(0)} heartbeats/s; cores used: replicas ${cores[0]!.toFixed(2)}, etcd ${cores[1]!.toFixed(2)}, simulated nodes ${cores[2]!.toFixed(2)}` +
+        `; replica CPU per heartbeat ${beatsPerS > 0 ? ((cores[0]! * 1000) / beatsPerS).toFixed(2) : "n/a"} ms, etcd's ${beatsPerS > 0 ? ((cores[1]! * 1000) / beatsPerS).toFixed(2) : "n/a"} ms`,
+    );
 
     // 6. Join -> route at every node: probes register one at a time, each through the replicas in turn.
     const probes: Probe[] = [];

@@ -172,6 +172,8 @@ async function makeEtcdTls(dir: string): Promise<EtcdTls & { readonly server: Pe
 export interface EtcdMember {
   readonly name: string;
   readonly endpoint: string;
+  /** The running member's pid (0 when it is not running). */
+  readonly pid: number;
   /** SIGKILL, keeping its data dir. */
   kill(): Promise<void>;
   /** Starts it again on the same ports and data dir. */
@@ -248,6 +250,10 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
     members: specs.map((s) => ({
       name: s.name,
       endpoint: s.client,
+      get pid() {
+        const child = children.get(s.name);
+        return child && child.exitCode === null && child.signalCode === null ? (child.pid ?? 0) : 0;
+      },
       kill: () => kill(s.name),
       start: async () => {
         launch(s);
