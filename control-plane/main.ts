@@ -36,9 +36,19 @@ async function main(): Promise<void> {
   const stop = new AbortController();
   // Liveness is judged by this replica's own monotonic clock, never by times other machines wrote (DESIGN.md §2).
   const monotonic = () => performance.now();
-  const liveness = new Liveness({ ...stores, log, clock: Date.now, monotonicClock: monotonic, policy: config.policy, metrics });
-  const registrar = new Registrar({ ...stores, liveness, pool, log, clock: Date.now, rand: Math.random, metrics });
   const feed = new RouteFeed({ nodes: stores.nodes, log });
+  const holdsLive = (name: string) => feed.holdsLive(name);
+  const liveness = new Liveness({
+    ...stores,
+    log,
+    clock: Date.now,
+    monotonicClock: monotonic,
+    policy: config.policy,
+    metrics,
+    holdsLive,
+    heartbeatLingerMs: 100,
+  });
+  const registrar = new Registrar({ ...stores, liveness, pool, log, clock: Date.now, rand: Math.random, metrics });
   metrics?.readGaugesFrom({
     nodes: () => liveness.view?.nodesByState,
     subnetsFree: () => {

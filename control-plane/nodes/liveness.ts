@@ -11,6 +11,7 @@ import type { LivenessStore } from "../store/liveness-store.js";
 import type { NodeStore } from "../store/node-store.js";
 import type { Versioned } from "../store/versioned.js";
 import { type ExpiryPlan, type ExpiryPolicy, planExpiry, ReleaseSightings, Sightings } from "./expiry-plan.js";
+import { HeartbeatWriter } from "./heartbeat-writer.js";
 
 export interface LivenessDeps {
   readonly nodes: NodeStore;
@@ -26,6 +27,13 @@ export interface LivenessDeps {
   readonly policy: ExpiryPolicy;
   /** Counts the nodes this replica expired (trellis_node_expiries_total). */
   readonly metrics?: { countExpiry(): void };
+  /**
+   * Whether this replica's route feed holds node `name` live (RouteFeed.holdsLive): a heartbeat of such a
+   * node reads no node record. Without it, or when it says no, every heartbeat reads the node's record.
+   */
+  readonly holdsLive?: (name: string) => boolean;
+  /** How long a heartbeat waits for others to share its etcd write (HeartbeatWriterOptions.lingerMs; default 0). */
+  readonly heartbeatLingerMs?: number;
 }
 
 /** A node's state: "live", or why it is not ("withdrawn", "drained", "evicted", "expired"). */
@@ -72,16 +80,25 @@ export class Liveness {
   /** When (monotonic) this replica last saw a disruption end: every live node got a full TTL from then. */
   private disruptionEndedAtMs = Number.NEGATIVE_INFINITY;
   private lastView?: LivenessView;
+  private readonly heartbeats: HeartbeatWriter;
 
-  constructor(private readonly deps: LivenessDeps) {}
+  constructor(private readonly deps: LivenessDeps) {
+    this.heartbeats = new HeartbeatWriter((beats) => deps.liveness.putHeartbeats(beats), { lingerMs: deps.heartbeatLingerMs ?? 0 });
+  }
 
   /** As of this replica's last expiry round (undefined before its first): nodes by state, disruption. */
   get view(): LivenessView | undefined {
     return this.lastView;
   }
 
-  /** A heartbeat of a live node; NOT_FOUND for a node that is not registered or not live. */
+  /**
+   * A heartbeat of a live node; NOT_FOUND for a node that is not registered or not live. A node the route
+   * feed holds live is taken as live without a read: the feed follows etcd's watch, so at worst a node
+   * expired a moment ago has one more heartbeat accepted, and hears NOT_FOUND at its next (issue 10: the
+   * read was half of every heartbeat's etcd calls).
+   */
   async heartbeat(name: string): Promise<void> {
+    if (this.deps.holdsLive?.(name)) return this.recordHeartbeat(name);
     const node = await this.deps.nodes.findNode(name);
     if (!node) throw new TrellisError("NOT_FOUND", `node ${name} is not registered; register it first`);
     if (!node.value.live) {
@@ -92,7 +109,7 @@ export class Liveness {
 
   /** Writes node `name`'s heartbeat key; this replica saw it change (it wrote it). */
   async recordHeartbeat(name: string): Promise<void> {
-    const revision = await this.deps.liveness.putHeartbeat(name, BigInt(this.deps.clock()));
+    const revision = await this.heartbeats.record(name, BigInt(this.deps.clock()));
     this.sightings.saw(name, revision, this.monotonic());
   }
 

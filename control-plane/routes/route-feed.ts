@@ -107,6 +107,11 @@ export class RouteFeed {
     return this.subscribers.size;
   }
 
+  /** Whether node `name` has a route, as of the newest change this feed has seen (held ones too): whether it is live. */
+  holdsLive(name: string): boolean {
+    return (this.held?.table ?? this.table).has(name);
+  }
+
   /** How long a change that follows a published one is held now (publishWindowMs). */
   get windowMs(): number {
     return publishWindowMs(this.subscribers.size, this.deps.coalesceMs ?? 100, this.lastFanOutMs);

@@ -13,10 +13,23 @@ import type { Versioned } from "./versioned.js";
 
 /** LivenessStore over etcd. Heartbeats (keys of their own, so they wake no route stream), expiry and the disruption record. */
 export class EtcdLivenessStore extends EtcdStore implements LivenessStore {
-  async putHeartbeat(name: string, lastSeenMs: bigint): Promise<bigint> {
-    const value = toJsonString(HeartbeatRecordSchema, { $typeName: HeartbeatRecordSchema.typeName, lastSeenMs });
-    const res = await this.call("put", `record heartbeat of ${name}`, () => this.etcd.put(this.keys.heartbeat(name)).value(value).exec());
-    return BigInt(res.header.revision); // a put's revision is the key's new mod revision
+  async putHeartbeats(beats: ReadonlyMap<string, bigint>): Promise<bigint> {
+    const names = [...beats.keys()];
+    const what = names.length === 1 ? `record heartbeat of ${names[0]}` : `record heartbeats of ${names.length} nodes`;
+    const res = await this.call("txn", what, async () =>
+      this.etcd.kv.txn({
+        compare: [],
+        success: await Promise.all(
+          [...beats].map(([name, lastSeenMs]) =>
+            this.etcd
+              .put(this.keys.heartbeat(name))
+              .value(toJsonString(HeartbeatRecordSchema, { $typeName: HeartbeatRecordSchema.typeName, lastSeenMs }))
+              .op(),
+          ),
+        ),
+      }),
+    );
+    return BigInt(res.header.revision); // a write's revision is each key's new mod revision
   }
 
   async listHeartbeats(): Promise<Map<string, HeartbeatEntry>> {

@@ -11,8 +11,11 @@ export interface HeartbeatEntry {
 
 /** Heartbeats, expiry and the disruption record: what deciding liveness reads and writes. */
 export interface LivenessStore {
-  /** Records a heartbeat of node `name`; returns the heartbeat key's new mod revision. */
-  putHeartbeat(name: string, lastSeenMs: bigint): Promise<bigint>;
+  /**
+   * Records a heartbeat of every node in `beats` (node name -> the writer's wall clock) in one write, at
+   * most 128 (etcd's default --max-txn-ops); returns its revision, every heartbeat key's new mod revision.
+   */
+  putHeartbeats(beats: ReadonlyMap<string, bigint>): Promise<bigint>;
   /** Every node's heartbeat key, by node name. */
   listHeartbeats(): Promise<Map<string, HeartbeatEntry>>;
   /**

@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { Etcd3, type Watcher } from "etcd3";
+import { quietMsFor } from "../../node-daemon/routes/route-reporter.js";
 import { Health } from "../../proto/gen/grpc/health/v1/health_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { type JoinedNodes, namespace, type SpawnedControlPlane, spawnControlPlane } from "../support/control-plane.js";
@@ -486,6 +487,24 @@ async function cpuSeconds(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // after "pid (comm) ": state is field 3
   return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+/**
+ * What etcd was asked, summed over `endpoints`: KV calls by method (as the members' grpc_server_handled_total
+ * counts them) and raft proposals committed (the highest member's etcd_server_proposals_committed_total).
+ */
+async function etcdCounters(endpoints: readonly string[]): Promise<{ calls: Map<string, number>; proposals: number }> {
+  const calls = new Map<string, number>();
+  let proposals = 0;
+  for (const endpoint of endpoints) {
+    const text = await fetch(`${endpoint}/metrics`)
+      .then((r) => r.text())
+      .catch(() => "");
+    for (const m of text.matchAll(/^grpc_server_handled_total\{[^}]*grpc_method="(\w+)",grpc_service="etcdserverpb\.KV"[^}]*\} (\S+)$/gm))
+      calls.set(m[1]!, (calls.get(m[1]!) ?? 0) + Number(m[2]));
+    proposals = Math.max(proposals, Number(/^etcd_server_proposals_committed_total (\S+)$/m.exec(text)?.[1] ?? 0));
+  }
+  return { calls, proposals };
 }
 
 /** Runs `fn(i)` for i in [0, count), `width` at a time. */
@@ -1009,7 +1028,9 @@ async function parentMain(opts: Options): Promise<void> {
     simSummary("so far");
     await resources("with the fleet up");
 
-    // The fleet up and quiet: what keeping it up costs (heartbeats, route reports), in cores.
+    // The fleet up and quiet: what keeping it up costs, in cores. First the route reports the convergence
+    // set off have gone (each node's last waits quietMsFor after the one before): then only heartbeats remain.
+    await sleep(quietMsFor(fleet) + 2_000);
     const quietMs = Math.max(20_000, 2 * opts.heartbeatIntervalMs);
     const heartbeats = () => workerStats.reduce((a, st) => a + (st?.sim.heartbeats ?? 0), 0);
     const cpu = () =>
@@ -1018,15 +1039,28 @@ async function parentMain(opts: Options): Promise<void> {
           (await Promise.all(pids.map(cpuSeconds))).reduce((a, b) => a + b, 0),
         ),
       );
-    const [cpuBefore, beatsBefore] = [await cpu(), heartbeats()];
+    const [cpuBefore, beatsBefore, etcdBefore] = [await cpu(), heartbeats(), await etcdCounters(cluster.endpoints)];
     await sleep(quietMs);
     await flush();
-    const [cpuAfter, beatsAfter] = [await cpu(), heartbeats()];
-    const cores = cpuAfter.map((c, i) => (c - cpuBefore[i]!) / (quietMs / 1000));
-    const beatsPerS = (beatsAfter - beatsBefore) / (quietMs / 1000);
+    const [cpuAfter, beatsAfter, etcdAfter] = [await cpu(), heartbeats(), await etcdCounters(cluster.endpoints)];
+    const perS = (n: number) => n / (quietMs / 1000);
+    const cores = cpuAfter.map((c, i) => perS(c - cpuBefore[i]!));
+    const beatsPerS = perS(beatsAfter - beatsBefore);
+    const perBeat = (x: number, digits: number) => (beatsPerS > 0 ? (x / beatsPerS).toFixed(digits) : "n/a");
+    const etcdCalls = [...etcdAfter.calls]
+      .map(([method, n]) => [method, perS(n - (etcdBefore.calls.get(method) ?? 0))] as const)
+      .filter(([, r]) => r > 0);
+    const proposalsPerS = perS(etcdAfter.proposals - etcdBefore.proposals);
     say(
       `quiet fleet for ${quietMs / 1000} s: ${beatsPerS.toFixed(0)} heartbeats/s; cores used: replicas ${cores[0]!.toFixed(2)}, etcd ${cores[1]!.toFixed(2)}, simulated nodes ${cores[2]!.toFixed(2)}` +
-        `; replica CPU per heartbeat ${beatsPerS > 0 ? ((cores[0]! * 1000) / beatsPerS).toFixed(2) : "n/a"} ms, etcd's ${beatsPerS > 0 ? ((cores[1]! * 1000) / beatsPerS).toFixed(2) : "n/a"} ms`,
+        ` (per heartbeat: replicas ${perBeat(cores[0]! * 1000, 2)} ms, etcd ${perBeat(cores[1]! * 1000, 2)} ms)`,
+    );
+    say(
+      `  etcd KV calls/s ${etcdCalls.map(([m, r]) => `${m} ${r.toFixed(0)}`).join(", ") || "none"}; raft proposals/s ${proposalsPerS.toFixed(0)}` +
+        ` (per heartbeat: ${perBeat(
+          etcdCalls.reduce((a, [, r]) => a + r, 0),
+          2,
+        )} calls, ${perBeat(proposalsPerS, 2)} proposals)`,
     );
 
     // 6. Join -> route at every node: probes register one at a time, each through the replicas in turn.

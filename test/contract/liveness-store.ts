@@ -13,11 +13,11 @@ export function describeLivenessStoreContract(name: string, make: () => Promise<
     it("a heartbeat returns its key's new mod revision, which listHeartbeats reads back; every heartbeat moves it on", async () => {
       const s = await make();
       expect(await s.liveness.listHeartbeats()).toEqual(new Map());
-      const first = await s.liveness.putHeartbeat("n1", 5n);
+      const first = await s.liveness.putHeartbeats(new Map([["n1", 5n]]));
       expect(await s.liveness.listHeartbeats()).toEqual(new Map([["n1", { revision: first, lastSeenMs: 5n }]]));
-      const second = await s.liveness.putHeartbeat("n1", 5n); // the same value: still a change of the key
+      const second = await s.liveness.putHeartbeats(new Map([["n1", 5n]])); // the same value: still a change of the key
       expect(second).toBeGreaterThan(first);
-      const other = await s.liveness.putHeartbeat("n2", 7n);
+      const other = await s.liveness.putHeartbeats(new Map([["n2", 7n]]));
       expect(other).toBeGreaterThan(second);
       expect(await s.liveness.listHeartbeats()).toEqual(
         new Map([
@@ -25,6 +25,17 @@ export function describeLivenessStoreContract(name: string, make: () => Promise<
           ["n2", { revision: other, lastSeenMs: 7n }],
         ]),
       );
+    });
+
+    it("heartbeats of many nodes in one write: every key at that write's revision, each with its own time", async () => {
+      const s = await make();
+      const before = await s.liveness.putHeartbeats(new Map([["n0", 1n]]));
+      const beats = new Map(Array.from({ length: 128 }, (_, i) => [`n${i}`, BigInt(100 + i)]));
+      const revision = await s.liveness.putHeartbeats(beats);
+      expect(revision).toBeGreaterThan(before);
+      const read = await s.liveness.listHeartbeats();
+      expect(read.size).toBe(128);
+      for (const [name, lastSeenMs] of beats) expect(read.get(name)).toEqual({ revision, lastSeenMs });
     });
 
     it.each<{ state: string; heartbeat: boolean; disruption: boolean; change?: "node" | "heartbeat" | "disruption"; expires: boolean }>([
@@ -43,7 +54,7 @@ export function describeLivenessStoreContract(name: string, make: () => Promise<
     ])("expireNode when $state: expires=$expires", async ({ heartbeat, disruption, change, expires }) => {
       const s = await make();
       await registerNode(s, "n1", "192.168.1.11", "10.244.1.0/24");
-      if (heartbeat) await s.liveness.putHeartbeat("n1", 1n);
+      if (heartbeat) await s.liveness.putHeartbeats(new Map([["n1", 1n]]));
       const record = create(DisruptionRecordSchema, { active: false, liveNodes: 1n });
       if (disruption) await s.liveness.putDisruption(record, 0n);
       // The round's reads.
@@ -51,7 +62,7 @@ export function describeLivenessStoreContract(name: string, make: () => Promise<
       const heartbeatRevision = (await s.liveness.listHeartbeats()).get("n1")?.revision ?? 0n;
       const disruptionRevision = (await s.liveness.findDisruption())?.modRevision ?? 0n;
       if (change === "node") await changeNode(s, "n1", { router: true });
-      if (change === "heartbeat") await s.liveness.putHeartbeat("n1", 2n);
+      if (change === "heartbeat") await s.liveness.putHeartbeats(new Map([["n1", 2n]]));
       if (change === "disruption") await s.liveness.putDisruption(record, disruptionRevision);
       const before = await current(s, "n1");
       const expired = create(NodeRecordSchema, { ...node.value, live: false, releasedReason: "expired", releasedAtMs: 9n });

@@ -358,7 +358,7 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
         const a = await registerNode(s, "a", IP1, S1);
         await registerNode(s, "b", IP2, S2);
         for (const n of ["a", "b"]) {
-          await s.liveness.putHeartbeat(n, 1n);
+          await s.liveness.putHeartbeats(new Map([[n, 1n]]));
           await s.routeReports.putReportedRoutes(n, create(ReportedRoutesRecordSchema, { revision: 1n, routeCount: 1 }));
         }
         const alloc = (address: string) => create(AllocationRecordSchema, { address, hostVeth: "tr00000000001" });
@@ -385,7 +385,7 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
       it("is refused over a stale mod revision, and then deletes nothing", async () => {
         const s = await make();
         const a = await registerNode(s, "a", IP1, S1);
-        await s.liveness.putHeartbeat("a", 1n);
+        await s.liveness.putHeartbeats(new Map([["a", 1n]]));
         await s.allocations.putAllocation("a", create(AllocationRecordSchema, { address: "10.244.1.5" }));
         const changed = await changeNode(s, "a", { live: false });
         expect(await s.nodes.removeNode(a.value, a.modRevision)).toBe(false);
@@ -471,7 +471,7 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
           expect(await s.nodes.removeNode(b.value, b.modRevision)).toBe(true);
           const last = await changeNode(s, "a", { live: false });
           note(last);
-          await s.liveness.putHeartbeat("a", 1n); // a later revision outside the nodes
+          await s.liveness.putHeartbeats(new Map([["a", 1n]])); // a later revision outside the nodes
           if (when === "before") await watch();
           try {
             const changes = await collect(batches, (c) => c.length >= 5);

@@ -59,9 +59,9 @@ const log = pino({ level: "silent" });
 describe("the liveness transactions in etcd", () => {
   it("a heartbeat returns its key's mod revision, which listHeartbeats reads back", async () => {
     const store = openStore(namespace());
-    const first = await store.liveness.putHeartbeat("n1", 1n);
+    const first = await store.liveness.putHeartbeats(new Map([["n1", 1n]]));
     expect((await store.liveness.listHeartbeats()).get("n1")).toEqual({ revision: first, lastSeenMs: 1n });
-    const second = await store.liveness.putHeartbeat("n1", 1n); // the same value: still a change of the key
+    const second = await store.liveness.putHeartbeats(new Map([["n1", 1n]])); // the same value: still a change of the key
     expect(second).toBeGreaterThan(first);
     expect(await store.liveness.listHeartbeats()).toEqual(new Map([["n1", { revision: second, lastSeenMs: 1n }]]));
   });
@@ -95,9 +95,9 @@ describe("the liveness transactions in etcd", () => {
     expect((await store.nodes.findNode("n1"))?.value.live).toBe(false);
 
     // judged by heartbeat revision h, then the node heartbeated: no expiry
-    const h = await store.liveness.putHeartbeat("n2", 1n);
+    const h = await store.liveness.putHeartbeats(new Map([["n2", 1n]]));
     const n2 = await store.nodes.findNode("n2");
-    await store.liveness.putHeartbeat("n2", 2n);
+    await store.liveness.putHeartbeats(new Map([["n2", 2n]]));
     expect(await store.liveness.expireNode(expired(n2), n2?.modRevision ?? 0n, h, 0n)).toBe(false);
     expect((await store.nodes.findNode("n2"))?.value.live).toBe(true);
 

@@ -225,8 +225,14 @@ export async function startInProcessControlPlane(options: {
   const stop = new AbortController();
   const clock = options.clock ?? Date.now;
   const identityClock = options.identityClock ?? clock;
-  const { registrar, liveness } = replicaServices(stores, { pool, log, clock, policy: options.policy });
   const feed = new RouteFeed({ nodes: stores.nodes, log });
+  const { registrar, liveness } = replicaServices(stores, {
+    pool,
+    log,
+    clock,
+    policy: options.policy,
+    holdsLive: (n) => feed.holdsLive(n),
+  });
   const mirror = new AllocationMirror({ ...stores, log });
   const identities = new NodeIdentities({
     store: stores.identity,
@@ -393,11 +399,12 @@ export function replicaServices(
     rand?: () => number;
     policy?: ExpiryPolicy;
     subnetUseMaxAgeMs?: number;
+    holdsLive?: (name: string) => boolean;
   } = {},
 ): { registrar: Registrar; liveness: Liveness } {
   const log = options.log ?? pino({ level: "silent" });
   const clock = options.clock ?? Date.now;
-  const liveness = new Liveness({ ...stores, log, clock, policy: options.policy ?? defaultPolicy });
+  const liveness = new Liveness({ ...stores, log, clock, policy: options.policy ?? defaultPolicy, holdsLive: options.holdsLive });
   const pool = options.pool ?? createSubnetPool(Cidr.parse("10.244.0.0/16"), 24);
   const rand = options.rand ?? Math.random;
   return {

@@ -297,9 +297,16 @@ export class MemoryNodeStore extends MemoryStore implements NodeStore {
 
 /** LivenessStore in memory; EtcdLivenessStore is the reference. */
 export class MemoryLivenessStore extends MemoryStore implements LivenessStore {
-  putHeartbeat(name: string, lastSeenMs: bigint): Promise<bigint> {
-    const value = toJsonString(HeartbeatRecordSchema, create(HeartbeatRecordSchema, { lastSeenMs }));
-    return this.call(`record heartbeat of ${name}`, () => this.kv.commit([{ type: "put", key: this.keys.heartbeat(name), value }]));
+  putHeartbeats(beats: ReadonlyMap<string, bigint>): Promise<bigint> {
+    return this.call(`record heartbeats of ${[...beats.keys()].join(", ")}`, () =>
+      this.kv.commit(
+        [...beats].map(([name, lastSeenMs]) => ({
+          type: "put" as const,
+          key: this.keys.heartbeat(name),
+          value: toJsonString(HeartbeatRecordSchema, create(HeartbeatRecordSchema, { lastSeenMs })),
+        })),
+      ),
+    );
   }
 
   listHeartbeats(): Promise<Map<string, HeartbeatEntry>> {

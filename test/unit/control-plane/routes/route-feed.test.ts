@@ -101,6 +101,31 @@ describe("RouteFeed", () => {
     stop.abort();
   });
 
+  it("holds a node live from the first change it sees, before publishing it, until the node withdraws (Liveness.heartbeat reads it)", async () => {
+    const stores = openMemoryStores();
+    const stop = new AbortController();
+    const feed = new RouteFeed({ nodes: stores.nodes, log: pino({ level: "silent" }), coalesceMs: 60_000 });
+    await registerNode(stores, "n1", "192.168.1.11", "10.244.1.0/24");
+    expect(feed.holdsLive("n1")).toBe(false); // not started: holds nothing
+    await feed.start(stop.signal);
+    expect(feed.holdsLive("n1")).toBe(true);
+    const got: WatchRoutesResponse[] = [];
+    const stream = new AbortController();
+    const done = follow(feed.subscribe(stream.signal), got);
+    await registerNode(stores, "n0", "192.168.1.10", "10.244.0.0/24"); // published at once; what follows is held for 60 s
+    await until("the first change", () => got.length === 2);
+    await registerNode(stores, "n2", "192.168.1.12", "10.244.2.0/24");
+    await until("n2 seen while held", () => feed.holdsLive("n2"));
+    await changeNode(stores, "n1", { live: false, releasedReason: "drained" });
+    await until("n1 withdrawn while held", () => !feed.holdsLive("n1"));
+    expect(got).toHaveLength(2); // neither published yet
+    expect(feed.holdsLive("n0")).toBe(true);
+    expect(feed.holdsLive("nobody")).toBe(false);
+    stream.abort();
+    await done;
+    stop.abort();
+  });
+
   it("holds changes longer the more streams it feeds, within 500 ms", () => {
     expect(publishWindowMs(0, 100)).toBe(100);
     expect(publishWindowMs(200, 100)).toBe(100);

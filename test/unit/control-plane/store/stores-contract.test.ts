@@ -41,18 +41,18 @@ describe("the Memory stores' test hooks", () => {
     await s.allocations.deleteAllocation("a", "10.244.1.9");
     await s.subnets.deleteReservation("10.244.9.0/24");
     expect(s.revision).toBe(start + 1n);
-    expect(await s.liveness.putHeartbeat("a", 1n)).toBe(start + 2n);
+    expect(await s.liveness.putHeartbeats(new Map([["a", 1n]]))).toBe(start + 2n);
   });
 
   it("down: every call fails with UNAVAILABLE until it is back", async () => {
     const s = openMemoryStores();
     s.down = true;
     await expect(s.nodes.listNodes()).rejects.toMatchObject({ reason: "UNAVAILABLE" });
-    await expect(s.liveness.putHeartbeat("a", 1n)).rejects.toMatchObject({ reason: "UNAVAILABLE" });
+    await expect(s.liveness.putHeartbeats(new Map([["a", 1n]]))).rejects.toMatchObject({ reason: "UNAVAILABLE" });
     await expect(s.allocations.countAllocations()).rejects.toMatchObject({ reason: "UNAVAILABLE" });
     expect(s.revision).toBe(openMemoryStores().revision);
     s.down = false;
-    await expect(s.liveness.putHeartbeat("a", 1n)).resolves.toBeGreaterThan(0n);
+    await expect(s.liveness.putHeartbeats(new Map([["a", 1n]]))).resolves.toBeGreaterThan(0n);
   });
 
   it("beforeNodeWrite runs between the caller's reads and its commit", async () => {
@@ -62,7 +62,7 @@ describe("the Memory stores' test hooks", () => {
     const seen: string[] = [];
     s.beforeNodeWrite = async (name) => {
       seen.push(name);
-      await s.liveness.putHeartbeat(name, 2n); // the node heartbeats while the replica is paused
+      await s.liveness.putHeartbeats(new Map([[name, 2n]])); // the node heartbeats while the replica is paused
     };
     expect(await s.liveness.expireNode({ ...node.value, live: false }, node.modRevision, 0n, 0n)).toBe(false);
     expect(seen).toEqual(["a"]);
