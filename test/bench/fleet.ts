@@ -507,6 +507,24 @@ async function etcdCounters(endpoints: readonly string[]): Promise<{ calls: Map<
   return { calls, proposals };
 }
 
+/** etcd's KV calls and proposals per second between two etcdCounters readings `seconds` apart; per heartbeat too, given their rate. */
+function etcdRates(
+  before: Awaited<ReturnType<typeof etcdCounters>>,
+  after: Awaited<ReturnType<typeof etcdCounters>>,
+  seconds: number,
+  heartbeatsPerS?: number,
+): string {
+  const calls = [...after.calls]
+    .map(([method, n]) => [method, (n - (before.calls.get(method) ?? 0)) / seconds] as const)
+    .filter(([, r]) => r > 0);
+  const proposals = (after.proposals - before.proposals) / seconds;
+  const perBeat = (x: number) => (heartbeatsPerS ? `${(x / heartbeatsPerS).toFixed(2)}` : "");
+  return (
+    `KV calls/s ${calls.map(([m, r]) => `${m} ${r.toFixed(0)}`).join(", ") || "none"}; raft proposals/s ${proposals.toFixed(0)}` +
+    (heartbeatsPerS ? ` (per heartbeat: ${perBeat(calls.reduce((a, [, r]) => a + r, 0))} calls, ${perBeat(proposals)} proposals)` : "")
+  );
+}
+
 /** Runs `fn(i)` for i in [0, count), `width` at a time. */
 async function pool(count: number, width: number, fn: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
@@ -756,14 +774,18 @@ async function parentMain(opts: Options): Promise<void> {
       }
     }, 1000);
     cleanup.push("health checks", () => clearInterval(healthTimer));
-    /** Ends a phase: says how the replicas answered during it. */
-    const endPhase = (next: string) => {
+    let phaseStart = { at: performance.now(), etcd: await etcdCounters(cluster.endpoints) };
+    /** Ends a phase: says how the replicas answered during it, and what etcd was asked. */
+    const endPhase = async (next: string) => {
       const xs = answers.get(phase) ?? [];
       const late = xs.filter((x) => !Number.isFinite(x)).length;
       if (xs.length > 0)
         say(
           `  replicas during ${phase}: health checks answered in p50 ${ms(pct(xs, 0.5))}, p99 ${ms(pct(xs, 0.99))}, max ${ms(Math.max(...xs.filter(Number.isFinite)))} (${xs.length} checks${late ? `, ${late} unanswered within 30 s` : ""}); up to ${acceptQueue.get(phase) ?? 0} connections waiting to be accepted`,
         );
+      const now_ = { at: performance.now(), etcd: await etcdCounters(cluster.endpoints) };
+      say(`  etcd during ${phase}: ${etcdRates(phaseStart.etcd, now_.etcd, (now_.at - phaseStart.at) / 1000)}`);
+      phaseStart = now_;
       phase = next;
     };
 
@@ -953,7 +975,7 @@ async function parentMain(opts: Options): Promise<void> {
 
     // 4. Every node registers (REGISTER_CONCURRENCY at a time over all workers), then heartbeats, streams
     // routes and reports digests.
-    endPhase("registration");
+    await endPhase("registration");
     const tr = now();
     const perWorker = Math.max(1, Math.floor(REGISTER_CONCURRENCY / opts.workers));
     for (const w of workers) w.send({ t: "register", concurrency: perWorker } satisfies ToWorker);
@@ -1023,7 +1045,7 @@ async function parentMain(opts: Options): Promise<void> {
         ? `fleet converged: every node holds all ${fleet} fleet routes ${((now() - tr) / 1000).toFixed(1)} s after the first registration (${((now() - reg.lastRegisteredAt) / 1000).toFixed(1)} s after the last)`
         : `fleet NOT converged: ${total().converged}/${fleet} nodes hold every route, none more for ${STALL_MS / 1000} s`,
     );
-    endPhase("join probes");
+    await endPhase("join probes");
     await flush();
     simSummary("so far");
     await resources("with the fleet up");
@@ -1047,21 +1069,11 @@ async function parentMain(opts: Options): Promise<void> {
     const cores = cpuAfter.map((c, i) => perS(c - cpuBefore[i]!));
     const beatsPerS = perS(beatsAfter - beatsBefore);
     const perBeat = (x: number, digits: number) => (beatsPerS > 0 ? (x / beatsPerS).toFixed(digits) : "n/a");
-    const etcdCalls = [...etcdAfter.calls]
-      .map(([method, n]) => [method, perS(n - (etcdBefore.calls.get(method) ?? 0))] as const)
-      .filter(([, r]) => r > 0);
-    const proposalsPerS = perS(etcdAfter.proposals - etcdBefore.proposals);
     say(
       `quiet fleet for ${quietMs / 1000} s: ${beatsPerS.toFixed(0)} heartbeats/s; cores used: replicas ${cores[0]!.toFixed(2)}, etcd ${cores[1]!.toFixed(2)}, simulated nodes ${cores[2]!.toFixed(2)}` +
         ` (per heartbeat: replicas ${perBeat(cores[0]! * 1000, 2)} ms, etcd ${perBeat(cores[1]! * 1000, 2)} ms)`,
     );
-    say(
-      `  etcd KV calls/s ${etcdCalls.map(([m, r]) => `${m} ${r.toFixed(0)}`).join(", ") || "none"}; raft proposals/s ${proposalsPerS.toFixed(0)}` +
-        ` (per heartbeat: ${perBeat(
-          etcdCalls.reduce((a, [, r]) => a + r, 0),
-          2,
-        )} calls, ${perBeat(proposalsPerS, 2)} proposals)`,
-    );
+    say(`  etcd: ${etcdRates(etcdBefore, etcdAfter, quietMs / 1000, beatsPerS)}`);
 
     // 6. Join -> route at every node: probes register one at a time, each through the replicas in turn.
     const probes: Probe[] = [];
@@ -1120,7 +1132,7 @@ async function parentMain(opts: Options): Promise<void> {
     // 7. One replica dies (SIGKILL): the nodes that streamed from it move to the others. A node streams
     // again once it has a snapshot from another replica; also timed: a node registered through a survivor
     // right after the kill, until it is in every node's table.
-    endPhase("failover");
+    await endPhase("failover");
     let survivors = addresses;
     if (opts.replicas >= 2) {
       const victim = replicas[0]!;
@@ -1158,7 +1170,7 @@ async function parentMain(opts: Options): Promise<void> {
 
     // 8. Death (decided) -> route gone at every node: probes registered through the survivors stop
     // heartbeating, a second apart; decided = when etcd shows their node record not live.
-    endPhase("deaths");
+    await endPhase("deaths");
     const dead: Array<{ probe: Probe; holders: number }> = [];
     for (let i = 0; i < DEATH_PROBES; i++) {
       const p = newProbe(`death-probe-${i}`, JOIN_PROBES + 1 + i, survivors);
@@ -1212,7 +1224,7 @@ async function parentMain(opts: Options): Promise<void> {
     );
 
     // 9. The end: resources, flaps, the replicas' complaints.
-    endPhase("the end");
+    await endPhase("the end");
     await flush();
     const db = await resources("at the end");
     const t = total();
