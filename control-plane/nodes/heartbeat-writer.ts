@@ -40,18 +40,36 @@ export class HeartbeatWriter {
     this.lingerMs = options.lingerMs ?? 0;
   }
 
-  /** Writes node `name`'s heartbeat; resolves with the revision of the write that carried it. */
-  record(name: string, lastSeenMs: bigint): Promise<bigint> {
+  /**
+   * Writes node `name`'s heartbeat; resolves with the revision of the write that carried it. When `signal`
+   * aborts (its caller gave up) before a write took it, it is dropped: under overload, heartbeats that
+   * waited past their callers' deadlines would be written late, as a sign of life the node gave long ago,
+   * in front of the ones still waited for. The node sends another.
+   */
+  record(name: string, lastSeenMs: bigint, signal?: AbortSignal): Promise<bigint> {
     return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const waiter = { resolve, reject };
       const pending = this.pending.get(name);
       // A node's second heartbeat before its first was written: one key, written once, with the later time.
       if (pending) {
         pending.lastSeenMs = lastSeenMs;
-        pending.waiters.push({ resolve, reject });
-      } else this.pending.set(name, { lastSeenMs, waiters: [{ resolve, reject }] });
+        pending.waiters.push(waiter);
+      } else this.pending.set(name, { lastSeenMs, waiters: [waiter] });
+      signal?.addEventListener("abort", () => this.drop(name, waiter, signal.reason), { once: true });
       if (this.lingerMs === 0 || this.pending.size >= this.maxPerWrite) this.pump();
       else this.lingering ??= setTimeout(() => this.pump(), this.lingerMs);
     });
+  }
+
+  /** Takes `waiter` out of `name`'s pending heartbeat, and the heartbeat itself when nobody else waits for it; nothing once a write took it. */
+  private drop(name: string, waiter: Pending["waiters"][number], reason: unknown): void {
+    const pending = this.pending.get(name);
+    const at = pending?.waiters.indexOf(waiter) ?? -1;
+    if (!pending || at < 0) return;
+    pending.waiters.splice(at, 1);
+    if (pending.waiters.length === 0) this.pending.delete(name);
+    waiter.reject(reason);
   }
 
   private pump(): void {

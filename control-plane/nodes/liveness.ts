@@ -97,19 +97,19 @@ export class Liveness {
    * expired a moment ago has one more heartbeat accepted, and hears NOT_FOUND at its next (issue 10: the
    * read was half of every heartbeat's etcd calls).
    */
-  async heartbeat(name: string): Promise<void> {
-    if (this.deps.holdsLive?.(name)) return this.recordHeartbeat(name);
+  async heartbeat(name: string, signal?: AbortSignal): Promise<void> {
+    if (this.deps.holdsLive?.(name)) return this.recordHeartbeat(name, signal);
     const node = await this.deps.nodes.findNode(name);
     if (!node) throw new TrellisError("NOT_FOUND", `node ${name} is not registered; register it first`);
     if (!node.value.live) {
       throw new TrellisError("NOT_FOUND", `node ${name} is not live (${node.value.releasedReason || "withdrawn"}); register it again`);
     }
-    await this.recordHeartbeat(name);
+    await this.recordHeartbeat(name, signal);
   }
 
-  /** Writes node `name`'s heartbeat key; this replica saw it change (it wrote it). */
-  async recordHeartbeat(name: string): Promise<void> {
-    const revision = await this.heartbeats.record(name, BigInt(this.deps.clock()));
+  /** Writes node `name`'s heartbeat key; this replica saw it change (it wrote it). Not written once `signal` aborts first (HeartbeatWriter.record). */
+  async recordHeartbeat(name: string, signal?: AbortSignal): Promise<void> {
+    const revision = await this.heartbeats.record(name, BigInt(this.deps.clock()), signal);
     this.sightings.saw(name, revision, this.monotonic());
   }
 

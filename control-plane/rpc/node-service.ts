@@ -66,7 +66,7 @@ export function createNodeService(deps: {
     },
     async heartbeat(req, ctx) {
       actFor(ctx, req.nodeName);
-      await deps.liveness.heartbeat(req.nodeName);
+      await deps.liveness.heartbeat(req.nodeName, ctx.signal);
       return create(HeartbeatResponseSchema);
     },
     async deregisterNode(req, ctx) {

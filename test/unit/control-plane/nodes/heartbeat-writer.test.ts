@@ -90,6 +90,39 @@ describe("HeartbeatWriter: heartbeats written together while earlier writes are 
     expect(store.writes).toHaveLength(2); // nothing left lingering
   });
 
+  it("a heartbeat whose caller gave up before a write took it is not written; one a write took is", async () => {
+    const store = gatedStore();
+    const writer = new HeartbeatWriter(store.write, { maxInFlight: 1 });
+    const early = new AbortController();
+    const taken = writer.record("x", 1n, early.signal); // written at once
+    const gone = new AbortController();
+    const a = writer.record("a", 1n, gone.signal);
+    const b = writer.record("b", 1n);
+    const shared = new AbortController();
+    const c1 = writer.record("c", 1n, shared.signal);
+    const c2 = writer.record("c", 2n); // still waited for: c stays
+    gone.abort(new Error("deadline"));
+    shared.abort(new Error("deadline"));
+    early.abort(new Error("too late to matter"));
+    await expect(a).rejects.toThrow("deadline");
+    await expect(c1).rejects.toThrow("deadline");
+    store.writes[0]!.finish();
+    await expect(taken).resolves.toBe(11n);
+    await settle();
+    expect(store.writes.map((w) => [...w.beats])).toEqual([
+      [["x", 1n]],
+      [
+        ["b", 1n],
+        ["c", 2n],
+      ],
+    ]);
+    store.writes[1]!.finish();
+    await expect(Promise.all([b, c2])).resolves.toEqual([12n, 12n]);
+    const aborted = AbortSignal.abort(new Error("already"));
+    await expect(writer.record("d", 1n, aborted)).rejects.toThrow("already");
+    expect(store.writes).toHaveLength(2);
+  });
+
   it("a failed write fails every heartbeat it carried, and the next write goes on", async () => {
     const store = gatedStore();
     const writer = new HeartbeatWriter(store.write, { maxInFlight: 1 });
