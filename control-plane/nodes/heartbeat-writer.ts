@@ -1,8 +1,8 @@
 // Heartbeats written together (group commit). Every node's heartbeat is a write to etcd, and at fleet scale
 // a replica spends more on each etcd call (grpc-js's call set-up, Node's http2 request) than on the
-// heartbeat itself (issue 10). A heartbeat waits only while earlier writes are in flight; the next write
-// then carries every heartbeat that arrived meanwhile, so an idle replica writes each one at once and a
-// busy one writes fewer, larger transactions.
+// heartbeat itself (issue 10). A heartbeat waits up to `lingerMs` for others, and while earlier writes are
+// in flight; the next write then carries every heartbeat that arrived meanwhile, so a busy replica writes
+// fewer, larger transactions.
 
 export interface HeartbeatWriterOptions {
   /** Heartbeats in one write: etcd refuses a transaction of more operations than its --max-txn-ops (128 by default). */
