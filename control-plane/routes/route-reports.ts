@@ -7,7 +7,6 @@ import { create } from "@bufbuild/protobuf";
 import { TrellisError } from "../../proto/core/errors.js";
 import type { Route } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { type ReportedRoutesRecord, ReportedRoutesRecordSchema } from "../../proto/gen/trellis/store/v1/store_pb.js";
-import type { NodeStore } from "../store/node-store.js";
 import type { RouteReportStore } from "../store/route-report-store.js";
 
 export interface RouteReport {
@@ -31,16 +30,29 @@ function keysOf(r: { routeCount: number; digest: Uint8Array; missing: readonly R
   return [missing, `${r.routeCount}:${Buffer.from(r.digest).toString("hex")}:${missing}:${lines(r.routes)}`];
 }
 
+/** What a replica last wrote of a node's report (or found stored), and when. */
+interface Written {
+  readonly missing: string;
+  readonly all: string;
+  readonly atMs: number;
+  /** The stream revision the report was made at. */
+  readonly revision: bigint;
+  /** The report key's mod revision: the next write is conditional on it. */
+  readonly modRevision: bigint;
+}
+
+/** Writes of one report that found another replica writing the same node's report meanwhile, before giving up. */
+const maxWriteAttempts = 3;
+
 export class RouteReports {
-  /** Per node: what this replica last wrote (or read back), and when it wrote. */
-  private readonly written = new Map<string, { missing: string; all: string; atMs: number; revision: bigint }>();
+  /** Per node: what this replica last wrote (or found stored), and when it wrote. */
+  private readonly written = new Map<string, Written>();
   /** Reports held back by the interval, written by the flush timer once it has passed. */
   private readonly pending = new Map<string, RouteReport>();
   private flusher?: ReturnType<typeof setInterval>;
 
   constructor(
     private readonly deps: {
-      readonly nodes: NodeStore;
       readonly routeReports: RouteReportStore;
       readonly clock: () => number;
       readonly minIntervalMs?: number;
@@ -49,48 +61,62 @@ export class RouteReports {
 
   async record(node: string, report: RouteReport): Promise<void> {
     const [missing, all] = keysOf(report);
-    const now = this.deps.clock();
-    let last = this.written.get(node);
-    if (last === undefined) {
-      if (!(await this.deps.nodes.findNode(node))) throw new TrellisError("NOT_FOUND", `node ${node} is not registered; register it first`);
-      const stored = await this.deps.routeReports.findReportedRoutes(node);
-      if (stored) {
-        const [m, a] = keysOf(stored);
-        last = { missing: m, all: a, atMs: now, revision: stored.revision };
-        this.remember(node, last);
+    const last = this.written.get(node);
+    if (last) {
+      // The same again at the same stream revision (a resync) is not written. At a later revision it is: the
+      // node may have said something else through another replica meanwhile, which this one cannot know.
+      if (last.all === all && report.revision <= last.revision) {
+        this.pending.delete(node);
+        return;
       }
-    }
-    // The same again at the same stream revision (a resync) is not written. At a later revision it is: the
-    // node may have said something else through another replica meanwhile, which this one cannot know.
-    if (last?.all === all && report.revision <= last.revision) {
-      this.pending.delete(node);
-      return;
-    }
-    const onlyCountChanged = last?.missing === missing && report.routes.length === 0;
-    if (last && onlyCountChanged && now - last.atMs < this.minIntervalMs) {
-      this.pending.set(node, report);
-      this.flusher ??= setInterval(() => void this.flushDue(), Math.min(1_000, this.minIntervalMs)).unref();
-      return;
+      const onlyCountChanged = last.missing === missing && report.routes.length === 0;
+      if (onlyCountChanged && this.deps.clock() - last.atMs < this.minIntervalMs) {
+        this.pending.set(node, report);
+        this.flusher ??= setInterval(() => void this.flushDue(), Math.min(1_000, this.minIntervalMs)).unref();
+        return;
+      }
     }
     await this.write(node, report);
   }
 
+  /**
+   * Writes `report` in one etcd round trip: conditional on the node being registered and on its stored
+   * report being the one this replica last wrote or found (none, the first time). When another replica wrote
+   * meanwhile (a node may report to several; found by the chaos tests), what is stored comes back in the same
+   * round trip: a newer report, or this same one, stays and is remembered; an older one is written over.
+   */
   private async write(node: string, report: RouteReport): Promise<void> {
-    const [missing, all] = keysOf(report);
-    const now = this.deps.clock();
     this.pending.delete(node);
-    await this.deps.routeReports.putReportedRoutes(
-      node,
-      create(ReportedRoutesRecordSchema, {
-        revision: report.revision,
-        routeCount: report.routeCount,
-        digest: report.digest,
-        missing: [...report.missing],
-        routes: [...report.routes],
-        reportedAtMs: BigInt(now),
-      }),
-    );
-    this.remember(node, { missing, all, atMs: now, revision: report.revision });
+    const [missing, all] = keysOf(report);
+    let expected = this.written.get(node)?.modRevision ?? 0n;
+    for (let attempt = 1; ; attempt++) {
+      const now = this.deps.clock();
+      const res = await this.deps.routeReports.putReportedRoutes(node, recordOf(report, now), expected);
+      if (res.written) {
+        this.remember(node, { missing, all, atMs: now, revision: report.revision, modRevision: res.modRevision });
+        return;
+      }
+      if (!res.registered) {
+        this.written.delete(node);
+        throw new TrellisError("NOT_FOUND", `node ${node} is not registered; register it first`);
+      }
+      const stored = res.current;
+      if (stored) {
+        const [m, a] = keysOf(stored.value);
+        if (stored.value.revision > report.revision || (a === all && stored.value.revision === report.revision)) {
+          this.remember(node, { missing: m, all: a, atMs: now, revision: stored.value.revision, modRevision: stored.modRevision });
+          return;
+        }
+      }
+      expected = stored?.modRevision ?? 0n;
+      if (attempt === maxWriteAttempts) {
+        this.written.delete(node);
+        throw new TrellisError(
+          "CONFLICT",
+          `node ${node}'s route report was rewritten ${attempt} times by other replicas meanwhile; report again`,
+        );
+      }
+    }
   }
 
   private get minIntervalMs(): number {
@@ -102,7 +128,7 @@ export class RouteReports {
     const now = this.deps.clock();
     for (const [node, report] of [...this.pending]) {
       if (now - (this.written.get(node)?.atMs ?? 0) < this.minIntervalMs) continue;
-      await this.flushOne(node, report).catch(() => undefined); // the node reports again on its next resync
+      await this.write(node, report).catch(() => undefined); // the node reports again on its next resync
     }
     if (this.pending.size === 0 && this.flusher) {
       clearInterval(this.flusher);
@@ -110,26 +136,21 @@ export class RouteReports {
     }
   }
 
-  /**
-   * Writes a held-back report unless a newer one (a later stream revision) was stored meanwhile, through
-   * another replica: then that one stays, and this replica remembers it instead (a node may report to
-   * several replicas; found by the chaos tests).
-   */
-  private async flushOne(node: string, report: RouteReport): Promise<void> {
-    const stored = await this.deps.routeReports.findReportedRoutes(node);
-    if (stored && stored.revision > report.revision) {
-      this.pending.delete(node);
-      const [missing, all] = keysOf(stored);
-      this.remember(node, { missing, all, atMs: this.deps.clock(), revision: stored.revision });
-      return;
-    }
-    await this.write(node, report);
-  }
-
-  private remember(node: string, entry: { missing: string; all: string; atMs: number; revision: bigint }): void {
-    if (this.written.size >= 100_000) this.written.clear(); // bounded; a miss costs one read
+  private remember(node: string, entry: Written): void {
+    if (this.written.size >= 100_000) this.written.clear(); // bounded; a miss costs a failed compare, still one round trip
     this.written.set(node, entry);
   }
+}
+
+function recordOf(report: RouteReport, nowMs: number): ReportedRoutesRecord {
+  return create(ReportedRoutesRecordSchema, {
+    revision: report.revision,
+    routeCount: report.routeCount,
+    digest: report.digest,
+    missing: [...report.missing],
+    routes: [...report.routes],
+    reportedAtMs: BigInt(nowMs),
+  });
 }
 
 /** Whether a stored report matches `desired` exactly. Pure. */

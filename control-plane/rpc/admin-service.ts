@@ -192,7 +192,8 @@ export function createAdminService(deps: AdminDeps): ServiceImpl<typeof AdminSer
     },
     async getRoutes(req) {
       const name = required(req.nodeName, "node_name");
-      const [{ nodes }, reported] = await Promise.all([stores.nodes.listNodes(), stores.routeReports.findReportedRoutes(name)]);
+      const [{ nodes }, stored] = await Promise.all([stores.nodes.listNodes(), stores.routeReports.findReportedRoutes(name)]);
+      const reported = stored?.value;
       if (!nodes.some((n) => n.name === name)) throw new TrellisError("NOT_FOUND", `node ${name} is not known`);
       const desired = desiredRoutesFor(name, nodes, pool.cluster.toString());
       const common = {

@@ -45,7 +45,7 @@ export function createNodeService(deps: {
   clock: () => number;
   identities: NodeIdentities;
 }): ServiceImpl<typeof NodeService> {
-  const reports = new RouteReports({ nodes: deps.stores.nodes, routeReports: deps.stores.routeReports, clock: deps.clock });
+  const reports = new RouteReports({ routeReports: deps.stores.routeReports, clock: deps.clock });
   return {
     async registerNode(req, ctx) {
       actFor(ctx, req.nodeName);

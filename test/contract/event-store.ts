@@ -31,7 +31,7 @@ export function describeEventStoreContract(name: string, make: () => Promise<Sto
         const a = await registerNode(s, "a", "192.168.1.11", "10.244.1.0/24");
         await s.liveness.putHeartbeats(new Map([["a", 1n]])); // heartbeats, node-IP entries, freed subnets: no events
         await s.allocations.putAllocation("a", create(AllocationRecordSchema, { address: "10.244.1.5" }));
-        await s.routeReports.putReportedRoutes("a", create(ReportedRoutesRecordSchema, { revision: 1n })); // nor route reports
+        await s.routeReports.putReportedRoutes("a", create(ReportedRoutesRecordSchema, { revision: 1n }), 0n); // nor route reports
         const gone = await changeNode(s, "a", { live: false });
         const back = await changeNode(s, "a", { live: true });
         await s.subnets.deleteReservation("10.244.3.0/24");

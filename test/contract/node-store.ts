@@ -359,7 +359,8 @@ export function describeNodeStoreContract(name: string, make: () => Promise<Comp
         await registerNode(s, "b", IP2, S2);
         for (const n of ["a", "b"]) {
           await s.liveness.putHeartbeats(new Map([[n, 1n]]));
-          await s.routeReports.putReportedRoutes(n, create(ReportedRoutesRecordSchema, { revision: 1n, routeCount: 1 }));
+          const put = await s.routeReports.putReportedRoutes(n, create(ReportedRoutesRecordSchema, { revision: 1n, routeCount: 1 }), 0n);
+          expect(put.written).toBe(true);
         }
         const alloc = (address: string) => create(AllocationRecordSchema, { address, hostVeth: "tr00000000001" });
         await s.allocations.applyAllocations("a", [alloc("10.244.1.5"), alloc("10.244.1.6")], []);

@@ -349,7 +349,7 @@ describe("chaos at 200 simulated nodes", () => {
     await viaB.reportRoutes(report(3)); // B writes it at once
     await sleep(7_000); // A's flusher writes report 2
     await viaB.reportRoutes(report(3)); // the node says again what it holds (the daemon's resync)
-    expect((await b.stores.routeReports.findReportedRoutes("n1"))?.routeCount, "the stored report's route count").toBe(3);
+    expect((await b.stores.routeReports.findReportedRoutes("n1"))?.value.routeCount, "the stored report's route count").toBe(3);
   });
 
   // The fix above covers held-back reports; this one a node whose routes change and change back while it
@@ -369,7 +369,7 @@ describe("chaos at 200 simulated nodes", () => {
     await viaB.reportRoutes(report(2, 2)); // B holds it back for its interval, then writes it
     await sleep(7_000);
     await viaA.reportRoutes(report(1, 3)); // the routes are back to what A wrote first
-    expect((await a.stores.routeReports.findReportedRoutes("n1"))?.routeCount, "the stored report's route count").toBe(1);
+    expect((await a.stores.routeReports.findReportedRoutes("n1"))?.value.routeCount, "the stored report's route count").toBe(1);
   });
 
   // A replica whose clock was more than 60 s ahead signed node certificates every other replica refused

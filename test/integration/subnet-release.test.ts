@@ -147,7 +147,8 @@ describe("a released node leaves nothing behind (issue 10, finding 10)", () => {
     const subnets = await registerAll(leases, ["n1", "n2"]);
     const record = create(AllocationRecordSchema, { address: "10.244.2.5", hostVeth: "tr00000000001" });
     await store.allocations.applyAllocations("n2", [record], []);
-    await store.routeReports.putReportedRoutes("n2", create(ReportedRoutesRecordSchema, { revision: 1n, routeCount: 1 }));
+    const put = await store.routeReports.putReportedRoutes("n2", create(ReportedRoutesRecordSchema, { revision: 1n, routeCount: 1 }), 0n);
+    expect(put.written).toBe(true);
     await store.allocations.applyAllocations(
       "n1",
       [create(AllocationRecordSchema, { address: "10.244.1.5", hostVeth: "tr00000000002" })],

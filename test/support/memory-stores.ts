@@ -21,7 +21,7 @@ import {
   type RegistrationView,
   refuseUnreadRecord,
 } from "../../control-plane/store/node-store.js";
-import type { RouteReportStore } from "../../control-plane/store/route-report-store.js";
+import type { ReportWrite, RouteReportStore } from "../../control-plane/store/route-report-store.js";
 import type { Stores } from "../../control-plane/store/stores.js";
 import type { SubnetStore, SubnetUse } from "../../control-plane/store/subnet-store.js";
 import type { Versioned } from "../../control-plane/store/versioned.js";
@@ -455,15 +455,20 @@ export class MemoryAllocationStore extends MemoryStore implements AllocationStor
 
 /** RouteReportStore in memory; EtcdRouteReportStore is the reference. */
 export class MemoryRouteReportStore extends MemoryStore implements RouteReportStore {
-  async putReportedRoutes(node: string, record: ReportedRoutesRecord): Promise<void> {
+  putReportedRoutes(node: string, record: ReportedRoutesRecord, expectedModRevision: bigint): Promise<ReportWrite> {
+    const key = this.keys.reportedRoutes(node);
     const value = toJsonString(ReportedRoutesRecordSchema, record);
-    await this.call(`record routes reported by ${node}`, () =>
-      this.kv.commit([{ type: "put", key: this.keys.reportedRoutes(node), value }]),
-    );
+    return this.call(`record routes reported by ${node}`, (): ReportWrite => {
+      const registered = this.kv.get(this.keys.node(node)) !== undefined;
+      if (registered && this.kv.modRevision(key) === expectedModRevision) {
+        return { written: true, modRevision: this.kv.commit([{ type: "put", key, value }]) };
+      }
+      return { written: false, registered, current: this.read(ReportedRoutesRecordSchema, key) };
+    });
   }
 
-  findReportedRoutes(node: string): Promise<ReportedRoutesRecord | undefined> {
-    return this.call(`read routes reported by ${node}`, () => this.read(ReportedRoutesRecordSchema, this.keys.reportedRoutes(node))?.value);
+  findReportedRoutes(node: string): Promise<Versioned<ReportedRoutesRecord> | undefined> {
+    return this.call(`read routes reported by ${node}`, () => this.read(ReportedRoutesRecordSchema, this.keys.reportedRoutes(node)));
   }
 
   listReportedRoutes(): Promise<Map<string, ReportedRoutesRecord>> {

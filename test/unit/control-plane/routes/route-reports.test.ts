@@ -4,31 +4,37 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { RouteReports, reportMatches } from "../../../../control-plane/routes/route-reports.js";
-import type { NodeStore } from "../../../../control-plane/store/node-store.js";
 import type { RouteReportStore } from "../../../../control-plane/store/route-report-store.js";
 import { routeDigest } from "../../../../proto/core/route-plan.js";
 import { RouteSchema } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import {
-  NodeRecordSchema,
-  type ReportedRoutesRecord,
-  ReportedRoutesRecordSchema,
-} from "../../../../proto/gen/trellis/store/v1/store_pb.js";
+import { ReportedRoutesRecordSchema } from "../../../../proto/gen/trellis/store/v1/store_pb.js";
+import { registerNode } from "../../../contract/node-store.js";
+import { openMemoryStores } from "../../../support/memory-stores.js";
 
-/** Just the store methods RouteReports uses, counting writes and the bytes they hold. */
-function store() {
-  const reports = new Map<string, ReportedRoutesRecord>();
-  const stats = { writes: 0, routes: 0 };
-  const nodes = { findNode: async (name: string) => ({ value: create(NodeRecordSchema, { name }), modRevision: 1n }) };
+/** Memory stores with nodes node-0..node-(n-1) registered, counting RouteReports' round trips, writes and the routes they hold. */
+async function store(n = 1) {
+  const stores = openMemoryStores();
+  for (let i = 0; i < n; i++) await registerNode(stores, `node-${i}`, `192.168.${i >> 8}.${(i & 255) + 1}`, `10.244.${i}.0/24`);
+  const stats = { calls: 0, writes: 0, routes: 0 };
+  const inner = stores.routeReports;
   const routeReports: RouteReportStore = {
-    listReportedRoutes: async () => new Map(reports),
-    findReportedRoutes: async (node: string) => reports.get(node),
-    putReportedRoutes: async (node: string, record: ReportedRoutesRecord) => {
-      stats.writes++;
-      stats.routes += record.routes.length + record.missing.length;
-      reports.set(node, create(ReportedRoutesRecordSchema, record));
+    listReportedRoutes: () => inner.listReportedRoutes(),
+    findReportedRoutes: (node) => {
+      stats.calls++;
+      return inner.findReportedRoutes(node);
+    },
+    putReportedRoutes: async (node, record, expected) => {
+      stats.calls++;
+      const res = await inner.putReportedRoutes(node, record, expected);
+      if (res.written) {
+        stats.writes++;
+        stats.routes += record.routes.length + record.missing.length;
+      }
+      return res;
     },
   };
-  return { store: { nodes: nodes as unknown as NodeStore, routeReports }, reports, stats };
+  const stored = async (node: string) => (await inner.findReportedRoutes(node))?.value;
+  return { store: { routeReports }, stores, stored, stats };
 }
 
 const hostRoutes = (n: number, except: number) =>
@@ -38,10 +44,10 @@ const hostRoutes = (n: number, except: number) =>
 
 describe("RouteReports", () => {
   it("a 200-node bring-up, every node reporting after every join, writes O(nodes) records, not O(nodes²)", async () => {
-    const { store: s, stats } = store();
+    const n = 100;
+    const { store: s, stats } = await store(n);
     let now = 0;
     const reports = new RouteReports({ ...s, clock: () => now });
-    const n = 100;
     for (let joined = 1; joined <= n; joined++) {
       now += 100; // 10 joins per second
       for (let node = 0; node < joined; node++) {
@@ -63,7 +69,7 @@ describe("RouteReports", () => {
   });
 
   it("the same report again writes nothing; what is missing is written at once; a legacy full list is kept", async () => {
-    const { store: s, stats, reports: stored } = store();
+    const { store: s, stats, stored } = await store();
     const now = 0;
     const reports = new RouteReports({ ...s, clock: () => now });
     const held = hostRoutes(3, 0);
@@ -74,7 +80,7 @@ describe("RouteReports", () => {
     const missing = [create(RouteSchema, { nodeName: "node-2", subnet: "10.0.2.0/24", nodeIp: "192.168.0.2" })];
     await reports.record("node-0", { ...base, routeCount: 1, missing });
     expect(stats.writes).toBe(2);
-    expect(stored.get("node-0")?.missing).toHaveLength(1);
+    expect((await stored("node-0"))?.missing).toHaveLength(1);
     // A second replica (no memory of node-0) reads what is stored instead of writing it again.
     const other = new RouteReports({ ...s, clock: () => now });
     await other.record("node-0", { ...base, routeCount: 1, missing });
@@ -91,7 +97,7 @@ describe("RouteReports", () => {
 
 describe("RouteReports held back by the interval", () => {
   it("writes the latest held-back report once the interval has passed", async () => {
-    const { store: s, stats, reports: stored } = store();
+    const { store: s, stats, stored } = await store();
     let now = 0;
     const reports = new RouteReports({ ...s, clock: () => now, minIntervalMs: 5_000 });
     for (let count = 1; count <= 5; count++) {
@@ -109,13 +115,13 @@ describe("RouteReports held back by the interval", () => {
     now += 5_000;
     await reports.flushDue();
     expect(stats.writes).toBe(2);
-    expect(stored.get("node-0")?.routeCount).toBe(5);
+    expect((await stored("node-0"))?.routeCount).toBe(5);
   });
 });
 
 describe("RouteReports on two replicas", () => {
   it("a report held back on one replica never overwrites a newer one written through another", async () => {
-    const { store: s, reports: stored } = store();
+    const { store: s, stored } = await store();
     let now = 0;
     const a = new RouteReports({ ...s, clock: () => now, minIntervalMs: 5_000 });
     const b = new RouteReports({ ...s, clock: () => now, minIntervalMs: 5_000 });
@@ -123,13 +129,85 @@ describe("RouteReports on two replicas", () => {
       const held = hostRoutes(count + 1, 0);
       return { revision: BigInt(count), routeCount: held.length, digest: routeDigest(held), missing: [], routes: [] };
     };
-    await b.record("node-0", report(1)); // B writes it
-    now += 5_500;
-    await a.record("node-0", report(2)); // A reads report 1 just now: report 2 is held back for A's interval
-    await b.record("node-0", report(3)); // B's interval has passed: written at once
+    await a.record("node-0", report(1)); // A writes it
+    now += 100;
+    await a.record("node-0", report(2)); // only the count changed: held back for A's interval
+    now += 100;
+    await b.record("node-0", report(3)); // B's first report of node-0: written
     now += 7_000;
     await a.flushDue(); // A's held-back report 2 is older than what is stored now
     await b.record("node-0", report(3)); // the node says again what it holds; B remembers writing exactly that
-    expect(stored.get("node-0")?.revision).toBe(3n);
+    expect((await stored("node-0"))?.revision).toBe(3n);
+  });
+});
+
+describe("RouteReports round trips (issue 10: reports were most of etcd's calls during churn)", () => {
+  const report = (count: number, missing: string[] = []) => {
+    const held = hostRoutes(count + 1, 0);
+    return {
+      revision: BigInt(count),
+      routeCount: held.length,
+      digest: routeDigest(held),
+      missing: missing.map((subnet) => create(RouteSchema, { nodeName: "node-9", subnet, nodeIp: "192.168.0.10" })),
+      routes: [],
+    };
+  };
+
+  it("a node's first report to a replica is one round trip, and so is the same report found stored", async () => {
+    const { store: s, stats } = await store();
+    const a = new RouteReports({ ...s, clock: () => 0 });
+    await a.record("node-0", report(1));
+    expect(stats).toMatchObject({ calls: 1, writes: 1 });
+    const b = new RouteReports({ ...s, clock: () => 0 });
+    await b.record("node-0", report(1));
+    expect(stats).toMatchObject({ calls: 2, writes: 1 });
+  });
+
+  it("a held-back report is written in one round trip once its interval has passed", async () => {
+    const { store: s, stats, stored } = await store();
+    let now = 0;
+    const a = new RouteReports({ ...s, clock: () => now, minIntervalMs: 5_000 });
+    await a.record("node-0", report(1));
+    await a.record("node-0", report(2));
+    now += 5_000;
+    const before = stats.calls;
+    await a.flushDue();
+    expect(stats.calls - before).toBe(1);
+    expect((await stored("node-0"))?.revision).toBe(2n);
+  });
+
+  it("a report of missing routes made at an older stream revision never overwrites a newer one written through another replica", async () => {
+    const { store: s, stored } = await store();
+    let now = 0;
+    const a = new RouteReports({ ...s, clock: () => now });
+    const b = new RouteReports({ ...s, clock: () => now });
+    await a.record("node-0", report(1));
+    now += 100;
+    await b.record("node-0", report(3));
+    // A late report on A's stream (revision 2), saying a route is missing: written at once, so the write
+    // must not be a blind put over B's newer report.
+    await a.record("node-0", report(2, ["10.244.9.0/24"]));
+    expect(await stored("node-0")).toMatchObject({ revision: 3n, missing: [] });
+    // A now knows what is stored: a newer report from the node through A is written over it in one round trip.
+    await a.record("node-0", report(4, ["10.244.9.0/24"]));
+    expect(await stored("node-0")).toMatchObject({ revision: 4n, missing: [{ subnet: "10.244.9.0/24" }] });
+  });
+
+  it("a node that is not registered, or was removed, gets NOT_FOUND and no report is written for it", async () => {
+    const { store: s, stores, stored } = await store();
+    let now = 0;
+    const a = new RouteReports({ ...s, clock: () => now, minIntervalMs: 5_000 });
+    await expect(a.record("node-7", report(1))).rejects.toMatchObject({ reason: "NOT_FOUND" });
+    expect(await stored("node-7")).toBeUndefined();
+    await a.record("node-0", report(1));
+    await a.record("node-0", report(2)); // held back
+    const node = await stores.nodes.findNode("node-0");
+    if (!node) throw new Error("test setup: node-0 has no record");
+    await stores.nodes.removeNode(node.value, node.modRevision);
+    expect(await stored("node-0"), "removing a node removes its report").toBeUndefined();
+    now += 5_000;
+    await a.flushDue(); // the report held back before the removal
+    await expect(a.record("node-0", report(3, ["10.244.9.0/24"]))).rejects.toMatchObject({ reason: "NOT_FOUND" });
+    expect(await stored("node-0")).toBeUndefined();
   });
 });
