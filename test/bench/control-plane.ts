@@ -11,6 +11,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { NodeService, RouteEventType } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { namespace, type SpawnedControlPlane, spawnControlPlane } from "../support/control-plane.js";
 import { startEtcd } from "../support/etcd.js";
+import { underlayIp } from "../support/sim-node.js";
 
 const usage = `Usage: node dist/test/bench/control-plane.js [STREAMS [REGISTRATIONS]]
 
@@ -95,7 +96,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < registrations; i++) registering.push(await daemonConnection(cp, `d-${i}`));
     const t0 = performance.now();
     await pool(registrations, 32, async (i) => {
-      await registering[i]!.client.registerNode({ nodeName: `d-${i}`, nodeIp: `10.200.${i >> 8}.${i & 255}`, mtu: 1500 });
+      await registering[i]!.client.registerNode({ nodeName: `d-${i}`, nodeIp: underlayIp(i), mtu: 1500 });
     });
     const regSeconds = (performance.now() - t0) / 1000;
     process.stdout.write(
@@ -156,7 +157,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < 20; i++) {
       const name = `probe-${i}`;
       const start = performance.now();
-      await probe(name).registerNode({ nodeName: name, nodeIp: `10.201.0.${i + 1}`, mtu: 1500 });
+      await probe(name).registerNode({ nodeName: name, nodeIp: underlayIp(900_000 + i), mtu: 1500 });
       alive.add(name);
       lastBeat.set(name, performance.now());
       while ((seen.get(name)?.length ?? 0) < watcherCount) await new Promise((r) => setTimeout(r, 2));

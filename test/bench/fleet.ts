@@ -21,7 +21,7 @@ import { type JoinedNodes, namespace, type SpawnedControlPlane, spawnControlPlan
 import { type EtcdCluster, startEtcdCluster } from "../support/etcd.js";
 import type { Credential } from "../support/pki.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
-import { addSimTotals, FlapCounter, noSimTotals, SimNode, type SimTotals } from "../support/sim-node.js";
+import { addSimTotals, FlapCounter, noSimTotals, SimNode, type SimTotals, underlayIp } from "../support/sim-node.js";
 
 const JOIN_PROBES = 20;
 const DEATH_PROBES = 10;
@@ -145,8 +145,6 @@ function parseOptions(argv: string[]): Options | "help" | "worker" {
 const now = () => performance.timeOrigin + performance.now();
 
 const fleetName = (i: number) => `node-${i}`;
-/** Underlay addresses: 172.16.0.0/12, one per node, never .0 or .255. */
-const underlayIp = (i: number) => `172.${16 + Math.floor(i / 62_500)}.${Math.floor((i % 62_500) / 250)}.${(i % 250) + 1}`;
 const isDeathProbe = (name: string) => name.startsWith("death-probe-");
 const isProbe = (name: string) => name.includes("-probe");
 
@@ -774,8 +772,19 @@ async function parentMain(opts: Options): Promise<void> {
       }
     }, 1000);
     cleanup.push("health checks", () => clearInterval(healthTimer));
-    let phaseStart = { at: performance.now(), etcd: await etcdCounters(cluster.endpoints) };
-    /** Ends a phase: says how the replicas answered during it, and what etcd was asked. */
+    // CPU used by the replicas, the etcd members and the worker processes (simulated nodes), in seconds.
+    const workers: ChildProcess[] = [];
+    // Per kind, per process; a process gone since (a killed replica) counts for nothing in between.
+    const cpu = () =>
+      Promise.all(
+        [replicas.map((r) => r.pid), cluster.members.map((m) => m.pid), workers.map((w) => w.pid ?? 0)].map((pids) =>
+          Promise.all(pids.map(cpuSeconds)),
+        ),
+      );
+    const coresBetween = (before: number[][], after: number[][], seconds: number) =>
+      after.map((kind, k) => kind.reduce((sum, c, i) => sum + Math.max(0, c - (before[k]?.[i] ?? 0)), 0) / seconds);
+    let phaseStart = { at: performance.now(), etcd: await etcdCounters(cluster.endpoints), cpu: await cpu() };
+    /** Ends a phase: says how the replicas answered during it, what etcd was asked, and the cores each kind of process used. */
     const endPhase = async (next: string) => {
       const xs = answers.get(phase) ?? [];
       const late = xs.filter((x) => !Number.isFinite(x)).length;
@@ -783,8 +792,13 @@ async function parentMain(opts: Options): Promise<void> {
         say(
           `  replicas during ${phase}: health checks answered in p50 ${ms(pct(xs, 0.5))}, p99 ${ms(pct(xs, 0.99))}, max ${ms(Math.max(...xs.filter(Number.isFinite)))} (${xs.length} checks${late ? `, ${late} unanswered within 30 s` : ""}); up to ${acceptQueue.get(phase) ?? 0} connections waiting to be accepted`,
         );
-      const now_ = { at: performance.now(), etcd: await etcdCounters(cluster.endpoints) };
-      say(`  etcd during ${phase}: ${etcdRates(phaseStart.etcd, now_.etcd, (now_.at - phaseStart.at) / 1000)}`);
+      const now_ = { at: performance.now(), etcd: await etcdCounters(cluster.endpoints), cpu: await cpu() };
+      const seconds = (now_.at - phaseStart.at) / 1000;
+      say(`  etcd during ${phase}: ${etcdRates(phaseStart.etcd, now_.etcd, seconds)}`);
+      const cores = coresBetween(phaseStart.cpu, now_.cpu, seconds);
+      say(
+        `  cores used during ${phase}: replicas ${cores[0]!.toFixed(2)}, etcd ${cores[1]!.toFixed(2)}, simulated nodes ${cores[2]!.toFixed(2)}`,
+      );
       phaseStart = now_;
       phase = next;
     };
@@ -869,7 +883,6 @@ async function parentMain(opts: Options): Promise<void> {
     );
 
     // 3. The workers, each with its share of the fleet.
-    const workers: ChildProcess[] = [];
     let flushes = 0;
     const flushed = new Set<number>();
     const ready = new Set<number>();
@@ -1055,18 +1068,12 @@ async function parentMain(opts: Options): Promise<void> {
     await sleep(quietMsFor(fleet) + 2_000);
     const quietMs = Math.max(20_000, 2 * opts.heartbeatIntervalMs);
     const heartbeats = () => workerStats.reduce((a, st) => a + (st?.sim.heartbeats ?? 0), 0);
-    const cpu = () =>
-      Promise.all(
-        [replicas.map((r) => r.pid), cluster.members.map((m) => m.pid), workers.map((w) => w.pid ?? 0)].map(async (pids) =>
-          (await Promise.all(pids.map(cpuSeconds))).reduce((a, b) => a + b, 0),
-        ),
-      );
     const [cpuBefore, beatsBefore, etcdBefore] = [await cpu(), heartbeats(), await etcdCounters(cluster.endpoints)];
     await sleep(quietMs);
     await flush();
     const [cpuAfter, beatsAfter, etcdAfter] = [await cpu(), heartbeats(), await etcdCounters(cluster.endpoints)];
     const perS = (n: number) => n / (quietMs / 1000);
-    const cores = cpuAfter.map((c, i) => perS(c - cpuBefore[i]!));
+    const cores = coresBetween(cpuBefore, cpuAfter, quietMs / 1000);
     const beatsPerS = perS(beatsAfter - beatsBefore);
     const perBeat = (x: number, digits: number) => (beatsPerS > 0 ? (x / beatsPerS).toFixed(digits) : "n/a");
     say(

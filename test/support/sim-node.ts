@@ -697,3 +697,6 @@ export function unconverged(sims: Iterable<SimNode>, expected: ReadonlyMap<strin
   }
   return off;
 }
+
+/** Underlay addresses for simulated nodes: 172.16.0.0/12, one per node, never .0 or .255. */
+export const underlayIp = (i: number) => `172.${16 + Math.floor(i / 62_500)}.${Math.floor((i % 62_500) / 250)}.${(i % 250) + 1}`;
