@@ -6,13 +6,17 @@ import type { Logger } from "pino";
 import { TrellisError } from "../../proto/core/errors.js";
 import { AdminService } from "../../proto/gen/trellis/admin/v1/admin_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { describePeer, peerKey } from "../../proto/rpc/peer-identity.js";
+import { describePeer, type Peer, peerKey } from "../../proto/rpc/peer-identity.js";
 import type { CertificateRegistry } from "../identity/certificate-registry.js";
 import { revoked } from "../identity/node-identities.js";
 
 /** NodeService: the caller must be exactly the node the request names. */
 export function actFor(ctx: HandlerContext, nodeName: string): void {
-  const peer = ctx.values.get(peerKey);
+  actForPeer(ctx.values.get(peerKey), nodeName);
+}
+
+/** actFor, given the caller. */
+export function actForPeer(peer: Peer, nodeName: string): void {
   if (peer === "plaintext") return;
   if (typeof peer === "object" && peer.kind === "node" && peer.name === nodeName) return;
   throw new TrellisError(
@@ -28,10 +32,14 @@ export function actFor(ctx: HandlerContext, nodeName: string): void {
 export function nodeCertificateCheck(registry: CertificateRegistry): Interceptor {
   return (next) => async (req) => {
     if (req.service.typeName !== NodeService.typeName) return next(req);
-    const peer = req.contextValues.get(peerKey);
-    if (typeof peer === "object" && peer.kind === "node" && !(await registry.isValid(peer.name, peer.serial))) throw revoked(peer.name);
+    await checkNodeCertificate(registry, req.contextValues.get(peerKey));
     return next(req);
   };
+}
+
+/** nodeCertificateCheck, given the caller: throws when it is a node whose certificate was revoked. */
+export async function checkNodeCertificate(registry: Pick<CertificateRegistry, "isValid">, peer: Peer): Promise<void> {
+  if (typeof peer === "object" && peer.kind === "node" && !(await registry.isValid(peer.name, peer.serial))) throw revoked(peer.name);
 }
 
 /** AdminService methods that only read: the ones whose names say so. Everything else is a write. */

@@ -15,10 +15,7 @@ import {
   RenewCertificateResponseSchema,
   ReportRoutesResponseSchema,
   SyncAllocationsResponseSchema,
-  type WatchRoutesResponse,
-  WatchRoutesResponseSchema,
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { encodeOnce } from "../../proto/rpc/encode-once.js";
 import type { AllocationMirror } from "../allocations/allocation-mirror.js";
 import type { NodeIdentities } from "../identity/node-identities.js";
 import type { Liveness } from "../nodes/liveness.js";
@@ -27,13 +24,6 @@ import type { RouteFeed } from "../routes/route-feed.js";
 import { RouteReports } from "../routes/route-reports.js";
 import type { Stores } from "../store/stores.js";
 import { actFor } from "./authorize.js";
-
-const wire = encodeOnce(WatchRoutesResponseSchema);
-
-/** The route stream as connect sends it: a change every daemon gets is encoded once, not once per stream. */
-async function* encodedOnce(stream: AsyncIterable<WatchRoutesResponse>): AsyncGenerator<WatchRoutesResponse> {
-  for await (const message of stream) yield wire(message);
-}
 
 export function createNodeService(deps: {
   registrar: Registrar;
@@ -74,9 +64,10 @@ export function createNodeService(deps: {
       await deps.registrar.withdraw(req.nodeName);
       return create(DeregisterNodeResponseSchema);
     },
+    // gRPC callers in protobuf (daemons) are served by route-stream.ts and never get here; this serves the rest (JSON).
     watchRoutes(req, ctx) {
       actFor(ctx, req.nodeName);
-      return encodedOnce(deps.feed.subscribe(ctx.signal, req.fromRevision, req.epoch));
+      return deps.feed.subscribe(ctx.signal, req.fromRevision, req.epoch);
     },
     async recordAllocation(req, ctx) {
       actFor(ctx, req.nodeName);

@@ -1,4 +1,4 @@
-import type { Http2Session } from "node:http2";
+import type { Http2ServerResponse, Http2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
@@ -10,12 +10,13 @@ import { addHealthService } from "../../proto/rpc/health.js";
 import { serverInterceptor } from "../../proto/rpc/interceptor.js";
 import { type Http2Listener, listenHttp2, serverLimits, type TlsMaterial } from "../../proto/rpc/listen.js";
 import { loadShedding } from "../../proto/rpc/load-shedding.js";
-import { peerContextValues, peerKey } from "../../proto/rpc/peer-identity.js";
+import { type Peer, peerContextValues, peerKey } from "../../proto/rpc/peer-identity.js";
 import { addReflectionService } from "../../proto/rpc/reflection.js";
 import type { CertificateRegistry } from "../identity/certificate-registry.js";
 import { createAdminService } from "./admin-service.js";
 import { adminAuthorization, nodeCertificateCheck } from "./authorize.js";
 import { createJoinService, createNodeService } from "./node-service.js";
+import { isWatchRoutesCall, serveWatchRoutes } from "./route-stream.js";
 import { requestValidation } from "./validate.js";
 
 type NodeDeps = Parameters<typeof createNodeService>[0];
@@ -70,7 +71,18 @@ export async function startControlPlaneServer(
     for (const session of sessionsOf.get(node) ?? []) session.destroy();
     sessionsOf.delete(node);
   });
-  const handler = connectNodeAdapter({
+  const trackSession = (peer: Peer, session: Http2Session | undefined) => {
+    if (typeof peer !== "object" || peer.kind !== "node" || !session) return;
+    const sessions = sessionsOf.get(peer.name) ?? new Set();
+    if (sessions.has(session)) return;
+    sessions.add(session);
+    sessionsOf.set(peer.name, sessions);
+    session.once("close", () => {
+      sessions.delete(session);
+      if (sessions.size === 0 && sessionsOf.get(peer.name) === sessions) sessionsOf.delete(peer.name);
+    });
+  };
+  const connectHandler = connectNodeAdapter({
     grpc: true,
     grpcWeb: false,
     connect: false,
@@ -81,19 +93,7 @@ export async function startControlPlaneServer(
     readMaxBytes: serverLimits.maxMessageBytes,
     contextValues: (req) => {
       const values = peerContextValues(req);
-      const peer = values.get(peerKey);
-      const session = (req as { stream?: { session?: Http2Session } }).stream?.session;
-      if (typeof peer === "object" && peer.kind === "node" && session) {
-        const sessions = sessionsOf.get(peer.name) ?? new Set();
-        if (!sessions.has(session)) {
-          sessions.add(session);
-          sessionsOf.set(peer.name, sessions);
-          session.once("close", () => {
-            sessions.delete(session);
-            if (sessions.size === 0 && sessionsOf.get(peer.name) === sessions) sessionsOf.delete(peer.name);
-          });
-        }
-      }
+      trackSession(values.get(peerKey), (req as { stream?: { session?: Http2Session } }).stream?.session);
       return values;
     },
     interceptors: [
@@ -110,6 +110,15 @@ export async function startControlPlaneServer(
       addReflectionService(router, services);
     },
   });
+  // Route streams skip connect-node's per-message pipeline (route-stream.ts); every other call goes through it.
+  const routeStreams = { feed: deps.feed, registry: deps.registry, log: deps.log, onPeer: trackSession };
+  const handler: typeof connectHandler = (req, res) => {
+    if (!("stream" in req && isWatchRoutesCall(req))) return connectHandler(req, res);
+    serveWatchRoutes(routeStreams, req, res as Http2ServerResponse).catch((err: unknown) => {
+      deps.log.error({ err }, "route stream could not be ended cleanly");
+      req.stream.destroy();
+    });
+  };
   const listener = await listenHttp2(handler, { port: deps.port, host: deps.host }, deps.tls);
   let joinListener: Http2Listener | undefined;
   if (deps.tls && deps.joinPort !== undefined) {

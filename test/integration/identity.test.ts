@@ -97,6 +97,12 @@ function transport(who?: string, at = cp) {
 const node = (who?: string) => createClient(NodeService, transport(who));
 const admin = (who?: string) => createClient(AdminService, transport(who));
 
+/** A server stream's first message. */
+async function firstMessage<T>(stream: AsyncIterable<T>): Promise<T | undefined> {
+  for await (const message of stream) return message;
+  return undefined;
+}
+
 async function refusal(p: Promise<unknown>): Promise<string> {
   const err = await p.then(
     () => undefined,
@@ -129,6 +135,9 @@ describe("a control plane serving mutual TLS", () => {
       /PERMISSION_DENIED|permission_denied|may not act/,
     );
     expect(await refusal(node("node/node-1").heartbeat({ nodeName: "node-2" }))).toMatch(/may not act for node "node-2"/);
+    expect(await refusal(firstMessage(node("node/node-1").watchRoutes({ nodeName: "node-2" })))).toMatch(
+      /\[permission_denied\] node node-1 may not act for node "node-2"/,
+    );
     // an operator's certificate is not a node's either
     expect(await refusal(node("admin/alice").registerNode({ nodeName: "node-2", nodeIp: "192.168.1.66", mtu: 1500 }))).toMatch(
       /admin alice may not act for node "node-2"/,
@@ -266,6 +275,7 @@ describe("joining with a token", () => {
     await admin("admin/alice").evictNode({ name: "node-9" });
     expect(await ended).toMatch(/ended|broken/);
     expect(await refusal(node("node/node-9").heartbeat({ nodeName: "node-9" }))).toMatch(/node-9 is revoked \(the node was evicted\)/);
+    expect(await refusal(firstMessage(node("node/node-9").watchRoutes({ nodeName: "node-9" })))).toMatch(/node-9 is revoked/);
     expect(await refusal(node("node/node-9").registerNode({ nodeName: "node-9", nodeIp: "192.168.1.19", mtu: 1500 }))).toMatch(/revoked/);
     const routes = await admin("admin/alice").getRoutes({ nodeName: "node-1" });
     expect(routes.desired.map((r) => r.nodeName)).not.toContain("node-9");
