@@ -58,6 +58,9 @@ Flags:
   --call-timeout S         deadline of a node's calls, whole seconds (default 5, as the daemon's); a call
                            that misses it moves the node's calls to the next replica; its route stream
                            stays where it is until it breaks, as the daemon's does
+  --replica-node-options "OPTS"
+                           options for node running each replica, space-separated (for example
+                           "--max-semi-space-size=32" to try a V8 setting; default none)
   -h, --help               print this help and exit
 
 The last line is machine-readable:
@@ -74,6 +77,7 @@ interface Options {
   workers: number;
   reportMode: ReportMode;
   callTimeoutMs: number;
+  replicaNodeOptions: string[];
 }
 
 function badArg(message: string): never {
@@ -105,6 +109,7 @@ function parseOptions(argv: string[]): Options | "help" | "worker" {
         workers: { type: "string" },
         reports: { type: "string" },
         "call-timeout": { type: "string" },
+        "replica-node-options": { type: "string" },
         worker: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -135,7 +140,10 @@ function parseOptions(argv: string[]): Options | "help" | "worker" {
     badArg(`--reports ${JSON.stringify(reportMode)} is not debounce, each or heartbeat`);
   }
   const callTimeoutMs = intFlag(str("call-timeout"), "--call-timeout", 5, 1, 600) * 1000;
-  return { nodes, replicas, etcdMembers, ttlS, heartbeatIntervalMs, workers, reportMode, callTimeoutMs };
+  const replicaNodeOptions = (str("replica-node-options") ?? "").split(" ").filter(Boolean);
+  const notOption = replicaNodeOptions.find((o) => !o.startsWith("--"));
+  if (notOption) badArg(`--replica-node-options: ${JSON.stringify(notOption)} is not a node option (--name or --name=value)`);
+  return { nodes, replicas, etcdMembers, ttlS, heartbeatIntervalMs, workers, reportMode, callTimeoutMs, replicaNodeOptions };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -703,7 +711,7 @@ async function parentMain(opts: Options): Promise<void> {
 
   try {
     say(
-      `fleet: ${opts.nodes} nodes, ${opts.replicas} replicas, ${opts.etcdMembers} etcd members, TTL ${opts.ttlS} s, heartbeat every ${opts.heartbeatIntervalMs / 1000} s, node calls time out after ${opts.callTimeoutMs / 1000} s, reports ${opts.reportMode}, ${opts.workers} worker process(es)`,
+      `fleet: ${opts.nodes} nodes, ${opts.replicas} replicas, ${opts.etcdMembers} etcd members, TTL ${opts.ttlS} s, heartbeat every ${opts.heartbeatIntervalMs / 1000} s, node calls time out after ${opts.callTimeoutMs / 1000} s, reports ${opts.reportMode}, ${opts.workers} worker process(es)${opts.replicaNodeOptions.length ? `, replicas run with ${opts.replicaNodeOptions.join(" ")}` : ""}`,
     );
     // 1. etcd, the PKI, the replicas.
     const cluster: EtcdCluster = await startEtcdCluster(opts.etcdMembers);
@@ -714,7 +722,7 @@ async function parentMain(opts: Options): Promise<void> {
     const joined: JoinedNodes = new Map();
     const args = ["--lease-ttl", String(opts.ttlS), "--cluster-cidr", CLUSTER_CIDR];
     for (let r = 0; r < opts.replicas; r++) {
-      const replica = await spawnControlPlane({ etcd: cluster.endpoints, root, pki, joined, args });
+      const replica = await spawnControlPlane({ etcd: cluster.endpoints, root, pki, joined, args, nodeOptions: opts.replicaNodeOptions });
       replicas.push(replica);
       cleanup.push(`replica ${r}`, () => replica.destroy());
     }

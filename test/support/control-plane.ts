@@ -315,6 +315,8 @@ export async function spawnControlPlane(options: {
   /** How nodeCredential joins a node (default: an admin's join token, then this replica's join port). */
   join?: (name: string) => Promise<Credential>;
   args?: readonly string[];
+  /** Options for node itself, before the script (V8 settings). */
+  nodeOptions?: readonly string[];
 }): Promise<SpawnedControlPlane> {
   const port = options.port ?? (await freePort());
   const joinPort = await freePort();
@@ -366,6 +368,7 @@ export async function spawnControlPlane(options: {
       child = spawn(
         process.execPath,
         [
+          ...(options.nodeOptions ?? []),
           join(dist, "control-plane", "main.js"),
           ...["--etcd-endpoints", options.etcd.join(","), "--etcd-prefix", options.root, "--listen", `127.0.0.1:${port}`],
           ...["--tls-cert", pki.server.certFile, "--tls-key", pki.server.keyFile, "--client-ca", pki.caFile],
