@@ -1,7 +1,8 @@
 // The one way the control plane dials etcd (every Etcd* store): endpoints, call deadlines and, when
 // configured, TLS with a client certificate (DESIGN.md §6; notes/identity-anchors.md §3). etcd3 hands the
 // credentials to gRPC once, when it builds its pool, so a new client certificate needs a new client.
-import { Etcd3 } from "etcd3";
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from "cockatiel";
+import { Etcd3, GRPCUnavailableError } from "etcd3";
 import { TrellisError } from "../../proto/core/errors.js";
 
 export interface EtcdConnection {
@@ -14,6 +15,19 @@ export interface EtcdConnection {
 
 export const defaultCallTimeoutMs = 5_000;
 
+/**
+ * Only UNAVAILABLE says an etcd host cannot be reached (refused, reset, or silent past gRPC's keepalive).
+ * etcd3's defaults also count a call that missed its deadline, or was cancelled, as the host failing: three
+ * in a row refuse every call to it for 5 s, and each such call is retried twice more with a fresh deadline.
+ * A replica whose own event loop lags misses every deadline at once, against every host: at 3400 nodes
+ * both replicas refused thousands of heartbeat writes that way, and the nodes' retries fed the overload
+ * (issue 10; test/integration/etcd-fault-handling.test.ts).
+ */
+const hostUnreachable = handleWhen((err) => err instanceof GRPCUnavailableError);
+
+/** An etcd member that stops answering without closing the connection is found by pings, not by call deadlines. */
+const keepalive = { "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000 };
+
 /** A client for `connection`; INVALID_ARGUMENT, saying what to do, when the endpoints and TLS disagree. */
 export function createEtcdClient(connection: EtcdConnection): Etcd3 {
   checkEndpoints(connection);
@@ -24,6 +38,13 @@ export function createEtcdClient(connection: EtcdConnection): Etcd3 {
       hosts: [...connection.endpoints],
       dialTimeout: callTimeoutMs,
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+      grpcOptions: keepalive,
+      faultHandling: {
+        // An unreachable host is skipped for 5 s after 3 failures in a row; a call is tried once more, on
+        // another host, only when its host was unreachable.
+        host: () => circuitBreaker(hostUnreachable, { halfOpenAfter: 5_000, breaker: new ConsecutiveBreaker(3) }),
+        global: retry(hostUnreachable, { maxAttempts: 1 }),
+      },
       ...(tls && {
         credentials: {
           rootCertificate: Buffer.from(tls.ca),

@@ -8,6 +8,7 @@
 // processes as performance.timeOrigin + performance.now(). It measures and reports; it never fails on speed.
 import { type ChildProcess, fork } from "node:child_process";
 import { readFile } from "node:fs/promises";
+import { setPriority } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -58,6 +59,11 @@ Flags:
   --call-timeout S         deadline of a node's calls, whole seconds (default 5, as the daemon's); a call
                            that misses it moves the node's calls to the next replica; its route stream
                            stays where it is until it breaks, as the daemon's does
+  --sim-nice N             CPU niceness of the worker processes, 0-19 (default 10): the simulated nodes
+                           share this machine with the replicas and etcd they measure, and at equal
+                           priority 10 or more busy workers take most of the cores from 2 replicas
+                           (5000 nodes on 2 cores: replicas starved, heartbeats timing out, retries
+                           feeding the storm). In a cluster the daemons run on machines of their own
   --replica-node-options "OPTS"
                            options for node running each replica, space-separated (for example
                            "--max-semi-space-size=32" to try a V8 setting; default none)
@@ -78,6 +84,7 @@ interface Options {
   reportMode: ReportMode;
   callTimeoutMs: number;
   replicaNodeOptions: string[];
+  simNice: number;
 }
 
 function badArg(message: string): never {
@@ -110,6 +117,7 @@ function parseOptions(argv: string[]): Options | "help" | "worker" {
         reports: { type: "string" },
         "call-timeout": { type: "string" },
         "replica-node-options": { type: "string" },
+        "sim-nice": { type: "string" },
         worker: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -143,7 +151,8 @@ function parseOptions(argv: string[]): Options | "help" | "worker" {
   const replicaNodeOptions = (str("replica-node-options") ?? "").split(" ").filter(Boolean);
   const notOption = replicaNodeOptions.find((o) => !o.startsWith("--"));
   if (notOption) badArg(`--replica-node-options: ${JSON.stringify(notOption)} is not a node option (--name or --name=value)`);
-  return { nodes, replicas, etcdMembers, ttlS, heartbeatIntervalMs, workers, reportMode, callTimeoutMs, replicaNodeOptions };
+  const simNice = intFlag(str("sim-nice"), "--sim-nice", 10, 0, 19);
+  return { nodes, replicas, etcdMembers, ttlS, heartbeatIntervalMs, workers, reportMode, callTimeoutMs, replicaNodeOptions, simNice };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -711,7 +720,7 @@ async function parentMain(opts: Options): Promise<void> {
 
   try {
     say(
-      `fleet: ${opts.nodes} nodes, ${opts.replicas} replicas, ${opts.etcdMembers} etcd members, TTL ${opts.ttlS} s, heartbeat every ${opts.heartbeatIntervalMs / 1000} s, node calls time out after ${opts.callTimeoutMs / 1000} s, reports ${opts.reportMode}, ${opts.workers} worker process(es)${opts.replicaNodeOptions.length ? `, replicas run with ${opts.replicaNodeOptions.join(" ")}` : ""}`,
+      `fleet: ${opts.nodes} nodes, ${opts.replicas} replicas, ${opts.etcdMembers} etcd members, TTL ${opts.ttlS} s, heartbeat every ${opts.heartbeatIntervalMs / 1000} s, node calls time out after ${opts.callTimeoutMs / 1000} s, reports ${opts.reportMode}, ${opts.workers} worker process(es) at nice ${opts.simNice}${opts.replicaNodeOptions.length ? `, replicas run with ${opts.replicaNodeOptions.join(" ")}` : ""}`,
     );
     // 1. etcd, the PKI, the replicas.
     const cluster: EtcdCluster = await startEtcdCluster(opts.etcdMembers);
@@ -902,6 +911,7 @@ async function parentMain(opts: Options): Promise<void> {
         serialization: "advanced",
         stdio: ["ignore", "inherit", "inherit", "ipc"],
       });
+      if (child.pid !== undefined) setPriority(child.pid, opts.simNice);
       workers.push(child);
       child.on("message", (m: FromWorker) => {
         if (m.t === "ready") ready.add(m.index);

@@ -211,3 +211,27 @@ describe("RouteReports round trips (issue 10: reports were most of etcd's calls 
     expect(await stored("node-0")).toBeUndefined();
   });
 });
+
+describe("RouteReports against replicas that keep writing", () => {
+  it("gives up with CONFLICT after 3 writes that each found an older report written meanwhile, and forgets what it knew", async () => {
+    let modRevision = 10n;
+    const expected: bigint[] = [];
+    const routeReports: RouteReportStore = {
+      listReportedRoutes: async () => new Map(),
+      findReportedRoutes: async () => undefined,
+      // Another replica writes an older report just before each of this one's writes.
+      putReportedRoutes: async (_node, _record, expectedModRevision) => {
+        expected.push(expectedModRevision);
+        modRevision++;
+        return { written: false, registered: true, current: { value: create(ReportedRoutesRecordSchema, { revision: 1n }), modRevision } };
+      },
+    };
+    const reports = new RouteReports({ routeReports, clock: () => 0 });
+    const report = { revision: 5n, routeCount: 1, digest: new Uint8Array([1]), missing: [], routes: [] };
+    await expect(reports.record("node-0", report)).rejects.toMatchObject({ reason: "CONFLICT" });
+    // Each retry expected what the one before found.
+    expect(expected).toEqual([0n, 11n, 12n]);
+    await expect(reports.record("node-0", report)).rejects.toMatchObject({ reason: "CONFLICT" });
+    expect(expected[3], "a report after giving up starts from nothing known").toBe(0n);
+  });
+});
