@@ -257,7 +257,8 @@ async function workerMain(): Promise<void> {
   /** After a replica died: the sims that streamed from it, with their snapshot count then. */
   let failover: { address: string; at: number; pending: Map<number, number>; lastAt: number; moved: number } | undefined;
   let dirty = true;
-  const send = (m: FromWorker) => process.send?.(m);
+  // The parent may be gone (interrupted): then there is nobody to tell, and no reason to crash.
+  const send = (m: FromWorker) => process.connected && process.send?.(m, undefined, undefined, () => undefined);
   const note = (err: string) => {
     if (errors.length < 20) errors.push(err);
     dirty = true;
@@ -627,6 +628,14 @@ class Probe {
   }
 }
 
+/**
+ * Sends `m` to worker `w` unless it is gone. A send to a worker that has stopped (the run was interrupted)
+ * would otherwise throw in the parent and crash it before its cleanup stopped etcd (seen: 3 etcd members left running).
+ */
+function tell(w: ChildProcess, m: ToWorker): void {
+  if (w.connected) w.send(m, () => undefined);
+}
+
 /** Everything the parent started, undone in reverse order, once. */
 class Cleanup {
   private readonly steps: Array<{ what: string; fn: () => Promise<unknown> | unknown }> = [];
@@ -941,7 +950,7 @@ async function parentMain(opts: Options): Promise<void> {
         const name = fleetName(i);
         sims.push({ name, nodeIp: underlayIp(i), addresses: rotated(i), credential: credentials.get(name)! });
       }
-      workers[w]!.send({
+      tell(workers[w]!, {
         t: "init",
         index: w,
         caPem: pki.caPem,
@@ -950,7 +959,7 @@ async function parentMain(opts: Options): Promise<void> {
         reportMode: opts.reportMode,
         fleetSize: opts.nodes,
         sims,
-      } satisfies ToWorker);
+      });
     }
     if (!(await until(() => ready.size === opts.workers, 120_000, 50))) throw new Error("the workers did not get ready within 120 s");
     const total = () => {
@@ -1000,7 +1009,7 @@ async function parentMain(opts: Options): Promise<void> {
     const flush = async () => {
       const seq = ++flushes;
       flushed.clear();
-      for (const w of workers) w.send({ t: "flush", seq } satisfies ToWorker);
+      for (const w of workers) tell(w, { t: "flush", seq });
       await until(() => flushed.size === workers.length, 60_000, 10);
     };
 
@@ -1009,7 +1018,7 @@ async function parentMain(opts: Options): Promise<void> {
     await endPhase("registration");
     const tr = now();
     const perWorker = Math.max(1, Math.floor(REGISTER_CONCURRENCY / opts.workers));
-    for (const w of workers) w.send({ t: "register", concurrency: perWorker } satisfies ToWorker);
+    for (const w of workers) tell(w, { t: "register", concurrency: perWorker });
     let lastProgress = performance.now();
     // Waits while registrations progress: after STALL_MS without one more, it goes on with the nodes that did.
     let progressAt = performance.now();
@@ -1038,7 +1047,7 @@ async function parentMain(opts: Options): Promise<void> {
     const reg = total();
     /** The nodes that registered: those every route should reach. */
     const fleet = reg.registered;
-    for (const w of workers) w.send({ t: "expect", routes: fleet } satisfies ToWorker);
+    for (const w of workers) tell(w, { t: "expect", routes: fleet });
     const regS = (reg.lastRegisteredAt - tr) / 1000;
     const registrationsPerS = reg.registered / regS;
     say(
@@ -1161,7 +1170,7 @@ async function parentMain(opts: Options): Promise<void> {
     let survivors = addresses;
     if (opts.replicas >= 2) {
       const victim = replicas[0]!;
-      for (const w of workers) w.send({ t: "replica-killed", address: victim.address, at: now() } satisfies ToWorker);
+      for (const w of workers) tell(w, { t: "replica-killed", address: victim.address, at: now() });
       await until(() => workerStats.every((s) => s?.failover !== undefined), 10_000, 10);
       await flush();
       const flapsBefore = total().flaps;
@@ -1210,7 +1219,7 @@ async function parentMain(opts: Options): Promise<void> {
       dead.push({ probe: p, holders: 0 });
     }
     for (const d of dead) {
-      for (const w of workers) w.send({ t: "excuse", node: d.probe.name, at: now() } satisfies ToWorker);
+      for (const w of workers) tell(w, { t: "excuse", node: d.probe.name, at: now() });
       d.probe.stopHeartbeats();
       d.holders = probeAt(d.probe.name, "up").count;
       await sleep(1000);
