@@ -71,13 +71,21 @@ const change = (revision: bigint, subnet: string) =>
     routes: [create(RouteSchema, { nodeName: "n2", subnet, nodeIp: "192.168.1.12" })],
   });
 
-/** The request body of WatchRoutes for `nodeName`, framed by hand. */
-function requestFrame(nodeName: string): Buffer {
+/** A WatchRoutes call for `nodeName` on a bare HTTP/2 session, its request framed by hand. */
+function rawWatch(session: http2.ClientHttp2Session, nodeName: string, headers: http2.OutgoingHttpHeaders = {}): http2.ClientHttp2Stream {
   const name = Buffer.from(nodeName);
   const message = Buffer.concat([Buffer.from([0x0a, name.length]), name]); // field 1 (node_name), length-delimited
   const frame = Buffer.alloc(5);
   frame.writeUInt32BE(message.length, 1);
-  return Buffer.concat([frame, message]);
+  const stream = session.request({
+    ":method": "POST",
+    ":path": "/trellis.controlplane.v1.NodeService/WatchRoutes",
+    "content-type": "application/grpc",
+    te: "trailers",
+    ...headers,
+  });
+  stream.end(Buffer.concat([frame, message]));
+  return stream;
 }
 
 describe("WatchRoutes on the bare HTTP/2 stream", () => {
@@ -130,14 +138,7 @@ describe("WatchRoutes on the bare HTTP/2 stream", () => {
     const { url } = await serve(feed);
     const session = http2.connect(url);
     try {
-      const stream = session.request({
-        ":method": "POST",
-        ":path": "/trellis.controlplane.v1.NodeService/WatchRoutes",
-        "content-type": "application/grpc",
-        te: "trailers",
-        "grpc-timeout": "300m",
-      });
-      stream.end(requestFrame("n1"));
+      const stream = rawWatch(session, "n1", { "grpc-timeout": "300m" });
       const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => stream.once("trailers", resolve));
       stream.resume();
       expect(await trailers).toMatchObject({ "grpc-status": String(Code.DeadlineExceeded), "trellis-reason": "TIMEOUT" });
@@ -160,13 +161,7 @@ describe("WatchRoutes on the bare HTTP/2 stream", () => {
     const { url } = await serve(feed);
     const session = http2.connect(url);
     try {
-      const stream = session.request({
-        ":method": "POST",
-        ":path": "/trellis.controlplane.v1.NodeService/WatchRoutes",
-        "content-type": "application/grpc",
-        te: "trailers",
-      });
-      stream.end(requestFrame("n1"));
+      const stream = rawWatch(session, "n1");
       stream.pause(); // never reads
       await waitFor("the feed to be asked", async () => feed.state.pulled > 0);
       await new Promise((resolve) => setTimeout(resolve, 500));
