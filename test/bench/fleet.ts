@@ -64,9 +64,10 @@ Flags:
                            priority 10 or more busy workers take most of the cores from 2 replicas
                            (5000 nodes on 2 cores: replicas starved, heartbeats timing out, retries
                            feeding the storm). In a cluster the daemons run on machines of their own
-  --replica-node-options "OPTS"
-                           options for node running each replica, space-separated (for example
-                           "--max-semi-space-size=32" to try a V8 setting; default none)
+  --replica-node-options="OPTS"
+                           options for node running each replica, space-separated, given with "="
+                           (for example --replica-node-options="--max-semi-space-size=32" to try a V8
+                           setting; default none)
   -h, --help               print this help and exit
 
 The last line is machine-readable:
