@@ -167,11 +167,8 @@ function fromBinaryOrInvalid(bytes: Uint8Array) {
 /** Ends the call with `status` (none: OK): in the trailers after headers, or in the headers alone (trailers-only) before them. */
 function end(res: Http2ServerResponse, status: Record<string, string>): void {
   if (res.stream.destroyed || res.stream.closed) return;
-  if (res.headersSent) {
-    res.addTrailers({ "grpc-status": "0", ...status });
-    res.end();
-  } else {
-    res.writeHead(200, { ...grpcHeaders, "grpc-status": "0", ...status });
-    res.end();
-  }
+  const trailers = { "grpc-status": "0", ...status };
+  if (res.headersSent) res.addTrailers(trailers);
+  else res.writeHead(200, { ...grpcHeaders, ...trailers });
+  res.end();
 }

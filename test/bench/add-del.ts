@@ -12,7 +12,7 @@ import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { inNetns, mustInNetns, type RunResult, run } from "../support/exec.js";
+import { inNetns, mustInNetns, processCpuSeconds, type RunResult, run } from "../support/exec.js";
 import { allocationFiles, Lab, type LabNode, pluginConf, referencePluginDir, shimBinary } from "../support/lab.js";
 
 const rounds = Number(process.argv[2] ?? 50);
@@ -360,12 +360,8 @@ interface Cost {
   readonly daemonCpuMs?: number;
 }
 
-/** utime + stime of a process in ms (USER_HZ = 100). */
-async function processCpuMs(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
+/** utime + stime of a process in ms. */
+const processCpuMs = async (pid: number) => (await processCpuSeconds(pid)) * 1000;
 
 /**
  * One sh loop inside the node's namespace execs the plugin once per pod (CNI env, config from a file),

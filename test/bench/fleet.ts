@@ -20,6 +20,7 @@ import { Health } from "../../proto/gen/grpc/health/v1/health_pb.js";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { type JoinedNodes, namespace, type SpawnedControlPlane, spawnControlPlane } from "../support/control-plane.js";
 import { type EtcdCluster, startEtcdCluster } from "../support/etcd.js";
+import { processCpuSeconds } from "../support/exec.js";
 import type { Credential } from "../support/pki.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
 import { addSimTotals, FlapCounter, noSimTotals, SimNode, type SimTotals, underlayIp } from "../support/sim-node.js";
@@ -499,12 +500,7 @@ async function rssMiB(pid: number): Promise<number> {
 }
 
 /** CPU time (user + system) process `pid` has used, in seconds; 0 when it is gone. */
-async function cpuSeconds(pid: number): Promise<number> {
-  if (!pid) return 0;
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // after "pid (comm) ": state is field 3
-  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / 100; // utime, stime in clock ticks (USER_HZ 100)
-}
+const cpuSeconds = (pid: number): Promise<number> => (pid ? processCpuSeconds(pid).catch(() => 0) : Promise.resolve(0));
 
 /**
  * What etcd was asked, summed over `endpoints`: KV calls by method (as the members' grpc_server_handled_total
@@ -937,7 +933,7 @@ async function parentMain(opts: Options): Promise<void> {
       cleanup.push(`worker ${w}`, async () => {
         if (child.exitCode !== null || child.signalCode !== null) return;
         const exited = new Promise((resolve) => child.once("exit", resolve));
-        child.send({ t: "stop" } satisfies ToWorker, () => undefined);
+        tell(child, { t: "stop" });
         if (!(await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)]))) child.kill("SIGKILL");
         await exited;
       });

@@ -1,5 +1,6 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 
 export interface RunResult {
   readonly code: number;
@@ -75,4 +76,11 @@ export function startInNetns(name: string, ns: string, cmd: string, args: readon
       clearTimeout(timer);
     },
   };
+}
+
+/** CPU time (user + system) process `pid` has used so far, in seconds (USER_HZ 100); throws when it is gone. */
+export async function processCpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // after "pid (comm) ": state is field 3
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
 }
