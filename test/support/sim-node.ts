@@ -12,12 +12,13 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createSecureContext, type SecureContext } from "node:tls";
-import { type Client, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { ConnectError } from "@connectrpc/connect";
+import { Http2SessionManager } from "@connectrpc/connect-node";
 import { quietMsFor } from "../../node-daemon/routes/route-reporter.js";
 import { reasonMetadataKey } from "../../proto/core/errors.js";
 import { NodeService, type Route, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { fromConnectError } from "../../proto/rpc/connect-errors.js";
+import { streamCall, unaryCall } from "./grpc-wire.js";
 
 /** A route in a sim's table: the pods of `subnet` are reached via `via` (that node's IP). */
 export interface SimRoute {
@@ -158,7 +159,8 @@ function sendDueReports(): void {
   }
 }
 
-type Connection = { readonly address: string; readonly session: Http2SessionManager; readonly client: Client<typeof NodeService> };
+type Connection = { readonly address: string; readonly session: Http2SessionManager };
+const rpc = NodeService.method;
 
 export class SimNode {
   readonly name: string;
@@ -327,7 +329,7 @@ export class SimNode {
       for (let attempt = 0; attempt < 2 * this.o.addresses.length + 1; attempt++) {
         const c = this.connection();
         try {
-          await c.client.deregisterNode({ nodeName: this.name }, { timeoutMs: Math.max(5_000, this.callTimeoutMs) });
+          await unaryCall(c.session, rpc.deregisterNode, { nodeName: this.name }, { timeoutMs: Math.max(5_000, this.callTimeoutMs) });
           return;
         } catch (err) {
           last = fromConnectError(err, `deregister via ${c.address}`);
@@ -367,8 +369,7 @@ export class SimNode {
     const baseUrl = `https://${address}`;
     // One TLS context per sim, made once: parsing the CA, certificate and key is most of a reconnect's cost.
     this.tls ??= createSecureContext({ ca: this.o.caPem, cert: this.o.credential.cert, key: this.o.credential.key });
-    const session = new Http2SessionManager(baseUrl, undefined, { secureContext: this.tls });
-    const c = { address, session, client: createClient(NodeService, createGrpcTransport({ baseUrl, sessionManager: session })) };
+    const c = { address, session: new Http2SessionManager(baseUrl, undefined, { secureContext: this.tls }) };
     this.conns.set(address, c);
     this.stats.connections++;
     return c;
@@ -392,7 +393,9 @@ export class SimNode {
       const c = this.connection();
       const sentAt = this.now();
       try {
-        const res = await c.client.registerNode(
+        const res = await unaryCall(
+          c.session,
+          rpc.registerNode,
           { nodeName: this.name, nodeIp: this.nodeIp, mtu: this.o.mtu ?? 1500, heldSubnet: this.subnetValue || undefined },
           { signal, timeoutMs: Math.max(5_000, this.callTimeoutMs) },
         );
@@ -450,7 +453,7 @@ export class SimNode {
     let next = this.o.heartbeatIntervalMs;
     const sentAt = this.now();
     try {
-      await c.client.heartbeat({ nodeName: this.name }, { signal, timeoutMs: this.heartbeatTimeoutMs });
+      await unaryCall(c.session, rpc.heartbeat, { nodeName: this.name }, { signal, timeoutMs: this.heartbeatTimeoutMs });
       const at = this.now();
       this.adaptTimeout(at - sentAt);
       if (this.lastBeatOkAt !== undefined) this.stats.maxHeartbeatGapMs = Math.max(this.stats.maxHeartbeatGapMs, at - this.lastBeatOkAt);
@@ -482,10 +485,16 @@ export class SimNode {
       const c = this.connection();
       try {
         const req = { nodeName: this.name, fromRevision: this.revisionValue, epoch: this.epochValue };
-        for await (const msg of c.client.watchRoutes(req, { signal })) {
-          this.apply(msg);
-          this.requestReport(signal);
-        }
+        await streamCall(
+          c.session,
+          rpc.watchRoutes,
+          req,
+          (msg) => {
+            this.apply(msg);
+            this.requestReport(signal);
+          },
+          { signal },
+        );
       } catch (err) {
         if (signal.aborted) return;
         this.stats.streamFailures++;
@@ -517,11 +526,12 @@ export class SimNode {
     this.reportFailed = false;
     const { routeCount, digest } = this.digest();
     const c = this.connection();
-    c.client
-      .reportRoutes(
-        { nodeName: this.name, revision: this.revisionValue, routeCount, digest, missing: [] },
-        { signal, timeoutMs: this.maxTimeoutMs }, // not urgent: a slow answer is no reason to send it again
-      )
+    unaryCall(
+      c.session,
+      rpc.reportRoutes,
+      { nodeName: this.name, revision: this.revisionValue, routeCount, digest, missing: [] },
+      { signal, timeoutMs: this.maxTimeoutMs }, // not urgent: a slow answer is no reason to send it again
+    )
       .then(
         () => {
           this.stats.reports++;
