@@ -203,8 +203,8 @@ type ToWorker =
   | { t: "excuse"; node: string; at: number }
   /** The replica at `address` was SIGKILLed at `at`: follow the sims that streamed from it. */
   | { t: "replica-killed"; address: string; at: number }
-  /** Answer with fresh stats carrying `seq`. */
-  | { t: "flush"; seq: number }
+  /** Answer with fresh stats carrying `seq`; with `phase`, then start the event-loop delay of a new phase. */
+  | { t: "flush"; seq: number; phase?: boolean }
   | { t: "stop" };
 
 interface WorkerStats {
@@ -238,6 +238,9 @@ interface WorkerStats {
   /** The worker's event-loop delay since it started (ms): p99 and max. */
   loopDelayP99Ms: number;
   loopDelayMaxMs: number;
+  /** The same since the last phase flush: how late the sims heard what a phase measures. */
+  phaseLoopDelayP99Ms: number;
+  phaseLoopDelayMaxMs: number;
   errors: string[];
 }
 
@@ -289,6 +292,8 @@ async function workerMain(): Promise<void> {
   /** What is costly to count over thousands of sims: refreshed every second and on a flush. */
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
+  const phaseLoop = monitorEventLoopDelay({ resolution: 10 });
+  phaseLoop.enable();
   /** Fleet routes a converged sim holds (all nodes, until the parent says how many registered). */
   let expectedRoutes: number | undefined;
   /** The bench went on without the sims still registering: they were stopped, and start no more. */
@@ -309,6 +314,8 @@ async function workerMain(): Promise<void> {
     | "heapMiB"
     | "loopDelayP99Ms"
     | "loopDelayMaxMs"
+    | "phaseLoopDelayP99Ms"
+    | "phaseLoopDelayMaxMs"
   > = {
     converged: 0,
     sim: noSimTotals(),
@@ -320,6 +327,8 @@ async function workerMain(): Promise<void> {
     heapMiB: 0,
     loopDelayP99Ms: 0,
     loopDelayMaxMs: 0,
+    phaseLoopDelayP99Ms: 0,
+    phaseLoopDelayMaxMs: 0,
   };
   const refreshSlow = () => {
     const fleetSize = expectedRoutes ?? init?.fleetSize ?? 0;
@@ -357,6 +366,8 @@ async function workerMain(): Promise<void> {
       heapMiB: mem.heapUsed / 1048576,
       loopDelayP99Ms: loop.percentile(99) / 1e6,
       loopDelayMaxMs: loop.max / 1e6,
+      phaseLoopDelayP99Ms: phaseLoop.percentile(99) / 1e6,
+      phaseLoopDelayMaxMs: phaseLoop.max / 1e6,
     };
     dirty = true;
   };
@@ -473,6 +484,7 @@ async function workerMain(): Promise<void> {
       } else if (raw.t === "flush") {
         refreshSlow();
         send({ ...stats(), seq: raw.seq });
+        if (raw.phase) phaseLoop.reset();
       } else if (raw.t === "stop") {
         await stopAll();
         send({ t: "stopped", index: init?.index ?? -1 });
@@ -806,6 +818,8 @@ async function parentMain(opts: Options): Promise<void> {
       );
     const coresBetween = (before: number[][], after: number[][], seconds: number) =>
       after.map((kind, k) => kind.reduce((sum, c, i) => sum + Math.max(0, c - (before[k]?.[i] ?? 0)), 0) / seconds);
+    /** Set once the workers run: a flush that also starts their next phase's event-loop delay. */
+    let flushPhase: (() => Promise<void>) | undefined;
     let phaseStart = { at: performance.now(), etcd: await etcdCounters(cluster.endpoints), cpu: await cpu() };
     /** Ends a phase: says how the replicas answered during it, what etcd was asked, and the cores each kind of process used. */
     const endPhase = async (next: string) => {
@@ -822,6 +836,15 @@ async function parentMain(opts: Options): Promise<void> {
       say(
         `  cores used during ${phase}: replicas ${cores[0]!.toFixed(2)}, etcd ${cores[1]!.toFixed(2)}, simulated nodes ${cores[2]!.toFixed(2)}`,
       );
+      if (flushPhase) {
+        // A sim hears a route change only when its worker's event loop gets to it: the delay is part of
+        // every latency the bench measures through the sims, and says how loaded the sims were.
+        await flushPhase();
+        const of = (k: "phaseLoopDelayP99Ms" | "phaseLoopDelayMaxMs") => ms(Math.max(...workerStats.map((st) => st?.[k] ?? 0)));
+        say(
+          `  simulated nodes' event-loop delay during ${phase}: p99 ${of("phaseLoopDelayP99Ms")}, max ${of("phaseLoopDelayMaxMs")} (worst worker)`,
+        );
+      }
       phaseStart = now_;
       phase = next;
     };
@@ -1003,12 +1026,13 @@ async function parentMain(opts: Options): Promise<void> {
       if (failures.size > 0) say(`  failed calls: ${[...failures].map(([k, n]) => `${k} ${n}`).join(", ")}`);
       for (const [e, n] of [...errs].sort((x, y) => y[1] - x[1]).slice(0, 5)) say(`  last error of ${n} nodes: ${e}`);
     };
-    const flush = async () => {
+    const flush = async (phase = false) => {
       const seq = ++flushes;
       flushed.clear();
-      for (const w of workers) tell(w, { t: "flush", seq });
+      for (const w of workers) tell(w, { t: "flush", seq, phase });
       await until(() => flushed.size === workers.length, 60_000, 10);
     };
+    flushPhase = () => flush(true);
 
     // 4. Every node registers (REGISTER_CONCURRENCY at a time over all workers), then heartbeats, streams
     // routes and reports digests.
