@@ -1,5 +1,5 @@
 // One log line per finished call, errors translated to statuses (STYLE.md §7), for every Trellis server.
-import { Code, type ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { isReason, logLevelOf, reasonMetadataKey } from "../core/errors.js";
 import { toConnectError } from "./connect-errors.js";
@@ -21,12 +21,32 @@ export function logCallEnd(log: Logger, rpc: string, startedMs: number, err?: un
   return ce;
 }
 
+/**
+ * Whether the client reset the call's stream (connect-node aborts the handler's signal with the reset
+ * code): it gave up, on its deadline (connect's client resets with INTERNAL_ERROR, grpc-go with CANCEL) or
+ * because it went away. Nobody hears the status; it says nothing about the server.
+ */
+function resetByClient(signal: AbortSignal): boolean {
+  return (
+    signal.aborted && signal.reason instanceof ConnectError && signal.reason.rawMessage.startsWith("http/2 stream closed with error code")
+  );
+}
+
 /** Server interceptor: one log line per finished call, errors translated to statuses (STYLE.md §7). */
 export function serverInterceptor(log: Logger): Interceptor {
   return (next) => async (req) => {
     const started = performance.now();
     const rpc = req.method.name;
     const fail = (err: unknown): never => {
+      if (resetByClient(req.signal)) {
+        // A peer that went away is UNAVAILABLE in the reason table (STYLE.md §6), logged at its level.
+        const reset = req.signal.reason as ConnectError;
+        log[logLevelOf.UNAVAILABLE](
+          { rpc, code: Code[reset.code], durationMs: Math.round(performance.now() - started), err: reset },
+          "rpc abandoned by the client",
+        );
+        throw err;
+      }
       throw logCallEnd(log, rpc, started, err);
     };
     try {
