@@ -5,8 +5,8 @@ import { FreeSubnets, type SubnetPool } from "./subnet-pool.js";
 /**
  * A replica's view of which subnets are leased and which were freed, for choosing new nodes' subnets.
  * Read per registration, that view made registering N nodes cost O(N²) keys read from etcd (issue 10);
- * here it is read at most once per `maxAgeMs`, one read at a time, and every registration in between
- * chooses from it. A view may be stale; the claim transaction is the authority (a subnet leased meanwhile
+ * here it is read at most once per `maxAgeMs`, one read at a time, in the background once there is a view,
+ * and every registration chooses from the view it has. A view may be stale; the claim transaction is the authority (a subnet leased meanwhile
  * fails the claim, one freed meanwhile fails a claim made as never used), so staleness costs a retry,
  * never a subnet leased twice. Subnets this replica claimed or lost a claim to since the view was read
  * count as leased until a read that started after that shows them.
@@ -27,10 +27,17 @@ export class SubnetUseCache {
     private readonly now: () => number = () => performance.now(),
   ) {}
 
-  /** The view, read again first when it is older than `maxAgeMs` or was invalidated. */
+  /**
+   * The view. The first one, and the first after invalidate(), is waited for. One older than `maxAgeMs` is
+   * handed out at once while it is read again, and a read that fails keeps it: at 4000 simulated nodes the
+   * list of every lease took over 5 s on a loaded etcd, and every registration waiting on it failed with
+   * it, while a stale view only costs a lost race now and then.
+   */
   async get(): Promise<FreeSubnets> {
     const view = this.view;
-    return view && this.now() - view.readAt < this.maxAgeMs ? view.free : this.refresh();
+    if (!view) return this.refresh();
+    if (this.now() - view.readAt >= this.maxAgeMs) this.refresh().catch(() => undefined); // the next get reads again
+    return view.free;
   }
 
   /** `subnet` is leased now (a claim of this replica), or a claim of it was just lost. */

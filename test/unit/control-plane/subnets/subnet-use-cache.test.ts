@@ -13,17 +13,23 @@ const cidr = (text: string) => Cidr.parse(text);
 function fakeStore() {
   const store = {
     reads: 0,
-    pending: [] as ((use: SubnetUse) => void)[],
+    pending: [] as { resolve: (use: SubnetUse) => void; reject: (err: Error) => void }[],
     read: () => {
       store.reads++;
-      return new Promise<SubnetUse>((resolve) => store.pending.push(resolve));
+      return new Promise<SubnetUse>((resolve, reject) => store.pending.push({ resolve, reject }));
     },
     answer: () => {
-      for (const resolve of store.pending.splice(0)) resolve({ leasedSubnets: [], freedSubnets: [] });
+      for (const p of store.pending.splice(0)) p.resolve({ leasedSubnets: [], freedSubnets: [] });
+    },
+    fail: () => {
+      for (const p of store.pending.splice(0)) p.reject(new Error("etcd: could not list subnets/: 4 DEADLINE_EXCEEDED"));
     },
   };
   return store;
 }
+
+/** Lets every promise already settled run its callbacks. */
+const settled = () => new Promise((resolve) => setImmediate(resolve));
 
 describe("SubnetUseCache", () => {
   it("reads once for callers that ask together, and again only once the view is older than its maximum age", async () => {
@@ -37,11 +43,36 @@ describe("SubnetUseCache", () => {
     expect(store.reads).toBe(1);
     now = 999;
     expect(await cache.get()).toBe(first);
+    expect(store.reads).toBe(1);
     now = 1_000;
-    const third = cache.get();
-    store.answer();
-    expect(await third).not.toBe(first);
+    expect(await cache.get()).toBe(first); // stale: handed out at once, and read again meanwhile
+    expect(await cache.get()).toBe(first);
     expect(store.reads).toBe(2);
+    store.answer();
+    await settled();
+    expect(await cache.get()).not.toBe(first);
+    expect(store.reads).toBe(2);
+  });
+
+  it("a stale view is handed out without waiting for the read, and a read that fails keeps it (issue 10: at 4000 nodes a slow etcd list failed every registration waiting on it)", async () => {
+    const store = fakeStore();
+    let now = 0;
+    const cache = new SubnetUseCache(pool, store.read, 1_000, () => now);
+    const pending = cache.get();
+    store.answer();
+    const first = await pending;
+    now = 5_000;
+    let answered = false;
+    void cache.get().then(() => {
+      answered = true;
+    });
+    await settled();
+    expect(answered).toBe(true); // the read started is still on its way
+    store.fail();
+    await settled();
+    expect(await cache.get()).toBe(first);
+    expect(store.reads).toBe(3); // the failed read left the view stale: the next get read again
+    store.answer();
   });
 
   it("counts a subnet noted as taken until a read that started after the note, which shows the truth", async () => {
@@ -54,9 +85,10 @@ describe("SubnetUseCache", () => {
     store.answer();
     expect((await before).isFree(cidr("10.244.1.0/24"))).toBe(false);
     now = 2_000;
-    const after = cache.get(); // starts after the note: the store's answer (here: not leased) wins
+    await cache.get(); // stale: read again, starting after the note: the store's answer (here: not leased) wins
     store.answer();
-    expect((await after).isFree(cidr("10.244.1.0/24"))).toBe(true);
+    await settled();
+    expect((await cache.get()).isFree(cidr("10.244.1.0/24"))).toBe(true);
   });
 
   it("marks a noted subnet in the view it hands out", async () => {
