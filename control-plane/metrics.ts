@@ -24,7 +24,7 @@ export class ControlPlaneMetrics {
   private sources?: ControlPlaneGaugeSources;
   private readonly registrations: Counter<"result">;
   private readonly etcdSeconds: Histogram<"op">;
-  private readonly conflicts: Counter;
+  private readonly conflicts: Counter<"txn">;
   private readonly expiries: Counter;
 
   constructor() {
@@ -45,7 +45,8 @@ export class ControlPlaneMetrics {
     });
     this.conflicts = new Counter({
       name: "trellis_etcd_txn_conflicts_total",
-      help: "etcd compare-and-swap transactions of this replica whose compare failed, so they wrote nothing (a race lost to another writer, or a stale read); retried or decided again",
+      help: "etcd compare-and-swap transactions of this replica whose compare failed, so they wrote nothing (a race lost to another writer, or a stale read); retried or decided again. By txn: claim_subnet, update_node, remove_node, report_routes, expire_node, disruption, reservation, join_token, node_certificates",
+      labelNames: ["txn"],
       registers,
     });
     this.expiries = new Counter({
@@ -106,8 +107,8 @@ export class ControlPlaneMetrics {
     this.etcdSeconds.observe({ op }, seconds);
   }
 
-  countTxnConflict(): void {
-    this.conflicts.inc();
+  countTxnConflict(txn: string): void {
+    this.conflicts.inc({ txn });
   }
 
   countExpiry(): void {

@@ -17,12 +17,24 @@ export type EtcdStoreOptions = EtcdConnection & {
  * What one store call asks of etcd, as metrics label it: a key read, a listing (all of its pages), a write,
  * a delete, a transaction, a watch being created, a compaction.
  */
+/** What a compare-and-swap was for: the label of trellis_etcd_txn_conflicts_total. */
+export type TxnKind =
+  | "claim_subnet"
+  | "update_node"
+  | "remove_node"
+  | "report_routes"
+  | "expire_node"
+  | "disruption"
+  | "reservation"
+  | "join_token"
+  | "node_certificates";
+
 export type EtcdOp = "get" | "range" | "put" | "delete" | "txn" | "watch" | "compact";
 
 export interface EtcdObserver {
   observeEtcd(op: EtcdOp, seconds: number): void;
   /** A transaction whose compare failed, so its writes did not apply: a lost race, or a stale read. */
-  countTxnConflict(): void;
+  countTxnConflict(txn: TxnKind): void;
 }
 
 export class EtcdContext {
@@ -54,9 +66,9 @@ export class EtcdContext {
     return this.call("watch", what, () => createWatcher(builder, this.connection.callTimeoutMs ?? defaultCallTimeoutMs));
   }
 
-  /** Whether a compare-and-swap applied; one that did not is counted as a conflict. */
-  applied(res: { readonly succeeded: boolean }): boolean {
-    if (!res.succeeded) this.connection.metrics?.countTxnConflict();
+  /** Whether a compare-and-swap applied; one that did not is counted as a conflict of its kind. */
+  applied(res: { readonly succeeded: boolean }, txn: TxnKind): boolean {
+    if (!res.succeeded) this.connection.metrics?.countTxnConflict(txn);
     return res.succeeded;
   }
 
@@ -83,8 +95,8 @@ export abstract class EtcdStore {
     return this.context.watch(what, builder);
   }
 
-  /** Whether a compare-and-swap applied (its compare held); one that did not is counted as a conflict. */
-  protected applied(res: { readonly succeeded: boolean }): boolean {
-    return this.context.applied(res);
+  /** Whether a compare-and-swap applied (its compare held); one that did not is counted as a conflict of its kind. */
+  protected applied(res: { readonly succeeded: boolean }, txn: TxnKind): boolean {
+    return this.context.applied(res, txn);
   }
 }

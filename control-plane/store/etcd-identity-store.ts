@@ -20,7 +20,7 @@ export class EtcdIdentityStore extends EtcdStore implements IdentityStore {
         .then(this.etcd.put(key).value(toJsonString(JoinTokenRecordSchema, record)))
         .commit(),
     );
-    return this.applied(res);
+    return this.applied(res, "join_token");
   }
 
   async findJoinToken(id: string): Promise<Versioned<JoinTokenRecord> | undefined> {
@@ -45,7 +45,7 @@ export class EtcdIdentityStore extends EtcdStore implements IdentityStore {
         .then(this.etcd.delete().key(tokenKey), this.etcd.put(certKey).value(toJsonString(NodeCertificatesRecordSchema, certificates)))
         .commit(),
     );
-    return this.applied(res);
+    return this.applied(res, "join_token");
   }
 
   async findNodeCertificates(node: string): Promise<Versioned<NodeCertificatesRecord> | undefined> {
@@ -64,7 +64,7 @@ export class EtcdIdentityStore extends EtcdStore implements IdentityStore {
         .then(this.etcd.put(key).value(toJsonString(NodeCertificatesRecordSchema, record)))
         .commit(),
     );
-    return this.applied(res);
+    return this.applied(res, "node_certificates");
   }
 
   async revokeNode(node: string): Promise<void> {
@@ -88,6 +88,7 @@ export class EtcdIdentityStore extends EtcdStore implements IdentityStore {
             .then(this.etcd.delete().key(this.keys.joinToken(t.id)))
             .commit(),
         ),
+        "join_token",
       );
     }
     return expired.length;

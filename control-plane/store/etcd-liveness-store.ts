@@ -58,7 +58,7 @@ export class EtcdLivenessStore extends EtcdStore implements LivenessStore {
         .then(this.etcd.put(nodeKey).value(toJsonString(NodeRecordSchema, node)))
         .commit(),
     );
-    return this.applied(res);
+    return this.applied(res, "expire_node");
   }
 
   async findDisruption(): Promise<Versioned<DisruptionRecord> | undefined> {
@@ -75,6 +75,6 @@ export class EtcdLivenessStore extends EtcdStore implements LivenessStore {
         .then(this.etcd.put(key).value(toJsonString(DisruptionRecordSchema, record)))
         .commit(),
     );
-    return this.applied(res) ? BigInt(res.header.revision) : undefined;
+    return this.applied(res, "disruption") ? BigInt(res.header.revision) : undefined;
   }
 }

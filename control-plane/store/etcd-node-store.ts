@@ -112,7 +112,7 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
         )
         .commit(),
     );
-    return this.applied(res);
+    return this.applied(res, "claim_subnet");
   }
 
   async updateNode(node: NodeRecord, modRevision: bigint, ip?: NodeIpClaim): Promise<boolean> {
@@ -129,7 +129,7 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
         )
         .commit(),
     );
-    return this.applied(res);
+    return this.applied(res, "update_node");
   }
 
   async removeNode(node: NodeRecord, modRevision: bigint): Promise<boolean> {
@@ -153,7 +153,7 @@ export class EtcdNodeStore extends EtcdStore implements NodeStore {
         )
         .commit(),
     );
-    return this.applied(res);
+    return this.applied(res, "remove_node");
   }
 
   /**

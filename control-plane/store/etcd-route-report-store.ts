@@ -24,7 +24,7 @@ export class EtcdRouteReportStore extends EtcdStore implements RouteReportStore 
     );
     if (res.succeeded) return { written: true, modRevision: BigInt(res.header.revision) };
     // A first write (nothing expected) that finds a report stored is a read, not a conflict.
-    if (expectedModRevision !== 0n) this.applied(res);
+    if (expectedModRevision !== 0n) this.applied(res, "report_routes");
     const [nodes, reports] = res.responses.map((r) => r.response_range);
     const kv = reports?.kvs[0];
     return {

@@ -46,7 +46,7 @@ export class EtcdSubnetStore extends EtcdStore implements SubnetStore {
         .then(this.etcd.put(key).value(toJsonString(SubnetReservationRecordSchema, reservation)))
         .commit(),
     );
-    return this.applied(res);
+    return this.applied(res, "reservation");
   }
 
   async deleteReservation(subnet: string): Promise<void> {

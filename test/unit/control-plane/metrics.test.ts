@@ -5,14 +5,15 @@ import { parseMetrics, sampleOf } from "../../support/prometheus.js";
 const scrape = async (m: ControlPlaneMetrics) => parseMetrics(await m.registry.metrics());
 
 describe("ControlPlaneMetrics", () => {
-  it("counts registrations by result, expiries and txn conflicts; times etcd calls by op", async () => {
+  it("counts registrations by result, expiries and txn conflicts by kind; times etcd calls by op", async () => {
     const m = new ControlPlaneMetrics();
     m.countRegistration("new");
     m.countRegistration("new");
     m.countRegistration("exhausted");
     m.countExpiry();
-    m.countTxnConflict();
-    m.countTxnConflict();
+    m.countTxnConflict("report_routes");
+    m.countTxnConflict("report_routes");
+    m.countTxnConflict("claim_subnet");
     m.observeEtcd("txn", 0.004);
     m.observeEtcd("range", 0.002);
     m.observeEtcd("range", 0.003);
@@ -20,7 +21,8 @@ describe("ControlPlaneMetrics", () => {
     expect(sampleOf(s, "trellis_registrations_total", { result: "new" })).toBe(2);
     expect(sampleOf(s, "trellis_registrations_total", { result: "exhausted" })).toBe(1);
     expect(sampleOf(s, "trellis_node_expiries_total")).toBe(1);
-    expect(sampleOf(s, "trellis_etcd_txn_conflicts_total")).toBe(2);
+    expect(sampleOf(s, "trellis_etcd_txn_conflicts_total", { txn: "report_routes" })).toBe(2);
+    expect(sampleOf(s, "trellis_etcd_txn_conflicts_total", { txn: "claim_subnet" })).toBe(1);
     expect(sampleOf(s, "trellis_etcd_request_duration_seconds_count", { op: "txn" })).toBe(1);
     expect(sampleOf(s, "trellis_etcd_request_duration_seconds_count", { op: "range" })).toBe(2);
     expect(sampleOf(s, "trellis_etcd_request_duration_seconds_sum", { op: "range" })).toBeCloseTo(0.005, 9);

@@ -11,10 +11,10 @@ afterEach(() => {
 
 function context() {
   const seen: Array<[EtcdOp, number]> = [];
-  let conflicts = 0;
+  const conflicts: string[] = [];
   const c = new EtcdContext({
     endpoints: ["http://127.0.0.1:1"],
-    metrics: { observeEtcd: (op, seconds) => void seen.push([op, seconds]), countTxnConflict: () => void conflicts++ },
+    metrics: { observeEtcd: (op, seconds) => void seen.push([op, seconds]), countTxnConflict: (txn) => void conflicts.push(txn) },
   });
   contexts.push(c);
   return { c, seen, conflicts: () => conflicts };
@@ -33,19 +33,19 @@ describe("EtcdContext metrics", () => {
     for (const [, seconds] of seen) expect(seconds).toBeGreaterThanOrEqual(0);
   });
 
-  it("counts a compare-and-swap whose compare failed as a conflict, and only those", () => {
+  it("counts a compare-and-swap whose compare failed as a conflict of its kind, and only those", () => {
     const { c, conflicts } = context();
-    expect(c.applied({ succeeded: true })).toBe(true);
-    expect(conflicts()).toBe(0);
-    expect(c.applied({ succeeded: false })).toBe(false);
-    expect(c.applied({ succeeded: false })).toBe(false);
-    expect(conflicts()).toBe(2);
+    expect(c.applied({ succeeded: true }, "claim_subnet")).toBe(true);
+    expect(conflicts()).toEqual([]);
+    expect(c.applied({ succeeded: false }, "claim_subnet")).toBe(false);
+    expect(c.applied({ succeeded: false }, "report_routes")).toBe(false);
+    expect(conflicts()).toEqual(["claim_subnet", "report_routes"]);
   });
 
   it("without metrics, calls and compare results pass through", async () => {
     const c = new EtcdContext({ endpoints: ["http://127.0.0.1:1"] });
     contexts.push(c);
     await expect(c.call("put", "record heartbeat of n1", async () => "ok")).resolves.toBe("ok");
-    expect(c.applied({ succeeded: false })).toBe(false);
+    expect(c.applied({ succeeded: false }, "update_node")).toBe(false);
   });
 });
