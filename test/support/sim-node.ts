@@ -121,7 +121,36 @@ export function addSimTotals(sum: SimTotals, more: SimTotals): void {
 /** Errors that moving to another replica cannot fix: registration gives up on them, as the daemon does. */
 const fatalRegistration = new Set(["INVALID_ARGUMENT", "ALREADY_EXISTS", "EXHAUSTED", "PERMISSION_DENIED", "UNAUTHENTICATED"]);
 
-const lineOf = (r: SimRoute) => `${r.subnet} via ${r.via}\n`;
+/** A route as the sims hold it: with its digest line ("dst via\n"). */
+interface HeldRoute extends SimRoute {
+  readonly line: string;
+}
+
+/**
+ * Routes and node names, one copy per process for every sim in it. Each sim holding its own copy of every
+ * route came to about 2.5 MiB a sim at 4799 nodes (12 GB over 10 workers), and the workers' major GCs
+ * stalled them for up to 52 s: calls in flight timed out, which the bench then counted against the
+ * control plane. Never emptied: a run has a few routes per node.
+ */
+const routes = new Map<string, HeldRoute>();
+const names = new Map<string, string>();
+
+function heldRoute(subnet: string, via: string, router: boolean): HeldRoute {
+  const key = `${subnet} ${via} ${router}`;
+  let r = routes.get(key);
+  if (!r) {
+    r = Object.freeze({ subnet, via, router, line: `${subnet} via ${via}\n` });
+    routes.set(key, r);
+  }
+  return r;
+}
+
+function nameOf(name: string): string {
+  const known = names.get(name);
+  if (known !== undefined) return known;
+  names.set(name, name);
+  return name;
+}
 
 /**
  * Whether the replica itself answered with this error (the reason it sends in metadata): it is alive and
@@ -181,7 +210,7 @@ export class SimNode {
   private heartbeatTimeoutMs: number;
   private srttMs?: number;
   private rttVarMs = 0;
-  private table = new Map<string, SimRoute>();
+  private table = new Map<string, HeldRoute>();
   /** Sorted "dst via\n" lines of every other node's route (host-gw), for the digest. */
   private lines: string[] = [];
   /** Nodes marked central router. */
@@ -556,17 +585,16 @@ export class SimNode {
     if (msg.snapshot) {
       this.stats.snapshots++;
       const before = this.table;
-      const next = new Map<string, SimRoute>();
+      const next = new Map<string, HeldRoute>();
       this.routers.clear();
       for (const r of msg.routes) {
-        const old = before.get(r.nodeName);
-        const same = old && old.subnet === r.subnet && old.via === r.nodeIp && old.router === r.router;
-        next.set(r.nodeName, same ? old : { subnet: r.subnet, via: r.nodeIp, router: r.router });
-        if (r.router) this.routers.add(r.nodeName);
+        const name = nameOf(r.nodeName);
+        next.set(name, heldRoute(r.subnet, r.nodeIp, r.router));
+        if (r.router) this.routers.add(name);
       }
       this.table = next;
       this.lines = [];
-      for (const [name, r] of next) if (name !== this.name) this.lines.push(lineOf(r));
+      for (const [name, r] of next) if (name !== this.name) this.lines.push(r.line);
       this.lines.sort();
       this.digestCache = undefined;
       for (const [name, r] of next) {
@@ -586,18 +614,16 @@ export class SimNode {
   }
 
   private upsert(r: Route, at: number): void {
-    const old = this.table.get(r.nodeName);
-    if (old && old.subnet === r.subnet && old.via === r.nodeIp && old.router === r.router) return;
-    const route = { subnet: r.subnet, via: r.nodeIp, router: r.router };
-    if (old) this.unindex(r.nodeName, old);
-    this.table.set(r.nodeName, route);
-    if (r.router) this.routers.add(r.nodeName);
-    if (r.nodeName !== this.name) {
-      const line = lineOf(route);
-      this.lines.splice(lowerBound(this.lines, line), 0, line);
-    }
+    const name = nameOf(r.nodeName);
+    const old = this.table.get(name);
+    const route = heldRoute(r.subnet, r.nodeIp, r.router);
+    if (old === route) return;
+    if (old) this.unindex(name, old);
+    this.table.set(name, route);
+    if (r.router) this.routers.add(name);
+    if (name !== this.name) this.lines.splice(lowerBound(this.lines, route.line), 0, route.line);
     this.digestCache = undefined;
-    if (!old || old.subnet !== route.subnet || old.via !== route.via) this.emit(r.nodeName, "up", at);
+    if (!old || old.subnet !== route.subnet || old.via !== route.via) this.emit(name, "up", at);
   }
 
   private remove(name: string, at: number): void {
@@ -609,12 +635,11 @@ export class SimNode {
     this.emit(name, "down", at);
   }
 
-  private unindex(name: string, old: SimRoute): void {
+  private unindex(name: string, old: HeldRoute): void {
     this.routers.delete(name);
     if (name === this.name) return;
-    const line = lineOf(old);
-    const i = lowerBound(this.lines, line);
-    if (this.lines[i] === line) this.lines.splice(i, 1);
+    const i = lowerBound(this.lines, old.line);
+    if (this.lines[i] === old.line) this.lines.splice(i, 1);
   }
 
   private emit(node: string, kind: RouteChangeKind, at: number): void {
