@@ -5,10 +5,10 @@ import { FreeSubnets, type SubnetPool } from "./subnet-pool.js";
 /**
  * A replica's view of which subnets are leased and which were freed, for choosing new nodes' subnets.
  * Read per registration, that view made registering N nodes cost O(N²) keys read from etcd (issue 10);
- * here it is read at most once per `maxAgeMs`, one read at a time, in the background once there is a view,
- * and every registration chooses from the view it has. A view may be stale; the claim transaction is the authority (a subnet leased meanwhile
- * fails the claim, one freed meanwhile fails a claim made as never used), so staleness costs a retry,
- * never a subnet leased twice. Subnets this replica claimed or lost a claim to since the view was read
+ * here it is read at most once per `maxAgeMs`, one read at a time, in the background once there is a
+ * view, and every registration chooses from the view it has. A view may be stale; the claim transaction
+ * is the authority (a subnet leased meanwhile fails the claim, one freed meanwhile fails a claim made as
+ * never used), so staleness costs a retry, never a subnet leased twice. Subnets this replica claimed or lost a claim to since the view was read
  * count as leased until a read that started after that shows them.
  */
 export class SubnetUseCache {
