@@ -44,12 +44,17 @@ interface Written {
 /** Writes of one report that found another replica writing the same node's report meanwhile, before giving up. */
 const maxWriteAttempts = 3;
 
+/** Held-back reports a flush writes at once (each one etcd round trip). */
+const flushConcurrency = 16;
+
 export class RouteReports {
   /** Per node: what this replica last wrote (or found stored), and when it wrote. */
   private readonly written = new Map<string, Written>();
   /** Reports held back by the interval, written by the flush timer once it has passed. */
   private readonly pending = new Map<string, RouteReport>();
   private flusher?: ReturnType<typeof setInterval>;
+  /** A flush is writing. */
+  private flushing = false;
 
   constructor(
     private readonly deps: {
@@ -123,12 +128,27 @@ export class RouteReports {
     return this.deps.minIntervalMs ?? 5_000;
   }
 
-  /** Writes the held-back reports whose interval has passed. */
+  /**
+   * Writes the held-back reports whose interval has passed, `flushConcurrency` at a time, each node's
+   * latest. One flush at a time: the timer fires every second, and at 5000 nodes a flush writing one report
+   * at a time took minutes; the flushes it started meanwhile wrote the same reports again, concurrently, and
+   * half of each replica's etcd transactions were those writes failing their compare (issue 10).
+   */
   async flushDue(): Promise<void> {
-    const now = this.deps.clock();
-    for (const [node, report] of [...this.pending]) {
-      if (now - (this.written.get(node)?.atMs ?? 0) < this.minIntervalMs) continue;
-      await this.write(node, report).catch(() => undefined); // the node reports again on its next resync
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      const now = this.deps.clock();
+      const due = [...this.pending.keys()].filter((node) => now - (this.written.get(node)?.atMs ?? 0) >= this.minIntervalMs);
+      const writeDue = async () => {
+        for (let node = due.pop(); node !== undefined; node = due.pop()) {
+          const report = this.pending.get(node); // written meanwhile (a report of what is missing goes at once): none
+          if (report) await this.write(node, report).catch(() => undefined); // the node reports again on its next resync
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(flushConcurrency, due.length) }, writeDue));
+    } finally {
+      this.flushing = false;
     }
     if (this.pending.size === 0 && this.flusher) {
       clearInterval(this.flusher);

@@ -119,6 +119,60 @@ describe("RouteReports held back by the interval", () => {
   });
 });
 
+describe("RouteReports flushing held-back reports", () => {
+  /** Nodes node-0..node-(n-1), each with a report written at 0 and a later one held back; writes wait for `release`. */
+  async function heldBack(n: number) {
+    const { store: s, stats } = await store(n);
+    let now = 0;
+    const reports = new RouteReports({ ...s, clock: () => now, minIntervalMs: 5_000 });
+    for (const revision of [1n, 2n]) {
+      for (let i = 0; i < n; i++) {
+        const held = hostRoutes(Number(revision) + 1, i);
+        await reports.record(`node-${i}`, { revision, routeCount: held.length, digest: routeDigest(held), missing: [], routes: [] });
+      }
+    }
+    expect(stats.writes).toBe(n);
+    const gate = { waiting: 0, maxWaiting: 0, open: [] as Array<() => void> };
+    const put = s.routeReports.putReportedRoutes;
+    s.routeReports.putReportedRoutes = async (node, record, expected) => {
+      gate.waiting++;
+      gate.maxWaiting = Math.max(gate.maxWaiting, gate.waiting);
+      await new Promise<void>((resolve) => gate.open.push(resolve));
+      gate.waiting--;
+      return put(node, record, expected);
+    };
+    const release = async () => {
+      while (gate.open.length > 0 || gate.waiting > 0) {
+        for (const open of gate.open.splice(0)) open();
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    };
+    now = 5_000;
+    return { reports, stats, gate, release };
+  }
+
+  it("a flush that starts while one is still writing writes nothing again (issue 10: at 5000 nodes a flush outlasted the 1 s timer, and half of all etcd transactions were reports written twice)", async () => {
+    const { reports, stats, release } = await heldBack(3);
+    const first = reports.flushDue();
+    const second = reports.flushDue(); // the timer fires again before the first flush is done
+    await release();
+    await Promise.all([first, second]);
+    expect(stats.calls - 3).toBe(3); // one write per held-back report, and no conflict
+    expect(stats.writes).toBe(6);
+  });
+
+  it("writes the held-back reports several at a time, never more than its limit", async () => {
+    const { reports, stats, gate, release } = await heldBack(40);
+    const flush = reports.flushDue();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(gate.waiting).toBeGreaterThan(1);
+    await release();
+    await flush;
+    expect(gate.maxWaiting).toBeLessThanOrEqual(16);
+    expect(stats.writes).toBe(80);
+  });
+});
+
 describe("RouteReports on two replicas", () => {
   it("a report held back on one replica never overwrites a newer one written through another", async () => {
     const { store: s, stored } = await store();
