@@ -1,12 +1,13 @@
 // One log line per finished call, errors translated to statuses (STYLE.md §7), for every Trellis server.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { isReason, logLevelOf, reasonMetadataKey } from "../core/errors.js";
+import { logLevelOf, reasonMetadataKey, reasonOfStatus } from "../core/errors.js";
 import { toConnectError } from "./connect-errors.js";
 
 /**
  * The line a finished call logs: "rpc completed" at debug, or with `err`, "rpc rejected" at the level its
- * reason has (STYLE.md §7) or "rpc failed" at error. Returns the error as the status it was sent as.
+ * reason has (STYLE.md §7; the reason sent, else the one its status code maps to) or "rpc failed" at
+ * error. Returns the error as the status it was sent as.
  */
 export function logCallEnd(log: Logger, rpc: string, startedMs: number, err?: unknown): ConnectError | undefined {
   const durationMs = Math.round(performance.now() - startedMs);
@@ -15,9 +16,11 @@ export function logCallEnd(log: Logger, rpc: string, startedMs: number, err?: un
     return undefined;
   }
   const ce = toConnectError(err);
-  const sent = ce.metadata.get(reasonMetadataKey);
-  const level = sent && isReason(sent) ? logLevelOf[sent] : "error";
-  log[level]({ rpc, code: Code[ce.code], reason: sent ?? undefined, durationMs, err }, level === "error" ? "rpc failed" : "rpc rejected");
+  // A status connect-node made itself carries no reason (its deadline passing on the server): the one its
+  // code maps to, as the client reads it.
+  const reason = reasonOfStatus(ce.code, ce.metadata.get(reasonMetadataKey) ?? undefined);
+  const level = logLevelOf[reason];
+  log[level]({ rpc, code: Code[ce.code], reason, durationMs, err }, level === "error" ? "rpc failed" : "rpc rejected");
   return ce;
 }
 
