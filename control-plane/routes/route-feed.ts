@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import { TrellisError } from "../../proto/core/errors.js";
 import { type RouteEvent, type WatchRoutesResponse, WatchRoutesResponseSchema } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import type { NodeStore, NodeWatchBatch } from "../store/node-store.js";
-import { applyNodeChanges, type RouteTable, tableOf } from "./route-table.js";
+import { applyNodeChanges, diffTables, type RouteTable, tableOf } from "./route-table.js";
 
 export interface RouteFeedDeps {
   readonly nodes: NodeStore;
@@ -131,30 +131,54 @@ export class RouteFeed {
     return this.started;
   }
 
+  /**
+   * Reads the table and watches from after it. A reload (the watch was lost) whose etcd history went on
+   * (a dropped connection, a compaction) keeps the epoch: every stream holds the published table, and what
+   * it missed is the difference, published as one change. Only a history that went back (etcd restored
+   * from an older snapshot) makes the streams' revisions meaningless: a new epoch, a snapshot for each. At
+   * 4000 simulated nodes etcd connections dropped under load, and each drop sent every stream every route.
+   */
   private async load(signal: AbortSignal): Promise<void> {
     const snapshot = await this.deps.nodes.listNodes();
     const reloaded = this.epochValue !== 0n;
-    this.epochValue = (this.deps.newEpoch ?? randomEpoch)();
-    this.dropHeld();
-    this.table = tableOf(snapshot.nodes);
+    const resume = reloaded && snapshot.revision >= this.revision;
+    const table = tableOf(snapshot.nodes);
+    this.dropHeld(); // not published yet: the difference from the published table holds them
+    if (resume) {
+      const events = diffTables(this.table, table);
+      if (events.length > 0) {
+        this.held = { table, revision: snapshot.revision, events, decidedAtMs: BigInt((this.deps.clock ?? Date.now)()) };
+        this.publish();
+      }
+    } else {
+      this.epochValue = (this.deps.newEpoch ?? randomEpoch)();
+      this.history = [];
+      this.historyFloor = snapshot.revision;
+    }
+    this.table = table;
     this.revision = snapshot.revision;
-    this.history = [];
-    this.historyFloor = snapshot.revision;
     await this.deps.nodes.watchNodes(
       snapshot.revision + 1n,
       (batch) => this.onBatch(batch),
       signal,
       (err) => this.onWatchLost(err),
     );
-    if (reloaded) this.broadcast(this.snapshot());
+    if (reloaded && !resume) this.broadcast(this.snapshot());
     this.deps.log.info(
       { revision: String(this.revision), epoch: String(this.epochValue) },
-      reloaded ? "route feed reloaded; streams resynced" : "route feed started",
+      !reloaded
+        ? "route feed started"
+        : resume
+          ? "route feed reloaded; streams sent what they missed"
+          : "route feed reloaded under a new epoch (etcd's history went back); streams resynced",
     );
   }
 
   private onWatchLost(err: Error): void {
-    this.deps.log.warn({ err, revision: String(this.revision) }, "route watch lost (compacted or etcd restarted); reloading a snapshot");
+    this.deps.log.warn(
+      { err, revision: String(this.revision) },
+      "route watch lost (connection dropped, compacted, or etcd restarted); reloading the table",
+    );
     const retry = async (): Promise<void> => {
       const signal = this.signal;
       if (!signal || signal.aborted) return;

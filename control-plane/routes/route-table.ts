@@ -58,6 +58,19 @@ export function applyNodeChanges(
   return { next, events };
 }
 
+/** The route events that turn `before` into `after`: an upsert for each route new or changed, a delete for each gone. Pure. */
+export function diffTables(before: RouteTable, after: RouteTable): RouteEvent[] {
+  const events: RouteEvent[] = [];
+  for (const [name, route] of after) {
+    const old = before.get(name);
+    if (!(old && sameRoute(old, route))) events.push(create(RouteEventSchema, { type: RouteEventType.UPSERT, route }));
+  }
+  for (const [name, route] of before) {
+    if (!after.has(name)) events.push(create(RouteEventSchema, { type: RouteEventType.DELETE, route }));
+  }
+  return events;
+}
+
 /** What a node should hold (host-gw, or the central router's cluster route), as Route messages. Pure. */
 export function desiredRoutesFor(node: string, nodes: readonly NodeRecord[], clusterCidr: string): Route[] {
   return desiredRoutes(tableOf(nodes).values(), node, clusterCidr).map((r) =>

@@ -3,7 +3,7 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { publishWindowMs, RouteFeed } from "../../../../control-plane/routes/route-feed.js";
-import type { WatchRoutesResponse } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
+import { RouteEventType, type WatchRoutesResponse } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { changeNode, registerNode } from "../../../contract/node-store.js";
 import { openMemoryStores } from "../../../support/memory-stores.js";
 import { waitFor } from "../../../support/wait.js";
@@ -16,6 +16,39 @@ async function follow(stream: AsyncGenerator<WatchRoutesResponse>, into: WatchRo
 const until = (what: string, ok: () => boolean) => waitFor(what, async () => ok(), 5_000, 5);
 
 describe("RouteFeed", () => {
+  it("a watch that breaks (etcd's revision did not go back) is followed by the changes missed meanwhile, in the same epoch: no stream gets a snapshot (issue 10: at 4000 nodes each dropped etcd connection sent every stream every route)", async () => {
+    const stores = openMemoryStores();
+    const stop = new AbortController();
+    const feed = new RouteFeed({ nodes: stores.nodes, log: pino({ level: "silent" }), reloadDelayMs: 100, coalesceMs: 0 });
+    await registerNode(stores, "n1", "192.168.1.11", "10.244.1.0/24");
+    await registerNode(stores, "n2", "192.168.1.12", "10.244.2.0/24");
+    await feed.start(stop.signal);
+    const epoch = feed.epoch;
+    const got: WatchRoutesResponse[] = [];
+    const done = follow(feed.subscribe(stop.signal), got);
+    await until("the snapshot", () => got.length === 1);
+    stores.breakWatches(new Error("14 UNAVAILABLE: Connection dropped"));
+    await registerNode(stores, "n3", "192.168.1.13", "10.244.3.0/24"); // while the feed has no watch
+    await changeNode(stores, "n1", { live: false, releasedReason: "drained" });
+    await until("the missed changes", () => got.length === 2);
+    const [, missed] = got;
+    expect(missed?.snapshot).toBe(false);
+    expect(missed?.epoch).toBe(epoch);
+    expect(missed?.revision).toBe(stores.revision);
+    expect(missed?.events.map((e) => [e.type, e.route?.nodeName]).sort()).toEqual(
+      [
+        [RouteEventType.UPSERT, "n3"],
+        [RouteEventType.DELETE, "n1"],
+      ].sort(),
+    );
+    expect(feed.epoch).toBe(epoch);
+    await registerNode(stores, "n4", "192.168.1.14", "10.244.4.0/24"); // and the new watch delivers what follows
+    await until("the next change", () => got.length === 3);
+    expect(got[2]?.events.map((e) => e.route?.nodeName)).toEqual(["n4"]);
+    stop.abort();
+    await done;
+  });
+
   it("counts the streams open on it (trellis_route_streams)", async () => {
     const stores = openMemoryStores();
     const stop = new AbortController();

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { applyNodeChanges, type RouteTable, routeOf, tableOf } from "../../../../control-plane/routes/route-table.js";
+import { applyNodeChanges, diffTables, type RouteTable, routeOf, tableOf } from "../../../../control-plane/routes/route-table.js";
 import type { NodeChange } from "../../../../control-plane/store/node-store.js";
 import { RouteEventType } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { type NodeRecord, NodeRecordSchema } from "../../../../proto/gen/trellis/store/v1/store_pb.js";
@@ -115,5 +115,17 @@ describe("applyNodeChanges", () => {
     const before = plain(base);
     applyNodeChanges(base, [del("a"), put(node("d", "10.244.4.0/24", "192.168.0.4"))]);
     expect(plain(base)).toEqual(before);
+  });
+});
+
+describe("diffTables", () => {
+  it("an upsert for each route new or changed, a delete for each gone, nothing for one unchanged; applied, they give the new table", () => {
+    const c = node("c", "10.244.3.0/24", "192.168.0.3");
+    const before = tableOf([a, b]);
+    const after = tableOf([a, { ...b, nodeIp: "192.168.0.22" }, c]);
+    const diff = diffTables(before, after);
+    expect(events(diff).sort()).toEqual(["UPSERT b 10.244.2.0/24 192.168.0.22", "UPSERT c 10.244.3.0/24 192.168.0.3"]);
+    expect(events(diffTables(after, tableOf([a])))).toEqual(["DELETE b 10.244.2.0/24 192.168.0.22", "DELETE c 10.244.3.0/24 192.168.0.3"]);
+    expect(diffTables(after, after)).toEqual([]);
   });
 });
