@@ -34,6 +34,17 @@ export function quietMsFor(routeCount: number, minMs = 5_000): number {
   return Math.max(minMs, routeCount * 10);
 }
 
+/**
+ * How long a report that changes only count and digest waits, `sinceLastMs` after the last report: the
+ * debounce, and the rest of the quiet time (quietMsFor), plus a random part of up to 10 ms a route. Every
+ * node sees a join at the same moment: without the random part, 5000 quiet nodes all reported within the
+ * second after it, past the control plane's 512 calls in flight (issue 10); with it, about 100 a second
+ * whatever the cluster's size, as the quiet time intends. A small cluster waits a few ms more. Pure.
+ */
+export function countOnlyWaitMs(sinceLastMs: number, routeCount: number, debounceMs: number, quietMs: number, rand: () => number): number {
+  return Math.max(debounceMs, quietMsFor(routeCount, quietMs) - sinceLastMs) + rand() * routeCount * 10;
+}
+
 /** The same routes missing (by destination and gateway), in any order. */
 function sameMissing(a: readonly Route[], b: readonly Route[]): boolean {
   const key = (r: Route) => `${r.subnet} via ${r.nodeIp}`;
@@ -59,6 +70,7 @@ export class RouteReporter {
     private readonly log: Logger,
     private readonly debounceMs = 1_000,
     private readonly quietMs = 5_000,
+    private readonly rand: () => number = Math.random,
   ) {}
 
   /** A new state to report: sent within `debounceMs` (or `quietMs`, see above), coalesced with any that follow. */
@@ -69,7 +81,7 @@ export class RouteReporter {
     const wait =
       !last || !sameMissing(last.report.missing, report.missing)
         ? this.debounceMs
-        : Math.max(this.debounceMs, last.at + quietMsFor(report.routeCount, this.quietMs) - now);
+        : countOnlyWaitMs(now - last.at, report.routeCount, this.debounceMs, this.quietMs, this.rand);
     if (this.due && this.dueAt <= now + wait) return;
     clearTimeout(this.due);
     this.dueAt = now + wait;

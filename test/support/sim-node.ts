@@ -14,7 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { createSecureContext, type SecureContext } from "node:tls";
 import { ConnectError } from "@connectrpc/connect";
 import { Http2SessionManager } from "@connectrpc/connect-node";
-import { quietMsFor } from "../../node-daemon/routes/route-reporter.js";
+import { countOnlyWaitMs } from "../../node-daemon/routes/route-reporter.js";
 import { reasonMetadataKey } from "../../proto/core/errors.js";
 import { NodeService, type Route, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { fromConnectError } from "../../proto/rpc/connect-errors.js";
@@ -55,9 +55,10 @@ export interface SimNodeOptions {
   readonly callTimeoutMs?: number;
   /**
    * When to send ReportRoutes after an applied stream message: "debounce" (default), as the daemon's
-   * RouteReporter does, once `reportDebounceMs` after the first change and at least `reportQuietMs` after
-   * the last report (a sim never misses a route, so its changes are count and digest only), coalescing the changes meanwhile
-   * (one timer shared by every sim in the process); "each": after every applied message; "heartbeat":
+   * RouteReporter does, `reportDebounceMs` after the first change, later ones at least the quiet time after
+   * the last report and spread at random by the table's size (countOnlyWaitMs; a sim never misses a route,
+   * so its changes are count and digest only), coalescing the changes meanwhile (one timer shared by
+   * every sim in the process); "each": after every applied message; "heartbeat":
    * on the next heartbeat tick; "off": never. In every mode at most one report is in flight, and one
    * that failed is sent again on the next heartbeat tick.
    */
@@ -540,8 +541,12 @@ export class SimNode {
     const mode = this.o.reportMode ?? "debounce";
     if (mode === "each") this.sendReport(signal);
     else if (mode === "debounce" && !dueReports.has(this)) {
-      const quietMs = quietMsFor(this.table.size, this.o.reportQuietMs);
-      const at = Math.max(performance.now() + (this.o.reportDebounceMs ?? 1_000), this.lastReportAt + quietMs);
+      const now = performance.now();
+      const debounceMs = this.o.reportDebounceMs ?? 1_000;
+      const at =
+        this.lastReportAt === Number.NEGATIVE_INFINITY
+          ? now + debounceMs
+          : now + countOnlyWaitMs(now - this.lastReportAt, this.table.size, debounceMs, this.o.reportQuietMs ?? 5_000, this.rand);
       dueReports.set(this, { at, send: () => this.sendReport(signal) });
       reportTimer ??= setInterval(sendDueReports, 100).unref();
     }

@@ -3,11 +3,18 @@
 import { create } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { quietMsFor, type RouteReport, RouteReporter, routeReport } from "../../../../node-daemon/routes/route-reporter.js";
+import {
+  countOnlyWaitMs,
+  quietMsFor,
+  type RouteReport,
+  RouteReporter,
+  routeReport,
+} from "../../../../node-daemon/routes/route-reporter.js";
 import { RouteSync } from "../../../../node-daemon/routes/route-sync.js";
 import { routeDigest } from "../../../../proto/core/route-plan.js";
 import { RouteSchema } from "../../../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { RecordingNetlink } from "../../../support/fakes.js";
+import { seeded } from "../../../support/prng.js";
 import { waitFor } from "../../../support/wait.js";
 
 const log = pino({ level: "silent" });
@@ -118,6 +125,19 @@ describe("RouteReporter", () => {
     expect(quietMsFor(1_000)).toBe(10_000);
     expect(quietMsFor(5_000)).toBe(50_000);
     expect(quietMsFor(3, 10)).toBe(30);
+  });
+
+  it("one change seen by 5000 quiet nodes: their count-only reports spread over the quiet time, about 100 a second, not all within a second (issue 10)", () => {
+    const rand = seeded(10);
+    const waits = Array.from({ length: 5_000 }, () => countOnlyWaitMs(120_000, 5_000, 1_000, 5_000, rand));
+    const perSecond = new Map<number, number>();
+    for (const w of waits) perSecond.set(Math.floor(w / 1_000), (perSecond.get(Math.floor(w / 1_000)) ?? 0) + 1);
+    expect(Math.min(...waits)).toBeGreaterThanOrEqual(1_000); // never before the debounce
+    expect(Math.max(...waits)).toBeLessThan(1_000 + 50_000);
+    expect(Math.max(...perSecond.values())).toBeLessThan(200);
+    // A small cluster hardly waits more than the debounce; a recent report still holds the next one back.
+    expect(countOnlyWaitMs(120_000, 3, 1_000, 5_000, () => 0.999)).toBeLessThan(1_030);
+    expect(countOnlyWaitMs(2_000, 3, 1_000, 5_000, () => 0)).toBe(3_000);
   });
 
   it("resync sends the last report again only once the quiet time has passed", async () => {
