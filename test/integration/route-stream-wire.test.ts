@@ -17,6 +17,7 @@ import {
 } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { fromConnectError } from "../../proto/rpc/connect-errors.js";
 import { captureLog } from "../support/control-plane.js";
+import { rawCall } from "../support/grpc-wire.js";
 import { waitFor } from "../support/wait.js";
 
 /** A feed that yields `messages`, then `thenThrow` if given, else waits for the caller to go; counts its streams and pulls. */
@@ -71,22 +72,9 @@ const change = (revision: bigint, subnet: string) =>
     routes: [create(RouteSchema, { nodeName: "n2", subnet, nodeIp: "192.168.1.12" })],
   });
 
-/** A WatchRoutes call for `nodeName` on a bare HTTP/2 session, its request framed by hand. */
-function rawWatch(session: http2.ClientHttp2Session, nodeName: string, headers: http2.OutgoingHttpHeaders = {}): http2.ClientHttp2Stream {
-  const name = Buffer.from(nodeName);
-  const message = Buffer.concat([Buffer.from([0x0a, name.length]), name]); // field 1 (node_name), length-delimited
-  const frame = Buffer.alloc(5);
-  frame.writeUInt32BE(message.length, 1);
-  const stream = session.request({
-    ":method": "POST",
-    ":path": "/trellis.controlplane.v1.NodeService/WatchRoutes",
-    "content-type": "application/grpc",
-    te: "trailers",
-    ...headers,
-  });
-  stream.end(Buffer.concat([frame, message]));
-  return stream;
-}
+/** A WatchRoutes call for `nodeName` on a bare HTTP/2 session. */
+const rawWatch = (session: http2.ClientHttp2Session, nodeName: string, headers: http2.OutgoingHttpHeaders = {}) =>
+  rawCall(session, NodeService.method.watchRoutes, { nodeName }, headers);
 
 describe("WatchRoutes on the bare HTTP/2 stream", () => {
   it("a connect gRPC client gets every message the feed yields, and the feed hears the revision and epoch asked", async () => {

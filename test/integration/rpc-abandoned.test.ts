@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { NodeService } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
 import { serverInterceptor } from "../../proto/rpc/interceptor.js";
 import { captureLog } from "../support/control-plane.js";
+import { rawCall } from "../support/grpc-wire.js";
 import { waitFor } from "../support/wait.js";
 
 const closers: Array<() => Promise<void>> = [];
@@ -44,20 +45,10 @@ async function serve() {
   return { session, lines, started: () => started };
 }
 
-/** A Heartbeat call for node-1 without a deadline, its request framed by hand (the bare stream, to reset it). */
+/** A Heartbeat call for node-1 without a deadline, on the bare stream (to reset it). */
 function heartbeat(session: http2.ClientHttp2Session): http2.ClientHttp2Stream {
-  const name = Buffer.from("node-1");
-  const message = Buffer.concat([Buffer.from([0x0a, name.length]), name]); // field 1 (node_name)
-  const frame = Buffer.alloc(5);
-  frame.writeUInt32BE(message.length, 1);
-  const stream = session.request({
-    ":method": "POST",
-    ":path": "/trellis.controlplane.v1.NodeService/Heartbeat",
-    "content-type": "application/grpc",
-    te: "trailers",
-  });
+  const stream = rawCall(session, NodeService.method.heartbeat, { nodeName: "node-1" });
   stream.on("error", () => undefined);
-  stream.end(Buffer.concat([frame, message]));
   return stream;
 }
 

@@ -5,7 +5,7 @@
 // it the layers of async iterables each route-stream message went through, and these workers share the
 // machine with the replicas they measure. Errors are ConnectErrors with the status's code, message and
 // trailers as metadata, as connect's client throws them, so the sims read them with fromConnectError.
-import { type ClientHttp2Stream, constants, type IncomingHttpHeaders } from "node:http2";
+import { type ClientHttp2Session, type ClientHttp2Stream, constants, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import {
   create,
   type DescMessage,
@@ -29,6 +29,37 @@ export interface WireCallOptions {
 const maxMessageBytes = 64 << 20;
 
 const deadlineMessage = "the operation timed out"; // connect's, which the benches group failures by
+
+/** `input` as `method`'s request on the wire: one uncompressed, length-prefixed message. */
+function requestFrame<I extends DescMessage>(method: { readonly input: I }, input: MessageInitShape<I>): Buffer {
+  const body = toBinary(method.input, create(method.input, input));
+  const frame = Buffer.allocUnsafe(5 + body.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  return frame;
+}
+
+/**
+ * A call of `method` on a plain HTTP/2 session, its stream handed back as it is: for tests that need what a
+ * client hides (resetting the stream, a deadline header, a caller that never reads).
+ */
+export function rawCall<I extends DescMessage, O extends DescMessage>(
+  session: ClientHttp2Session,
+  method: DescMethodUnary<I, O> | DescMethodServerStreaming<I, O>,
+  input: MessageInitShape<I>,
+  headers: OutgoingHttpHeaders = {},
+): ClientHttp2Stream {
+  const stream = session.request({
+    ":method": "POST",
+    ":path": `/${method.parent.typeName}/${method.name}`,
+    "content-type": "application/grpc",
+    te: "trailers",
+    ...headers,
+  });
+  stream.end(requestFrame(method, input));
+  return stream;
+}
 
 /** One call's outcome from its status headers or trailers: undefined when they carry no grpc-status. */
 function statusError(h: IncomingHttpHeaders): ConnectError | undefined | "ok" {
@@ -62,11 +93,7 @@ function call<I extends DescMessage, O extends DescMessage>(
   onMessage: (m: MessageShape<O>) => void,
   opts: WireCallOptions,
 ): Promise<void> {
-  const body = toBinary(method.input, create(method.input, input));
-  const frame = Buffer.allocUnsafe(5 + body.length);
-  frame[0] = 0;
-  frame.writeUInt32BE(body.length, 1);
-  frame.set(body, 5);
+  const frame = requestFrame(method, input);
   const headers: Record<string, string> = { "content-type": "application/grpc+proto", te: "trailers" };
   if (opts.timeoutMs !== undefined) headers["grpc-timeout"] = `${Math.max(1, Math.ceil(opts.timeoutMs))}m`;
 
