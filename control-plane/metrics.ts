@@ -3,6 +3,7 @@
 // registrar: countRegistration; liveness: countExpiry; the etcd stores: observeEtcd, countTxnConflict).
 // Gauges are read when scraped from what the replica holds in memory: never an etcd read per scrape.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { type TxnKind, txnKinds } from "./store/txn-kinds.js";
 
 /**
  * Where the gauges are read from, when scraped; undefined: not known yet (before this replica's first expiry
@@ -45,10 +46,11 @@ export class ControlPlaneMetrics {
     });
     this.conflicts = new Counter({
       name: "trellis_etcd_txn_conflicts_total",
-      help: "etcd compare-and-swap transactions of this replica whose compare failed, so they wrote nothing (a race lost to another writer, or a stale read); retried or decided again. By txn: claim_subnet, update_node, remove_node, report_routes, expire_node, disruption, reservation, join_token, node_certificates",
+      help: `etcd compare-and-swap transactions of this replica whose compare failed, so they wrote nothing (a race lost to another writer, or a stale read); retried or decided again. By txn: ${txnKinds.join(", ")}`,
       labelNames: ["txn"],
       registers,
     });
+    for (const txn of txnKinds) this.conflicts.inc({ txn }, 0); // every series from the start, at 0
     this.expiries = new Counter({
       name: "trellis_node_expiries_total",
       help: "Nodes this replica expired (missed heartbeats for the lease TTL; route withdrawn)",
@@ -107,7 +109,7 @@ export class ControlPlaneMetrics {
     this.etcdSeconds.observe({ op }, seconds);
   }
 
-  countTxnConflict(txn: string): void {
+  countTxnConflict(txn: TxnKind): void {
     this.conflicts.inc({ txn });
   }
 

@@ -5,6 +5,7 @@ import type { Etcd3, WatchBuilder, Watcher } from "etcd3";
 import { createEtcdClient, defaultCallTimeoutMs, type EtcdConnection } from "./etcd-client.js";
 import { createWatcher, etcdCall } from "./etcd-codec.js";
 import { createKeys, type Keys } from "./keys.js";
+import type { TxnKind } from "./txn-kinds.js";
 
 export type EtcdStoreOptions = EtcdConnection & {
   /** Key root; tests give each test its own. */
@@ -17,18 +18,6 @@ export type EtcdStoreOptions = EtcdConnection & {
  * What one store call asks of etcd, as metrics label it: a key read, a listing (all of its pages), a write,
  * a delete, a transaction, a watch being created, a compaction.
  */
-/** What a compare-and-swap was for: the label of trellis_etcd_txn_conflicts_total. */
-export type TxnKind =
-  | "claim_subnet"
-  | "update_node"
-  | "remove_node"
-  | "report_routes"
-  | "expire_node"
-  | "disruption"
-  | "reservation"
-  | "join_token"
-  | "node_certificates";
-
 export type EtcdOp = "get" | "range" | "put" | "delete" | "txn" | "watch" | "compact";
 
 export interface EtcdObserver {

@@ -107,7 +107,7 @@ describe.skipIf(!isRoot)("metrics (needs root)", () => {
     expect(sampleOf(s, "trellis_node_expiries_total")).toBe(0);
     expect(sampleOf(s, "trellis_etcd_request_duration_seconds_count", { op: "txn" })).toBeGreaterThanOrEqual(3);
     expect(sampleOf(s, "trellis_etcd_request_duration_seconds_count", { op: "range" })).toBeGreaterThan(0);
-    expect(sampleOf(s, "trellis_etcd_txn_conflicts_total")).toBeGreaterThanOrEqual(0);
+    expect(sampleOf(s, "trellis_etcd_txn_conflicts_total", { txn: "claim_subnet" })).toBeGreaterThanOrEqual(0);
     expect(sampleOf(s, "process_cpu_seconds_total")).toBeGreaterThan(0);
   });
 

@@ -1,12 +1,11 @@
 import { createClient, type Transport } from "@connectrpc/connect";
 import { Etcd3 } from "etcd3";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RouteFeed } from "../../control-plane/routes/route-feed.js";
 import { openEtcdStores } from "../../control-plane/store/etcd-stores.js";
 import type { NodeStore } from "../../control-plane/store/node-store.js";
 import { NodeService, RouteEventType, type WatchRoutesResponse } from "../../proto/gen/trellis/controlplane/v1/node_pb.js";
-import { type JoinedNodes, namespace, startInProcessControlPlane } from "../support/control-plane.js";
+import { captureLog, type JoinedNodes, namespace, startInProcessControlPlane } from "../support/control-plane.js";
 import { type EtcdHandle, startEtcd } from "../support/etcd.js";
 import { run } from "../support/exec.js";
 import { createTestPki, type TestPki } from "../support/pki.js";
@@ -110,7 +109,7 @@ describe("route stream revisions", () => {
     }
   });
 
-  it("when its etcd watch is lost, the feed reloads and sends every open stream a fresh snapshot", async () => {
+  it("when its etcd watch is lost, the feed reloads and sends every open stream what it missed, in the same epoch, without a snapshot", async () => {
     const root = namespace();
     const store = openEtcdStores({ endpoints: [etcd.endpoint], root });
     let loseWatch: ((err: Error) => void) | undefined;
@@ -120,7 +119,8 @@ describe("route stream revisions", () => {
         return store.nodes.watchNodes(from, onBatch, signal, onLost);
       },
     });
-    const feed = new RouteFeed({ nodes: watched, log: pino({ level: "silent" }), reloadDelayMs: 10 });
+    const { log, lines } = captureLog();
+    const feed = new RouteFeed({ nodes: watched, log, reloadDelayMs: 10 });
     const cp = await startInProcessControlPlane({ etcd: etcd.endpoint, root, pki });
     const stop = new AbortController();
     try {
@@ -129,14 +129,19 @@ describe("route stream revisions", () => {
       await feed.start(stop.signal);
       const stream = feed.subscribe(stop.signal, 0n);
       expect((await stream.next()).value).toMatchObject({ snapshot: true });
+      const epoch = feed.epoch;
       await node("n2").registerNode({ nodeName: "n2", nodeIp: "192.168.1.12", mtu: 1500 });
-      loseWatch?.(new Error("mvcc: required revision has been compacted"));
-      for (;;) {
+      loseWatch?.(new Error("14 UNAVAILABLE: Connection dropped"));
+      await node("n3").registerNode({ nodeName: "n3", nodeIp: "192.168.1.13", mtu: 1500 });
+      const seen = new Set<string>();
+      while (!seen.has("n2") || !seen.has("n3")) {
         const msg = (await stream.next()).value as WatchRoutesResponse;
-        if (!msg.snapshot) continue; // n2's event may come before the reload
-        expect(msg.routes.map((r) => r.nodeName).sort()).toEqual(["n1", "n2"]);
-        break;
+        expect(msg.snapshot).toBe(false);
+        expect(msg.epoch).toBe(epoch);
+        for (const e of msg.events) if (e.route) seen.add(e.route.nodeName);
       }
+      await waitFor("the reload", async () => lines.some((l) => l.msg === "route feed reloaded; streams sent what they missed"));
+      expect(feed.epoch).toBe(epoch);
     } finally {
       stop.abort();
       await store.close();

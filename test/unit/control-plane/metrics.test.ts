@@ -23,6 +23,7 @@ describe("ControlPlaneMetrics", () => {
     expect(sampleOf(s, "trellis_node_expiries_total")).toBe(1);
     expect(sampleOf(s, "trellis_etcd_txn_conflicts_total", { txn: "report_routes" })).toBe(2);
     expect(sampleOf(s, "trellis_etcd_txn_conflicts_total", { txn: "claim_subnet" })).toBe(1);
+    expect(sampleOf(s, "trellis_etcd_txn_conflicts_total", { txn: "expire_node" })).toBe(0); // every kind is there from the start
     expect(sampleOf(s, "trellis_etcd_request_duration_seconds_count", { op: "txn" })).toBe(1);
     expect(sampleOf(s, "trellis_etcd_request_duration_seconds_count", { op: "range" })).toBe(2);
     expect(sampleOf(s, "trellis_etcd_request_duration_seconds_sum", { op: "range" })).toBeCloseTo(0.005, 9);
