@@ -8,8 +8,8 @@ import { FreeSubnets, type SubnetPool } from "./subnet-pool.js";
  * here it is read at most once per `maxAgeMs`, one read at a time, in the background once there is a
  * view, and every registration chooses from the view it has. A view may be stale; the claim transaction
  * is the authority (a subnet leased meanwhile fails the claim, one freed meanwhile fails a claim made as
- * never used), so staleness costs a retry, never a subnet leased twice. Subnets this replica claimed or lost a claim to since the view was read
- * count as leased until a read that started after that shows them.
+ * never used), so staleness costs a retry, never a subnet leased twice. Subnets this replica claimed or
+ * lost a claim to since the view was read count as leased until a read that started after that shows them.
  */
 export class SubnetUseCache {
   private view?: { readonly free: FreeSubnets; readonly readAt: number };

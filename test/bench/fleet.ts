@@ -818,8 +818,18 @@ async function parentMain(opts: Options): Promise<void> {
       );
     const coresBetween = (before: number[][], after: number[][], seconds: number) =>
       after.map((kind, k) => kind.reduce((sum, c, i) => sum + Math.max(0, c - (before[k]?.[i] ?? 0)), 0) / seconds);
-    /** Set once the workers run: a flush that also starts their next phase's event-loop delay. */
-    let flushPhase: (() => Promise<void>) | undefined;
+    let flushes = 0;
+    const flushed = new Set<number>();
+    /** Fresh stats from every worker; with `phase`, each then starts the event-loop delay of a new phase. */
+    const flush = async (phase = false) => {
+      const seq = ++flushes;
+      flushed.clear();
+      for (const w of workers) tell(w, { t: "flush", seq, phase });
+      await until(() => flushed.size === workers.length, 60_000, 10);
+    };
+    /** The worst of the workers' `k`, as text. */
+    const worstWorker = (k: "loopDelayP99Ms" | "loopDelayMaxMs" | "phaseLoopDelayP99Ms" | "phaseLoopDelayMaxMs") =>
+      ms(Math.max(...workerStats.map((st) => st?.[k] ?? 0)));
     let phaseStart = { at: performance.now(), etcd: await etcdCounters(cluster.endpoints), cpu: await cpu() };
     /** Ends a phase: says how the replicas answered during it, what etcd was asked, and the cores each kind of process used. */
     const endPhase = async (next: string) => {
@@ -836,13 +846,12 @@ async function parentMain(opts: Options): Promise<void> {
       say(
         `  cores used during ${phase}: replicas ${cores[0]!.toFixed(2)}, etcd ${cores[1]!.toFixed(2)}, simulated nodes ${cores[2]!.toFixed(2)}`,
       );
-      if (flushPhase) {
+      if (workers.length > 0) {
         // A sim hears a route change only when its worker's event loop gets to it: the delay is part of
         // every latency the bench measures through the sims, and says how loaded the sims were.
-        await flushPhase();
-        const of = (k: "phaseLoopDelayP99Ms" | "phaseLoopDelayMaxMs") => ms(Math.max(...workerStats.map((st) => st?.[k] ?? 0)));
+        await flush(true);
         say(
-          `  simulated nodes' event-loop delay during ${phase}: p99 ${of("phaseLoopDelayP99Ms")}, max ${of("phaseLoopDelayMaxMs")} (worst worker)`,
+          `  simulated nodes' event-loop delay during ${phase}: p99 ${worstWorker("phaseLoopDelayP99Ms")}, max ${worstWorker("phaseLoopDelayMaxMs")} (worst worker)`,
         );
       }
       phaseStart = now_;
@@ -929,8 +938,6 @@ async function parentMain(opts: Options): Promise<void> {
     );
 
     // 3. The workers, each with its share of the fleet.
-    let flushes = 0;
-    const flushed = new Set<number>();
     const ready = new Set<number>();
     const stopped = new Set<number>();
     const heapMiB = Math.max(2048, Math.ceil((opts.nodes / opts.workers) * opts.nodes * 0.002)); // ~2 KiB a route held
@@ -1019,20 +1026,13 @@ async function parentMain(opts: Options): Promise<void> {
         `simulated nodes ${when}: ${sum.heartbeats} heartbeats (${sum.heartbeatFailures} failed, longest gap ${ms(sum.maxHeartbeatGapMs)}), ` +
           `${sum.connections} connections, ${sum.streamMessages} stream messages (${sum.snapshots} snapshots, ${sum.streamFailures} broken streams), ` +
           `${sum.reports} route reports (${sum.reportFailures} failed); bench processes ${workerStats.reduce((a, st) => a + (st?.rssMiB ?? 0), process.memoryUsage().rss / 1048576).toFixed(0)} MiB` +
-          `, worker event-loop delay since start p99 ${ms(Math.max(...workerStats.map((st) => st?.loopDelayP99Ms ?? 0)))} max ${ms(Math.max(...workerStats.map((st) => st?.loopDelayMaxMs ?? 0)))}`,
+          `, worker event-loop delay since start p99 ${worstWorker("loopDelayP99Ms")} max ${worstWorker("loopDelayMaxMs")}`,
       );
       const failures = new Map<string, number>();
       for (const st of workerStats) for (const [k, n] of Object.entries(st?.failures ?? {})) failures.set(k, (failures.get(k) ?? 0) + n);
       if (failures.size > 0) say(`  failed calls: ${[...failures].map(([k, n]) => `${k} ${n}`).join(", ")}`);
       for (const [e, n] of [...errs].sort((x, y) => y[1] - x[1]).slice(0, 5)) say(`  last error of ${n} nodes: ${e}`);
     };
-    const flush = async (phase = false) => {
-      const seq = ++flushes;
-      flushed.clear();
-      for (const w of workers) tell(w, { t: "flush", seq, phase });
-      await until(() => flushed.size === workers.length, 60_000, 10);
-    };
-    flushPhase = () => flush(true);
 
     // 4. Every node registers (REGISTER_CONCURRENCY at a time over all workers), then heartbeats, streams
     // routes and reports digests.
